@@ -1,0 +1,20 @@
+//! The weft.v1 API and the validated domain types it is converted into.
+//!
+//! # Layout
+//! - [`v1`]: the generated protobuf messages and gRPC services (tonic + prost).
+//! - [`model`]: validated domain types (`Service`, `Endpoints`, ...) built from the
+//!   messages with `TryFrom`; the only types the control plane's logic and the proxy's
+//!   data path see. Validation lives here once and serves both sides.
+//! - [`resource`]: the type URLs and the `Resource` envelope helpers shared by the
+//!   discovery stream and the admin API.
+
+#![forbid(unsafe_code)]
+
+pub mod model;
+pub mod resource;
+
+/// Generated code for `package weft.v1`.
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod v1 {
+    tonic::include_proto!("weft.v1");
+}

@@ -1,0 +1,17 @@
+//! Validated domain types of the mesh's resources.
+//!
+//! Every message that crosses an edge (an admin write, a discovery response) is
+//! converted once with `TryFrom` into these types; a failure names the field and the
+//! reason. Nothing past the edge handles a proto type or re-checks a value.
+
+mod endpoints;
+mod error;
+mod name;
+mod service;
+#[cfg(test)]
+mod tests;
+
+pub use endpoints::{Endpoint, Endpoints, Health, Locality};
+pub use error::Invalid;
+pub use name::{validate_label, ResourceName};
+pub use service::{PolicyName, Protocol, Service, ServicePort};

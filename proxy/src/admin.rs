@@ -1,0 +1,146 @@
+//! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config_dump`, `/shutdown`.
+//!
+//! It runs on the control runtime, apart from the data-path workers, so a saturated
+//! data path never makes the proxy look dead to Kubernetes (DESIGN.md decision 10).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::drain::Watch;
+use crate::snapshot::Snapshot;
+use crate::state::Shared;
+
+pub struct Admin {
+    pub shared: Arc<Shared>,
+    pub metrics: PrometheusHandle,
+    /// `POST /shutdown` sends here; the main task starts the drain.
+    pub shutdown: mpsc::Sender<()>,
+}
+
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut drain: Watch) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = drain.signaled() => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handle(&admin, req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+        (&Method::GET, "/ready") => {
+            if admin.shared.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no configuration received yet\n",
+                )
+            }
+        }
+        (&Method::GET, "/metrics") => Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(admin.metrics.render())))
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "render failed\n")),
+        (&Method::GET, "/config_dump") => {
+            let snapshot = admin.shared.snapshot.borrow().clone();
+            let body = json!({
+                "ready": admin.shared.is_ready(),
+                "node_id": admin.shared.config.node_id,
+                "control_plane": admin.shared.connection(),
+                "config": admin.shared.config,
+                "resources": dump_resources(&snapshot),
+            });
+            let text_body = serde_json::to_string_pretty(&body).unwrap_or_default();
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(text_body)))
+                .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "dump failed\n"))
+        }
+        (&Method::POST, "/shutdown") => {
+            let _ = admin.shutdown.try_send(());
+            text(StatusCode::ACCEPTED, "draining\n")
+        }
+        (_, "/shutdown") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
+    let mut services: Vec<_> = snapshot
+        .services
+        .iter()
+        .map(|(name, view)| {
+            let s = &view.service;
+            json!({
+                "name": name.to_string(),
+                "version": view.version,
+                "ports": s.ports.iter().map(|p| json!({
+                    "name": p.name, "port": p.port, "protocol": p.protocol.as_str(),
+                })).collect::<Vec<_>>(),
+                "virtual_ips": s.virtual_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "hostnames": s.hostnames,
+                "load_balancer": view.policy,
+            })
+        })
+        .collect();
+    services.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let mut endpoints: Vec<_> = snapshot
+        .endpoints
+        .iter()
+        .map(|(name, view)| {
+            json!({
+                "name": name.to_string(),
+                "version": view.version,
+                "endpoints": view.endpoints.endpoints.iter().map(|e| json!({
+                    "address": e.address.to_string(),
+                    "port_name": e.port_name,
+                    "weight": e.weight,
+                    "region": e.locality.region,
+                    "zone": e.locality.zone,
+                    "labels": e.labels,
+                    "health": e.health.as_str(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    endpoints.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    json!({ "services": services, "endpoints": endpoints })
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}

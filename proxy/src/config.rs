@@ -1,0 +1,396 @@
+//! The proxy's configuration: flags with `WEFT_*` environment equivalents, parsed once.
+//!
+//! Clap reads the raw values; [`Config::from_args`] then checks all of them and reports
+//! every invalid one at once (the binary exits 64, EX_USAGE), instead of stopping at the
+//! first. Nothing else in the proxy reads the environment.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Serialize;
+use weft_proto::model::{validate_label, ResourceName};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "weft-proxy", version, about = "The Weft sidecar proxy")]
+pub struct Args {
+    /// Control-plane address: host:port or http://host:port; the host may be a DNS name.
+    #[arg(long, env = "WEFT_CONTROL_PLANE", default_value = "127.0.0.1:15010")]
+    pub control_plane: String,
+    /// Unique id of this proxy instance (default: <hostname>-<pid>).
+    #[arg(long, env = "WEFT_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Namespace of the workload this proxy fronts.
+    #[arg(long, env = "WEFT_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Service the workload belongs to; with --workload-address and --workload-port
+    /// the proxy registers it as an endpoint of that service.
+    #[arg(long, env = "WEFT_SERVICE")]
+    pub service: Option<String>,
+    /// Address other proxies reach this workload at.
+    #[arg(long, env = "WEFT_WORKLOAD_ADDRESS")]
+    pub workload_address: Option<String>,
+    /// Port(s) of the workload for other proxies, `PORT` or `NAME=PORT` (repeatable).
+    #[arg(long = "workload-port", env = "WEFT_WORKLOAD_PORTS", value_delimiter = ',')]
+    pub workload_ports: Vec<String>,
+    #[arg(long, env = "WEFT_REGION", default_value = "")]
+    pub region: String,
+    #[arg(long, env = "WEFT_ZONE", default_value = "")]
+    pub zone: String,
+    /// Workload label `KEY=VALUE` (repeatable).
+    #[arg(long = "label", env = "WEFT_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Relative weight of this workload's endpoint.
+    #[arg(long, env = "WEFT_WEIGHT", default_value = "1")]
+    pub weight: String,
+    /// Admin HTTP listener: /live, /ready, /metrics, /config_dump, /shutdown.
+    #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:15020")]
+    pub admin: String,
+    /// Outbound listener that iptables redirects the application's traffic to.
+    #[arg(long, env = "WEFT_OUTBOUND_ADDR", default_value = "127.0.0.1:15001")]
+    pub outbound: String,
+    /// Inbound listener for traffic from other proxies.
+    #[arg(long, env = "WEFT_INBOUND_ADDR", default_value = "0.0.0.0:15006")]
+    pub inbound: String,
+    /// Where inbound traffic is delivered when it was not captured by iptables
+    /// (with capture, it goes to 127.0.0.1:<original port>).
+    #[arg(long, env = "WEFT_INBOUND_FORWARD")]
+    pub inbound_forward: Option<String>,
+    /// Explicit outbound listener `SERVICE[:PORT]=LISTEN_ADDR` (repeatable), for hosts
+    /// without iptables; SERVICE is `name` or `namespace/name`.
+    #[arg(long = "upstream", env = "WEFT_UPSTREAMS", value_delimiter = ',')]
+    pub upstreams: Vec<String>,
+    /// Largest delay between reconnect attempts to the control plane, in milliseconds.
+    #[arg(long, env = "WEFT_RECONNECT_MAX_MS", default_value = "5000")]
+    pub reconnect_max_ms: String,
+    /// Directory for the last good config (static stability).
+    #[arg(long, env = "WEFT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Data-path worker threads (0: one per CPU).
+    #[arg(long, env = "WEFT_WORKERS", default_value = "0")]
+    pub workers: String,
+    /// Log filter (tracing-subscriber syntax).
+    #[arg(long, env = "WEFT_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// The validated configuration, serializable for `/config_dump`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub control_plane: ControlPlaneAddr,
+    pub node_id: String,
+    pub namespace: String,
+    pub workload: Option<Workload>,
+    pub admin: SocketAddr,
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub inbound_forward: Option<SocketAddr>,
+    pub upstreams: Vec<Upstream>,
+    #[serde(with = "millis")]
+    pub reconnect_max: Duration,
+    pub state_dir: Option<PathBuf>,
+    pub workers: usize,
+    pub log: String,
+}
+
+/// The control plane's address, resolved anew on every connection attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlPlaneAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    pub service: String,
+    pub address: IpAddr,
+    pub ports: Vec<WorkloadPort>,
+    pub region: String,
+    pub zone: String,
+    pub labels: BTreeMap<String, String>,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkloadPort {
+    pub name: String,
+    pub port: u16,
+}
+
+/// An explicit outbound listener bound to one service (and optionally one of its ports).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Upstream {
+    pub service: String,
+    pub port: Option<u16>,
+    pub listen: SocketAddr,
+}
+
+impl Upstream {
+    pub fn service_name(&self) -> ResourceName {
+        // Validated in from_args.
+        ResourceName::parse(&self.service).unwrap_or_else(|_| ResourceName {
+            namespace: "default".into(),
+            name: self.service.clone(),
+        })
+    }
+}
+
+impl Config {
+    /// Checks every value and returns all the problems, one line each.
+    pub fn from_args(args: Args) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut socket = |flag: &str, value: &str| -> SocketAddr {
+            value.parse().unwrap_or_else(|_| {
+                errors.push(format!("--{flag}: {value:?} is not an IP:port address"));
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            })
+        };
+        let admin = socket("admin", &args.admin);
+        let outbound = socket("outbound", &args.outbound);
+        let inbound = socket("inbound", &args.inbound);
+        let inbound_forward = args
+            .inbound_forward
+            .as_deref()
+            .map(|v| socket("inbound-forward", v));
+
+        let control_plane = parse_control_plane(&args.control_plane).unwrap_or_else(|e| {
+            errors.push(format!("--control-plane: {e}"));
+            ControlPlaneAddr {
+                host: String::new(),
+                port: 0,
+            }
+        });
+        if let Err(e) = validate_label("namespace", &args.namespace) {
+            errors.push(format!("--namespace: {}", e.reason));
+        }
+        let node_id = args.node_id.clone().unwrap_or_else(default_node_id);
+        if node_id.is_empty() {
+            errors.push("--node-id: must not be empty".to_owned());
+        }
+
+        let workload = parse_workload(&args, &mut errors);
+
+        let mut upstreams = Vec::new();
+        for spec in &args.upstreams {
+            match parse_upstream(spec) {
+                Ok(u) => upstreams.push(u),
+                Err(e) => errors.push(format!("--upstream {spec:?}: {e}")),
+            }
+        }
+        let reconnect_max = match args.reconnect_max_ms.parse::<u64>() {
+            Ok(ms) if ms >= 10 => Duration::from_millis(ms),
+            _ => {
+                errors.push(format!(
+                    "--reconnect-max-ms: {:?} is not a number of milliseconds >= 10",
+                    args.reconnect_max_ms
+                ));
+                Duration::from_secs(5)
+            }
+        };
+        let workers = args.workers.parse::<usize>().unwrap_or_else(|_| {
+            errors.push(format!("--workers: {:?} is not a number", args.workers));
+            0
+        });
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
+            errors.push(format!("--log: {e}"));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Config {
+            control_plane,
+            node_id,
+            namespace: args.namespace,
+            workload,
+            admin,
+            outbound,
+            inbound,
+            inbound_forward,
+            upstreams,
+            reconnect_max,
+            state_dir: args.state_dir,
+            workers,
+            log: args.log,
+        })
+    }
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "proxy".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+fn parse_control_plane(text: &str) -> Result<ControlPlaneAddr, String> {
+    let rest = text
+        .strip_prefix("http://")
+        .unwrap_or(text)
+        .trim_end_matches('/');
+    if text.starts_with("https://") {
+        return Err("https is not supported yet; use host:port".to_owned());
+    }
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} has no port (expected host:port)"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{text:?} has an invalid port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{text:?} has no host"));
+    }
+    Ok(ControlPlaneAddr {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn parse_workload(args: &Args, errors: &mut Vec<String>) -> Option<Workload> {
+    let Some(service) = args.service.clone() else {
+        if args.workload_address.is_some() || !args.workload_ports.is_empty() {
+            errors.push("--workload-address/--workload-port need --service".to_owned());
+        }
+        return None;
+    };
+    if let Err(e) = validate_label("service", &service) {
+        errors.push(format!("--service: {}", e.reason));
+    }
+    let address = match args.workload_address.as_deref() {
+        Some(text) => text.parse().unwrap_or_else(|_| {
+            errors.push(format!("--workload-address: {text:?} is not an IP address"));
+            IpAddr::from([0, 0, 0, 0])
+        }),
+        None => {
+            errors.push("--service needs --workload-address".to_owned());
+            IpAddr::from([0, 0, 0, 0])
+        }
+    };
+    if args.workload_ports.is_empty() {
+        errors.push("--service needs at least one --workload-port".to_owned());
+    }
+    let mut ports = Vec::new();
+    for spec in &args.workload_ports {
+        let (name, port) = spec.split_once('=').unwrap_or(("", spec));
+        match port.parse::<u16>() {
+            Ok(port) if port != 0 => ports.push(WorkloadPort {
+                name: name.to_owned(),
+                port,
+            }),
+            _ => errors.push(format!("--workload-port: {spec:?} is not PORT or NAME=PORT")),
+        }
+    }
+    let mut labels = BTreeMap::new();
+    for spec in &args.labels {
+        match spec.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                labels.insert(k.to_owned(), v.to_owned());
+            }
+            _ => errors.push(format!("--label: {spec:?} is not KEY=VALUE")),
+        }
+    }
+    let weight = match args.weight.parse::<u32>() {
+        Ok(w) if (1..=10_000).contains(&w) => w,
+        _ => {
+            errors.push(format!("--weight: {:?} is not in 1..=10000", args.weight));
+            1
+        }
+    };
+    Some(Workload {
+        service,
+        address,
+        ports,
+        region: args.region.clone(),
+        zone: args.zone.clone(),
+        labels,
+        weight,
+    })
+}
+
+fn parse_upstream(spec: &str) -> Result<Upstream, String> {
+    let (target, listen) = spec
+        .split_once('=')
+        .ok_or("expected SERVICE[:PORT]=LISTEN_ADDR")?;
+    let listen: SocketAddr = listen
+        .parse()
+        .map_err(|_| format!("{listen:?} is not an IP:port address"))?;
+    let (service, port) = match target.rsplit_once(':') {
+        Some((service, port)) => {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{port:?} is not a port"))?;
+            (service, Some(port))
+        }
+        None => (target, None),
+    };
+    ResourceName::parse(service).map_err(|e| e.to_string())?;
+    Ok(Upstream {
+        service: service.to_owned(),
+        port,
+        listen,
+    })
+}
+
+mod millis {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["weft-proxy"];
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv)
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported() {
+        let errors = Config::from_args(args(&[
+            "--admin",
+            "nope",
+            "--control-plane",
+            "cp",
+            "--upstream",
+            "orders",
+            "--reconnect-max-ms",
+            "x",
+        ]))
+        .expect_err("invalid");
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].starts_with("--admin"));
+    }
+
+    #[test]
+    fn workload_and_upstreams_parse() {
+        let config = Config::from_args(args(&[
+            "--control-plane",
+            "http://weft-cp.weft-system.svc:15010",
+            "--service",
+            "orders",
+            "--workload-address",
+            "10.0.0.7",
+            "--workload-port",
+            "http=8080",
+            "--upstream",
+            "shop/users:80=127.0.0.1:9001",
+        ]))
+        .expect("valid");
+        assert_eq!(config.control_plane.host, "weft-cp.weft-system.svc");
+        let workload = config.workload.expect("workload");
+        assert_eq!(workload.ports[0].name, "http");
+        assert_eq!(config.upstreams[0].port, Some(80));
+        assert_eq!(config.upstreams[0].service_name().to_string(), "shop/users");
+    }
+}

@@ -1,0 +1,22 @@
+//! weft-proxy: the per-pod sidecar.
+//!
+//! # Layout
+//! - [`config`]: flags and `WEFT_*` variables, validated once into [`config::Config`].
+//! - [`snapshot`]: the immutable view of the mesh the data path reads.
+//! - [`discovery`]: the control-plane client: resolves the control plane (hickory),
+//!   keeps one discovery stream, validates each push into a new snapshot, ACKs/NACKs.
+//! - [`admin`]: `/live`, `/ready`, `/metrics`, `/config_dump`, `/shutdown`, served on
+//!   the control runtime, off the data path.
+//! - [`drain`]: the shutdown primitive every listener and task watches.
+//!
+//! Two runtimes: a small current-thread one for admin and discovery, and the data-path
+//! workers, so that neither can stall the other (DESIGN.md decision 10).
+
+#![deny(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod discovery;
+pub mod drain;
+pub mod snapshot;
+pub mod state;

@@ -1,0 +1,63 @@
+//! `weft-proxy`: parse the configuration once, then run the control runtime (admin and
+//! discovery) on its own thread and the data path on the worker runtime.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use weft_proxy::config::{Args, Config};
+use weft_proxy::{admin, discovery, drain::Drain, state::Shared};
+
+fn main() -> ExitCode {
+    let config = match Config::from_args(Args::parse()) {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("weft-proxy: {e}");
+            }
+            return ExitCode::from(64);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
+        .init();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let shared = Shared::new(config);
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("weft-control")
+        .build()?;
+    control.block_on(async move {
+        let mut drain = Drain::new();
+        let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
+        let listener = tokio::net::TcpListener::bind(shared.config.admin).await?;
+        tracing::info!(addr = %listener.local_addr()?, "admin listening");
+        let admin = Arc::new(admin::Admin {
+            shared: shared.clone(),
+            metrics,
+            shutdown: shutdown_tx,
+        });
+        tokio::spawn(admin::serve(listener, admin, drain.watch()));
+        tokio::spawn(discovery::run(shared.clone(), drain.watch()));
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+            _ = shutdown_rx.recv() => tracing::info!("/shutdown: draining"),
+        }
+        drain.signal();
+        drain.wait().await;
+        anyhow::Ok(())
+    })
+}
