@@ -146,7 +146,10 @@ pub fn decode_resource(resource: &v1::Resource) -> Result<Body, DecodeError> {
             name: resource.name.clone(),
             invalid: Invalid::new(
                 "name",
-                format!("envelope name {:?} differs from the body's {name:?}", resource.name),
+                format!(
+                    "envelope name {:?} differs from the body's {name:?}",
+                    resource.name
+                ),
             ),
         });
     }

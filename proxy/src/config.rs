@@ -33,7 +33,11 @@ pub struct Args {
     #[arg(long, env = "WEFT_WORKLOAD_ADDRESS")]
     pub workload_address: Option<String>,
     /// Port(s) of the workload for other proxies, `PORT` or `NAME=PORT` (repeatable).
-    #[arg(long = "workload-port", env = "WEFT_WORKLOAD_PORTS", value_delimiter = ',')]
+    #[arg(
+        long = "workload-port",
+        env = "WEFT_WORKLOAD_PORTS",
+        value_delimiter = ','
+    )]
     pub workload_ports: Vec<String>,
     #[arg(long, env = "WEFT_REGION", default_value = "")]
     pub region: String,
@@ -281,7 +285,9 @@ fn parse_workload(args: &Args, errors: &mut Vec<String>) -> Option<Workload> {
                 name: name.to_owned(),
                 port,
             }),
-            _ => errors.push(format!("--workload-port: {spec:?} is not PORT or NAME=PORT")),
+            _ => errors.push(format!(
+                "--workload-port: {spec:?} is not PORT or NAME=PORT"
+            )),
         }
     }
     let mut labels = BTreeMap::new();

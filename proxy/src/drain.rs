@@ -35,10 +35,7 @@ impl Drain {
     pub fn watch(&self) -> Watch {
         Watch {
             signal: self.signal.subscribe(),
-            _done: self
-                .done_tx
-                .clone()
-                .unwrap_or_else(|| mpsc::channel(1).0),
+            _done: self.done_tx.clone().unwrap_or_else(|| mpsc::channel(1).0),
         }
     }
 

@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod capture;
 pub mod config;
 pub mod discovery;
 pub mod drain;

@@ -165,10 +165,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
 
 /// Runs a command to completion and returns its output.
 pub fn run(command: &mut Command) -> Output {
-    command
-        .stdin(Stdio::null())
-        .output()
-        .expect("run command")
+    command.stdin(Stdio::null()).output().expect("run command")
 }
 
 pub fn loopback(port: u16) -> SocketAddr {

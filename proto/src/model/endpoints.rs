@@ -77,10 +77,7 @@ impl TryFrom<&v1::Endpoint> for Endpoint {
 
     fn try_from(msg: &v1::Endpoint) -> Result<Self, Invalid> {
         let ip: IpAddr = msg.address.parse().map_err(|_| {
-            Invalid::new(
-                "address",
-                format!("{:?} is not an IP address", msg.address),
-            )
+            Invalid::new("address", format!("{:?} is not an IP address", msg.address))
         })?;
         let port = port_number("port", msg.port)?;
         if !msg.port_name.is_empty() {
@@ -119,7 +116,11 @@ impl TryFrom<&v1::Endpoint> for Endpoint {
             port_name: msg.port_name.clone(),
             weight,
             locality,
-            labels: msg.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            labels: msg
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             health,
         })
     }

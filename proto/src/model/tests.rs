@@ -54,7 +54,10 @@ fn service_rejects_each_bad_field_by_name() {
     let mut m = service();
     m.ports[0].port = 70_000;
     let err = Service::try_from(&m).expect_err("out of range");
-    assert_eq!(err.to_string(), "ports[0].port: 70000 is out of range 1-65535");
+    assert_eq!(
+        err.to_string(),
+        "ports[0].port: 70000 is out of range 1-65535"
+    );
 
     let mut m = service();
     m.ports[0].protocol = "udp".into();
@@ -149,7 +152,9 @@ fn resource_names_parse_with_default_namespace() {
         "default/orders"
     );
     assert_eq!(
-        ResourceName::parse("shop/orders").expect("valid").to_string(),
+        ResourceName::parse("shop/orders")
+            .expect("valid")
+            .to_string(),
         "shop/orders"
     );
     assert!(ResourceName::parse("shop/-orders").is_err());
