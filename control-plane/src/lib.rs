@@ -13,4 +13,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod apply;
+pub mod discovery;
+pub mod registry;
+pub mod server;
 pub mod store;
+pub mod view;
