@@ -7,6 +7,8 @@ use weft_control_plane::server::{self, Config};
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
         .init();
     let listener = tokio::net::TcpListener::bind(config.listen)

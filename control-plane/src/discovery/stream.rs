@@ -105,6 +105,9 @@ struct StreamState {
     types: BTreeMap<Kind, TypeState>,
     pending: HashMap<String, Pending>,
     next_nonce: u64,
+    /// The first push answers every subscribed type, even with nothing to send, so a
+    /// proxy learns it is in sync (and may report ready) on an empty or unchanged mesh.
+    first_push: bool,
 }
 
 impl StreamState {
@@ -131,6 +134,7 @@ impl StreamState {
             types,
             pending: HashMap::new(),
             next_nonce: 0,
+            first_push: true,
         };
         if hello.subscriptions.is_empty() {
             // A Hello without subscriptions wants everything.
@@ -146,6 +150,7 @@ impl StreamState {
 
     /// Sends one response per type whose resources the proxy does not hold yet.
     async fn push(&mut self, view: &View, tx: &Tx) -> Result<(), mpsc::error::SendError<()>> {
+        let first_push = std::mem::replace(&mut self.first_push, false);
         for (kind, state) in &mut self.types {
             let Some(interest) = &state.interest else {
                 continue;
@@ -157,7 +162,7 @@ impl StreamState {
                 .map(|(n, (v, _))| (n.clone(), *v))
                 .collect();
             let d = diff(&current, &state.held, interest, &rejected);
-            if d.is_empty() {
+            if d.is_empty() && !first_push {
                 state.held.base = current;
                 continue;
             }
