@@ -1,5 +1,6 @@
 //! weftctl against a real control plane: apply, get in every format, the YAML round
-//! trip, a rejected file that changes nothing, and delete.
+//! trip, a rejected file that changes nothing, delete, and the status of a scripted
+//! proxy that NACKs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,29 @@ spec:
     labels: {version: v2}
   - {address: 10.0.0.6, port: 9090, portName: grpc, health: unhealthy}
 ";
+
+/// Starts a control plane on a free port and waits until weftctl gets an answer.
+fn control_plane(scratch: &Scratch) -> (Proc, Ctl) {
+    let port = free_port();
+    let process = Proc::spawn(
+        "weft-control-plane",
+        Command::new(bin("weft-control-plane"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(scratch.0.join("data")),
+        &scratch.0,
+    );
+    let ctl = Ctl {
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    wait_for(
+        "the control plane to answer",
+        Duration::from_secs(20),
+        || ctl.run(&["get", "svc"]).status.success().then_some(()),
+    );
+    (process, ctl)
+}
 
 /// A scratch directory removed at the end of the test.
 struct Scratch(PathBuf);
@@ -128,24 +152,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 #[test]
 fn apply_get_round_trip_reject_and_delete() {
     let scratch = Scratch::new();
-    let port = free_port();
-    let _control_plane = Proc::spawn(
-        "weft-control-plane",
-        Command::new(bin("weft-control-plane"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(scratch.0.join("data")),
-        &scratch.0,
-    );
-    let ctl = Ctl {
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    wait_for(
-        "the control plane to answer",
-        Duration::from_secs(20),
-        || ctl.run(&["get", "svc"]).status.success().then_some(()),
-    );
+    let (_control_plane, ctl) = control_plane(&scratch);
 
     let mesh = write(&scratch.0, "mesh.yaml", MESH);
     assert_eq!(
@@ -251,6 +258,109 @@ fn apply_get_round_trip_reject_and_delete() {
     let json: serde_json::Value =
         serde_json::from_str(&ctl.ok(&["status", "-o", "json"])).expect("json");
     assert_eq!(json, serde_json::json!([]));
+}
+
+/// A proxy scripted over the Discovery API rejects the service it is pushed; status
+/// must show it NACKED with the message in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_proxys_nack_in_full() {
+    use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+    use weft_proto::resource::Kind;
+    use weft_proto::v1;
+    use weft_proto::v1::discovery_request::Request;
+
+    let scratch = Scratch::new();
+    let (_control_plane, ctl) = tokio::task::block_in_place(|| control_plane(&scratch));
+    let mesh = write(&scratch.0, "mesh.yaml", MESH);
+    tokio::task::block_in_place(|| ctl.ok(&["apply", "-f", &mesh]));
+
+    let mut discovery = v1::discovery_client::DiscoveryClient::connect(ctl.address.clone())
+        .await
+        .expect("connect to discovery");
+    let (requests, outbound) = tokio::sync::mpsc::channel(4);
+    let send = |request| {
+        let requests = requests.clone();
+        async move {
+            requests
+                .send(v1::DiscoveryRequest {
+                    request: Some(request),
+                })
+                .await
+                .expect("send on the stream");
+        }
+    };
+    send(Request::Hello(v1::Hello {
+        node: Some(v1::Node {
+            id: "orders-1.shop".into(),
+            workload: None,
+            build: "scripted".into(),
+        }),
+        known: vec![],
+        subscriptions: vec![v1::Subscription {
+            type_url: Kind::Service.type_url().into(),
+            subscribe: vec!["*".into()],
+            unsubscribe: vec![],
+        }],
+    }))
+    .await;
+    let mut responses = discovery
+        .stream(ReceiverStream::new(outbound))
+        .await
+        .expect("open the stream")
+        .into_inner();
+    let push = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let response = responses
+                .message()
+                .await
+                .expect("stream")
+                .expect("a response");
+            if response.type_url == Kind::Service.type_url() && !response.resources.is_empty() {
+                return response;
+            }
+        }
+    })
+    .await
+    .expect("the service is pushed");
+    let reason = "load_balancer: unknown policy \"round_robin\" in this build; keeping the last good service";
+    send(Request::Nack(v1::Nack {
+        nonce: push.nonce.clone(),
+        errors: vec![v1::ResourceError {
+            name: push.resources[0].name.clone(),
+            version: push.resources[0].version,
+            message: reason.into(),
+        }],
+    }))
+    .await;
+
+    let table = tokio::task::block_in_place(|| {
+        wait_for("status to show the NACK", Duration::from_secs(10), || {
+            let table = ctl.ok(&["status"]);
+            table.contains("NACKED").then_some(table)
+        })
+    });
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[1].starts_with("orders-1.shop "), "{table}");
+    assert!(
+        lines[2]
+            .trim_start()
+            .starts_with("NACK weft.v1.Service: shop/orders@")
+            && lines[2].ends_with(reason),
+        "the NACK message is printed in full: {table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&tokio::task::block_in_place(|| {
+        ctl.ok(&["status", "-o", "json"])
+    }))
+    .expect("json");
+    assert_eq!(json[0]["state"], "NACKED");
+    let nack = json[0]["types"]
+        .as_array()
+        .expect("types")
+        .iter()
+        .find_map(|t| t["lastNack"].as_str())
+        .expect("a lastNack");
+    assert!(nack.ends_with(reason), "{nack}");
+    drop(requests);
 }
 
 #[test]
