@@ -20,6 +20,11 @@ fn config(dir: &std::path::Path, debounce_ms: u64) -> Config {
         registration_grace_ms: 1000,
         debounce_ms,
         log: "warn".into(),
+        trust_domain: "cluster.local".into(),
+        cert_ttl: "24h".into(),
+        ca_cert: None,
+        ca_key: None,
+        ca_chain: None,
     }
 }
 

@@ -168,6 +168,7 @@ async fn run(args: Args) -> Result<(), CliError> {
                 let plural = match kind {
                     Kind::Service => "services",
                     Kind::Endpoints => "endpoints",
+                    Kind::TrustBundle => "trust bundles",
                 };
                 eprintln!("No {plural} found.");
                 return Ok(());

@@ -39,6 +39,53 @@ pub enum ParseError {
 pub enum Document {
     Service(ServiceDocument),
     Endpoints(EndpointsDocument),
+    TrustBundle(TrustBundleDocument),
+}
+
+/// Published by the control plane; `get` shows it, `apply` of one is refused by the
+/// server (the CA owns it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustBundleDocument {
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: TrustBundleSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrustBundleSpec {
+    #[serde(default)]
+    pub trust_domain: String,
+    /// PEM certificates.
+    #[serde(default)]
+    pub roots: Vec<String>,
+}
+
+impl TrustBundleDocument {
+    pub fn to_proto(&self) -> v1::TrustBundle {
+        v1::TrustBundle {
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone(),
+            trust_domain: self.spec.trust_domain.clone(),
+            roots: self.spec.roots.clone(),
+        }
+    }
+
+    pub fn from_proto(message: &v1::TrustBundle, version: Option<u64>) -> TrustBundleDocument {
+        TrustBundleDocument {
+            kind: Kind::TrustBundle.as_str().to_owned(),
+            metadata: Metadata {
+                name: message.name.clone(),
+                namespace: message.namespace.clone(),
+                version,
+            },
+            spec: TrustBundleSpec {
+                trust_domain: message.trust_domain.clone(),
+                roots: message.roots.clone(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +231,9 @@ pub fn parse(text: &str) -> Result<Vec<Document>, ParseError> {
             Some(Kind::Endpoints) => documents.push(Document::Endpoints(
                 EndpointsDocument::deserialize(document).map_err(error)?,
             )),
+            Some(Kind::TrustBundle) => documents.push(Document::TrustBundle(
+                TrustBundleDocument::deserialize(document).map_err(error)?,
+            )),
         }
     }
     if documents.is_empty() {
@@ -213,6 +263,7 @@ impl Document {
         match self {
             Document::Service(_) => Kind::Service,
             Document::Endpoints(_) => Kind::Endpoints,
+            Document::TrustBundle(_) => Kind::TrustBundle,
         }
     }
 
@@ -220,6 +271,7 @@ impl Document {
         match self {
             Document::Service(d) => &d.metadata,
             Document::Endpoints(d) => &d.metadata,
+            Document::TrustBundle(d) => &d.metadata,
         }
     }
 
@@ -234,6 +286,7 @@ impl Document {
         let body = match self {
             Document::Service(d) => to_any(Kind::Service, &d.to_proto()),
             Document::Endpoints(d) => to_any(Kind::Endpoints, &d.to_proto()),
+            Document::TrustBundle(d) => to_any(Kind::TrustBundle, &d.to_proto()),
         };
         v1::Resource {
             name: self.name(),
@@ -266,6 +319,10 @@ impl Document {
             Kind::Endpoints => {
                 let message = v1::Endpoints::decode(any.value.as_slice()).map_err(malformed)?;
                 Document::Endpoints(EndpointsDocument::from_proto(&message, version))
+            }
+            Kind::TrustBundle => {
+                let message = v1::TrustBundle::decode(any.value.as_slice()).map_err(malformed)?;
+                Document::TrustBundle(TrustBundleDocument::from_proto(&message, version))
             }
         })
     }
