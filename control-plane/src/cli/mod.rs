@@ -6,11 +6,13 @@
 //!   the weft.v1 messages.
 //! - [`resources`]: how `get` prints resources (table, YAML, JSON).
 //! - [`status`]: how `status` prints the connected proxies.
+//! - [`identity`]: how `token list` and `ca ...` print.
 //! - [`table`]: a tiny aligned-column table.
 //! - [`client`]: the control-plane address, the Admin connection, and `weftctl`'s errors.
 
 pub mod client;
 pub mod document;
+pub mod identity;
 pub mod resources;
 pub mod status;
 pub mod table;
