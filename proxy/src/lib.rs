@@ -5,6 +5,8 @@
 //! - [`snapshot`]: the immutable view of the mesh the data path reads.
 //! - [`discovery`]: the control-plane client: resolves the control plane (hickory),
 //!   keeps one discovery stream, validates each push into a new snapshot, ACKs/NACKs.
+//! - [`identity`]: the proxy's certificate, key and trusted roots, and the manager
+//!   that obtains and renews them; what the data path builds its mTLS configs from.
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/config_dump`, `/shutdown`, served on
 //!   the control runtime, off the data path.
 //! - [`drain`]: the shutdown primitive every listener and task watches.
@@ -19,5 +21,6 @@ pub mod capture;
 pub mod config;
 pub mod discovery;
 pub mod drain;
+pub mod identity;
 pub mod snapshot;
 pub mod state;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use weft_proxy::config::{Args, Config};
-use weft_proxy::{admin, discovery, drain::Drain, state::Shared};
+use weft_proxy::{admin, discovery, drain::Drain, identity, state::Shared};
 
 fn main() -> ExitCode {
     let config = match Config::from_args(Args::parse()) {
@@ -51,6 +51,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         });
         tokio::spawn(admin::serve(listener, admin, drain.watch()));
         tokio::spawn(discovery::run(shared.clone(), drain.watch()));
+        tokio::spawn(identity::manager::run(shared.clone(), drain.watch()));
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

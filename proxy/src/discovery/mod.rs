@@ -25,6 +25,7 @@ use weft_proto::v1::discovery_request::Request as Req;
 pub use backoff::Backoff;
 pub use resources::Resources;
 
+use crate::config::ControlPlaneAddr;
 use crate::drain::Watch;
 use crate::state::{ConnectionState, Rejected, Shared};
 
@@ -43,14 +44,31 @@ pub enum DiscoveryError {
     Closed,
 }
 
-pub async fn run(shared: Arc<Shared>, mut drain: Watch) {
-    let resolver = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+/// The resolver for the control plane's name; `None` when the system has no resolver
+/// configuration (then only IP addresses work).
+pub(crate) fn resolver() -> Option<TokioResolver> {
+    match TokioResolver::builder_tokio().and_then(|b| b.build()) {
         Ok(resolver) => Some(resolver),
         Err(e) => {
             tracing::warn!(error = %e, "no DNS resolver configuration; only IP addresses will work");
             None
         }
-    };
+    }
+}
+
+/// Resolves the control plane afresh and connects to the first address that answers.
+/// Discovery and the certificate manager both dial through here, so they follow the
+/// same replica choice and DNS behaviour.
+pub(crate) async fn dial(
+    target: &ControlPlaneAddr,
+    resolver: Option<&TokioResolver>,
+) -> Result<(tonic::transport::Channel, SocketAddr), DiscoveryError> {
+    let addresses = resolve(resolver, &target.host, target.port).await?;
+    connect(&addresses).await
+}
+
+pub async fn run(shared: Arc<Shared>, mut drain: Watch) {
+    let resolver = resolver();
     let mut backoff = Backoff::new(FIRST_RETRY, shared.config.reconnect_max);
     let mut resources = Resources::default();
     loop {
@@ -89,9 +107,7 @@ async fn session(
     resources: &mut Resources,
     progressed: &mut bool,
 ) -> Result<(), DiscoveryError> {
-    let target = &shared.config.control_plane;
-    let addresses = resolve(resolver, &target.host, target.port).await?;
-    let (channel, address) = connect(&addresses).await?;
+    let (channel, address) = dial(&shared.config.control_plane, resolver).await?;
     let mut client = DiscoveryClient::new(channel);
 
     let (tx, rx) = mpsc::channel(16);
@@ -118,6 +134,13 @@ async fn session(
         let kind = Kind::from_type_url(&response.type_url);
         let errors = resources.apply(&response);
         shared.snapshot.send_replace(Arc::new(resources.snapshot()));
+        if kind == Some(Kind::TrustBundle) {
+            if let Some(view) = resources.trust_bundle() {
+                shared
+                    .identity
+                    .set_trust_bundle(Arc::new(view.bundle.clone()));
+            }
+        }
         shared.configured.store(true, Ordering::Release);
         record(shared, resources, kind, &response, &errors);
         let answer = if errors.is_empty() {
