@@ -341,9 +341,11 @@ fn new_root(trust_domain: &TrustDomain) -> Result<StoredCa, CaError> {
     name.push(DnType::OrganizationName, "weft");
     // A distinct name per root, so that the old and new roots of a rotation never
     // look alike to a path builder.
+    let mut tag = [0u8; 4];
+    rand::rng().fill_bytes(&mut tag);
     name.push(
         DnType::CommonName,
-        format!("weft root CA {trust_domain} {}", now.unix_timestamp()),
+        format!("weft root CA {trust_domain} {}", hex(&tag)),
     );
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
