@@ -8,6 +8,7 @@
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/config_dump`, `/shutdown`, served on
 //!   the control runtime, off the data path.
 //! - [`drain`]: the shutdown primitive every listener and task watches.
+//! - [`init`]: `weft-proxy init`, the iptables rules that capture the pod's traffic.
 //!
 //! Two runtimes: a small current-thread one for admin and discovery, and the data-path
 //! workers, so that neither can stall the other (DESIGN.md decision 10).
@@ -19,5 +20,6 @@ pub mod capture;
 pub mod config;
 pub mod discovery;
 pub mod drain;
+pub mod init;
 pub mod snapshot;
 pub mod state;

@@ -9,6 +9,10 @@ use weft_proxy::config::{Args, Config};
 use weft_proxy::{admin, discovery, drain::Drain, state::Shared};
 
 fn main() -> ExitCode {
+    // `weft-proxy init` writes the pod's iptables rules and exits (init/mod.rs).
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "init") {
+        return weft_proxy::init::main(std::env::args_os().skip(1));
+    }
     let config = match Config::from_args(Args::parse()) {
         Ok(config) => config,
         Err(errors) => {
