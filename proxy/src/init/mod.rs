@@ -64,7 +64,6 @@ fn run(config: &InitConfig) -> Result<(), IptablesError> {
             Ok(())
         }
         Action::Apply(capture) => {
-            iptables::check_privileges()?;
             apply(capture, Family::V4)?;
             if config.ipv6 {
                 apply(capture, Family::V6)
@@ -75,8 +74,6 @@ fn run(config: &InitConfig) -> Result<(), IptablesError> {
             }
         }
         Action::Cleanup => {
-            // Reading the table needs the capability too, even for a dry run.
-            iptables::check_privileges()?;
             let mut removed = cleanup(Family::V4, config.dry_run)?;
             removed |= if config.ipv6 {
                 cleanup(Family::V6, config.dry_run)?
@@ -115,7 +112,10 @@ pub fn dry_run(capture: &Capture, ipv6: bool) -> String {
 }
 
 fn apply(capture: &Capture, family: Family) -> Result<(), IptablesError> {
+    // Saving first reports a missing iptables as such; the capability check then names
+    // the fix before iptables-restore can fail less clearly.
     let saved = iptables::save(family)?;
+    iptables::check_privileges()?;
     warn_mixed_backends(&saved);
     let existing = NatTable::parse(&saved);
     iptables::restore(family, &rules::apply_ruleset(capture, family, &existing))?;
@@ -136,7 +136,9 @@ fn apply(capture: &Capture, family: Family) -> Result<(), IptablesError> {
 /// Removes (or, for a dry run, prints the removal of) Weft's rules for `family`;
 /// returns whether there were any.
 fn cleanup(family: Family, dry_run: bool) -> Result<bool, IptablesError> {
+    // Reading the table needs the capability too, even for a dry run.
     let saved = iptables::save(family)?;
+    iptables::check_privileges()?;
     let Some(ruleset) = rules::cleanup_ruleset(&NatTable::parse(&saved)) else {
         return Ok(false);
     };
