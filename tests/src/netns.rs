@@ -121,6 +121,45 @@ pub fn connect(a: &Netns, a_cidr: &str, b: &Netns, b_cidr: &str, device: &str) {
     }
 }
 
+/// A layer-2 segment joining several pods, like the node network pods share: a bridge
+/// in a namespace of its own, each pod attached by a veth pair whose pod end is `eth0`.
+/// Dropping it (its namespace) removes every veth, and so the pods' `eth0`s too.
+#[derive(Debug)]
+pub struct Lan {
+    netns: Netns,
+    ports: AtomicUsize,
+}
+
+impl Lan {
+    pub fn new() -> Lan {
+        let netns = Netns::new("lan");
+        netns.ip(&["link", "add", "br0", "type", "bridge"]);
+        netns.ip(&["link", "set", "br0", "up"]);
+        Lan {
+            netns,
+            ports: AtomicUsize::new(0),
+        }
+    }
+
+    /// Gives `pod` an `eth0` on this segment with address `cidr` (e.g. "10.203.0.1/24").
+    pub fn attach(&self, pod: &Netns, cidr: &str) {
+        let port = format!("port{}", self.ports.fetch_add(1, Ordering::Relaxed));
+        self.netns.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
+        ]);
+        self.netns
+            .ip(&["link", "set", &port, "master", "br0", "up"]);
+        pod.add_address("eth0", cidr);
+        pod.ip(&["link", "set", "eth0", "up"]);
+    }
+}
+
+impl Default for Lan {
+    fn default() -> Lan {
+        Lan::new()
+    }
+}
+
 /// Panics, saying what to do, unless this process may create namespaces and iptables
 /// rules. `what` names the test's need in the message.
 pub fn require_root(what: &str) {

@@ -4,42 +4,22 @@
 //! listener that got the connection and the original destination the proxy would read.
 //!
 //! Everything except the dry-run and usage checks needs root; without it these tests fail
-//! saying so. Build the binaries first: `cargo build --workspace --bins`.
+//! saying so. Build the binaries first: `cargo build --workspace --bins`. The same rules
+//! with the real proxies and control plane: `capture_mesh.rs`.
 
-use std::process::{Command, Output};
-use std::time::Duration;
+mod common;
+
+use std::process::Command;
 
 use weft_e2e::netns::{self, Netns};
-use weft_e2e::{bin, wait_for, Proc};
+use weft_e2e::{bin, Proc};
 
-/// The helper binary of this crate; cargo builds it before these tests.
-const PROBE: &str = env!("CARGO_BIN_EXE_weft-netns-probe");
-const PROXY_UID: &str = "1337";
-const PROXY_GID: &str = "1338";
-const APP_UID: &str = "1000";
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::*;
 
 fn init_command() -> Command {
     let mut command = Command::new(bin("weft-proxy"));
     command.arg("init");
     command
-}
-
-/// `weft-proxy init args...` inside `netns`, which must succeed.
-fn init(netns: &Netns, args: &[&str]) -> String {
-    let mut full = vec!["init"];
-    full.extend_from_slice(args);
-    let output = netns.run(bin("weft-proxy"), &full);
-    assert!(
-        output.status.success(),
-        "weft-proxy {full:?} failed ({}):\n{}",
-        output.status,
-        text(&output.stderr)
-    );
-    text(&output.stderr)
 }
 
 /// The nat table's lines that belong to Weft (chain declarations, rules in Weft chains,
@@ -195,19 +175,12 @@ fn init_twice_leaves_one_set_and_cleanup_removes_it() {
 #[test]
 fn without_net_admin_init_says_what_is_needed() {
     let pod = Netns::new("noadm");
-    let output = pod.run(
-        "setpriv",
-        &[
-            "--reuid",
-            APP_UID,
-            "--regid",
-            APP_UID,
-            "--clear-groups",
-            &bin("weft-proxy").to_string_lossy(),
-            "init",
-            "--proxy-uid",
-            PROXY_UID,
-        ],
+    let proxy = bin("weft-proxy");
+    let output = run_as(
+        &pod,
+        APP,
+        &proxy.to_string_lossy(),
+        &["init", "--proxy-uid", PROXY_UID],
     );
     assert_eq!(output.status.code(), Some(77), "{}", text(&output.stderr));
     assert!(
@@ -264,51 +237,6 @@ impl Pods {
     }
 }
 
-fn serve(netns: &Netns, name: &str, listeners: &[&str], logs: &std::path::Path) -> Proc {
-    let mut command = netns.command(PROBE);
-    command.arg("serve").args(listeners);
-    let probe = Proc::spawn(name, &mut command, logs);
-    wait_for(
-        &format!("{name} to listen"),
-        Duration::from_secs(10),
-        || probe.log_text().contains("ready").then_some(()),
-    );
-    probe
-}
-
-/// Connects from `netns` to `addr` as `uid`/`gid` (root when `None`) and returns what
-/// answered: `"<listener label> orig=<original destination or none>"`.
-fn dial(netns: &Netns, ids: Option<(&str, &str)>, addr: &str) -> String {
-    let output: Output = match ids {
-        Some((uid, gid)) => netns.run(
-            "setpriv",
-            &[
-                "--reuid",
-                uid,
-                "--regid",
-                gid,
-                "--clear-groups",
-                PROBE,
-                "connect",
-                addr,
-            ],
-        ),
-        None => netns.run(PROBE, &["connect", addr]),
-    };
-    assert!(
-        output.status.success(),
-        "connect to {addr} as {ids:?} in {} failed: {}",
-        netns.name(),
-        text(&output.stderr)
-    );
-    let answer = text(&output.stdout);
-    answer.split(" local=").next().unwrap_or("").to_owned()
-}
-
-const APP: Option<(&str, &str)> = Some((APP_UID, APP_UID));
-const PROXY: Option<(&str, &str)> = Some((PROXY_UID, PROXY_UID));
-const PROXY_GROUP_ONLY: Option<(&str, &str)> = Some((APP_UID, PROXY_GID));
-
 const V4_LISTENERS: &[&str] = &[
     "outbound=127.0.0.1:15001",
     "inbound=0.0.0.0:15006",
@@ -336,7 +264,11 @@ fn outbound_connections_are_captured_except_the_exempt_ones() {
         (PROXY, "10.203.0.1:15020", "admin orig=none"),
     ];
     for (ids, addr, expected) in cases {
-        assert_eq!(dial(app, ids, addr), expected, "{ids:?} -> {addr}");
+        assert_eq!(
+            dial(app, ids, addr).summary(),
+            expected,
+            "{ids:?} -> {addr}"
+        );
     }
 }
 
@@ -352,7 +284,7 @@ fn inbound_connections_are_captured_except_admin_and_excluded_ports() {
         ("10.203.0.1:15006", "inbound orig=none"),
     ];
     for (addr, expected) in cases {
-        assert_eq!(dial(peer, None, addr), expected, "peer -> {addr}");
+        assert_eq!(dial(peer, None, addr).summary(), expected, "peer -> {addr}");
     }
 }
 
@@ -369,24 +301,24 @@ fn ipv6_is_captured_with_ip6tables() {
         ],
     );
     assert_eq!(
-        dial(&pods.app, APP, "[fd00:203::2]:8080"),
+        dial(&pods.app, APP, "[fd00:203::2]:8080").summary(),
         "outbound6 orig=[fd00:203::2]:8080"
     );
     assert_eq!(
-        dial(&pods.app, PROXY, "[fd00:203::2]:8080"),
+        dial(&pods.app, PROXY, "[fd00:203::2]:8080").summary(),
         "peer-8080 orig=none"
     );
     assert_eq!(
-        dial(&pods.peer, None, "[fd00:203::1]:8080"),
+        dial(&pods.peer, None, "[fd00:203::1]:8080").summary(),
         "inbound orig=[fd00:203::1]:8080"
     );
     // IPv4 into the same dual-stack listener: an IPv4-mapped socket, IPv4 conntrack.
     assert_eq!(
-        dial(&pods.peer, None, "10.203.0.1:8080"),
+        dial(&pods.peer, None, "10.203.0.1:8080").summary(),
         "inbound orig=10.203.0.1:8080"
     );
     assert_eq!(
-        dial(&pods.peer, None, "[fd00:203::1]:15006"),
+        dial(&pods.peer, None, "[fd00:203::1]:15006").summary(),
         "inbound orig=none"
     );
 }

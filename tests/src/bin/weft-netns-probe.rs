@@ -3,12 +3,19 @@
 //!
 //! `weft-netns-probe serve LABEL=ADDR...` listens on every ADDR, prints `ready` once all
 //! are bound, and answers each connection with one line and closes it:
-//! `LABEL orig=<original destination, or none> local=<local address>`: the destination
+//! `LABEL orig=<original destination, or none> local=<address> peer=<address>`: the destination
 //! before iptables redirected the connection, read with `weft_proxy::capture::captured_dst`
 //! as the proxy reads it, or `none` for a connection that reached the listener directly.
 //!
 //! `weft-netns-probe connect ADDR` connects, prints the line it got, and exits 0; any
 //! failure prints the error and exits 1.
+//!
+//! `weft-netns-probe get ADDR PATH` prints the body of an HTTP/1.1 GET, for reading a
+//! proxy's admin endpoints from inside its namespace; exits 1 unless the status is 200.
+//!
+//! `weft-netns-probe apply-service ADDR NAMESPACE/NAME VIP PORT PROTOCOL` applies a one-port
+//! Service through the control plane's Admin API at ADDR, from inside the namespace that
+//! reaches it. (To be replaced by `weftctl apply` once the CLI exists.)
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -26,7 +33,15 @@ fn main() -> ExitCode {
     let result = match args.split_first() {
         Some((command, rest)) if command == "serve" => serve(rest),
         Some((command, [addr])) if command == "connect" => connect(addr),
-        _ => Err("usage: weft-netns-probe serve LABEL=ADDR... | connect ADDR".to_owned()),
+        Some((command, [addr, path])) if command == "get" => get(addr, path),
+        Some((command, [addr, name, vip, port, protocol])) if command == "apply-service" => {
+            apply_service(addr, name, vip, port, protocol)
+        }
+        _ => Err(
+            "usage: weft-netns-probe serve LABEL=ADDR... | connect ADDR | get ADDR PATH \
+             | apply-service ADDR NAMESPACE/NAME VIP PORT PROTOCOL"
+                .to_owned(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,6 +68,80 @@ fn connect(addr: &str) -> Result<(), String> {
     }
     print!("{line}");
     Ok(())
+}
+
+fn get(addr: &str, path: &str) -> Result<(), String> {
+    let addr: SocketAddr = addr.parse().map_err(|e| format!("{addr:?}: {e}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(CONNECT_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write to {addr}: {e}"))?;
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("GET {path}: {}", head.lines().next().unwrap_or("")));
+    }
+    print!("{body}");
+    Ok(())
+}
+
+fn apply_service(
+    addr: &str,
+    name: &str,
+    vip: &str,
+    port: &str,
+    protocol: &str,
+) -> Result<(), String> {
+    use weft_proto::resource::{to_any, Kind};
+    use weft_proto::v1;
+
+    let (namespace, service) = name
+        .split_once('/')
+        .ok_or_else(|| format!("{name:?} is not NAMESPACE/NAME"))?;
+    let port: u32 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port"))?;
+    let body = v1::Service {
+        namespace: namespace.to_owned(),
+        name: service.to_owned(),
+        ports: vec![v1::ServicePort {
+            name: String::new(),
+            port,
+            protocol: protocol.to_owned(),
+        }],
+        virtual_ips: vec![vip.to_owned()],
+        ..Default::default()
+    };
+    let request = v1::ApplyRequest {
+        resources: vec![v1::Resource {
+            name: name.to_owned(),
+            version: 0,
+            body: Some(to_any(Kind::Service, &body)),
+        }],
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut client = v1::admin_client::AdminClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| format!("connect to the control plane at {addr}: {e}"))?;
+        client
+            .apply(request)
+            .await
+            .map_err(|e| format!("apply {name}: {e}"))?;
+        println!("applied {name}");
+        Ok(())
+    })
 }
 
 fn serve(specs: &[String]) -> Result<(), String> {
@@ -85,7 +174,7 @@ fn serve(specs: &[String]) -> Result<(), String> {
 
 async fn answer(label: String, listener: TcpListener) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((mut stream, peer)) = listener.accept().await else {
             continue;
         };
         let orig = match weft_proxy::capture::captured_dst(&stream) {
@@ -97,7 +186,7 @@ async fn answer(label: String, listener: TcpListener) {
             .local_addr()
             .map_or_else(|e| e.to_string(), |a| a.to_string());
         let _ = stream
-            .write_all(format!("{label} orig={orig} local={local}\n").as_bytes())
+            .write_all(format!("{label} orig={orig} local={local} peer={peer}\n").as_bytes())
             .await;
     }
 }
