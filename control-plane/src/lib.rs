@@ -10,11 +10,13 @@
 //! - [`registry`]: connected proxies, their sync state, and registration grace.
 //! - [`admin`]: the Admin gRPC service.
 //! - [`server`]: wires the parts onto one gRPC port.
+//! - [`cli`]: the pure parts of the `weftctl` CLI (documents, tables, output).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod apply;
+pub mod cli;
 pub mod discovery;
 pub mod registry;
 pub mod server;
