@@ -12,10 +12,6 @@
 //!
 //! `weft-netns-probe get ADDR PATH` prints the body of an HTTP/1.1 GET, for reading a
 //! proxy's admin endpoints from inside its namespace; exits 1 unless the status is 200.
-//!
-//! `weft-netns-probe apply-service ADDR NAMESPACE/NAME VIP PORT PROTOCOL` applies a one-port
-//! Service through the control plane's Admin API at ADDR, from inside the namespace that
-//! reaches it. (To be replaced by `weftctl apply` once the CLI exists.)
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -34,13 +30,8 @@ fn main() -> ExitCode {
         Some((command, rest)) if command == "serve" => serve(rest),
         Some((command, [addr])) if command == "connect" => connect(addr),
         Some((command, [addr, path])) if command == "get" => get(addr, path),
-        Some((command, [addr, name, vip, port, protocol])) if command == "apply-service" => {
-            apply_service(addr, name, vip, port, protocol)
-        }
         _ => Err(
-            "usage: weft-netns-probe serve LABEL=ADDR... | connect ADDR | get ADDR PATH \
-             | apply-service ADDR NAMESPACE/NAME VIP PORT PROTOCOL"
-                .to_owned(),
+            "usage: weft-netns-probe serve LABEL=ADDR... | connect ADDR | get ADDR PATH".to_owned(),
         ),
     };
     match result {
@@ -91,57 +82,6 @@ fn get(addr: &str, path: &str) -> Result<(), String> {
     }
     print!("{body}");
     Ok(())
-}
-
-fn apply_service(
-    addr: &str,
-    name: &str,
-    vip: &str,
-    port: &str,
-    protocol: &str,
-) -> Result<(), String> {
-    use weft_proto::resource::{to_any, Kind};
-    use weft_proto::v1;
-
-    let (namespace, service) = name
-        .split_once('/')
-        .ok_or_else(|| format!("{name:?} is not NAMESPACE/NAME"))?;
-    let port: u32 = port
-        .parse()
-        .map_err(|_| format!("{port:?} is not a port"))?;
-    let body = v1::Service {
-        namespace: namespace.to_owned(),
-        name: service.to_owned(),
-        ports: vec![v1::ServicePort {
-            name: String::new(),
-            port,
-            protocol: protocol.to_owned(),
-        }],
-        virtual_ips: vec![vip.to_owned()],
-        ..Default::default()
-    };
-    let request = v1::ApplyRequest {
-        resources: vec![v1::Resource {
-            name: name.to_owned(),
-            version: 0,
-            body: Some(to_any(Kind::Service, &body)),
-        }],
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let mut client = v1::admin_client::AdminClient::connect(format!("http://{addr}"))
-            .await
-            .map_err(|e| format!("connect to the control plane at {addr}: {e}"))?;
-        client
-            .apply(request)
-            .await
-            .map_err(|e| format!("apply {name}: {e}"))?;
-        println!("applied {name}");
-        Ok(())
-    })
 }
 
 fn serve(specs: &[String]) -> Result<(), String> {
