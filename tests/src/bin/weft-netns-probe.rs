@@ -7,6 +7,8 @@
 //! before iptables redirected the connection, read with `weft_proxy::capture::captured_dst`
 //! as the proxy reads it, or `none` for a connection that reached the listener directly.
 //!
+//! A label written `http:LABEL` answers an HTTP/1.1 request instead, the line as the body.
+//!
 //! `weft-netns-probe connect ADDR` connects, prints the line it got, and exits 0; any
 //! failure prints the error and exits 1.
 //!
@@ -113,8 +115,13 @@ fn serve(specs: &[String]) -> Result<(), String> {
 }
 
 async fn answer(label: String, listener: TcpListener) {
+    // `http:LABEL` answers one HTTP/1.1 request with the line as the body instead.
+    let (label, http) = match label.strip_prefix("http:") {
+        Some(label) => (label.to_owned(), true),
+        None => (label, false),
+    };
     loop {
-        let Ok((mut stream, peer)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let orig = match weft_proxy::capture::captured_dst(&stream) {
@@ -125,8 +132,38 @@ async fn answer(label: String, listener: TcpListener) {
         let local = stream
             .local_addr()
             .map_or_else(|e| e.to_string(), |a| a.to_string());
-        let _ = stream
-            .write_all(format!("{label} orig={orig} local={local} peer={peer}\n").as_bytes())
-            .await;
+        let line = format!("{label} orig={orig} local={local} peer={peer}\n");
+        tokio::spawn(reply(stream, line, http));
     }
+}
+
+async fn reply(mut stream: tokio::net::TcpStream, line: String, http: bool) {
+    if !http {
+        let _ = stream.write_all(line.as_bytes()).await;
+        return;
+    }
+    // Read the request head (no body is expected); bounded in size and time.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read_head = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    };
+    if !matches!(
+        tokio::time::timeout(CONNECT_TIMEOUT, read_head).await,
+        Ok(true)
+    ) {
+        return;
+    }
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{line}",
+        line.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
 }

@@ -86,10 +86,20 @@ pub fn run_as(netns: &Netns, ids: Ids, program: &str, args: &[&str]) -> Output {
 
 /// Connects from `netns` to `addr` as `ids` and returns what answered.
 pub fn dial(netns: &Netns, ids: Ids, addr: &str) -> Answer {
-    let output = run_as(netns, ids, PROBE, &["connect", addr]);
+    answer(netns, ids, &["connect", addr])
+}
+
+/// Sends `GET /` to `addr` from `netns` as `ids` and returns what answered (an
+/// `http:` probe listener).
+pub fn dial_http(netns: &Netns, ids: Ids, addr: &str) -> Answer {
+    answer(netns, ids, &["get", addr, "/"])
+}
+
+fn answer(netns: &Netns, ids: Ids, args: &[&str]) -> Answer {
+    let output = run_as(netns, ids, PROBE, args);
     assert!(
         output.status.success(),
-        "connect to {addr} as {ids:?} in {} failed: {}",
+        "probe {args:?} as {ids:?} in {} failed: {}",
         netns.name(),
         text(&output.stderr)
     );
