@@ -35,7 +35,11 @@ async fn main() -> Result<(), Error> {
         .skip(1)
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
-    let counts = if counts.is_empty() { vec![1, 100, 1000] } else { counts };
+    let counts = if counts.is_empty() {
+        vec![1, 100, 1000]
+    } else {
+        counts
+    };
     println!(
         "mesh: {SERVICES} services x {ENDPOINTS} endpoints ({} resources); debounce: control-plane default",
         SERVICES * 2
@@ -70,22 +74,44 @@ fn binary() -> Result<PathBuf, Error> {
         .ok_or("cannot locate the target directory")?;
     let path = dir.join("weft-control-plane");
     if !path.exists() {
-        return Err(format!("{} missing: build the workspace's binaries first", path.display()).into());
+        return Err(format!(
+            "{} missing: build the workspace's binaries first",
+            path.display()
+        )
+        .into());
     }
     Ok(path)
 }
 
 async fn start_control_plane() -> Result<ControlPlane, Error> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let data = tempfile::tempdir()?;
-    let child = Command::new(binary()?)
+    // Pinned apart from the simulated proxies (this process runs on the other CPU, see
+    // bench/propagation.sh), as the control plane and the proxies would be on separate
+    // machines.
+    let mut command = match std::env::var("BENCH_CONTROL_PLANE_CPU") {
+        Ok(cpu) => {
+            let mut taskset = Command::new("taskset");
+            taskset.arg("-c").arg(cpu).arg(binary()?);
+            taskset
+        }
+        Err(_) => Command::new(binary()?),
+    };
+    let child = command
         .arg("--listen")
         .arg(addr.to_string())
         .arg("--data-dir")
         .arg(data.path())
         .arg("--log")
         .arg("warn")
+        .args(
+            std::env::var("BENCH_DEBOUNCE_MS")
+                .map(|ms| vec!["--debounce-ms".to_owned(), ms])
+                .unwrap_or_default(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -187,7 +213,7 @@ async fn simulated_proxy(
     })
     .await?;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-    let mut types_seen = 0;
+    let mut received = 0;
     while let Some(response) = inbound.message().await? {
         let mut decoded = 0usize;
         let (name, port) = watched.borrow_and_update().clone();
@@ -215,9 +241,10 @@ async fn simulated_proxy(
         })
         .await?;
         let now = Instant::now();
-        types_seen += 1;
-        if types_seen == Kind::ALL.len() {
-            let _ = reports.send((usize::MAX, now)); // initial sync done
+        let before = received;
+        received += response.resources.len();
+        if before < SERVICES * 2 && received >= SERVICES * 2 {
+            let _ = reports.send((usize::MAX, now)); // holds the whole mesh
         }
         if hit {
             let _ = reports.send((id, now));
@@ -282,13 +309,17 @@ async fn run(proxies: usize) -> Result<(), Error> {
     for w in 0..writes {
         let target = w % SERVICES;
         // Published before the write, so no push can arrive unrecognised.
-        watch_tx.send_replace((format!("bench/svc-{target}"), 8080 + ((w + 1) % 1000) as u32));
+        watch_tx.send_replace((
+            format!("bench/svc-{target}"),
+            8080 + ((w + 1) % 1000) as u32,
+        ));
         let start = Instant::now();
         admin
             .apply(v1::ApplyRequest {
                 resources: vec![endpoints(target, w + 1)],
             })
             .await?;
+        let first_sample = samples.len();
         let mut seen = vec![false; proxies];
         let mut count = 0;
         while count < proxies {
@@ -300,6 +331,14 @@ async fn run(proxies: usize) -> Result<(), Error> {
                 count += 1;
                 samples.push(at.duration_since(start));
             }
+        }
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            let slowest = samples[first_sample..]
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or_default();
+            eprintln!("write {w}: every proxy had it after {}", ms(slowest));
         }
     }
     samples.sort();

@@ -39,11 +39,26 @@ pub struct View {
     /// The store revision this view was built from.
     pub revision: u64,
     pub types: BTreeMap<Kind, Arc<TypeView>>,
+    /// How each type differs from the previous view's, computed once per rebuild so
+    /// that a proxy which held the previous view is diffed in O(changes), not O(mesh).
+    pub deltas: BTreeMap<Kind, Arc<Delta>>,
+}
+
+/// The change from one type view to the next.
+#[derive(Debug, Default, PartialEq)]
+pub struct Delta {
+    pub from: Arc<TypeView>,
+    pub changed: Vec<Arc<str>>,
+    pub removed: Vec<Arc<str>>,
 }
 
 impl View {
     pub fn of(&self, kind: Kind) -> Arc<TypeView> {
         self.types.get(&kind).cloned().unwrap_or_default()
+    }
+
+    pub fn delta(&self, kind: Kind) -> Option<&Delta> {
+        self.deltas.get(&kind).map(|d| d.as_ref())
     }
 
     /// The highest version among the resources of a kind (0 when there are none).
@@ -85,6 +100,7 @@ pub fn build(contents: &Contents, previous: Option<&View>) -> View {
     merge_registrations(contents, built.entry(Kind::Endpoints).or_default());
 
     let mut types = BTreeMap::new();
+    let mut deltas = BTreeMap::new();
     for (kind, resources) in built {
         let before = previous.map(|p| p.of(kind));
         let mut view = TypeView::new();
@@ -103,11 +119,42 @@ pub fn build(contents: &Contents, previous: Option<&View>) -> View {
             };
             view.insert(Arc::from(name), Entry { version, body });
         }
-        types.insert(kind, Arc::new(view));
+        match before {
+            // Unchanged: keep the very same map, which proxies compare by pointer.
+            Some(before) if *before == view => {
+                types.insert(kind, before);
+            }
+            Some(before) => {
+                deltas.insert(kind, Arc::new(delta(&before, &view)));
+                types.insert(kind, Arc::new(view));
+            }
+            None => {
+                types.insert(kind, Arc::new(view));
+            }
+        }
     }
     View {
         revision: contents.revision,
         types,
+        deltas,
+    }
+}
+
+fn delta(from: &Arc<TypeView>, to: &TypeView) -> Delta {
+    let changed = to
+        .iter()
+        .filter(|(name, entry)| from.get(*name).map(|e| e.version) != Some(entry.version))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let removed = from
+        .keys()
+        .filter(|name| !to.contains_key(*name))
+        .cloned()
+        .collect();
+    Delta {
+        from: from.clone(),
+        changed,
+        removed,
     }
 }
 
@@ -195,7 +242,13 @@ pub async fn maintain(store: Arc<dyn Store>, debounce: Duration, view: watch::Se
         };
         let current = view.borrow().clone();
         let next = build(&contents, Some(&current));
-        if next.types != current.types {
+        let changed = next.types.iter().any(|(kind, map)| {
+            !current
+                .types
+                .get(kind)
+                .is_some_and(|old| Arc::ptr_eq(old, map))
+        });
+        if changed {
             tracing::debug!(revision = next.revision, "publishing a new view");
             view.send_replace(Arc::new(next));
         }

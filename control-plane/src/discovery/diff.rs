@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::view::{Entry, TypeView};
+use crate::view::{Delta, Entry, TypeView};
 
 /// Which resources of a type a proxy wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +72,7 @@ impl Diff {
 /// proxy already rejected (`rejected`) is not sent again: it would be rejected again.
 pub fn diff(
     view: &TypeView,
+    delta: Option<&Delta>,
     held: &Held,
     interest: &Interest,
     rejected: &BTreeMap<Arc<str>, u64>,
@@ -80,6 +81,37 @@ pub fn diff(
     if held.overrides.is_empty() && std::ptr::eq(view, held.base.as_ref()) {
         return out;
     }
+    // The common case: the proxy holds exactly the previous view.
+    if let Some(delta) =
+        delta.filter(|d| held.overrides.is_empty() && Arc::ptr_eq(&d.from, &held.base))
+    {
+        for name in &delta.changed {
+            let Some(entry) = view.get(name) else {
+                continue;
+            };
+            if interest.wants(name) && rejected.get(name) != Some(&entry.version) {
+                out.changed.push((name.clone(), entry.clone()));
+            }
+        }
+        out.removed = delta
+            .removed
+            .iter()
+            .filter(|name| interest.wants(name))
+            .cloned()
+            .collect();
+        return out;
+    }
+    slow_diff(view, held, interest, rejected, out)
+}
+
+/// Walks the whole view against what the proxy holds.
+fn slow_diff(
+    view: &TypeView,
+    held: &Held,
+    interest: &Interest,
+    rejected: &BTreeMap<Arc<str>, u64>,
+    mut out: Diff,
+) -> Diff {
     // Walk the view and the base together: both are sorted by name.
     let mut current = view.iter().peekable();
     let mut base = held.base.iter().peekable();
@@ -165,7 +197,7 @@ mod tests {
     #[test]
     fn a_new_proxy_gets_everything() {
         let v = view(&[("a", 1), ("b", 2)]);
-        let d = diff(&v, &Held::default(), &Interest::All, &BTreeMap::new());
+        let d = diff(&v, None, &Held::default(), &Interest::All, &BTreeMap::new());
         assert_eq!(names(&d), (vec!["a", "b"], vec![]));
     }
 
@@ -177,7 +209,7 @@ mod tests {
             base: before,
             overrides: BTreeMap::new(),
         };
-        let d = diff(&after, &held, &Interest::All, &BTreeMap::new());
+        let d = diff(&after, None, &held, &Interest::All, &BTreeMap::new());
         assert_eq!(names(&d), (vec!["b", "d"], vec!["c"]));
     }
 
@@ -188,14 +220,14 @@ mod tests {
             base: v.clone(),
             overrides: BTreeMap::new(),
         };
-        assert!(diff(&v, &held, &Interest::All, &BTreeMap::new()).is_empty());
+        assert!(diff(&v, None, &held, &Interest::All, &BTreeMap::new()).is_empty());
     }
 
     #[test]
     fn a_reconnecting_proxy_gets_only_the_difference() {
         let v = view(&[("a", 1), ("b", 4)]);
         let held = Held::announced([("a".into(), 1), ("b".into(), 2), ("gone".into(), 3)]);
-        let d = diff(&v, &held, &Interest::All, &BTreeMap::new());
+        let d = diff(&v, None, &held, &Interest::All, &BTreeMap::new());
         assert_eq!(names(&d), (vec!["b"], vec!["gone"]));
     }
 
@@ -208,12 +240,39 @@ mod tests {
         };
         held.overrides.insert(Arc::from("a"), Some(3));
         let rejected = BTreeMap::from([(Arc::from("a"), 7)]);
-        assert!(diff(&v, &held, &Interest::All, &rejected).is_empty());
+        assert!(diff(&v, None, &held, &Interest::All, &rejected).is_empty());
         let newer = view(&[("a", 8)]);
         assert_eq!(
-            names(&diff(&newer, &held, &Interest::All, &rejected)).0,
+            names(&diff(&newer, None, &held, &Interest::All, &rejected)).0,
             ["a"]
         );
+    }
+
+    #[test]
+    fn the_delta_shortcut_agrees_with_the_full_walk() {
+        let before = view(&[("a", 1), ("b", 2), ("c", 3), ("e", 1)]);
+        let after = view(&[("a", 1), ("b", 5), ("d", 6), ("e", 1)]);
+        let delta = Delta {
+            from: before.clone(),
+            changed: vec![Arc::from("b"), Arc::from("d")],
+            removed: vec![Arc::from("c")],
+        };
+        let held = Held {
+            base: before,
+            overrides: BTreeMap::new(),
+        };
+        let interests = [
+            Interest::All,
+            Interest::Names(BTreeSet::from(["b".to_owned(), "c".to_owned()])),
+        ];
+        let rejected = [BTreeMap::new(), BTreeMap::from([(Arc::from("b"), 5)])];
+        for interest in &interests {
+            for rejected in &rejected {
+                let fast = diff(&after, Some(&delta), &held, interest, rejected);
+                let slow = diff(&after, None, &held, interest, rejected);
+                assert_eq!(names(&fast), names(&slow));
+            }
+        }
     }
 
     #[test]
@@ -225,7 +284,7 @@ mod tests {
             overrides: BTreeMap::new(),
         };
         let only_a = Interest::Names(BTreeSet::from(["a".to_owned(), "c".to_owned()]));
-        let d = diff(&after, &held, &only_a, &BTreeMap::new());
+        let d = diff(&after, None, &held, &only_a, &BTreeMap::new());
         assert_eq!(names(&d), (vec!["c"], vec!["a"]));
     }
 }

@@ -61,7 +61,7 @@ impl v1::discovery_server::Discovery for DiscoveryService {
             .ok_or_else(|| Status::invalid_argument("hello.node: missing"))?;
         validate_node(&node).map_err(|e| Status::invalid_argument(format!("hello.node.{e}")))?;
 
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(1);
         let context = stream::Context {
             view: self.view.clone(),
             registry: self.registry.clone(),

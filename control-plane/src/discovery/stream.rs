@@ -39,6 +39,9 @@ struct Pending {
     removed: Vec<Arc<str>>,
 }
 
+/// Resources are packed into responses of about this many bytes at most.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024;
+
 type Tx = mpsc::Sender<Result<v1::DiscoveryResponse, Status>>;
 
 pub async fn run(
@@ -161,32 +164,22 @@ impl StreamState {
                 .iter()
                 .map(|(n, (v, _))| (n.clone(), *v))
                 .collect();
-            let d = diff(&current, &state.held, interest, &rejected);
+            let d = diff(
+                &current,
+                view.delta(*kind),
+                &state.held,
+                interest,
+                &rejected,
+            );
             if d.is_empty() && !first_push {
                 state.held.base = current;
                 continue;
             }
-            self.next_nonce += 1;
-            let nonce = self.next_nonce.to_string();
             let sent: Vec<(Arc<str>, u64, Option<u64>)> = d
                 .changed
                 .iter()
                 .map(|(name, entry)| (name.clone(), entry.version, state.held.version_of(name)))
                 .collect();
-            let response = v1::DiscoveryResponse {
-                nonce: nonce.clone(),
-                type_url: kind.type_url().to_owned(),
-                resources: d
-                    .changed
-                    .iter()
-                    .map(|(name, entry)| v1::Resource {
-                        name: name.to_string(),
-                        version: entry.version,
-                        body: Some((*entry.body).clone()),
-                    })
-                    .collect(),
-                removed: d.removed.iter().map(|n| n.to_string()).collect(),
-            };
             // From here on the proxy holds the current view, except where an override
             // still says otherwise (a rejected resource it kept the old version of).
             let sent_names: BTreeSet<&str> = sent.iter().map(|(n, _, _)| n.as_ref()).collect();
@@ -202,17 +195,60 @@ impl StreamState {
                 })
                 .collect();
             state.held.base = current;
-            self.pending.insert(
-                nonce,
-                Pending {
-                    kind: *kind,
-                    sent,
-                    removed: d.removed,
-                },
-            );
-            tx.send(Ok(response))
-                .await
-                .map_err(|_| mpsc::error::SendError(()))?;
+
+            // Large pushes go out in bounded responses: each stream's encoder keeps a
+            // buffer as large as the largest message it sent, for the stream's life.
+            let mut resources = d.changed.into_iter().zip(sent).peekable();
+            let mut removed = Some(d.removed);
+            loop {
+                let mut chunk = Vec::new();
+                let mut bytes = 0;
+                while let Some(((_, entry), _)) = resources.peek() {
+                    bytes += entry.body.value.len() + 64;
+                    if let Some(item) = resources.next() {
+                        chunk.push(item);
+                    }
+                    if bytes >= MAX_RESPONSE_BYTES {
+                        break;
+                    }
+                }
+                let last = resources.peek().is_none();
+                let removed = if last {
+                    removed.take().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                self.next_nonce += 1;
+                let nonce = self.next_nonce.to_string();
+                let response = v1::DiscoveryResponse {
+                    nonce: nonce.clone(),
+                    type_url: kind.type_url().to_owned(),
+                    resources: chunk
+                        .iter()
+                        .map(|((name, entry), _)| v1::Resource {
+                            name: name.to_string(),
+                            version: entry.version,
+                            body: Some((*entry.body).clone()),
+                        })
+                        .collect(),
+                    removed: removed.iter().map(|n| n.to_string()).collect(),
+                    more: !last,
+                };
+                self.pending.insert(
+                    nonce,
+                    Pending {
+                        kind: *kind,
+                        sent: chunk.into_iter().map(|(_, sent)| sent).collect(),
+                        removed,
+                    },
+                );
+                tx.send(Ok(response))
+                    .await
+                    .map_err(|_| mpsc::error::SendError(()))?;
+                if last {
+                    break;
+                }
+            }
         }
         Ok(())
     }
