@@ -9,7 +9,7 @@
 //! two responses landing at the same instant may lose one sample, which shifts an
 //! estimate by a fraction and is cheaper than contending on a lock per response.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,9 @@ pub struct Load {
     estimate: AtomicU64,
     /// When `estimate` was last written, in [`now`] nanoseconds.
     updated: AtomicU64,
+    /// Whether any response was observed; the first replaces the default outright
+    /// (blending it in would take a decay period to forget a made-up number).
+    measured: AtomicBool,
 }
 
 impl Load {
@@ -35,6 +38,7 @@ impl Load {
             pending: AtomicU32::new(0),
             estimate: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
             updated: AtomicU64::new(now),
+            measured: AtomicBool::new(false),
         }
     }
 
@@ -59,7 +63,8 @@ impl Load {
     pub fn observe(&self, rtt: Duration, now: u64) {
         let rtt = rtt.as_nanos() as f64;
         let previous = f64::from_bits(self.estimate.load(Ordering::Relaxed));
-        let next = if rtt > previous {
+        let first = !self.measured.swap(true, Ordering::Relaxed);
+        let next = if first || rtt > previous {
             // The "peak" part: a slow answer counts in full at once.
             rtt
         } else {
@@ -109,6 +114,13 @@ mod tests {
         assert!(load.cost(60_002 * MS) > 90.0 * MS as f64);
         // ...but time does.
         assert!(load.cost(60_000 * MS + 30_000 * MS) < 10.0 * MS as f64);
+    }
+
+    #[test]
+    fn the_first_answer_replaces_the_default() {
+        let load = Load::new(0);
+        load.observe(Duration::from_micros(200), MS);
+        assert!(load.cost(MS) < 0.3 * MS as f64);
     }
 
     #[test]
