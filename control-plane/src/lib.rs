@@ -1,1 +1,24 @@
+//! weft-control-plane: stores the mesh's resources, streams each proxy its view, and
+//! serves the operators' Admin API.
+//!
+//! # Layout
+//! - [`store`]: the `Store` trait and its embedded (redb) implementation.
+//! - [`apply`]: validation of admin writes, including checks across resources.
+//! - [`view`]: builds the versioned view every proxy is served (stored resources plus
+//!   registered workloads), debounced so a burst of writes is one rebuild.
+//! - [`discovery`]: the per-proxy delta stream (diffs, nonces, ACK/NACK).
+//! - [`registry`]: connected proxies, their sync state, and registration grace.
+//! - [`admin`]: the Admin gRPC service.
+//! - [`server`]: wires the parts onto one gRPC port.
+//! - [`cli`]: the pure parts of the `weftctl` CLI (documents, tables, output).
 
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod apply;
+pub mod cli;
+pub mod discovery;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod view;

@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
         .init();
     match run(config) {

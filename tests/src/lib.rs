@@ -2,6 +2,8 @@
 //! (`weft-control-plane`, `weft-proxy`, `weftctl`) built by `cargo build --workspace`,
 //! on free loopback ports, and poll conditions with deadlines instead of sleeping.
 
+pub mod mesh;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

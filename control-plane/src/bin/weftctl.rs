@@ -1,1 +1,228 @@
-fn main() {}
+//! `weftctl`: the operators' CLI of the Weft control plane (its Admin gRPC API).
+//!
+//! This file is the edge: flags, the calls, and turning errors into `weftctl: <message>`
+//! and an exit code (1 for a failed command, 2 for a usage error, from clap). What to
+//! print and how to read documents lives in `weft_control_plane::cli`, with its tests.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use weft_control_plane::cli::client::{self, CliError};
+use weft_control_plane::cli::document::{self, Document, DEFAULT_NAMESPACE};
+use weft_control_plane::cli::{resources, status, Format};
+use weft_proto::resource::Kind;
+use weft_proto::v1;
+use weft_proto::v1::apply_result::Outcome;
+
+#[derive(Debug, Parser)]
+#[command(name = "weftctl", version, about = "Drive the Weft control plane")]
+struct Args {
+    /// The control plane's gRPC address: host:port or http://host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_CONTROL_PLANE",
+        default_value = "127.0.0.1:15010"
+    )]
+    control_plane: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or update the resources of a YAML file (documents separated by `---`),
+    /// all in one atomic request.
+    Apply {
+        /// The file to read, or `-` for standard input.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List resources of a kind, or show one.
+    Get {
+        /// service (services, svc) or endpoints (ep).
+        #[arg(value_parser = parse_kind)]
+        kind: Kind,
+        /// `name` (in namespace default) or `namespace/name`.
+        name: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Delete one resource.
+    Delete {
+        /// service (services, svc) or endpoints (ep).
+        #[arg(value_parser = parse_kind)]
+        kind: Kind,
+        /// `name` (in namespace default) or `namespace/name`.
+        name: String,
+    },
+    /// The connected proxies: sync state, acknowledged/latest version per type
+    /// (SERVICES, ENDPOINTS), pending pushes, and the message of any NACK.
+    Status {
+        /// `table` or `json`.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+fn parse_kind(text: &str) -> Result<Kind, String> {
+    Kind::parse(text).ok_or_else(|| {
+        format!("unknown kind {text:?} (expected service, services, svc, endpoints or ep)")
+    })
+}
+
+/// `kind/namespace/name`, as kubectl prints `service/orders`.
+fn label(kind: Kind, name: &str) -> String {
+    format!("{}/{name}", kind.as_str().to_ascii_lowercase())
+}
+
+/// The full name the server will use: a bare name is in namespace `default`.
+fn full_name(name: &str) -> String {
+    if name.contains('/') {
+        name.to_owned()
+    } else {
+        format!("{DEFAULT_NAMESPACE}/{name}")
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("weftctl: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), CliError> {
+    // Read and parse input before connecting: a bad file is reported even when the
+    // control plane is down, and nothing is sent.
+    let documents = match &args.command {
+        Command::Apply { file } => Some(read_documents(file)?),
+        _ => None,
+    };
+    if let Command::Status {
+        output: Format::Yaml,
+    } = args.command
+    {
+        return Err(CliError::Input(
+            "status prints a table or json, not yaml".to_owned(),
+        ));
+    }
+    let mut admin = client::connect(&args.control_plane).await?;
+    match args.command {
+        Command::Apply { .. } => {
+            let resources = documents
+                .unwrap_or_default()
+                .iter()
+                .map(Document::to_resource)
+                .collect();
+            let response = admin
+                .apply(v1::ApplyRequest { resources })
+                .await?
+                .into_inner();
+            for result in response.results {
+                let kind = Kind::from_type_url(&result.type_url);
+                let what = match kind {
+                    Some(kind) => label(kind, &result.name),
+                    None => format!("{}/{}", result.type_url, result.name),
+                };
+                let outcome = match Outcome::try_from(result.outcome) {
+                    Ok(Outcome::Created) => "created",
+                    Ok(Outcome::Updated) => "configured",
+                    Ok(Outcome::Unchanged) => "unchanged",
+                    Ok(Outcome::Unspecified) | Err(_) => "applied",
+                };
+                println!("{what} {outcome}");
+            }
+        }
+        Command::Get { kind, name, output } => {
+            let type_url = kind.type_url().to_owned();
+            let stored = match &name {
+                Some(name) => vec![admin
+                    .get(v1::GetRequest {
+                        type_url,
+                        name: name.clone(),
+                    })
+                    .await?
+                    .into_inner()],
+                None => {
+                    admin
+                        .list(v1::ListRequest { type_url })
+                        .await?
+                        .into_inner()
+                        .resources
+                }
+            };
+            let documents = stored
+                .iter()
+                .map(Document::from_resource)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(CliError::Input)?;
+            if documents.is_empty() && output == Format::Table {
+                let plural = match kind {
+                    Kind::Service => "services",
+                    Kind::Endpoints => "endpoints",
+                };
+                eprintln!("No {plural} found.");
+                return Ok(());
+            }
+            let text = resources::render(kind, &documents, output, name.is_some())
+                .map_err(CliError::Input)?;
+            print!("{text}");
+        }
+        Command::Delete { kind, name } => {
+            admin
+                .delete(v1::DeleteRequest {
+                    type_url: kind.type_url().to_owned(),
+                    name: name.clone(),
+                })
+                .await?;
+            println!("{} deleted", label(kind, &full_name(&name)));
+        }
+        Command::Status { output } => {
+            let proxies = admin
+                .list_proxies(v1::ListProxiesRequest {})
+                .await?
+                .into_inner()
+                .proxies;
+            match output {
+                Format::Json => {
+                    let text = serde_json::to_string_pretty(&status::to_json(&proxies))
+                        .map_err(|e| CliError::Input(e.to_string()))?;
+                    println!("{text}");
+                }
+                _ if proxies.is_empty() => eprintln!("No proxies connected."),
+                _ => print!("{}", status::table(&proxies, unix_now()).render()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_documents(file: &PathBuf) -> Result<Vec<Document>, CliError> {
+    let (source, text) = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| CliError::Input(format!("cannot read standard input: {e}")))?;
+        ("standard input".to_owned(), text)
+    } else {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| CliError::Input(format!("cannot read {}: {e}", file.display())))?;
+        (file.display().to_string(), text)
+    };
+    document::parse(&text).map_err(|e| CliError::Input(format!("{source}: {e}")))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

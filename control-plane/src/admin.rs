@@ -1,0 +1,103 @@
+//! The Admin gRPC service: apply, get, list, delete, and the connected proxies.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use weft_proto::resource::Kind;
+use weft_proto::v1;
+
+use crate::apply::Applier;
+use crate::registry::Registry;
+use crate::store::{Record, Store};
+
+pub struct AdminService {
+    pub applier: Arc<Applier>,
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+}
+
+fn kind_of(type_url: &str) -> Result<Kind, Status> {
+    Kind::from_type_url(type_url)
+        .or_else(|| Kind::parse(type_url))
+        .ok_or_else(|| Status::invalid_argument(format!("unknown resource type {type_url:?}")))
+}
+
+fn to_resource(record: Record) -> v1::Resource {
+    v1::Resource {
+        name: record.name,
+        version: record.version,
+        body: Some(prost_types::Any {
+            type_url: record.kind.type_url().to_owned(),
+            value: record.body,
+        }),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+#[tonic::async_trait]
+impl v1::admin_server::Admin for AdminService {
+    async fn apply(
+        &self,
+        request: Request<v1::ApplyRequest>,
+    ) -> Result<Response<v1::ApplyResponse>, Status> {
+        let request = request.into_inner();
+        if request.resources.is_empty() {
+            return Err(Status::invalid_argument("no resources to apply"));
+        }
+        let results = self.applier.apply(&request.resources).await?;
+        Ok(Response::new(v1::ApplyResponse { results }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<v1::GetRequest>,
+    ) -> Result<Response<v1::Resource>, Status> {
+        let request = request.into_inner();
+        let kind = kind_of(&request.type_url)?;
+        let name = weft_proto::model::ResourceName::parse(&request.name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .to_string();
+        match self.store.get(kind, &name).await.map_err(unavailable)? {
+            Some(record) => Ok(Response::new(to_resource(record))),
+            None => Err(Status::not_found(format!("{kind} {name} not found"))),
+        }
+    }
+
+    async fn list(
+        &self,
+        request: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListResponse>, Status> {
+        let kind = kind_of(&request.into_inner().type_url)?;
+        let records = self.store.list(kind).await.map_err(unavailable)?;
+        Ok(Response::new(v1::ListResponse {
+            resources: records.into_iter().map(to_resource).collect(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<v1::DeleteRequest>,
+    ) -> Result<Response<v1::DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let kind = kind_of(&request.type_url)?;
+        let name = weft_proto::model::ResourceName::parse(&request.name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .to_string();
+        match self.applier.delete(kind, &name).await? {
+            Some(version) => Ok(Response::new(v1::DeleteResponse { version })),
+            None => Err(Status::not_found(format!("{kind} {name} not found"))),
+        }
+    }
+
+    async fn list_proxies(
+        &self,
+        _request: Request<v1::ListProxiesRequest>,
+    ) -> Result<Response<v1::ListProxiesResponse>, Status> {
+        Ok(Response::new(v1::ListProxiesResponse {
+            proxies: self.registry.statuses(),
+        }))
+    }
+}

@@ -1,0 +1,388 @@
+//! The YAML documents of `weftctl apply` and `weftctl get -o yaml|json`, and their
+//! mapping to and from the weft.v1 messages.
+//!
+//! The shape follows Kubernetes (`kind`, `metadata`, `spec`) so that operators read it
+//! without a manual. Field names are camelCase; unknown fields are rejected so a typo
+//! is an error rather than a setting silently ignored. Values are *not* validated here:
+//! the control plane validates every write and names the resource and field, and a
+//! second copy of those rules in the CLI would drift from the server's.
+//!
+//! Documents are parsed in two passes over the same text: the first reads only `kind`,
+//! the second deserializes each document straight into its kind's type, so serde_yaml's
+//! errors keep their path (`spec.ports[0]`) and line. Going through an intermediate
+//! `serde_yaml::Value` would lose both.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use weft_proto::resource::{to_any, Kind};
+use weft_proto::v1;
+
+#[cfg(test)]
+mod tests;
+
+/// The namespace of a document whose metadata names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    /// `document` counts from 1, empty documents included, as a reader counts `---`s.
+    #[error("document {document}: {message}")]
+    Document { document: usize, message: String },
+    #[error("no resources found")]
+    Empty,
+}
+
+/// One document: a resource of a known kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Document {
+    Service(ServiceDocument),
+    Endpoints(EndpointsDocument),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDocument {
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: ServiceSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsDocument {
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: EndpointsSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Printed by `get` (the store's version of the resource); ignored by `apply`, which
+    /// accepts it so that `get -o yaml` output can be applied as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.to_owned()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    #[serde(default, rename = "virtualIPs", skip_serializing_if = "Vec::is_empty")]
+    pub virtual_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub load_balancer: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default)]
+    pub port: u32,
+    #[serde(default)]
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsSpec {
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EndpointSpec {
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub port: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub port_name: String,
+    /// 0 (absent) means the server's default, 1.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<LocalitySpec>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health: String,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalitySpec {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub zone: String,
+}
+
+/// Parses every document of `text`; empty documents (a trailing `---`) are skipped.
+pub fn parse(text: &str) -> Result<Vec<Document>, ParseError> {
+    let mut kinds = Vec::new();
+    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let error = |message: String| ParseError::Document {
+            document: i + 1,
+            message,
+        };
+        let value = serde_yaml::Value::deserialize(document).map_err(|e| error(e.to_string()))?;
+        if value.is_null() {
+            kinds.push(None);
+            continue;
+        }
+        let Some(mapping) = value.as_mapping() else {
+            return Err(error(
+                "expected a mapping with kind, metadata and spec".to_owned(),
+            ));
+        };
+        let kind = match mapping.get("kind") {
+            None => return Err(error("missing field `kind`".to_owned())),
+            Some(serde_yaml::Value::String(text)) => Kind::parse(text)
+                .filter(|k| k.as_str() == text)
+                .ok_or_else(|| {
+                    error(format!("unknown kind {text:?} (expected {})", kind_names()))
+                })?,
+            Some(_) => return Err(error(format!("kind must be a string: {}", kind_names()))),
+        };
+        kinds.push(Some(kind));
+    }
+
+    let mut documents = Vec::new();
+    for (i, (document, kind)) in serde_yaml::Deserializer::from_str(text)
+        .zip(kinds)
+        .enumerate()
+    {
+        let error = |e: serde_yaml::Error| ParseError::Document {
+            document: i + 1,
+            message: e.to_string(),
+        };
+        match kind {
+            None => {}
+            Some(Kind::Service) => documents.push(Document::Service(
+                ServiceDocument::deserialize(document).map_err(error)?,
+            )),
+            Some(Kind::Endpoints) => documents.push(Document::Endpoints(
+                EndpointsDocument::deserialize(document).map_err(error)?,
+            )),
+        }
+    }
+    if documents.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    Ok(documents)
+}
+
+fn kind_names() -> String {
+    Kind::ALL.map(Kind::as_str).join(" or ")
+}
+
+/// Renders documents as a YAML stream that [`parse`] reads back.
+pub fn to_yaml(documents: &[Document]) -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for (i, document) in documents.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_yaml::to_string(document)?);
+    }
+    Ok(out)
+}
+
+impl Document {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Document::Service(_) => Kind::Service,
+            Document::Endpoints(_) => Kind::Endpoints,
+        }
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        match self {
+            Document::Service(d) => &d.metadata,
+            Document::Endpoints(d) => &d.metadata,
+        }
+    }
+
+    /// `<namespace>/<name>`, the resource's name in the API.
+    pub fn name(&self) -> String {
+        let metadata = self.metadata();
+        format!("{}/{}", metadata.namespace, metadata.name)
+    }
+
+    /// The envelope sent in an Apply request; its version is left for the store.
+    pub fn to_resource(&self) -> v1::Resource {
+        let body = match self {
+            Document::Service(d) => to_any(Kind::Service, &d.to_proto()),
+            Document::Endpoints(d) => to_any(Kind::Endpoints, &d.to_proto()),
+        };
+        v1::Resource {
+            name: self.name(),
+            version: 0,
+            body: Some(body),
+        }
+    }
+
+    /// The document of a stored resource, for `get -o yaml|json`.
+    pub fn from_resource(resource: &v1::Resource) -> Result<Document, String> {
+        use prost::Message;
+
+        let any = resource
+            .body
+            .as_ref()
+            .ok_or_else(|| format!("resource {} has no body", resource.name))?;
+        let kind = Kind::from_type_url(&any.type_url).ok_or_else(|| {
+            format!(
+                "resource {} has type {:?}, which this weftctl does not know",
+                resource.name, any.type_url
+            )
+        })?;
+        let malformed = |e: prost::DecodeError| format!("{kind} {}: {e}", resource.name);
+        let version = Some(resource.version);
+        Ok(match kind {
+            Kind::Service => {
+                let message = v1::Service::decode(any.value.as_slice()).map_err(malformed)?;
+                Document::Service(ServiceDocument::from_proto(&message, version))
+            }
+            Kind::Endpoints => {
+                let message = v1::Endpoints::decode(any.value.as_slice()).map_err(malformed)?;
+                Document::Endpoints(EndpointsDocument::from_proto(&message, version))
+            }
+        })
+    }
+}
+
+impl ServiceDocument {
+    pub fn to_proto(&self) -> v1::Service {
+        v1::Service {
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone(),
+            ports: self
+                .spec
+                .ports
+                .iter()
+                .map(|p| v1::ServicePort {
+                    name: p.name.clone(),
+                    port: p.port,
+                    protocol: p.protocol.clone(),
+                })
+                .collect(),
+            virtual_ips: self.spec.virtual_ips.clone(),
+            hostnames: self.spec.hostnames.clone(),
+            load_balancer: self.spec.load_balancer.clone(),
+        }
+    }
+
+    pub fn from_proto(message: &v1::Service, version: Option<u64>) -> ServiceDocument {
+        ServiceDocument {
+            kind: Kind::Service.as_str().to_owned(),
+            metadata: Metadata {
+                name: message.name.clone(),
+                namespace: message.namespace.clone(),
+                version,
+            },
+            spec: ServiceSpec {
+                ports: message
+                    .ports
+                    .iter()
+                    .map(|p| PortSpec {
+                        name: p.name.clone(),
+                        port: p.port,
+                        protocol: p.protocol.clone(),
+                    })
+                    .collect(),
+                virtual_ips: message.virtual_ips.clone(),
+                hostnames: message.hostnames.clone(),
+                load_balancer: message.load_balancer.clone(),
+            },
+        }
+    }
+}
+
+impl EndpointsDocument {
+    pub fn to_proto(&self) -> v1::Endpoints {
+        v1::Endpoints {
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone(),
+            endpoints: self
+                .spec
+                .endpoints
+                .iter()
+                .map(|e| v1::Endpoint {
+                    address: e.address.clone(),
+                    port: e.port,
+                    port_name: e.port_name.clone(),
+                    weight: e.weight,
+                    locality: e.locality.as_ref().map(|l| v1::Locality {
+                        region: l.region.clone(),
+                        zone: l.zone.clone(),
+                    }),
+                    labels: e
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    health: e.health.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn from_proto(message: &v1::Endpoints, version: Option<u64>) -> EndpointsDocument {
+        EndpointsDocument {
+            kind: Kind::Endpoints.as_str().to_owned(),
+            metadata: Metadata {
+                name: message.name.clone(),
+                namespace: message.namespace.clone(),
+                version,
+            },
+            spec: EndpointsSpec {
+                endpoints: message
+                    .endpoints
+                    .iter()
+                    .map(|e| EndpointSpec {
+                        address: e.address.clone(),
+                        port: e.port,
+                        port_name: e.port_name.clone(),
+                        weight: e.weight,
+                        // The store keeps an empty locality; printing `locality: {}` on
+                        // every endpoint would only be noise.
+                        locality: e
+                            .locality
+                            .as_ref()
+                            .filter(|l| !l.region.is_empty() || !l.zone.is_empty())
+                            .map(|l| LocalitySpec {
+                                region: l.region.clone(),
+                                zone: l.zone.clone(),
+                            }),
+                        labels: e
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                        health: e.health.clone(),
+                    })
+                    .collect(),
+            },
+        }
+    }
+}

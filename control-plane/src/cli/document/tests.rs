@@ -1,0 +1,304 @@
+use super::*;
+
+const EXAMPLE: &str = r#"
+kind: Service
+metadata: {name: orders, namespace: shop}
+spec:
+  ports:
+  - {name: http, port: 80, protocol: http1}
+  - {name: grpc, port: 9090, protocol: grpc}
+  virtualIPs: [10.96.0.10]
+  hostnames: [orders.shop]
+  loadBalancer: round_robin
+---
+kind: Endpoints
+metadata: {name: orders, namespace: shop}
+spec:
+  endpoints:
+  - address: 10.0.0.5
+    port: 8080
+    portName: http
+    weight: 3
+    locality: {region: eu-west, zone: eu-west-1a}
+    labels: {version: v2}
+    health: unhealthy
+"#;
+
+fn parse_error(text: &str) -> (usize, String) {
+    match parse(text) {
+        Err(ParseError::Document { document, message }) => (document, message),
+        other => panic!("expected a document error, got {other:?}"),
+    }
+}
+
+#[test]
+fn several_documents_map_to_their_messages() {
+    let documents = parse(EXAMPLE).expect("parse");
+    assert_eq!(documents.len(), 2);
+    let Document::Service(service) = &documents[0] else {
+        panic!("first document is not a service");
+    };
+    assert_eq!(
+        service.to_proto(),
+        v1::Service {
+            namespace: "shop".into(),
+            name: "orders".into(),
+            ports: vec![
+                v1::ServicePort {
+                    name: "http".into(),
+                    port: 80,
+                    protocol: "http1".into()
+                },
+                v1::ServicePort {
+                    name: "grpc".into(),
+                    port: 9090,
+                    protocol: "grpc".into()
+                },
+            ],
+            virtual_ips: vec!["10.96.0.10".into()],
+            hostnames: vec!["orders.shop".into()],
+            load_balancer: "round_robin".into(),
+        }
+    );
+    let Document::Endpoints(endpoints) = &documents[1] else {
+        panic!("second document is not endpoints");
+    };
+    assert_eq!(
+        endpoints.to_proto(),
+        v1::Endpoints {
+            namespace: "shop".into(),
+            name: "orders".into(),
+            endpoints: vec![v1::Endpoint {
+                address: "10.0.0.5".into(),
+                port: 8080,
+                port_name: "http".into(),
+                weight: 3,
+                locality: Some(v1::Locality {
+                    region: "eu-west".into(),
+                    zone: "eu-west-1a".into()
+                }),
+                labels: [("version".to_owned(), "v2".to_owned())].into(),
+                health: "unhealthy".into(),
+            }],
+        }
+    );
+}
+
+#[test]
+fn resources_carry_the_type_url_and_the_full_name() {
+    let documents = parse(EXAMPLE).expect("parse");
+    let resource = documents[1].to_resource();
+    assert_eq!(resource.name, "shop/orders");
+    assert_eq!(resource.version, 0);
+    let body = resource.body.expect("body");
+    assert_eq!(body.type_url, Kind::Endpoints.type_url());
+    let Document::Endpoints(endpoints) = &documents[1] else {
+        panic!("not endpoints");
+    };
+    assert_eq!(
+        <v1::Endpoints as prost::Message>::decode(body.value.as_slice()).expect("decode"),
+        endpoints.to_proto()
+    );
+}
+
+#[test]
+fn omitted_fields_take_the_defaults_left_to_the_server() {
+    let documents = parse(
+        "kind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80, protocol: tcp}]\n",
+    )
+    .expect("parse");
+    let Document::Service(service) = &documents[0] else {
+        panic!("not a service");
+    };
+    let message = service.to_proto();
+    assert_eq!(message.namespace, DEFAULT_NAMESPACE);
+    assert_eq!(
+        message.load_balancer, "",
+        "empty means p2c_ewma server-side"
+    );
+    assert_eq!(message.ports[0].name, "");
+    assert!(message.virtual_ips.is_empty() && message.hostnames.is_empty());
+
+    let documents = parse(
+        "kind: Endpoints\nmetadata: {name: web}\nspec:\n  endpoints: [{address: 10.0.0.1, port: 80}]\n",
+    )
+    .expect("parse");
+    let Document::Endpoints(endpoints) = &documents[0] else {
+        panic!("not endpoints");
+    };
+    let endpoint = &endpoints.to_proto().endpoints[0];
+    assert_eq!(
+        (
+            endpoint.weight,
+            endpoint.health.as_str(),
+            &endpoint.locality
+        ),
+        (0, "", &None)
+    );
+}
+
+#[test]
+fn values_are_left_for_the_server_to_validate() {
+    let documents = parse(
+        "kind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 0, protocol: smtp}]\n",
+    )
+    .expect("out-of-range values are the server's to reject, not the parser's");
+    let Document::Service(service) = &documents[0] else {
+        panic!("not a service");
+    };
+    assert_eq!(service.to_proto().ports[0].port, 0);
+    assert_eq!(service.to_proto().ports[0].protocol, "smtp");
+}
+
+#[test]
+fn unknown_fields_name_the_document_and_the_field() {
+    let text = format!("{EXAMPLE}---\nkind: Service\nmetadata: {{name: a}}\nspec:\n  ports:\n  - {{port: 80, protocl: tcp}}\n");
+    let (document, message) = parse_error(&text);
+    assert_eq!(document, 3);
+    assert!(message.contains("protocl"), "{message}");
+    assert!(message.contains("spec.ports[0]"), "{message}");
+    assert!(message.contains("line 28"), "line in the file: {message}");
+
+    let (document, message) =
+        parse_error("kind: Endpoints\nmetadata: {name: a, labels: {}}\nspec: {}\n");
+    assert_eq!(document, 1);
+    assert!(
+        message.contains("metadata") && message.contains("labels"),
+        "{message}"
+    );
+
+    let (_, message) = parse_error("kind: Service\nmetadata: {name: a}\nspec: {}\nstatus: {}\n");
+    assert!(message.contains("status"), "{message}");
+}
+
+#[test]
+fn unknown_or_missing_kind_names_the_document() {
+    let (document, message) = parse_error(
+        "kind: Service\nmetadata: {name: a}\nspec: {}\n---\nkind: Route\nmetadata: {name: a}\n",
+    );
+    assert_eq!(document, 2);
+    assert!(message.contains("\"Route\""), "{message}");
+    assert!(message.contains("Service or Endpoints"), "{message}");
+
+    let (document, message) = parse_error("metadata: {name: a}\n");
+    assert_eq!(document, 1);
+    assert!(message.contains("kind"), "{message}");
+
+    let (_, message) = parse_error("- a\n- b\n");
+    assert!(message.contains("mapping"), "{message}");
+}
+
+#[test]
+fn syntax_errors_name_the_document() {
+    let (document, message) = parse_error("kind: Service\n---\nkind: [\n");
+    assert_eq!(document, 2);
+    assert!(message.contains("line"), "{message}");
+}
+
+#[test]
+fn empty_documents_are_skipped_but_counted() {
+    // A leading `---` opens the first document rather than ending an empty one.
+    let text = "---\nkind: Service\nmetadata: {name: a}\nspec: {}\n---\n---\nkind: Nope\n";
+    let (document, _) = parse_error(text);
+    assert_eq!(document, 3);
+    assert_eq!(parse(""), Err(ParseError::Empty));
+    assert_eq!(parse("---\n---\n"), Err(ParseError::Empty));
+}
+
+#[test]
+fn stored_resources_print_as_documents_that_parse_back_to_the_same_messages() {
+    let documents = parse(EXAMPLE).expect("parse");
+    let stored: Vec<v1::Resource> = documents
+        .iter()
+        .map(|d| v1::Resource {
+            version: 7,
+            ..d.to_resource()
+        })
+        .collect();
+    let printed: Vec<Document> = stored
+        .iter()
+        .map(|r| Document::from_resource(r).expect("from resource"))
+        .collect();
+    assert_eq!(printed[0].metadata().version, Some(7));
+    let yaml = to_yaml(&printed).expect("yaml");
+    let reparsed = parse(&yaml).expect("the printed YAML parses");
+    let resent: Vec<v1::Resource> = reparsed.iter().map(Document::to_resource).collect();
+    let original: Vec<v1::Resource> = documents.iter().map(Document::to_resource).collect();
+    assert_eq!(resent, original);
+}
+
+#[test]
+fn printed_yaml_is_the_apply_format() {
+    let service = v1::Service {
+        namespace: "shop".into(),
+        name: "orders".into(),
+        ports: vec![v1::ServicePort {
+            name: "http".into(),
+            port: 80,
+            protocol: "http1".into(),
+        }],
+        virtual_ips: vec!["10.96.0.10".into()],
+        hostnames: vec![],
+        load_balancer: "p2c_ewma".into(),
+    };
+    let endpoints = v1::Endpoints {
+        namespace: "shop".into(),
+        name: "orders".into(),
+        endpoints: vec![v1::Endpoint {
+            address: "10.0.0.5".into(),
+            port: 8080,
+            port_name: String::new(),
+            weight: 1,
+            // As stored: the server keeps an empty locality, which is not printed.
+            locality: Some(v1::Locality::default()),
+            labels: Default::default(),
+            health: "healthy".into(),
+        }],
+    };
+    let yaml = to_yaml(&[
+        Document::Service(ServiceDocument::from_proto(&service, Some(3))),
+        Document::Endpoints(EndpointsDocument::from_proto(&endpoints, Some(4))),
+    ])
+    .expect("yaml");
+    assert_eq!(
+        yaml,
+        "kind: Service
+metadata:
+  name: orders
+  namespace: shop
+  version: 3
+spec:
+  ports:
+  - name: http
+    port: 80
+    protocol: http1
+  virtualIPs:
+  - 10.96.0.10
+  loadBalancer: p2c_ewma
+---
+kind: Endpoints
+metadata:
+  name: orders
+  namespace: shop
+  version: 4
+spec:
+  endpoints:
+  - address: 10.0.0.5
+    port: 8080
+    weight: 1
+    health: healthy
+"
+    );
+}
+
+#[test]
+fn json_has_the_same_structure() {
+    let documents = parse(EXAMPLE).expect("parse");
+    let json = serde_json::to_value(&documents[0]).expect("json");
+    assert_eq!(json["kind"], "Service");
+    assert_eq!(json["metadata"]["namespace"], "shop");
+    assert_eq!(json["spec"]["virtualIPs"][0], "10.96.0.10");
+    assert_eq!(json["spec"]["loadBalancer"], "round_robin");
+    let text = serde_json::to_string(&documents[0]).expect("json text");
+    assert_eq!(parse(&text).expect("JSON is YAML"), documents[..1]);
+}

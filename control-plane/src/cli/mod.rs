@@ -1,0 +1,25 @@
+//! The pure parts of `weftctl` (the binary is `src/bin/weftctl.rs`): everything here
+//! is testable without a control plane.
+//!
+//! # Layout
+//! - [`document`]: the YAML documents of `apply` and `get -o yaml|json`, to and from
+//!   the weft.v1 messages.
+//! - [`resources`]: how `get` prints resources (table, YAML, JSON).
+//! - [`status`]: how `status` prints the connected proxies.
+//! - [`table`]: a tiny aligned-column table.
+//! - [`client`]: the control-plane address, the Admin connection, and `weftctl`'s errors.
+
+pub mod client;
+pub mod document;
+pub mod resources;
+pub mod status;
+pub mod table;
+
+/// Output formats of `get` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Yaml,
+    Json,
+}

@@ -1,0 +1,109 @@
+//! The Discovery service: one delta stream per proxy.
+//!
+//! The handler checks the proxy's Hello, registers its workload, and hands the stream
+//! to [`stream::run`], which pushes the difference between the view and what the
+//! proxy holds every time either changes.
+
+mod diff;
+mod stream;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use weft_proto::model::{self, validate_label};
+use weft_proto::v1;
+
+pub use diff::{diff, Diff, Held, Interest};
+
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::view::View;
+
+/// How long a new stream may take to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct DiscoveryService {
+    pub view: watch::Receiver<Arc<View>>,
+    pub registry: Arc<Registry>,
+    pub store: Arc<dyn Store>,
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<v1::DiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::discovery_server::Discovery for DiscoveryService {
+    type StreamStream = ResponseStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<v1::DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10 s"))??;
+        let hello = match first.and_then(|m| m.request) {
+            Some(v1::discovery_request::Request::Hello(hello)) => hello,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a Hello",
+                ))
+            }
+        };
+        let node = hello
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("hello.node: missing"))?;
+        validate_node(&node).map_err(|e| Status::invalid_argument(format!("hello.node.{e}")))?;
+
+        let (tx, rx) = mpsc::channel(16);
+        let context = stream::Context {
+            view: self.view.clone(),
+            registry: self.registry.clone(),
+            store: self.store.clone(),
+        };
+        tokio::spawn(stream::run(context, hello, node, inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// A node needs an id; a workload, when it names a service, must make valid endpoints.
+fn validate_node(node: &v1::Node) -> Result<(), model::Invalid> {
+    if node.id.is_empty() {
+        return Err(model::Invalid::new("id", "must not be empty"));
+    }
+    let Some(workload) = node.workload.as_ref().filter(|w| !w.service.is_empty()) else {
+        return Ok(());
+    };
+    let within = |e: model::Invalid| e.within("workload");
+    validate_label("namespace", &workload.namespace).map_err(within)?;
+    validate_label("service", &workload.service).map_err(within)?;
+    if workload.ports.is_empty() {
+        return Err(within(model::Invalid::new(
+            "ports",
+            "at least one port is needed",
+        )));
+    }
+    for (i, port) in workload.ports.iter().enumerate() {
+        let endpoint = v1::Endpoint {
+            address: workload.address.clone(),
+            port: port.port,
+            port_name: port.name.clone(),
+            weight: workload.weight,
+            ..Default::default()
+        };
+        model::Endpoint::try_from(&endpoint).map_err(|e| {
+            let field = match e.field.as_str() {
+                "address" | "weight" => e.field.clone(),
+                _ => format!("ports[{i}].{}", e.field),
+            };
+            model::Invalid::new(format!("workload.{field}"), e.reason)
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! The proxies connected to this replica: who they are, how far each is in sync, and
+//! the grace period that keeps a disconnected workload's endpoint for a moment (a proxy
+//! reconnecting to another replica, or after a blip, should not flap its endpoint).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use weft_proto::resource::Kind;
+use weft_proto::v1;
+
+use crate::store::Store;
+
+/// How far one proxy is in sync for one resource type.
+#[derive(Debug, Clone, Default)]
+pub struct TypeSync {
+    pub acked_version: u64,
+    pub latest_version: u64,
+    pub pending_pushes: u32,
+    /// Rejected resources still unresolved: name -> (version, message).
+    pub rejected: BTreeMap<String, (u64, String)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Sync {
+    pub types: BTreeMap<Kind, TypeSync>,
+    /// The view has moved on and this proxy has not been pushed it yet.
+    pub behind: bool,
+}
+
+pub struct Proxy {
+    pub stream_id: u64,
+    pub node_id: String,
+    pub workload: Option<v1::Workload>,
+    pub build: String,
+    pub connected_at: i64,
+    // A std Mutex: updates are plain assignments, never held across an await.
+    pub sync: Mutex<Sync>,
+}
+
+impl Proxy {
+    pub fn update(&self, change: impl FnOnce(&mut Sync)) {
+        if let Ok(mut sync) = self.sync.lock() {
+            change(&mut sync);
+        }
+    }
+
+    pub fn status(&self) -> v1::ProxyStatus {
+        let sync = self.sync.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut state = v1::proxy_status::SyncState::Synced;
+        let mut types = Vec::new();
+        for (kind, t) in &sync.types {
+            if !t.rejected.is_empty() {
+                state = v1::proxy_status::SyncState::Nacked;
+            } else if (t.pending_pushes > 0 || sync.behind)
+                && state != v1::proxy_status::SyncState::Nacked
+            {
+                state = v1::proxy_status::SyncState::Stale;
+            }
+            let last_nack = t
+                .rejected
+                .iter()
+                .map(|(name, (version, message))| format!("{name}@{version}: {message}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            types.push(v1::TypeSyncStatus {
+                type_url: kind.type_url().to_owned(),
+                acked_version: t.acked_version,
+                latest_version: t.latest_version,
+                pending_pushes: t.pending_pushes,
+                last_nack,
+            });
+        }
+        v1::ProxyStatus {
+            id: self.node_id.clone(),
+            workload: self.workload.clone(),
+            build: self.build.clone(),
+            connected_at: self.connected_at,
+            state: state as i32,
+            types,
+        }
+    }
+}
+
+pub struct Registry {
+    store: Arc<dyn Store>,
+    grace: Duration,
+    next_stream: AtomicU64,
+    // std Mutex: short critical sections, never across an await.
+    proxies: Mutex<HashMap<u64, Arc<Proxy>>>,
+    /// The newest stream of each node id, so that an older stream ending (or a grace
+    /// timer firing) does not deregister a node that has reconnected.
+    latest: Mutex<HashMap<String, u64>>,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>, grace: Duration) -> Arc<Registry> {
+        Arc::new(Registry {
+            store,
+            grace,
+            next_stream: AtomicU64::new(1),
+            proxies: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn connect(&self, node: &v1::Node) -> Arc<Proxy> {
+        let stream_id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let connected_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let proxy = Arc::new(Proxy {
+            stream_id,
+            node_id: node.id.clone(),
+            workload: node.workload.clone().filter(|w| !w.service.is_empty()),
+            build: node.build.clone(),
+            connected_at,
+            sync: Mutex::new(Sync::default()),
+        });
+        if let Ok(mut proxies) = self.proxies.lock() {
+            proxies.insert(stream_id, proxy.clone());
+        }
+        if let Ok(mut latest) = self.latest.lock() {
+            latest.insert(node.id.clone(), stream_id);
+        }
+        proxy
+    }
+
+    /// Forgets a stream; its registration is removed after the grace period unless the
+    /// node has reconnected by then.
+    pub fn disconnect(self: &Arc<Self>, proxy: &Proxy) {
+        if let Ok(mut proxies) = self.proxies.lock() {
+            proxies.remove(&proxy.stream_id);
+        }
+        if proxy.workload.is_some() {
+            self.deregister_after_grace(proxy.node_id.clone(), proxy.stream_id);
+        }
+    }
+
+    /// At start-up: registrations left by the previous run are kept for the grace
+    /// period, so proxies that reconnect in time never lose their endpoint.
+    pub fn expire_leftovers(self: &Arc<Self>, node_ids: Vec<String>) {
+        for node_id in node_ids {
+            self.deregister_after_grace(node_id, 0);
+        }
+    }
+
+    fn deregister_after_grace(self: &Arc<Self>, node_id: String, stream_id: u64) {
+        let registry = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(registry.grace).await;
+            let superseded = registry
+                .latest
+                .lock()
+                .map(|latest| latest.get(&node_id).is_some_and(|s| *s != stream_id))
+                .unwrap_or(false);
+            let still_connected = registry
+                .proxies
+                .lock()
+                .map(|p| p.values().any(|p| p.node_id == node_id))
+                .unwrap_or(false);
+            if superseded || still_connected {
+                return;
+            }
+            if let Ok(mut latest) = registry.latest.lock() {
+                latest.remove(&node_id);
+            }
+            match registry.store.deregister(&node_id).await {
+                Ok(Some(_)) => {
+                    tracing::info!(node = %node_id, "workload deregistered after grace period")
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(node = %node_id, error = %e, "deregistration failed"),
+            }
+        });
+    }
+
+    pub fn statuses(&self) -> Vec<v1::ProxyStatus> {
+        let proxies: Vec<Arc<Proxy>> = self
+            .proxies
+            .lock()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
+        let mut statuses: Vec<_> = proxies.iter().map(|p| p.status()).collect();
+        statuses.sort_by(|a, b| a.id.cmp(&b.id));
+        statuses
+    }
+}

@@ -1,0 +1,96 @@
+//! The control plane's storage, behind one trait so that the embedded store (the
+//! default) and etcd (for several replicas) are interchangeable and pass one suite.
+//!
+//! What is stored: resources (kind, name, encoded body, version) and workload
+//! registrations (node id, encoded workload, version). Every committed change bumps a
+//! single store-wide revision and stamps what it wrote with it, so versions only ever
+//! increase, across restarts too. Bodies are opaque bytes here; validation happens
+//! before a write reaches the store.
+
+mod embedded;
+#[cfg(test)]
+mod tests;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use weft_proto::resource::Kind;
+
+pub use embedded::EmbeddedStore;
+
+/// A stored resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: Kind,
+    /// `namespace/name`.
+    pub name: String,
+    pub version: u64,
+    /// The encoded message of its kind (e.g. `weft.v1.Service`).
+    pub body: Vec<u8>,
+}
+
+/// A workload registered by a proxy's discovery stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub node_id: String,
+    pub version: u64,
+    /// The encoded `weft.v1.Workload`.
+    pub workload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub kind: Kind,
+    pub name: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Updated,
+    /// The stored body was byte-identical; nothing was written.
+    Unchanged,
+}
+
+/// Everything in the store at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Contents {
+    pub revision: u64,
+    pub records: Vec<Record>,
+    pub registrations: Vec<Registration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Writes every resource in one transaction. Returns, per write, what happened and
+    /// the version the resource now has. The revision moves only if something changed.
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<(Outcome, u64)>, StoreError>;
+
+    /// Deletes a resource; `Some(revision)` when it existed.
+    async fn delete(&self, kind: Kind, name: &str) -> Result<Option<u64>, StoreError>;
+
+    async fn get(&self, kind: Kind, name: &str) -> Result<Option<Record>, StoreError>;
+
+    /// Every resource of a kind, sorted by name.
+    async fn list(&self, kind: Kind) -> Result<Vec<Record>, StoreError>;
+
+    /// Creates or replaces a node's registration (unchanged bytes write nothing).
+    async fn register(&self, node_id: &str, workload: Vec<u8>) -> Result<u64, StoreError>;
+
+    /// Removes a node's registration; `Some(revision)` when it existed.
+    async fn deregister(&self, node_id: &str) -> Result<Option<u64>, StoreError>;
+
+    /// A consistent read of everything.
+    async fn contents(&self) -> Result<Contents, StoreError>;
+
+    /// The current revision, updated after every committed change.
+    fn revision(&self) -> watch::Receiver<u64>;
+}

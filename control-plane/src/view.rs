@@ -1,0 +1,206 @@
+//! The view served to proxies: every resource with the version at which its served
+//! content last changed.
+//!
+//! Stored resources are served as stored. Endpoints are the union of the statically
+//! declared ones (from `weftctl apply`) and the workloads registered by live proxies,
+//! so a service's Endpoints resource changes when a proxy comes or goes.
+//!
+//! Versions: a resource keeps its version while its encoded content is unchanged.
+//! When it changes, it takes the newest version among its parts (a record's or a
+//! registration's); when that is not newer than what was served (a registration was
+//! removed), it takes the store revision the view was built at. Both only grow, and
+//! a rebuilt view after a restart gives unchanged resources the versions proxies
+//! already hold, so reconnecting proxies are sent nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use prost_types::Any;
+use tokio::sync::watch;
+use weft_proto::resource::Kind;
+use weft_proto::v1;
+
+use crate::store::{Contents, Store};
+
+/// One served resource. Cheap to clone: the body is shared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub version: u64,
+    pub body: Arc<Any>,
+}
+
+/// The resources of one kind, by name, sorted (discovery diffs walk two of these in step).
+pub type TypeView = BTreeMap<Arc<str>, Entry>;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct View {
+    /// The store revision this view was built from.
+    pub revision: u64,
+    pub types: BTreeMap<Kind, Arc<TypeView>>,
+}
+
+impl View {
+    pub fn of(&self, kind: Kind) -> Arc<TypeView> {
+        self.types.get(&kind).cloned().unwrap_or_default()
+    }
+
+    /// The highest version among the resources of a kind (0 when there are none).
+    pub fn latest_version(&self, kind: Kind) -> u64 {
+        self.types
+            .get(&kind)
+            .and_then(|t| t.values().map(|e| e.version).max())
+            .unwrap_or(0)
+    }
+}
+
+/// A resource's content and the newest version among its parts.
+struct Built {
+    body: Any,
+    parts_version: u64,
+}
+
+/// Builds the view from the store's contents. `previous` is the view currently served
+/// (None at start-up).
+pub fn build(contents: &Contents, previous: Option<&View>) -> View {
+    let mut built: BTreeMap<Kind, BTreeMap<String, Built>> = BTreeMap::new();
+    for kind in Kind::ALL {
+        built.insert(kind, BTreeMap::new());
+    }
+    for record in &contents.records {
+        if let Some(of_kind) = built.get_mut(&record.kind) {
+            of_kind.insert(
+                record.name.clone(),
+                Built {
+                    body: Any {
+                        type_url: record.kind.type_url().to_owned(),
+                        value: record.body.clone(),
+                    },
+                    parts_version: record.version,
+                },
+            );
+        }
+    }
+    merge_registrations(contents, built.entry(Kind::Endpoints).or_default());
+
+    let mut types = BTreeMap::new();
+    for (kind, resources) in built {
+        let before = previous.map(|p| p.of(kind));
+        let mut view = TypeView::new();
+        for (name, resource) in resources {
+            let old = before.as_ref().and_then(|b| b.get(name.as_str()));
+            let version = match old {
+                Some(old) if old.body.value == resource.body.value => old.version,
+                Some(old) if resource.parts_version <= old.version => {
+                    contents.revision.max(old.version + 1)
+                }
+                _ => resource.parts_version,
+            };
+            let body = match old {
+                Some(old) if old.version == version => old.body.clone(),
+                _ => Arc::new(resource.body),
+            };
+            view.insert(Arc::from(name), Entry { version, body });
+        }
+        types.insert(kind, Arc::new(view));
+    }
+    View {
+        revision: contents.revision,
+        types,
+    }
+}
+
+/// Adds each registered workload as endpoints of its service, after the static ones.
+fn merge_registrations(contents: &Contents, endpoints: &mut BTreeMap<String, Built>) {
+    let mut registered: BTreeMap<String, Vec<(u64, v1::Workload)>> = BTreeMap::new();
+    for registration in &contents.registrations {
+        // Registrations were validated before they were stored; one that no longer
+        // decodes is skipped rather than poisoning the whole view.
+        let Ok(workload) = v1::Workload::decode(registration.workload.as_slice()) else {
+            tracing::warn!(node = %registration.node_id, "skipping undecodable registration");
+            continue;
+        };
+        let service = format!("{}/{}", workload.namespace, workload.service);
+        registered
+            .entry(service)
+            .or_default()
+            .push((registration.version, workload));
+    }
+    for (service, workloads) in registered {
+        let (mut message, mut parts_version) = match endpoints.get(&service) {
+            Some(existing) => (
+                v1::Endpoints::decode(existing.body.value.as_slice()).unwrap_or_default(),
+                existing.parts_version,
+            ),
+            None => {
+                let (namespace, name) = service.split_once('/').unwrap_or(("", &service));
+                (
+                    v1::Endpoints {
+                        namespace: namespace.to_owned(),
+                        name: name.to_owned(),
+                        endpoints: Vec::new(),
+                    },
+                    0,
+                )
+            }
+        };
+        for (version, workload) in workloads {
+            parts_version = parts_version.max(version);
+            for port in &workload.ports {
+                message.endpoints.push(v1::Endpoint {
+                    address: workload.address.clone(),
+                    port: port.port,
+                    port_name: port.name.clone(),
+                    weight: workload.weight.max(1),
+                    locality: workload.locality.clone(),
+                    labels: workload.labels.clone(),
+                    health: String::new(),
+                });
+            }
+        }
+        endpoints.insert(
+            service,
+            Built {
+                body: Any {
+                    type_url: Kind::Endpoints.type_url().to_owned(),
+                    value: message.encode_to_vec(),
+                },
+                parts_version,
+            },
+        );
+    }
+}
+
+/// Rebuilds the view after store changes, waiting `debounce` after the first change
+/// so that a burst of writes becomes one rebuild and one push per proxy.
+pub async fn maintain(store: Arc<dyn Store>, debounce: Duration, view: watch::Sender<Arc<View>>) {
+    let mut revision = store.revision();
+    loop {
+        if revision.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(debounce).await;
+        revision.borrow_and_update();
+        let mut delay = Duration::from_millis(50);
+        let contents = loop {
+            match store.contents().await {
+                Ok(contents) => break contents,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the store for a new view failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let current = view.borrow().clone();
+        let next = build(&contents, Some(&current));
+        if next.types != current.types {
+            tracing::debug!(revision = next.revision, "publishing a new view");
+            view.send_replace(Arc::new(next));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

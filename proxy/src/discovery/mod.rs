@@ -1,0 +1,270 @@
+//! The control-plane client: one discovery stream, kept up for the proxy's lifetime.
+//!
+//! Each attempt resolves the control plane's name afresh (hickory, honouring the
+//! record's TTL through its cache), so a proxy follows whichever replica is up, then
+//! says Hello with the versions it holds, and applies every push into a new snapshot.
+//! Losing the stream changes nothing on the data path: the last good snapshot keeps
+//! serving while the client reconnects with jittered backoff (static stability).
+
+mod backoff;
+mod resources;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use weft_proto::resource::Kind;
+use weft_proto::v1;
+use weft_proto::v1::discovery_client::DiscoveryClient;
+use weft_proto::v1::discovery_request::Request as Req;
+
+pub use backoff::Backoff;
+pub use resources::Resources;
+
+use crate::drain::Watch;
+use crate::state::{ConnectionState, Rejected, Shared};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("resolving {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("connecting to {address}: {reason}")]
+    Connect { address: String, reason: String },
+    #[error("stream: {0}")]
+    Stream(#[from] tonic::Status),
+    #[error("the control plane closed the stream")]
+    Closed,
+}
+
+pub async fn run(shared: Arc<Shared>, mut drain: Watch) {
+    let resolver = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+        Ok(resolver) => Some(resolver),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS resolver configuration; only IP addresses will work");
+            None
+        }
+    };
+    let mut backoff = Backoff::new(FIRST_RETRY, shared.config.reconnect_max);
+    let mut resources = Resources::default();
+    loop {
+        let mut progressed = false;
+        let result = tokio::select! {
+            result = session(&shared, resolver.as_ref(), &mut resources, &mut progressed) => result,
+            () = drain.signaled() => return,
+        };
+        let error = match result {
+            Ok(()) => DiscoveryError::Closed,
+            Err(e) => e,
+        };
+        tracing::warn!(error = %error, "control plane unreachable; serving the last good config");
+        metrics::gauge!("weft_control_plane_connected").set(0.0);
+        metrics::counter!("weft_control_plane_reconnects_total").increment(1);
+        shared.update_connection(|c| {
+            c.state = ConnectionState::Disconnected;
+            c.last_error = Some(error.to_string());
+            c.reconnects += 1;
+        });
+        if progressed {
+            backoff.reset();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = drain.signaled() => return,
+        }
+    }
+}
+
+/// One connection and stream; returns when it ends. `progressed` is set once a push
+/// arrived, which resets the backoff.
+async fn session(
+    shared: &Shared,
+    resolver: Option<&TokioResolver>,
+    resources: &mut Resources,
+    progressed: &mut bool,
+) -> Result<(), DiscoveryError> {
+    let target = &shared.config.control_plane;
+    let addresses = resolve(resolver, &target.host, target.port).await?;
+    let (channel, address) = connect(&addresses).await?;
+    let mut client = DiscoveryClient::new(channel);
+
+    let (tx, rx) = mpsc::channel(16);
+    let hello = v1::DiscoveryRequest {
+        request: Some(Req::Hello(v1::Hello {
+            node: Some(node(shared)),
+            known: resources.known(),
+            subscriptions: Vec::new(),
+        })),
+    };
+    // The channel has room: this cannot block or fail before the stream starts.
+    let _ = tx.try_send(hello);
+    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!(%address, "connected to the control plane");
+    metrics::gauge!("weft_control_plane_connected").set(1.0);
+    shared.update_connection(|c| {
+        c.state = ConnectionState::Connected;
+        c.peer = Some(address.to_string());
+        c.last_error = None;
+    });
+
+    while let Some(response) = inbound.message().await? {
+        *progressed = true;
+        let kind = Kind::from_type_url(&response.type_url);
+        let errors = resources.apply(&response);
+        shared.snapshot.send_replace(Arc::new(resources.snapshot()));
+        shared.configured.store(true, Ordering::Release);
+        record(shared, resources, kind, &response, &errors);
+        let answer = if errors.is_empty() {
+            Req::Ack(v1::Ack {
+                nonce: response.nonce,
+            })
+        } else {
+            Req::Nack(v1::Nack {
+                nonce: response.nonce,
+                errors,
+            })
+        };
+        if tx
+            .send(v1::DiscoveryRequest {
+                request: Some(answer),
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn node(shared: &Shared) -> v1::Node {
+    let config = &shared.config;
+    let workload = config.workload.as_ref().map(|w| v1::Workload {
+        namespace: config.namespace.clone(),
+        service: w.service.clone(),
+        address: w.address.to_string(),
+        ports: w
+            .ports
+            .iter()
+            .map(|p| v1::WorkloadPort {
+                name: p.name.clone(),
+                port: u32::from(p.port),
+            })
+            .collect(),
+        locality: Some(v1::Locality {
+            region: w.region.clone(),
+            zone: w.zone.clone(),
+        }),
+        labels: w
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        weight: w.weight,
+    });
+    v1::Node {
+        id: config.node_id.clone(),
+        workload,
+        build: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// Counts the push and updates what `/config_dump` shows of rejected resources.
+fn record(
+    shared: &Shared,
+    resources: &Resources,
+    kind: Option<Kind>,
+    response: &v1::DiscoveryResponse,
+    errors: &[v1::ResourceError],
+) {
+    let type_label = kind.map(|k| k.as_str()).unwrap_or("unknown");
+    let result = if errors.is_empty() { "ack" } else { "nack" };
+    metrics::counter!("weft_config_updates_total", "type" => type_label, "result" => result)
+        .increment(1);
+    if let Some(kind) = kind {
+        metrics::gauge!("weft_config_resources", "type" => type_label)
+            .set(resources.count(kind) as f64);
+        metrics::gauge!("weft_config_version", "type" => type_label)
+            .set(resources.max_version(kind) as f64);
+    }
+    shared.update_connection(|c| {
+        // Rejections of this type are replaced by this push's verdict.
+        c.rejected.retain(|r| r.type_url != response.type_url);
+        c.rejected.extend(errors.iter().map(|e| Rejected {
+            type_url: response.type_url.clone(),
+            name: e.name.clone(),
+            version: e.version,
+            message: e.message.clone(),
+        }));
+    });
+}
+
+async fn resolve(
+    resolver: Option<&TokioResolver>,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, DiscoveryError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let failed = |reason: String| DiscoveryError::Resolve {
+        host: host.to_owned(),
+        reason,
+    };
+    let resolver = resolver.ok_or_else(|| failed("no resolver configuration".into()))?;
+    let lookup = resolver
+        .lookup_ip(host)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let addresses: Vec<SocketAddr> = lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+    if addresses.is_empty() {
+        return Err(failed("no addresses".into()));
+    }
+    Ok(addresses)
+}
+
+/// Tries each address in turn; the first that answers wins.
+async fn connect(
+    addresses: &[SocketAddr],
+) -> Result<(tonic::transport::Channel, SocketAddr), DiscoveryError> {
+    let mut last = String::from("no address to try");
+    for address in addresses {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| DiscoveryError::Connect {
+                address: address.to_string(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(15))
+            .keep_alive_timeout(Duration::from_secs(5));
+        match endpoint.connect().await {
+            Ok(channel) => return Ok((channel, *address)),
+            Err(e) => last = format!("{e}: {}", source_chain(&e)),
+        }
+    }
+    Err(DiscoveryError::Connect {
+        address: addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        reason: last,
+    })
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut chain = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    chain.join(": ")
+}

@@ -1,0 +1,235 @@
+//! The resources a proxy holds, and how a push is validated into them.
+//!
+//! Each resource of a push is converted on its own: the valid ones replace what was
+//! held, a rejected one leaves the last good version in place and is reported in the
+//! NACK. The data path only ever sees the [`Snapshot`] built from what was accepted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use weft_proto::model::ResourceName;
+use weft_proto::resource::{self, Body, Kind};
+use weft_proto::v1;
+
+use crate::snapshot::{EndpointsView, Policy, ServiceView, Snapshot};
+
+#[derive(Debug, Default, Clone)]
+pub struct Resources {
+    services: BTreeMap<ResourceName, Arc<ServiceView>>,
+    endpoints: BTreeMap<ResourceName, Arc<EndpointsView>>,
+}
+
+impl Resources {
+    /// Applies a push; returns the resources rejected, for the NACK.
+    pub fn apply(&mut self, response: &v1::DiscoveryResponse) -> Vec<v1::ResourceError> {
+        let mut errors = Vec::new();
+        let Some(kind) = Kind::from_type_url(&response.type_url) else {
+            return response
+                .resources
+                .iter()
+                .map(|r| reject(r, format!("unknown resource type {:?}", response.type_url)))
+                .collect();
+        };
+        for resource in &response.resources {
+            match accept(kind, resource) {
+                Ok(Accepted::Service(view)) => {
+                    self.services
+                        .insert(view.service.name.clone(), Arc::new(view));
+                }
+                Ok(Accepted::Endpoints(view)) => {
+                    self.endpoints
+                        .insert(view.endpoints.name.clone(), Arc::new(view));
+                }
+                Err(message) => {
+                    tracing::warn!(name = %resource.name, version = resource.version, %message, "rejected a resource; keeping the last good one");
+                    errors.push(reject(resource, message));
+                }
+            }
+        }
+        for name in &response.removed {
+            let Ok(name) = ResourceName::parse(name) else {
+                continue;
+            };
+            match kind {
+                Kind::Service => self.services.remove(&name).map(|_| ()),
+                Kind::Endpoints => self.endpoints.remove(&name).map(|_| ()),
+            };
+        }
+        errors
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let services: HashMap<_, _> = self
+            .services
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        let endpoints: HashMap<_, _> = self
+            .endpoints
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        Snapshot::new(services, endpoints)
+    }
+
+    /// What to announce in a Hello, so that only the difference is sent.
+    pub fn known(&self) -> Vec<v1::ResourceVersion> {
+        let services = self.services.iter().map(|(n, v)| v1::ResourceVersion {
+            type_url: Kind::Service.type_url().to_owned(),
+            name: n.to_string(),
+            version: v.version,
+        });
+        let endpoints = self.endpoints.iter().map(|(n, v)| v1::ResourceVersion {
+            type_url: Kind::Endpoints.type_url().to_owned(),
+            name: n.to_string(),
+            version: v.version,
+        });
+        services.chain(endpoints).collect()
+    }
+
+    pub fn count(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Service => self.services.len(),
+            Kind::Endpoints => self.endpoints.len(),
+        }
+    }
+
+    pub fn max_version(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Service => self.services.values().map(|v| v.version).max(),
+            Kind::Endpoints => self.endpoints.values().map(|v| v.version).max(),
+        }
+        .unwrap_or(0)
+    }
+}
+
+enum Accepted {
+    Service(ServiceView),
+    Endpoints(EndpointsView),
+}
+
+fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
+    let body = resource::decode_resource(resource).map_err(|e| e.to_string())?;
+    if body.kind() != kind {
+        return Err(format!("a {} body in a {kind} response", body.kind()));
+    }
+    match body {
+        Body::Service(service) => {
+            let policy = Policy::from_name(service.load_balancer.as_str()).ok_or_else(|| {
+                format!(
+                    "load_balancer: {:?} is not supported by this proxy (supported: {})",
+                    service.load_balancer.as_str(),
+                    Policy::SUPPORTED
+                )
+            })?;
+            Ok(Accepted::Service(ServiceView {
+                service,
+                policy,
+                version: resource.version,
+            }))
+        }
+        Body::Endpoints(endpoints) => Ok(Accepted::Endpoints(EndpointsView {
+            endpoints,
+            version: resource.version,
+        })),
+    }
+}
+
+fn reject(resource: &v1::Resource, message: String) -> v1::ResourceError {
+    v1::ResourceError {
+        name: resource.name.clone(),
+        version: resource.version,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_proto::resource::to_any;
+
+    fn service(name: &str, load_balancer: &str, version: u64) -> v1::Resource {
+        let message = v1::Service {
+            namespace: "shop".into(),
+            name: name.into(),
+            ports: vec![v1::ServicePort {
+                name: String::new(),
+                port: 80,
+                protocol: "http1".into(),
+            }],
+            virtual_ips: vec![],
+            hostnames: vec![],
+            load_balancer: load_balancer.into(),
+        };
+        v1::Resource {
+            name: format!("shop/{name}"),
+            version,
+            body: Some(to_any(Kind::Service, &message)),
+        }
+    }
+
+    fn push(resources: Vec<v1::Resource>, removed: &[&str]) -> v1::DiscoveryResponse {
+        v1::DiscoveryResponse {
+            nonce: "1".into(),
+            type_url: Kind::Service.type_url().into(),
+            resources,
+            removed: removed.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_rejected_resource_keeps_the_last_good_one_and_the_rest_apply() {
+        let mut held = Resources::default();
+        assert!(held
+            .apply(&push(vec![service("orders", "round_robin", 1)], &[]))
+            .is_empty());
+        let errors = held.apply(&push(
+            vec![
+                service("orders", "least_request", 2),
+                service("users", "", 2),
+            ],
+            &[],
+        ));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].name, "shop/orders");
+        assert!(
+            errors[0].message.contains("least_request"),
+            "{}",
+            errors[0].message
+        );
+        let snapshot = held.snapshot();
+        let orders = &snapshot.services[&ResourceName::parse("shop/orders").expect("name")];
+        assert_eq!((orders.version, orders.policy), (1, Policy::RoundRobin));
+        assert_eq!(held.count(Kind::Service), 2);
+    }
+
+    #[test]
+    fn removals_apply_and_known_versions_are_announced() {
+        let mut held = Resources::default();
+        held.apply(&push(
+            vec![service("orders", "", 3), service("users", "", 4)],
+            &[],
+        ));
+        held.apply(&push(vec![], &["shop/users"]));
+        let known = held.known();
+        assert_eq!(known.len(), 1);
+        assert_eq!(
+            (known[0].name.as_str(), known[0].version),
+            ("shop/orders", 3)
+        );
+    }
+
+    #[test]
+    fn undecodable_and_mistyped_bodies_are_rejected() {
+        let mut held = Resources::default();
+        let mut bad = service("orders", "", 1);
+        if let Some(body) = bad.body.as_mut() {
+            body.value = vec![0xff, 0xff, 0xff];
+        }
+        assert_eq!(held.apply(&push(vec![bad], &[])).len(), 1);
+        let mut mistyped = push(vec![service("orders", "", 1)], &[]);
+        mistyped.type_url = Kind::Endpoints.type_url().into();
+        assert_eq!(held.apply(&mistyped).len(), 1);
+        assert_eq!(held.count(Kind::Service), 0);
+    }
+}

@@ -1,0 +1,179 @@
+//! Starting the mesh's real binaries for a test: a control plane on a free port with
+//! its own data directory, proxies with free admin/inbound/outbound ports, and weftctl.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::{bin, free_port, http_get, loopback, wait_for, Proc};
+
+pub struct ControlPlane {
+    pub proc: Proc,
+    pub port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts `weft-control-plane` and waits until it accepts connections.
+    pub fn start(logs: &Path, data_dir: &Path, port: u16, extra: &[&str]) -> ControlPlane {
+        let mut command = Command::new(bin("weft-control-plane"));
+        command
+            .arg("--listen")
+            .arg(loopback(port).to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra);
+        let proc = Proc::spawn(&format!("control-plane-{port}"), &mut command, logs);
+        wait_for("the control plane to listen", Duration::from_secs(20), || {
+            TcpStream::connect(loopback(port)).ok()
+        });
+        ControlPlane {
+            proc,
+            port,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+pub struct Proxy {
+    pub proc: Proc,
+    pub node_id: String,
+    pub admin: SocketAddr,
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+}
+
+impl Proxy {
+    /// Starts `weft-proxy` with free ports; `extra` adds flags (workload, upstreams...).
+    pub fn start(logs: &Path, node_id: &str, control_plane: &str, extra: &[&str]) -> Proxy {
+        let admin = loopback(free_port());
+        let inbound = loopback(free_port());
+        let outbound = loopback(free_port());
+        let mut command = Command::new(bin("weft-proxy"));
+        command
+            .arg("--control-plane")
+            .arg(control_plane)
+            .arg("--node-id")
+            .arg(node_id)
+            .arg("--admin")
+            .arg(admin.to_string())
+            .arg("--inbound")
+            .arg(inbound.to_string())
+            .arg("--outbound")
+            .arg(outbound.to_string())
+            .arg("--reconnect-max-ms")
+            .arg("500")
+            .args(extra);
+        let proc = Proc::spawn(node_id, &mut command, logs);
+        let proxy = Proxy {
+            proc,
+            node_id: node_id.to_owned(),
+            admin,
+            inbound,
+            outbound,
+        };
+        wait_for("the proxy's admin port", Duration::from_secs(20), || {
+            http_get(proxy.admin, "/live").ok()
+        });
+        proxy
+    }
+
+    pub fn is_ready(&self) -> bool {
+        matches!(http_get(self.admin, "/ready"), Ok((200, _)))
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for(
+            &format!("{} to be ready", self.node_id),
+            Duration::from_secs(20),
+            || self.is_ready().then_some(()),
+        );
+    }
+
+    pub fn config_dump(&self) -> serde_json::Value {
+        let (status, body) = http_get(self.admin, "/config_dump").expect("GET /config_dump");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("config_dump is JSON")
+    }
+
+    pub fn metrics(&self) -> String {
+        let (status, body) = http_get(self.admin, "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The version of a resource in this proxy's view, if it holds it.
+    pub fn version_of(&self, kind: &str, name: &str) -> Option<u64> {
+        resource(&self.config_dump(), kind, name).and_then(|r| r["version"].as_u64())
+    }
+}
+
+/// A resource from a config dump: `kind` is "services" or "endpoints".
+pub fn resource(dump: &serde_json::Value, kind: &str, name: &str) -> Option<serde_json::Value> {
+    dump["resources"][kind]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+}
+
+/// The addresses of a service's endpoints in a config dump, sorted.
+pub fn endpoint_addresses(dump: &serde_json::Value, name: &str) -> Vec<String> {
+    let mut addresses: Vec<String> = resource(dump, "endpoints", name)
+        .and_then(|r| r["endpoints"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["address"].as_str().map(str::to_owned))
+        .collect();
+    addresses.sort();
+    addresses
+}
+
+/// Runs weftctl against a control plane, with `stdin` piped in when given.
+pub fn weftctl(control_plane: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(bin("weftctl"))
+        .arg("--control-plane")
+        .arg(control_plane)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weftctl");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).expect("write weftctl stdin");
+    }
+    child.wait_with_output().expect("weftctl output")
+}
+
+/// weftctl that must succeed; returns its stdout.
+pub fn weftctl_ok(control_plane: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let output = weftctl(control_plane, args, stdin);
+    assert!(
+        output.status.success(),
+        "weftctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The value of a Prometheus sample whose name and labels contain every `part`.
+pub fn metric_value(metrics: &str, parts: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| parts.iter().all(|p| line.contains(p)))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
