@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use weft_proto::resource::{to_any, Kind};
-use weft_proto::v1;
+use crate::resource::{to_any, Kind};
+use crate::v1;
 
 #[cfg(test)]
 mod tests;
