@@ -35,7 +35,11 @@ async fn main() -> Result<(), Error> {
         .skip(1)
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
-    let counts = if counts.is_empty() { vec![1, 100, 1000] } else { counts };
+    let counts = if counts.is_empty() {
+        vec![1, 100, 1000]
+    } else {
+        counts
+    };
     println!(
         "mesh: {SERVICES} services x {ENDPOINTS} endpoints ({} resources); debounce: control-plane default",
         SERVICES * 2
@@ -70,13 +74,19 @@ fn binary() -> Result<PathBuf, Error> {
         .ok_or("cannot locate the target directory")?;
     let path = dir.join("weft-control-plane");
     if !path.exists() {
-        return Err(format!("{} missing: build the workspace's binaries first", path.display()).into());
+        return Err(format!(
+            "{} missing: build the workspace's binaries first",
+            path.display()
+        )
+        .into());
     }
     Ok(path)
 }
 
 async fn start_control_plane() -> Result<ControlPlane, Error> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let data = tempfile::tempdir()?;
     let child = Command::new(binary()?)
@@ -282,7 +292,10 @@ async fn run(proxies: usize) -> Result<(), Error> {
     for w in 0..writes {
         let target = w % SERVICES;
         // Published before the write, so no push can arrive unrecognised.
-        watch_tx.send_replace((format!("bench/svc-{target}"), 8080 + ((w + 1) % 1000) as u32));
+        watch_tx.send_replace((
+            format!("bench/svc-{target}"),
+            8080 + ((w + 1) % 1000) as u32,
+        ));
         let start = Instant::now();
         admin
             .apply(v1::ApplyRequest {

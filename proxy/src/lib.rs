@@ -11,6 +11,8 @@
 //! - [`dataplane`]: the listeners that carry application traffic (outbound,
 //!   inbound, explicit upstreams), TCP and HTTP forwarding, on the worker runtime.
 //! - [`balance`]: the load-balancing policies (pure logic).
+//! - [`static_config`]: `--static-config`, the mesh from a file instead of a
+//!   control plane.
 //! - [`metrics`]: the Prometheus recorder and the handles the data path holds.
 //!
 //! Two runtimes: a small current-thread one for admin and discovery, and the data-path
@@ -28,3 +30,4 @@ pub mod drain;
 pub mod metrics;
 pub mod snapshot;
 pub mod state;
+pub mod static_config;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use weft_proxy::config::{Args, Config};
-use weft_proxy::{admin, dataplane, discovery, drain::Drain, metrics, state::Shared};
+use weft_proxy::{
+    admin, dataplane, discovery, drain::Drain, metrics, state::Shared, static_config,
+};
 
 fn main() -> ExitCode {
     let config = match Config::from_args(Args::parse()) {
@@ -38,6 +40,10 @@ fn run(config: Config) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let static_snapshot = match &config.static_config {
+        Some(path) => Some(static_config::load(path)?),
+        None => None,
+    };
     let shared = Shared::new(config);
     let data_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -61,7 +67,17 @@ fn run(config: Config) -> anyhow::Result<()> {
         });
         tokio::spawn(admin::serve(listener, admin, drain.watch()));
         let mut data_path = data_runtime.spawn(dataplane::serve(shared.clone(), drain.watch()));
-        tokio::spawn(discovery::run(shared.clone(), drain.watch()));
+        match static_snapshot {
+            Some(snapshot) => {
+                shared.snapshot.send_replace(Arc::new(snapshot));
+                shared
+                    .configured
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            None => {
+                tokio::spawn(discovery::run(shared.clone(), drain.watch()));
+            }
+        }
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -26,9 +26,11 @@ impl ControlPlane {
             .arg(data_dir)
             .args(extra);
         let proc = Proc::spawn(&format!("control-plane-{port}"), &mut command, logs);
-        wait_for("the control plane to listen", Duration::from_secs(20), || {
-            TcpStream::connect(loopback(port)).ok()
-        });
+        wait_for(
+            "the control plane to listen",
+            Duration::from_secs(20),
+            || TcpStream::connect(loopback(port)).ok(),
+        );
         ControlPlane {
             proc,
             port,
@@ -151,7 +153,8 @@ pub fn weftctl(control_plane: &str, args: &[&str], stdin: Option<&str>) -> Outpu
         .spawn()
         .expect("spawn weftctl");
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).expect("write weftctl stdin");
+        pipe.write_all(text.as_bytes())
+            .expect("write weftctl stdin");
     }
     child.wait_with_output().expect("weftctl output")
 }

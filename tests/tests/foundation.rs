@@ -63,7 +63,11 @@ fn status_line(control_plane: &str, node_id: &str) -> String {
 fn updates(proxy: &Proxy, kind: &str) -> f64 {
     metric_value(
         &proxy.metrics(),
-        &["weft_config_updates_total", &format!("type=\"{kind}\""), "result=\"ack\""],
+        &[
+            "weft_config_updates_total",
+            &format!("type=\"{kind}\""),
+            "result=\"ack\"",
+        ],
     )
     .unwrap_or(0.0)
 }
@@ -122,12 +126,19 @@ fn config_reaches_every_proxy_and_only_what_changed_is_pushed() {
         });
         let (s_o, s_u, e_u, e_o) = before(proxy);
         assert_eq!((s_o, s_u, e_u), (svc_orders, svc_users, ep_users));
-        assert!(e_o > ep_orders, "endpoints version must grow: {e_o:?} vs {ep_orders:?}");
+        assert!(
+            e_o > ep_orders,
+            "endpoints version must grow: {e_o:?} vs {ep_orders:?}"
+        );
     }
     wait_for("one more endpoints push", WAIT, || {
         (updates(&a, "Endpoints") == endpoint_pushes + 1.0).then_some(())
     });
-    assert_eq!(updates(&a, "Service"), service_pushes, "no service was pushed");
+    assert_eq!(
+        updates(&a, "Service"),
+        service_pushes,
+        "no service was pushed"
+    );
 
     // Applying the same document again changes nothing and says so.
     let again = weftctl_ok(
@@ -147,15 +158,31 @@ fn an_invalid_file_is_rejected_naming_the_field_and_changes_nothing() {
     let before = weftctl_ok(&cp.address(), &["get", "service", "-o", "yaml"], None);
 
     let cases = [
-        ("port: 9090, protocol: grpc", "port: 0, protocol: grpc", "ports[0].port"),
-        ("port: 9090, protocol: grpc", "port: 9090, protocol: udp", "protocol"),
-        ("name: users, namespace: shop}\nspec:\n  endpoints", "name: payments, namespace: shop}\nspec:\n  endpoints", "does not exist"),
+        (
+            "port: 9090, protocol: grpc",
+            "port: 0, protocol: grpc",
+            "ports[0].port",
+        ),
+        (
+            "port: 9090, protocol: grpc",
+            "port: 9090, protocol: udp",
+            "protocol",
+        ),
+        (
+            "name: users, namespace: shop}\nspec:\n  endpoints",
+            "name: payments, namespace: shop}\nspec:\n  endpoints",
+            "does not exist",
+        ),
         ("address: 10.2.0.1", "address: 10.2.0.999", "address"),
     ];
     for (from, to, field) in cases {
         // Each bad file also carries a valid change, which must not be applied either.
         let bad = MESH.replace(from, to).replace("10.1.0.2", "10.1.0.9");
-        assert_ne!(bad, MESH.replace("10.1.0.2", "10.1.0.9"), "case {field} must alter the file");
+        assert_ne!(
+            bad,
+            MESH.replace("10.1.0.2", "10.1.0.9"),
+            "case {field} must alter the file"
+        );
         let output = weftctl(&cp.address(), &["apply", "-f", "-"], Some(&bad));
         assert!(!output.status.success(), "{field}: must be rejected");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -163,8 +190,15 @@ fn an_invalid_file_is_rejected_naming_the_field_and_changes_nothing() {
     }
     let after = weftctl_ok(&cp.address(), &["get", "service", "-o", "yaml"], None);
     assert_eq!(before, after);
-    let endpoints = weftctl_ok(&cp.address(), &["get", "endpoints", "shop/orders", "-o", "yaml"], None);
-    assert!(endpoints.contains("10.1.0.2") && !endpoints.contains("10.1.0.9"), "{endpoints}");
+    let endpoints = weftctl_ok(
+        &cp.address(),
+        &["get", "endpoints", "shop/orders", "-o", "yaml"],
+        None,
+    );
+    assert!(
+        endpoints.contains("10.1.0.2") && !endpoints.contains("10.1.0.9"),
+        "{endpoints}"
+    );
 }
 
 #[test]
@@ -176,14 +210,24 @@ fn a_resource_the_proxy_cannot_accept_is_nacked_and_status_shows_why() {
             "kind: Service\nmetadata: {{name: pay, namespace: shop}}\nspec:\n  ports: [{{port: 80, protocol: http1}}]\n  loadBalancer: {policy}\n"
         )
     };
-    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&service("round_robin")));
+    weftctl_ok(
+        &cp.address(),
+        &["apply", "-f", "-"],
+        Some(&service("round_robin")),
+    );
     let proxy = Proxy::start(dir.path(), "proxy-nack", &cp.address(), &[]);
     proxy.wait_ready();
-    let good_version = proxy.version_of("services", "shop/pay").expect("service held");
+    let good_version = proxy
+        .version_of("services", "shop/pay")
+        .expect("service held");
 
     // The control plane accepts any well-formed policy name; this proxy build does not
     // implement least_request, so it rejects the resource and keeps the last good one.
-    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&service("least_request")));
+    weftctl_ok(
+        &cp.address(),
+        &["apply", "-f", "-"],
+        Some(&service("least_request")),
+    );
     let line = wait_for("NACKED in weftctl status", WAIT, || {
         let line = status_line(&cp.address(), "proxy-nack");
         line.contains("NACKED").then_some(line)
@@ -202,14 +246,21 @@ fn a_resource_the_proxy_cannot_accept_is_nacked_and_status_shows_why() {
     assert!(proxy.is_ready(), "a NACK does not make a proxy unready");
 
     // A fixed resource is accepted and the proxy is SYNCED again.
-    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&service("random")));
+    weftctl_ok(
+        &cp.address(),
+        &["apply", "-f", "-"],
+        Some(&service("random")),
+    );
     wait_for("SYNCED after the fix", WAIT, || {
         status_line(&cp.address(), "proxy-nack")
             .contains("SYNCED")
             .then_some(())
     });
     let dump = proxy.config_dump();
-    assert_eq!(resource(&dump, "services", "shop/pay").expect("held")["load_balancer"], "random");
+    assert_eq!(
+        resource(&dump, "services", "shop/pay").expect("held")["load_balancer"],
+        "random"
+    );
 }
 
 #[test]
@@ -224,7 +275,16 @@ fn a_restarted_control_plane_keeps_resources_and_proxies_converge() {
         dir.path(),
         "proxy-restart",
         &cp.address(),
-        &["--namespace", "shop", "--service", "users", "--workload-address", "127.0.0.1", "--workload-port", "19090"],
+        &[
+            "--namespace",
+            "shop",
+            "--service",
+            "users",
+            "--workload-address",
+            "127.0.0.1",
+            "--workload-port",
+            "19090",
+        ],
     );
     proxy.wait_ready();
     wait_for("the proxy's own endpoint", WAIT, || {
@@ -238,7 +298,10 @@ fn a_restarted_control_plane_keeps_resources_and_proxies_converge() {
     wait_for("the proxy to notice", WAIT, || {
         (proxy.config_dump()["control_plane"]["state"] == "disconnected").then_some(())
     });
-    assert!(proxy.is_ready(), "a proxy without its control plane keeps serving");
+    assert!(
+        proxy.is_ready(),
+        "a proxy without its control plane keeps serving"
+    );
 
     let cp = ControlPlane::start(dir.path(), &data, port, &[]);
     assert_eq!(
@@ -251,7 +314,11 @@ fn a_restarted_control_plane_keeps_resources_and_proxies_converge() {
     });
     // Reconnected within the grace period: its endpoint never went away.
     assert_eq!(proxy.version_of("endpoints", "shop/users"), ep_version);
-    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&orders_endpoints("10.1.0.7")));
+    weftctl_ok(
+        &cp.address(),
+        &["apply", "-f", "-"],
+        Some(&orders_endpoints("10.1.0.7")),
+    );
     wait_for("a change after the restart", WAIT, || {
         endpoint_addresses(&proxy.config_dump(), "shop/orders")
             .contains(&"10.1.0.7:8080".to_owned())
@@ -278,14 +345,23 @@ fn a_killed_proxys_endpoint_leaves_the_others_views_after_the_grace_period() {
         dir.path(),
         "proxy-server",
         &cp.address(),
-        &["--namespace", "shop", "--service", "orders", "--workload-address", "127.0.0.5", "--workload-port", "http=18080"],
+        &[
+            "--namespace",
+            "shop",
+            "--service",
+            "orders",
+            "--workload-address",
+            "127.0.0.5",
+            "--workload-port",
+            "http=18080",
+        ],
     );
     let client = Proxy::start(dir.path(), "proxy-client", &cp.address(), &[]);
     client.wait_ready();
     wait_for("the registered endpoint", WAIT, || {
         (endpoint_addresses(&client.config_dump(), "shop/orders")
             == ["10.1.0.1:8080", "10.1.0.2:8080", "127.0.0.5:18080"])
-            .then_some(())
+        .then_some(())
     });
 
     server.proc.kill();
@@ -293,7 +369,7 @@ fn a_killed_proxys_endpoint_leaves_the_others_views_after_the_grace_period() {
     wait_for("the endpoint to leave", WAIT, || {
         (endpoint_addresses(&client.config_dump(), "shop/orders")
             == ["10.1.0.1:8080", "10.1.0.2:8080"])
-            .then_some(())
+        .then_some(())
     });
     assert!(
         killed.elapsed() >= Duration::from_millis(900),

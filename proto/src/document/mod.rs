@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use crate::resource::{to_any, Kind};
 use crate::v1;
+use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
 mod tests;
