@@ -27,6 +27,7 @@ pub mod inbound;
 pub mod io;
 pub mod outbound;
 pub mod registry;
+pub mod splice;
 pub mod tcp;
 
 use std::io as stdio;

@@ -1,5 +1,5 @@
-//! Opaque TCP: one balancing decision per connection, then bytes copied both ways
-//! until both sides are done.
+//! Opaque TCP: one balancing decision per connection, then bytes moved both ways
+//! until both sides are done (spliced in the kernel, see [`super::splice`]).
 //!
 //! Half-close is kept: when one side finishes sending (EOF), the proxy shuts down
 //! its write half towards the other and keeps copying the opposite direction, so
@@ -16,10 +16,11 @@ use super::destination::Destination;
 use super::endpoint::InFlight;
 use super::error::ForwardError;
 use super::io::Counted;
+use super::splice::Pipes;
 use super::Context;
 
-/// Per-direction copy buffer. 64 KiB moves a bulk transfer in few syscalls; it is
-/// allocated per connection only while the connection lives.
+/// Per-direction buffer of the user-space fallback copy. 64 KiB moves a bulk
+/// transfer in few syscalls; it lives only as long as its connection.
 const COPY_BUFFER: usize = 64 * 1024;
 
 /// How many endpoints a connection tries before giving up (nothing was sent to
@@ -54,17 +55,36 @@ pub async fn proxy(
             return;
         }
     };
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        COPY_BUFFER,
-        COPY_BUFFER,
-    );
-    tokio::pin!(copy);
     let grace = cx.settings.drain_grace;
-    let result = tokio::select! {
-        result = &mut copy => result,
-        () = async { drain.signaled().await; tokio::time::sleep(grace).await } => return,
+    let draining = async {
+        drain.signaled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = match Pipes::new() {
+        Ok(pipes) => {
+            let (mut received, mut sent) = (0, 0);
+            let copied =
+                pipes.copy_bidirectional(client.get_ref(), &upstream, &mut received, &mut sent);
+            let result = tokio::select! {
+                result = copied => result,
+                () = draining => Ok(()),
+            };
+            client.add(received, sent);
+            result
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no pipes for splice; copying through user space");
+            let copied = tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut upstream,
+                COPY_BUFFER,
+                COPY_BUFFER,
+            );
+            tokio::select! {
+                result = copied => result.map(|_| ()),
+                () = draining => Ok(()),
+            }
+        }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "tcp connection ended with an error");
