@@ -8,6 +8,12 @@
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/config_dump`, `/shutdown`, served on
 //!   the control runtime, off the data path.
 //! - [`drain`]: the shutdown primitive every listener and task watches.
+//! - [`dataplane`]: the listeners that carry application traffic (outbound,
+//!   inbound, explicit upstreams), TCP and HTTP forwarding, on the worker runtime.
+//! - [`balance`]: the load-balancing policies (pure logic).
+//! - [`static_config`]: `--static-config`, the mesh from a file instead of a
+//!   control plane.
+//! - [`metrics`]: the Prometheus recorder and the handles the data path holds.
 //!
 //! Two runtimes: a small current-thread one for admin and discovery, and the data-path
 //! workers, so that neither can stall the other (DESIGN.md decision 10).
@@ -15,9 +21,13 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod balance;
 pub mod capture;
 pub mod config;
+pub mod dataplane;
 pub mod discovery;
 pub mod drain;
+pub mod metrics;
 pub mod snapshot;
 pub mod state;
+pub mod static_config;
