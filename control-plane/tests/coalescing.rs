@@ -253,7 +253,10 @@ async fn a_large_push_is_split_and_only_its_last_response_says_it_is_complete() 
         if !response.more {
             break;
         }
-        assert!(received < 400, "`more` set on the response that completed the push");
+        assert!(
+            received < 400,
+            "`more` set on the response that completed the push"
+        );
     }
     assert_eq!(received, 400);
     assert!(
