@@ -175,3 +175,97 @@ async fn the_grpc_health_service_reports_serving() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_large_push_is_split_and_only_its_last_response_says_it_is_complete() {
+    let (address, _dir) = start(10).await;
+    let mut admin = AdminClient::connect(address.clone()).await.expect("admin");
+    let services: Vec<v1::Resource> = (0..400)
+        .map(|i| {
+            resource(
+                Kind::Service,
+                &v1::Service {
+                    namespace: "bulk".into(),
+                    name: format!("service-{i}"),
+                    ports: vec![v1::ServicePort {
+                        name: String::new(),
+                        port: 80,
+                        protocol: "http2".into(),
+                    }],
+                    hostnames: vec![format!("service-{i}.bulk.svc.cluster.local")],
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    admin
+        .apply(v1::ApplyRequest {
+            resources: services,
+        })
+        .await
+        .expect("apply");
+
+    let mut discovery = DiscoveryClient::connect(address).await.expect("discovery");
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(v1::DiscoveryRequest {
+        request: Some(Req::Hello(v1::Hello {
+            node: Some(v1::Node {
+                id: "bulk".into(),
+                workload: None,
+                build: "test".into(),
+            }),
+            known: vec![],
+            subscriptions: vec![v1::Subscription {
+                type_url: Kind::Service.type_url().into(),
+                subscribe: vec!["*".into()],
+                unsubscribe: vec![],
+            }],
+        })),
+    })
+    .await
+    .expect("hello");
+    let mut inbound = discovery
+        .stream(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut received = 0;
+    let mut responses = 0;
+    loop {
+        let response = tokio::time::timeout(Duration::from_secs(20), inbound.message())
+            .await
+            .expect("a push in time")
+            .expect("stream ok")
+            .expect("stream open");
+        assert_eq!(
+            response.type_url,
+            Kind::Service.type_url(),
+            "only services were subscribed"
+        );
+        // The stream may open before the view has the services: skip empty pushes.
+        if response.resources.is_empty() && received == 0 {
+            continue;
+        }
+        responses += 1;
+        received += response.resources.len();
+        tx.send(v1::DiscoveryRequest {
+            request: Some(Req::Ack(v1::Ack {
+                nonce: response.nonce.clone(),
+            })),
+        })
+        .await
+        .expect("ack");
+        if !response.more {
+            break;
+        }
+        assert!(
+            received < 400,
+            "`more` set on the response that completed the push"
+        );
+    }
+    assert_eq!(received, 400);
+    assert!(
+        responses > 1,
+        "a push of 400 services fits no single response"
+    );
+}

@@ -93,16 +93,18 @@ echo "== the frontend sidecar's view (/config_dump, endpoints)"
 curl -fs http://127.0.0.1:17290/config_dump | python3 deploy/demo/show_endpoints.py
 
 echo "== traffic: the frontend calls products and orders through its sidecar"
-ok=0; failed=0; started=$(date +%s)
+ok=0; failed=0; started=$(date +%s); shown=0
 while :; do
   for upstream in 17301 17302; do
     if curl -fs -m 2 -o /dev/null "http://127.0.0.1:$upstream/"; then ok=$((ok+1)); else failed=$((failed+1)); fi
   done
   now=$(date +%s)
-  if [ $(( (ok + failed) % 200 )) -eq 0 ]; then
+  if [ $((now - shown)) -ge 3 ]; then
+    shown=$now
     echo
     "$bin/weftctl" status
-    echo "requests: $ok ok, $failed failed"
+    echo "requests so far: $ok ok, $failed failed; the frontend sidecar counts:"
+    curl -fs http://127.0.0.1:17290/metrics | grep -E '^weft_requests_total' | sed 's/^/  /' || true
   fi
   if [ "$duration" -gt 0 ] && [ $((now - started)) -ge "$duration" ]; then break; fi
 done

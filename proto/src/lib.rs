@@ -5,11 +5,14 @@
 //! - [`model`]: validated domain types (`Service`, `Endpoints`, ...) built from the
 //!   messages with `TryFrom`; the only types the control plane's logic and the proxy's
 //!   data path see. Validation lives here once and serves both sides.
+//! - [`document`]: the YAML documents operators write (`kind`, `metadata`, `spec`),
+//!   read by `weftctl apply` and by the proxy's `--static-config`.
 //! - [`resource`]: the type URLs and the `Resource` envelope helpers shared by the
 //!   discovery stream and the admin API.
 
 #![forbid(unsafe_code)]
 
+pub mod document;
 pub mod model;
 pub mod resource;
 

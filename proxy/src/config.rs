@@ -72,6 +72,10 @@ pub struct Args {
     /// Directory for the last good config (static stability).
     #[arg(long, env = "WEFT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Read the mesh once from this file (the YAML documents `weftctl apply` takes)
+    /// instead of connecting to a control plane.
+    #[arg(long, env = "WEFT_STATIC_CONFIG")]
+    pub static_config: Option<PathBuf>,
     /// Data-path worker threads (0: one per CPU).
     #[arg(long, env = "WEFT_WORKERS", default_value = "0")]
     pub workers: String,
@@ -108,6 +112,7 @@ pub struct Config {
     #[serde(with = "millis")]
     pub reconnect_max: Duration,
     pub state_dir: Option<PathBuf>,
+    pub static_config: Option<PathBuf>,
     pub workers: usize,
     pub log: String,
     /// `None`: no token, identity disabled.
@@ -277,6 +282,7 @@ impl Config {
             upstreams,
             reconnect_max,
             state_dir: args.state_dir,
+            static_config: args.static_config,
             workers,
             log: args.log,
             identity,

@@ -10,6 +10,13 @@
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/config_dump`, `/shutdown`, served on
 //!   the control runtime, off the data path.
 //! - [`drain`]: the shutdown primitive every listener and task watches.
+//! - [`init`]: `weft-proxy init`, the iptables rules that capture the pod's traffic.
+//! - [`dataplane`]: the listeners that carry application traffic (outbound,
+//!   inbound, explicit upstreams), TCP and HTTP forwarding, on the worker runtime.
+//! - [`balance`]: the load-balancing policies (pure logic).
+//! - [`static_config`]: `--static-config`, the mesh from a file instead of a
+//!   control plane.
+//! - [`metrics`]: the Prometheus recorder and the handles the data path holds.
 //!
 //! Two runtimes: a small current-thread one for admin and discovery, and the data-path
 //! workers, so that neither can stall the other (DESIGN.md decision 10).
@@ -17,10 +24,15 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod balance;
 pub mod capture;
 pub mod config;
+pub mod dataplane;
 pub mod discovery;
 pub mod drain;
 pub mod identity;
+pub mod init;
+pub mod metrics;
 pub mod snapshot;
 pub mod state;
+pub mod static_config;

@@ -6,9 +6,15 @@ use std::sync::Arc;
 
 use clap::Parser;
 use weft_proxy::config::{Args, Config};
-use weft_proxy::{admin, discovery, drain::Drain, identity, state::Shared};
+use weft_proxy::{
+    admin, dataplane, discovery, drain::Drain, identity, metrics, state::Shared, static_config,
+};
 
 fn main() -> ExitCode {
+    // `weft-proxy init` writes the pod's iptables rules and exits (init/mod.rs).
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "init") {
+        return weft_proxy::init::main(std::env::args_os().skip(1));
+    }
     let config = match Config::from_args(Args::parse()) {
         Ok(config) => config,
         Err(errors) => {
@@ -33,8 +39,21 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let metrics = metrics::install()?;
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let static_snapshot = match &config.static_config {
+        Some(path) => Some(static_config::load(path)?),
+        None => None,
+    };
     let shared = Shared::new(config);
+    let data_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .thread_name("weft-worker")
+        .build()?;
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("weft-control")
@@ -44,13 +63,26 @@ fn run(config: Config) -> anyhow::Result<()> {
         let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
         let listener = tokio::net::TcpListener::bind(shared.config.admin).await?;
         tracing::info!(addr = %listener.local_addr()?, "admin listening");
+        tokio::spawn(metrics::upkeep(metrics.clone(), drain.watch()));
         let admin = Arc::new(admin::Admin {
             shared: shared.clone(),
             metrics,
             shutdown: shutdown_tx,
         });
         tokio::spawn(admin::serve(listener, admin, drain.watch()));
-        tokio::spawn(discovery::run(shared.clone(), drain.watch()));
+        let mut data_path = data_runtime.spawn(dataplane::serve(shared.clone(), drain.watch()));
+        match static_snapshot {
+            Some(snapshot) => {
+                shared.snapshot.send_replace(Arc::new(snapshot));
+                shared
+                    .configured
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            None => {
+                tokio::spawn(discovery::run(shared.clone(), drain.watch()));
+            }
+        }
+        // Does nothing without an identity token.
         tokio::spawn(identity::manager::run(shared.clone(), drain.watch()));
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -58,6 +90,10 @@ fn run(config: Config) -> anyhow::Result<()> {
             _ = sigterm.recv() => tracing::info!("SIGTERM: draining"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
             _ = shutdown_rx.recv() => tracing::info!("/shutdown: draining"),
+            ended = &mut data_path => match ended {
+                Ok(Err(e)) => return Err(e),
+                _ => anyhow::bail!("the data path stopped unexpectedly"),
+            },
         }
         drain.signal();
         drain.wait().await;

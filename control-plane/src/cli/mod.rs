@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`document`]: the YAML documents of `apply` and `get -o yaml|json`, to and from
-//!   the weft.v1 messages.
+//!   the weft.v1 messages (in `weft-proto`, since the proxy's `--static-config`
+//!   reads the same format).
 //! - [`resources`]: how `get` prints resources (table, YAML, JSON).
 //! - [`status`]: how `status` prints the connected proxies.
 //! - [`identity`]: how `token list` and `ca ...` print.
@@ -11,7 +12,7 @@
 //! - [`client`]: the control-plane address, the Admin connection, and `weftctl`'s errors.
 
 pub mod client;
-pub mod document;
+pub use weft_proto::document;
 pub mod identity;
 pub mod resources;
 pub mod status;

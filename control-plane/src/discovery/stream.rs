@@ -232,6 +232,7 @@ impl StreamState {
                         })
                         .collect(),
                     removed: removed.iter().map(|n| n.to_string()).collect(),
+                    more: !last,
                 };
                 self.pending.insert(
                     nonce,

@@ -9,6 +9,7 @@
 mod backoff;
 mod resources;
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -129,19 +130,27 @@ async fn session(
         c.last_error = None;
     });
 
+    // Types for which a complete push has arrived on this stream.
+    let mut complete: BTreeSet<Kind> = BTreeSet::new();
     while let Some(response) = inbound.message().await? {
         *progressed = true;
         let kind = Kind::from_type_url(&response.type_url);
         let errors = resources.apply(&response);
-        shared.snapshot.send_replace(Arc::new(resources.snapshot()));
-        if kind == Some(Kind::TrustBundle) {
-            if let Some(view) = resources.trust_bundle() {
-                shared
-                    .identity
-                    .set_trust_bundle(Arc::new(view.bundle.clone()));
+        if !response.more {
+            // The data path sees whole pushes only.
+            shared.snapshot.send_replace(Arc::new(resources.snapshot()));
+            if kind == Some(Kind::TrustBundle) {
+                if let Some(view) = resources.trust_bundle() {
+                    shared
+                        .identity
+                        .set_trust_bundle(Arc::new(view.bundle.clone()));
+                }
+            }
+            complete.extend(kind);
+            if Kind::ALL.iter().all(|k| complete.contains(k)) {
+                shared.configured.store(true, Ordering::Release);
             }
         }
-        shared.configured.store(true, Ordering::Release);
         record(shared, resources, kind, &response, &errors);
         let answer = if errors.is_empty() {
             Req::Ack(v1::Ack {

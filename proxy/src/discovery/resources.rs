@@ -209,6 +209,7 @@ mod tests {
             type_url: Kind::Service.type_url().into(),
             resources,
             removed: removed.iter().map(|s| s.to_string()).collect(),
+            more: false,
         }
     }
 

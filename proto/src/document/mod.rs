@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::resource::{to_any, Kind};
+use crate::v1;
 use serde::{Deserialize, Serialize};
-use weft_proto::resource::{to_any, Kind};
-use weft_proto::v1;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The Weft proxy in the shared benchmark's "custom" slot, configured statically
+# (no control plane): run.sh passes the upstreams, this writes the mesh as the
+# YAML weftctl would apply and runs weft-proxy in the foreground with one
+# explicit listener per scenario:
+#   HTTP port -> service bench/http (http1, round robin over $BENCH_UPSTREAMS)
+#   h2c port  -> service bench/h2   (http2, round robin over $BENCH_UPSTREAMS)
+#   TCP port  -> service bench/iperf (tcp, the iperf3 server)
+#   L4 port   -> service bench/l4   (tcp, round robin over $BENCH_UPSTREAMS)
+# Usage (from bench/run.sh): custom-weft.sh PROXY_BINARY HTTP H2C TCP L4
+set -euo pipefail
+proxy=$1 http=$2 h2=$3 tcp=$4 l4=$5
+cfg=$BENCH_OUT/weft-mesh.yaml
+
+endpoints() {
+  for u in ${1//,/ }; do echo "    - {address: ${u%:*}, port: ${u##*:}}"; done
+}
+service() { # name protocol
+  cat <<DOC
+---
+kind: Service
+metadata: {name: $1, namespace: bench}
+spec:
+  ports: [{port: 80, protocol: $2}]
+  loadBalancer: round_robin
+DOC
+}
+{
+  service http http1; service h2 http2; service iperf tcp; service l4 tcp
+  for name in http h2 l4; do
+    printf -- '---\nkind: Endpoints\nmetadata: {name: %s, namespace: bench}\nspec:\n  endpoints:\n' "$name"
+    endpoints "$BENCH_UPSTREAMS"
+  done
+  printf -- '---\nkind: Endpoints\nmetadata: {name: iperf, namespace: bench}\nspec:\n  endpoints:\n'
+  endpoints "$BENCH_IPERF"
+} > "$cfg"
+
+exec "$proxy" \
+  --static-config "$cfg" \
+  --workers "$BENCH_WORKERS" \
+  --admin 127.0.0.1:22090 \
+  --outbound 127.0.0.1:22001 \
+  --inbound 127.0.0.1:22006 \
+  --upstream "bench/http=127.0.0.1:$http" \
+  --upstream "bench/h2=127.0.0.1:$h2" \
+  --upstream "bench/iperf=127.0.0.1:$tcp" \
+  --upstream "bench/l4=127.0.0.1:$l4" \
+  --log warn

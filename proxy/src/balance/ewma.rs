@@ -1,0 +1,138 @@
+//! Peak-EWMA load of one endpoint: a latency estimate that jumps up at once on a slow
+//! response and decays slowly back down, times the number of requests in flight.
+//!
+//! This is the cost P2C compares. The estimate also decays towards zero while an
+//! endpoint gets no responses, so one that was slow once is tried again later rather
+//! than starved forever.
+//!
+//! Every field is an atomic and updates are plain load/store, not compare-and-swap:
+//! two responses landing at the same instant may lose one sample, which shifts an
+//! estimate by a fraction and is cheaper than contending on a lock per response.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How fast old samples fade: after this long an observation weighs 1/e.
+pub const DECAY: Duration = Duration::from_secs(10);
+
+/// The estimate of an endpoint that has not answered yet. Linkerd uses 30 ms too:
+/// high enough that a fresh endpoint is not flooded before its first answer.
+pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+#[derive(Debug)]
+pub struct Load {
+    pending: AtomicU32,
+    /// Latency estimate in nanoseconds, as `f64` bits.
+    estimate: AtomicU64,
+    /// When `estimate` was last written, in [`now`] nanoseconds.
+    updated: AtomicU64,
+    /// Whether any response was observed; the first replaces the default outright
+    /// (blending it in would take a decay period to forget a made-up number).
+    measured: AtomicBool,
+}
+
+impl Load {
+    pub fn new(now: u64) -> Load {
+        Load {
+            pending: AtomicU32::new(0),
+            estimate: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
+            updated: AtomicU64::new(now),
+            measured: AtomicBool::new(false),
+        }
+    }
+
+    /// A request or connection was sent to this endpoint.
+    pub fn begin(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// It finished (answered or failed); pairs with one [`Load::begin`].
+    pub fn end(&self) {
+        // Saturating, so that an unpaired `end` cannot wrap the count to u32::MAX.
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1));
+    }
+
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Records how long a response took.
+    pub fn observe(&self, rtt: Duration, now: u64) {
+        let rtt = rtt.as_nanos() as f64;
+        let previous = f64::from_bits(self.estimate.load(Ordering::Relaxed));
+        let first = !self.measured.swap(true, Ordering::Relaxed);
+        let next = if first || rtt > previous {
+            // The "peak" part: a slow answer counts in full at once.
+            rtt
+        } else {
+            let w = self.weight_of_old(now);
+            previous * w + rtt * (1.0 - w)
+        };
+        self.estimate.store(next.to_bits(), Ordering::Relaxed);
+        self.updated.store(now, Ordering::Relaxed);
+    }
+
+    /// The cost of sending one more request here, in nanoseconds (lower is better).
+    pub fn cost(&self, now: u64) -> f64 {
+        let estimate = f64::from_bits(self.estimate.load(Ordering::Relaxed));
+        estimate * self.weight_of_old(now) * f64::from(self.pending() + 1)
+    }
+
+    fn weight_of_old(&self, now: u64) -> f64 {
+        let elapsed = now.saturating_sub(self.updated.load(Ordering::Relaxed)) as f64;
+        (-elapsed / DECAY.as_nanos() as f64).exp()
+    }
+}
+
+/// Monotonic nanoseconds since the first call in this process: cheap to store in an
+/// atomic, unlike an `Instant`.
+pub fn now() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_slow_answer_counts_at_once_and_fades_slowly() {
+        let load = Load::new(0);
+        load.observe(Duration::from_millis(1), 60_000 * MS);
+        let fast = load.cost(60_000 * MS);
+        assert!(fast < 2.0 * MS as f64, "settled near 1 ms: {fast}");
+        load.observe(Duration::from_millis(100), 60_001 * MS);
+        let peak = load.cost(60_001 * MS);
+        assert!(peak >= 99.0 * MS as f64, "peak taken at once: {peak}");
+        // One fast answer right after barely moves it...
+        load.observe(Duration::from_millis(1), 60_002 * MS);
+        assert!(load.cost(60_002 * MS) > 90.0 * MS as f64);
+        // ...but time does.
+        assert!(load.cost(60_000 * MS + 30_000 * MS) < 10.0 * MS as f64);
+    }
+
+    #[test]
+    fn the_first_answer_replaces_the_default() {
+        let load = Load::new(0);
+        load.observe(Duration::from_micros(200), MS);
+        assert!(load.cost(MS) < 0.3 * MS as f64);
+    }
+
+    #[test]
+    fn pending_requests_multiply_the_cost_and_end_saturates() {
+        let load = Load::new(0);
+        let idle = load.cost(0);
+        load.begin();
+        load.begin();
+        assert!((load.cost(0) - 3.0 * idle).abs() < 1.0);
+        load.end();
+        load.end();
+        load.end();
+        assert_eq!(load.pending(), 0);
+    }
+}

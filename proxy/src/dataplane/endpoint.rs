@@ -1,0 +1,87 @@
+//! One endpoint as the data path sees it: its address, weight, load and its pooled
+//! upstream connections.
+//!
+//! An `Endpoint` lives as long as some snapshot lists it (keyed by service and
+//! address, see [`super::registry`]) or some request still uses it: a request holds
+//! an `Arc<Endpoint>`, so removing the endpoint from the mesh lets in-flight work
+//! finish on it while new requests already pick from the new set.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::balance::{self, Candidate, Load};
+
+use super::http::client::Clients;
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    /// Updated in place when a snapshot changes only the weight.
+    weight: AtomicU32,
+    pub load: Load,
+    pub clients: Clients,
+}
+
+impl Endpoint {
+    pub fn new(address: SocketAddr, weight: u32, pool_max_idle: usize) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
+            address,
+            weight: AtomicU32::new(weight.max(1)),
+            load: Load::new(balance::now()),
+            clients: Clients::new(pool_max_idle),
+        })
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight.max(1), Ordering::Relaxed);
+    }
+}
+
+impl Candidate for Arc<Endpoint> {
+    fn weight(&self) -> u32 {
+        Endpoint::weight(self)
+    }
+    fn load(&self) -> &Load {
+        &self.load
+    }
+}
+
+/// One request (or connection) counted as in flight on an endpoint until dropped;
+/// [`InFlight::observe`] feeds its latency to the balancer.
+pub struct InFlight {
+    endpoint: Arc<Endpoint>,
+    started: Instant,
+}
+
+impl InFlight {
+    pub fn begin(endpoint: Arc<Endpoint>) -> InFlight {
+        endpoint.load.begin();
+        InFlight {
+            endpoint,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    /// The response (or connection) arrived: record how long it took.
+    pub fn observe(&self) {
+        self.endpoint
+            .load
+            .observe(self.started.elapsed(), balance::now());
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.endpoint.load.end();
+    }
+}

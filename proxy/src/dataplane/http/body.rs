@@ -1,0 +1,142 @@
+//! The response body the proxy sends downstream: an upstream body streamed frame
+//! by frame (never buffered), or a small body the proxy made itself.
+//!
+//! Streaming through [`Observed`] is where a response ends, so it is where the
+//! duration is recorded, a gRPC status is read from the trailers, and a pooled
+//! HTTP/1 connection goes back to its pool (only once its response was read to the
+//! end; a connection with unread bytes cannot carry the next request).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+
+use crate::metrics::ServiceMetrics;
+
+use super::super::endpoint::Endpoint;
+
+pub struct ProxyBody(Kind);
+
+enum Kind {
+    Upstream(Observed),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn empty() -> ProxyBody {
+        ProxyBody(Kind::Full(None))
+    }
+
+    pub fn full(bytes: Bytes) -> ProxyBody {
+        ProxyBody(Kind::Full(Some(bytes).filter(|b| !b.is_empty())))
+    }
+
+    pub fn upstream(inner: Incoming, completion: Completion) -> ProxyBody {
+        ProxyBody(Kind::Upstream(Observed {
+            inner,
+            completion: Some(completion),
+            grpc_status: None,
+        }))
+    }
+}
+
+/// What to do when an upstream response ends.
+pub struct Completion {
+    pub metrics: Arc<ServiceMetrics>,
+    pub started: Instant,
+    pub status: u16,
+    /// The response is gRPC and its status was not in the headers: it will be in
+    /// the trailers, and the response is counted when they arrive.
+    pub grpc_pending: bool,
+    /// A pooled HTTP/1 connection to return once the body was read to the end.
+    pub reuse: Option<(Arc<Endpoint>, http1::SendRequest<Incoming>)>,
+}
+
+pub struct Observed {
+    inner: Incoming,
+    completion: Option<Completion>,
+    grpc_status: Option<u16>,
+}
+
+impl Observed {
+    fn finish(&mut self, complete: bool) {
+        let Some(completion) = self.completion.take() else {
+            return;
+        };
+        completion
+            .metrics
+            .duration
+            .record(completion.started.elapsed().as_secs_f64());
+        if completion.grpc_pending {
+            completion
+                .metrics
+                .response(completion.status, self.grpc_status);
+        }
+        if let (true, Some((endpoint, sender))) = (complete, completion.reuse) {
+            endpoint.clients.http1.checkin(sender);
+        }
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
+    }
+}
+
+/// The `grpc-status` of a trailers (or trailers-only headers) block.
+pub fn grpc_status(headers: &HeaderMap) -> Option<u16> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.0 {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(body) => {
+                let polled = Pin::new(&mut body.inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(trailers) = frame.trailers_ref() {
+                            body.grpc_status = grpc_status(trailers);
+                        }
+                    }
+                    Poll::Ready(None) => body.finish(true),
+                    Poll::Ready(Some(Err(_))) => body.finish(false),
+                    Poll::Pending => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream(body) => body.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Upstream(body) => body.inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Hop-by-hop headers (RFC 9110 section 7.6.1) and the request-target rewrites
+//! needed when the two sides of the proxy speak different HTTP versions.
+//!
+//! `Connection` and every header it names apply to one connection only, as do
+//! `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding` and `Upgrade`; a
+//! proxy removes them before forwarding. Two exceptions: an upgrade request keeps
+//! `Connection: upgrade` and `Upgrade` (the upgrade is forwarded end to end, as
+//! WebSocket needs), and `TE: trailers` stays because gRPC servers require it and
+//! HTTP/2 allows exactly that value.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme, Uri};
+use http::{Request, Version};
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers; `upgrade` keeps those an upgrade needs.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // The common case (no Connection header, nothing to do) costs one lookup per
+    // name below and no allocation.
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(|name| !(upgrade && name == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        if !upgrade {
+            headers.remove(header::CONNECTION);
+        }
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    if !upgrade {
+        headers.remove(header::UPGRADE);
+    }
+    if let Some(te) = headers.get(header::TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            headers.remove(header::TE);
+        }
+    }
+}
+
+/// Whether a request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+pub fn is_upgrade<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    request.version() == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "upgrade"))
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Prepares a request that arrived over HTTP/2 for an HTTP/1 upstream: origin-form
+/// target and a Host header from `:authority`.
+pub fn to_http1<B>(request: &mut Request<B>) {
+    if let Some(authority) = request.uri().authority() {
+        if !request.headers().contains_key(header::HOST) {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                request.headers_mut().insert(header::HOST, value);
+            }
+        }
+    }
+    if request.uri().scheme().is_some() {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        if let Ok(uri) = path.parse::<Uri>() {
+            *request.uri_mut() = uri;
+        }
+    }
+    *request.version_mut() = Version::HTTP_11;
+}
+
+/// Prepares a request that arrived over HTTP/1 for an HTTP/2 upstream: HTTP/2
+/// needs `:scheme` and `:authority`, taken from the Host header (which HTTP/2
+/// replaces). Without a host, `fallback` (the endpoint address) names the target.
+pub fn to_http2<B>(request: &mut Request<B>, fallback: &str) {
+    let host = request.headers_mut().remove(header::HOST);
+    if request.uri().authority().is_none() {
+        let authority = host
+            .as_ref()
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| Authority::try_from(fallback).ok());
+        let mut parts = request.uri().clone().into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = authority;
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    *request.version_mut() = Version::HTTP_2;
+}
+
+/// The authority a request is for: `:authority` (HTTP/2, absolute-form) or Host.
+pub fn authority<B>(request: &Request<B>) -> Option<&str> {
+    request
+        .uri()
+        .authority()
+        .map(Authority::as_str)
+        .or_else(|| request.headers().get(header::HOST)?.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_and_the_headers_it_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close, x-hop"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert("x-end", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("gzip"));
+        headers.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        strip_hop_by_hop(&mut headers, false);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-end"]);
+    }
+
+    #[test]
+    fn te_trailers_and_upgrades_survive() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers.len(), 3);
+    }
+
+    #[test]
+    fn versions_are_translated() {
+        let mut request = Request::get("http://orders.shop:8080/a?b=1")
+            .version(Version::HTTP_2)
+            .body(())
+            .expect("request");
+        to_http1(&mut request);
+        assert_eq!(request.uri(), "/a?b=1");
+        assert_eq!(request.headers()[header::HOST], "orders.shop:8080");
+
+        let mut request = Request::get("/x")
+            .header(header::HOST, "orders.shop")
+            .body(())
+            .expect("request");
+        to_http2(&mut request, "10.0.0.1:80");
+        assert_eq!(request.uri(), "http://orders.shop/x");
+        assert!(!request.headers().contains_key(header::HOST));
+    }
+}

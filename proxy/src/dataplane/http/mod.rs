@@ -1,0 +1,86 @@
+//! HTTP on the data path: the downstream server side of a connection (HTTP/1 with
+//! upgrades, or h2c), and per request the forwarder in [`forward`].
+//!
+//! A connection is served in the HTTP version the client speaks; each request is
+//! forwarded in the version the destination declares (`http1`, or `http2`/`grpc`),
+//! so the two sides may differ and [`headers`] translates between them.
+
+pub mod body;
+pub mod client;
+mod forward;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::drain;
+
+use super::destination::Destination;
+use super::detect::Detected;
+use super::io::Counted;
+use super::Context;
+
+pub use forward::Handler;
+
+/// Where the requests of one connection go.
+pub enum Route {
+    /// Every request to one service port (or the local app).
+    Fixed(Arc<Destination>),
+    /// Each request by its Host/`:authority`; a request for no known service goes
+    /// to `fallback` (the original destination of a captured connection) or is
+    /// answered 404 when there is none.
+    ByHost {
+        fallback: Option<Arc<Destination>>,
+        /// The port the client dialled, to choose among a service's ports.
+        default_port: Option<u16>,
+    },
+}
+
+/// Serves one downstream connection until it closes or the drain signal (then
+/// the current requests finish and the connection closes politely).
+pub async fn serve(
+    cx: Arc<Context>,
+    client: Counted,
+    route: Route,
+    detected: Detected,
+    mut drain: drain::Watch,
+) {
+    let handler = Arc::new(Handler::new(cx, route));
+    let service = service_fn(move |request| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+    });
+    let io = TokioIo::new(client);
+    let result = if detected == Detected::Http2 {
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, service);
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => result,
+            () = drain.signaled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        }
+    } else {
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .serve_connection(io, service)
+            .with_upgrades();
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => result,
+            () = drain.signaled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "downstream connection ended with an error");
+    }
+}

@@ -1,0 +1,291 @@
+//! From snapshot to destinations: the routing tables the data path reads, rebuilt
+//! whenever the discovery client publishes a snapshot.
+//!
+//! State that must survive a swap is carried over: a destination (and so every
+//! connection holding it) is updated in place when its service port keeps its
+//! protocol; an endpoint (latency estimate, pooled connections) is reused when its
+//! service and address stay; metric handles are made once per service. Only the
+//! maintenance task writes; connections read the current [`Routes`] lock-free.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use weft_proto::model::{Health, Protocol, ResourceName, Service};
+
+use crate::drain;
+use crate::metrics::{Direction, EndpointGauges, ServiceMetrics};
+use crate::snapshot::{Snapshot, Target};
+use crate::state::Shared;
+
+use super::destination::{Destination, EndpointSet};
+use super::endpoint::Endpoint;
+use super::Context;
+
+/// The outbound routing tables of one snapshot.
+#[derive(Default)]
+pub struct Routes {
+    pub snapshot: Arc<Snapshot>,
+    /// Every service port.
+    pub by_target: HashMap<Target, Arc<Destination>>,
+    /// Endpoint state by service and address, for reuse by the next snapshot.
+    endpoints: HashMap<(ResourceName, SocketAddr), Arc<Endpoint>>,
+}
+
+impl Routes {
+    /// The destination a captured connection to a virtual IP and port goes to.
+    pub fn by_virtual_address(&self, addr: &SocketAddr) -> Option<&Arc<Destination>> {
+        let target = self.snapshot.by_virtual_address.get(addr)?;
+        self.by_target.get(target)
+    }
+
+    /// The destination an HTTP request goes to by its Host or `:authority`. The
+    /// port is the authority's, else `default_port` (the port the client dialled),
+    /// and when neither is one of the service's ports, its first HTTP port.
+    pub fn by_authority(
+        &self,
+        authority: &str,
+        default_port: Option<u16>,
+    ) -> Option<&Arc<Destination>> {
+        let view = self.snapshot.service_for_host(authority)?;
+        let service = &view.service;
+        let explicit = authority
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        let port = [explicit, default_port]
+            .into_iter()
+            .flatten()
+            .find(|p| service.ports.iter().any(|sp| sp.port == *p))
+            .or_else(|| {
+                service
+                    .ports
+                    .iter()
+                    .find(|p| p.protocol != Protocol::Tcp)
+                    .map(|p| p.port)
+            })?;
+        self.by_target.get(&Target {
+            service: service.name.clone(),
+            port,
+        })
+    }
+
+    /// The destination of an explicit `--upstream SERVICE[:PORT]` listener; without
+    /// a port, the service's only (or first) port.
+    pub fn by_service(&self, name: &ResourceName, port: Option<u16>) -> Option<&Arc<Destination>> {
+        let view = self.snapshot.services.get(name)?;
+        let port = port.or_else(|| view.service.ports.first().map(|p| p.port))?;
+        self.by_target.get(&Target {
+            service: name.clone(),
+            port,
+        })
+    }
+
+    fn all_destinations(&self) -> impl Iterator<Item = &Arc<Destination>> {
+        self.by_target.values()
+    }
+}
+
+pub struct Registry {
+    shared: Arc<Shared>,
+    /// Bounds the idle HTTP/1 pool of every endpoint made here.
+    pool_max_idle: usize,
+    current: ArcSwap<Routes>,
+    // std Mutexes below: cold paths (a snapshot, a new inbound port), never held
+    // across an await.
+    metrics: Mutex<HashMap<(Direction, String), Arc<ServiceMetrics>>>,
+    gauges: Mutex<HashMap<ResourceName, EndpointGauges>>,
+    /// Inbound destinations by local address and protocol, made on first use so
+    /// their connection pools are shared by every inbound connection.
+    inbound: Mutex<HashMap<(SocketAddr, Protocol), Arc<Destination>>>,
+}
+
+impl Registry {
+    pub fn new(shared: Arc<Shared>, pool_max_idle: usize) -> Arc<Registry> {
+        let registry = Arc::new(Registry {
+            shared,
+            pool_max_idle,
+            current: ArcSwap::from_pointee(Routes::default()),
+            metrics: Mutex::new(HashMap::new()),
+            gauges: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(HashMap::new()),
+        });
+        let snapshot = registry.shared.snapshot.borrow().clone();
+        registry.apply(snapshot);
+        registry
+    }
+
+    pub fn routes(&self) -> arc_swap::Guard<Arc<Routes>> {
+        self.current.load()
+    }
+
+    /// The metric handles of a service (`""`: traffic that belongs to none).
+    pub fn metrics(&self, direction: Direction, service: &str) -> Arc<ServiceMetrics> {
+        let mut cache = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((direction, service.to_owned()))
+            .or_insert_with(|| Arc::new(ServiceMetrics::new(direction, service.to_owned())))
+            .clone()
+    }
+
+    /// The destination for inbound traffic to the local app at `address`.
+    pub fn inbound(&self, address: SocketAddr, protocol: Protocol) -> Arc<Destination> {
+        let service = self
+            .local_service()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let metrics = self.metrics(Direction::Inbound, &service);
+        let mut cache = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((address, protocol))
+            .or_insert_with(|| Destination::fixed(protocol, metrics, address, self.pool_max_idle))
+            .clone()
+    }
+
+    /// The service the local workload belongs to, if this proxy fronts one.
+    pub fn local_service(&self) -> Option<ResourceName> {
+        let workload = self.shared.config.workload.as_ref()?;
+        ResourceName::new(&self.shared.config.namespace, &workload.service).ok()
+    }
+
+    /// The protocol the mesh declares for the local app's port, if any: the
+    /// workload port's name matched against the local service's ports.
+    pub fn local_protocol(&self, port: u16) -> Option<Protocol> {
+        let workload = self.shared.config.workload.as_ref()?;
+        let name = self.local_service()?;
+        let local = workload.ports.iter().find(|p| p.port == port)?;
+        let routes = self.routes();
+        let view = routes.snapshot.services.get(&name)?;
+        view.service.port_named(&local.name).map(|p| p.protocol)
+    }
+
+    /// Rebuilds the routing tables from a snapshot.
+    pub fn apply(&self, snapshot: Arc<Snapshot>) {
+        let old = self.current.load_full();
+        let mut routes = Routes {
+            snapshot: snapshot.clone(),
+            ..Routes::default()
+        };
+        let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, view) in &snapshot.services {
+            let listed = snapshot
+                .endpoints
+                .get(name)
+                .map(|e| e.endpoints.endpoints.as_slice())
+                .unwrap_or_default();
+            let healthy = listed
+                .iter()
+                .filter(|e| e.health == Health::Healthy)
+                .count();
+            let gauge = gauges
+                .entry(name.clone())
+                .or_insert_with(|| EndpointGauges::new(name.to_string()));
+            gauge.healthy.set(healthy as f64);
+            gauge.unhealthy.set((listed.len() - healthy) as f64);
+
+            let metrics = self.metrics(Direction::Outbound, &name.to_string());
+            for port in &view.service.ports {
+                let mut endpoints = Vec::new();
+                for e in listed {
+                    if e.health != Health::Healthy
+                        || !serves(&view.service, &e.port_name, port.port)
+                    {
+                        continue;
+                    }
+                    let key = (name.clone(), e.address);
+                    let endpoint = match old.endpoints.get(&key) {
+                        Some(existing) => {
+                            existing.set_weight(e.weight);
+                            existing.clone()
+                        }
+                        None => Endpoint::new(e.address, e.weight, self.pool_max_idle),
+                    };
+                    routes.endpoints.insert(key, endpoint.clone());
+                    endpoints.push(endpoint);
+                }
+                let target = Target {
+                    service: name.clone(),
+                    port: port.port,
+                };
+                let previous = old
+                    .by_target
+                    .get(&target)
+                    .filter(|d| d.protocol == port.protocol);
+                let cursor = previous.map(|d| d.endpoints().picker.cursor()).unwrap_or(0);
+                let set = EndpointSet::new(view.policy, endpoints, cursor);
+                let destination = match previous {
+                    Some(existing) => {
+                        existing.replace(set);
+                        existing.clone()
+                    }
+                    None => Destination::new(port.protocol, metrics.clone(), set),
+                };
+                routes.by_target.insert(target, destination);
+            }
+        }
+        // A destination gone from the mesh fails fast for anyone still holding it.
+        for (target, destination) in &old.by_target {
+            if !routes.by_target.contains_key(target) {
+                destination.replace(EndpointSet::new(
+                    crate::snapshot::Policy::RoundRobin,
+                    Vec::new(),
+                    0,
+                ));
+            }
+        }
+        for (name, gauge) in gauges.iter() {
+            if !snapshot.services.contains_key(name) {
+                gauge.healthy.set(0.0);
+                gauge.unhealthy.set(0.0);
+            }
+        }
+        self.current.store(Arc::new(routes));
+    }
+
+    /// Closes idle pooled connections that outlived the idle timeout.
+    fn sweep(&self, idle_timeout: std::time::Duration) {
+        let routes = self.routes();
+        for destination in routes.all_destinations() {
+            for endpoint in &destination.endpoints().endpoints {
+                endpoint.clients.sweep(idle_timeout);
+            }
+        }
+        let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        for destination in inbound.values() {
+            for endpoint in &destination.endpoints().endpoints {
+                endpoint.clients.sweep(idle_timeout);
+            }
+        }
+    }
+}
+
+/// Whether an endpoint listed with `port_name` serves the service port `port`.
+fn serves(service: &Service, port_name: &str, port: u16) -> bool {
+    service
+        .port_named(port_name)
+        .is_some_and(|p| p.port == port)
+}
+
+/// Applies every new snapshot and sweeps idle pools, until the drain signal.
+pub async fn maintain(cx: Arc<Context>, mut drain: drain::Watch) {
+    let mut snapshots = cx.shared.snapshot.subscribe();
+    // The registry was built from the snapshot current at startup; apply again in
+    // case one was published between that and this subscription.
+    let current = snapshots.borrow_and_update().clone();
+    cx.registry.apply(current);
+    let idle = cx.settings.pool_idle_timeout;
+    let mut sweep = tokio::time::interval(idle / 2);
+    loop {
+        tokio::select! {
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let snapshot = snapshots.borrow_and_update().clone();
+                cx.registry.apply(snapshot);
+            }
+            _ = sweep.tick() => cx.registry.sweep(idle),
+            () = drain.signaled() => return,
+        }
+    }
+}

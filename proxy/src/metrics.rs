@@ -1,0 +1,258 @@
+//! The proxy's Prometheus metrics: names, labels, and handles the data path holds.
+//!
+//! Handles are registered when a snapshot brings a service (cold path) and kept in
+//! [`ServiceMetrics`]; a request only touches atomics. Labels whose values are only
+//! known per response (status code, gRPC status, error) go through small lazily
+//! filled tables indexed by the value, so each distinct label set is registered once
+//! and never looked up in the registry again.
+//!
+//! Names follow Prometheus conventions (`weft_` prefix, `_total`, `_seconds`,
+//! `_bytes`); labels stay low-cardinality: `direction`, `service` (`namespace/name`,
+//! empty for passthrough traffic), `route` (empty until routes exist), `status_code`,
+//! `grpc_status`, `error`, `state`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::drain;
+
+const REQUESTS: &str = "weft_requests_total";
+const RESPONSES: &str = "weft_responses_total";
+const DURATION: &str = "weft_request_duration_seconds";
+const REQUEST_ERRORS: &str = "weft_request_errors_total";
+const TCP_OPENED: &str = "weft_tcp_connections_opened_total";
+const TCP_CLOSED: &str = "weft_tcp_connections_closed_total";
+const TCP_OPEN: &str = "weft_tcp_connections_open";
+const TCP_RECEIVED: &str = "weft_tcp_received_bytes_total";
+const TCP_SENT: &str = "weft_tcp_sent_bytes_total";
+const PASSTHROUGH: &str = "weft_outbound_passthrough_connections_total";
+const ENDPOINTS: &str = "weft_endpoints";
+const BUILD_INFO: &str = "weft_build_info";
+
+/// Upper bounds of the latency buckets: 0.5 ms (a loopback hop) up to 30 s (a
+/// slow streaming call), roughly doubling.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+    30.0,
+];
+
+/// Builds and installs the global recorder, with histogram buckets and the
+/// descriptions `promtool check metrics` wants. Call once per process.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(DURATION.to_owned()), &DURATION_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+/// Histogram samples queue up in the recorder until a render or an upkeep drains
+/// them; without a scraper that is unbounded memory, so this drains them on the
+/// control runtime every few seconds.
+pub async fn upkeep(handle: PrometheusHandle, mut drain: drain::Watch) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            () = drain.signaled() => return,
+        }
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS,
+        "HTTP requests received, by direction and service."
+    );
+    describe_counter!(
+        RESPONSES,
+        "HTTP responses sent back, by status code and gRPC status (empty when not gRPC)."
+    );
+    describe_histogram!(
+        DURATION,
+        Unit::Seconds,
+        "Time from receiving a request to the end of its response stream."
+    );
+    describe_counter!(
+        REQUEST_ERRORS,
+        "Requests the proxy answered itself because forwarding failed, by error."
+    );
+    describe_counter!(TCP_OPENED, "Connections accepted.");
+    describe_counter!(TCP_CLOSED, "Accepted connections that have closed.");
+    describe_gauge!(TCP_OPEN, "Accepted connections currently open.");
+    describe_counter!(
+        TCP_RECEIVED,
+        Unit::Bytes,
+        "Bytes read from the accepted (downstream) side of connections."
+    );
+    describe_counter!(
+        TCP_SENT,
+        Unit::Bytes,
+        "Bytes written to the accepted (downstream) side of connections."
+    );
+    describe_counter!(
+        PASSTHROUGH,
+        "Captured connections to a destination that is no mesh service, forwarded unchanged."
+    );
+    describe_gauge!(ENDPOINTS, "Endpoints of each service, by health state.");
+    describe_gauge!(BUILD_INFO, "Always 1; the labels describe this build.");
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// The gRPC status codes, 0 (OK) to 16 (UNAUTHENTICATED).
+const GRPC_CODES: usize = 17;
+
+/// All handles for one service in one direction.
+#[derive(Debug)]
+pub struct ServiceMetrics {
+    direction: &'static str,
+    service: String,
+    pub requests: Counter,
+    pub duration: Histogram,
+    /// By HTTP status class (index code/100 - 1), then code % 100; filled lazily.
+    responses: [OnceLock<Box<[OnceLock<Counter>; 100]>>; 5],
+    /// Responses with status 200 that carry a gRPC status, by that status.
+    grpc_responses: [OnceLock<Counter>; GRPC_CODES],
+    errors: [OnceLock<Counter>; ERROR_SLOTS],
+    pub tcp: TcpMetrics,
+}
+
+/// Room for every `dataplane::error::Class`; checked by a test there.
+pub const ERROR_SLOTS: usize = 8;
+
+#[derive(Debug)]
+pub struct TcpMetrics {
+    pub opened: Counter,
+    pub closed: Counter,
+    pub open: Gauge,
+    pub received: Counter,
+    pub sent: Counter,
+}
+
+impl ServiceMetrics {
+    pub fn new(direction: Direction, service: String) -> ServiceMetrics {
+        let d = direction.as_str();
+        let labels = |extra: &[(&'static str, String)]| -> Vec<metrics::Label> {
+            let mut labels = vec![
+                metrics::Label::new("direction", d),
+                metrics::Label::new("service", service.clone()),
+            ];
+            labels.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| metrics::Label::new(*k, v.clone())),
+            );
+            labels
+        };
+        let route = [("route", String::new())];
+        ServiceMetrics {
+            requests: metrics::counter!(REQUESTS, labels(&route)),
+            duration: metrics::histogram!(DURATION, labels(&route)),
+            responses: Default::default(),
+            grpc_responses: Default::default(),
+            errors: Default::default(),
+            tcp: TcpMetrics {
+                opened: metrics::counter!(TCP_OPENED, labels(&[])),
+                closed: metrics::counter!(TCP_CLOSED, labels(&[])),
+                open: metrics::gauge!(TCP_OPEN, labels(&[])),
+                received: metrics::counter!(TCP_RECEIVED, labels(&[])),
+                sent: metrics::counter!(TCP_SENT, labels(&[])),
+            },
+            direction: d,
+            service,
+        }
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Counts one response. `grpc_status` is only looked at for status 200 (gRPC
+    /// answers every call with 200; anything else is an HTTP-level failure).
+    pub fn response(&self, status: u16, grpc_status: Option<u16>) {
+        if status == 200 {
+            if let Some(code) = grpc_status.filter(|c| usize::from(*c) < GRPC_CODES) {
+                let counter = self.grpc_responses[usize::from(code)]
+                    .get_or_init(|| self.register_response(200, &code.to_string()));
+                counter.increment(1);
+                return;
+            }
+        }
+        let Some(class) = (status / 100).checked_sub(1).filter(|c| *c < 5) else {
+            return;
+        };
+        let table = self.responses[usize::from(class)]
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        table[usize::from(status % 100)]
+            .get_or_init(|| self.register_response(status, ""))
+            .increment(1);
+    }
+
+    fn register_response(&self, status: u16, grpc_status: &str) -> Counter {
+        metrics::counter!(
+            RESPONSES,
+            "direction" => self.direction,
+            "service" => self.service.clone(),
+            "route" => "",
+            "status_code" => status.to_string(),
+            "grpc_status" => grpc_status.to_owned(),
+        )
+    }
+
+    /// Counts a request the proxy could not forward; `slot` and `label` come from
+    /// the error's class.
+    pub fn error(&self, slot: usize, label: &'static str) {
+        if let Some(cell) = self.errors.get(slot) {
+            cell.get_or_init(|| {
+                metrics::counter!(
+                    REQUEST_ERRORS,
+                    "direction" => self.direction,
+                    "service" => self.service.clone(),
+                    "route" => "",
+                    "error" => label,
+                )
+            })
+            .increment(1);
+        }
+    }
+}
+
+/// Counts one captured connection forwarded unchanged to a non-mesh destination.
+pub fn passthrough() -> Counter {
+    metrics::counter!(PASSTHROUGH)
+}
+
+/// The endpoint gauges of one service.
+#[derive(Debug)]
+pub struct EndpointGauges {
+    pub healthy: Gauge,
+    pub unhealthy: Gauge,
+}
+
+impl EndpointGauges {
+    pub fn new(service: String) -> EndpointGauges {
+        EndpointGauges {
+            healthy: metrics::gauge!(ENDPOINTS, "service" => service.clone(), "state" => "healthy"),
+            unhealthy: metrics::gauge!(ENDPOINTS, "service" => service, "state" => "unhealthy"),
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! HTTP/1.1 through the proxy: explicit, captured and host-routed outbound,
+//! inbound, bodies (chunked, 10 MiB), hop-by-hop headers, upgrades, pooling,
+//! failover and the proxy's own error answers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weft_proxy::dataplane::Settings;
+
+use crate::support::mesh::{service, snapshot};
+use crate::support::upstream::{closed_port, HttpUpstream};
+use crate::support::{require, run, Client, Proxy};
+
+#[tokio::test]
+async fn explicit_upstream_listener_reaches_the_service() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-explicit", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(
+        snapshot(&[web]),
+        &["--upstream", "shop/h1-explicit=127.0.0.1:0"],
+    )
+    .await;
+    let mut client = Client::connect(proxy.upstreams[0]).await;
+    let reply = client.get("anything", "/").await;
+    assert_eq!((reply.status, reply.body.as_ref()), (200, b"a".as_ref()));
+    assert_eq!(reply.upstream(), "a");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn keep_alive_requests_share_one_pooled_upstream_connection() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-pooled", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(
+        snapshot(&[web]),
+        &["--upstream", "shop/h1-pooled=127.0.0.1:0"],
+    )
+    .await;
+    let mut client = Client::connect(proxy.upstreams[0]).await;
+    for _ in 0..50 {
+        assert_eq!(client.get("x", "/").await.status, 200);
+    }
+    assert_eq!(a.requests.load(std::sync::atomic::Ordering::SeqCst), 50);
+    assert_eq!(a.open_connections(), 1);
+}
+
+#[tokio::test]
+async fn idle_pooled_connections_close_after_the_idle_timeout() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-idle", "http1").endpoint(a.addr);
+    let settings = Settings {
+        pool_idle_timeout: Duration::from_millis(200),
+        ..Settings::default()
+    };
+    let proxy = Proxy::start_with(
+        snapshot(&[web]),
+        &["--upstream", "shop/h1-idle=127.0.0.1:0"],
+        settings,
+    )
+    .await;
+    let mut client = Client::connect(proxy.upstreams[0]).await;
+    assert_eq!(client.get("x", "/").await.status, 200);
+    assert_eq!(a.open_connections(), 1);
+    crate::support::wait_until(
+        "the idle upstream connection to close",
+        Duration::from_secs(5),
+        || async { a.open_connections() == 0 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn curl_chunked_upload_and_a_10_mib_body_round_trip_intact() {
+    let curl = require("curl", "curl");
+    let sha = require("sha256sum", "coreutils");
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-bodies", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(
+        snapshot(&[web]),
+        &["--upstream", "shop/h1-bodies=127.0.0.1:0"],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("in.bin");
+    let output = dir.path().join("out.bin");
+    let mut data = vec![0u8; 10 * 1024 * 1024];
+    rand::Rng::fill(&mut rand::rng(), data.as_mut_slice());
+    std::fs::write(&input, &data).expect("write input");
+    let url = format!("http://{}/echo", proxy.upstreams[0]);
+    let (input_s, output_s) = (input.display().to_string(), output.display().to_string());
+    for chunked in [true, false] {
+        let mut args = vec!["-sS", "--fail", "-o", &output_s, "--data-binary"];
+        let at_input = format!("@{input_s}");
+        args.push(&at_input);
+        if chunked {
+            args.extend(["-H", "Transfer-Encoding: chunked"]);
+        }
+        args.push(&url);
+        run(&curl, &args).await;
+        let sums = run(&sha, &[&input_s, &output_s]).await;
+        let hashes: Vec<&str> = sums
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(hashes.len(), 2, "{sums}");
+        assert_eq!(
+            hashes[0], hashes[1],
+            "chunked={chunked}: body changed in transit"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stop_at_the_proxy() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-hop", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(snapshot(&[web]), &["--upstream", "shop/h1-hop=127.0.0.1:0"]).await;
+    let mut client = Client::connect(proxy.upstreams[0]).await;
+    let request = Request::get("/headers")
+        .header("host", "h1-hop.shop")
+        .header("connection", "x-private")
+        .header("x-private", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("te", "gzip")
+        .header("x-end-to-end", "kept")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let reply = client.send(request).await.expect("response");
+    let seen = String::from_utf8_lossy(&reply.body).to_string();
+    for gone in [
+        "connection:",
+        "x-private",
+        "keep-alive",
+        "proxy-connection",
+        "te:",
+    ] {
+        assert!(!seen.contains(gone), "{gone} reached the upstream:\n{seen}");
+    }
+    assert!(seen.contains("x-end-to-end: kept"), "{seen}");
+    assert!(seen.contains("host: h1-hop.shop"), "{seen}");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled_end_to_end() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-ws", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(snapshot(&[web]), &["--upstream", "shop/h1-ws=127.0.0.1:0"]).await;
+    let mut stream = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: h1-ws.shop\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for message in [&b"hello"[..], b"over the tunnel"] {
+        stream.write_all(message).await.expect("write");
+        let mut echoed = vec![0u8; message.len()];
+        stream.read_exact(&mut echoed).await.expect("echo");
+        assert_eq!(echoed, message);
+    }
+}
+
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = stream.read(&mut byte).await.expect("read");
+        assert!(n == 1, "closed while reading the response head");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[tokio::test]
+async fn uncaptured_outbound_routes_by_host_and_answers_404_for_unknown_hosts() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-host", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(snapshot(&[web]), &[]).await;
+    let mut client = Client::connect(proxy.outbound).await;
+    assert_eq!(client.get("h1-host.shop", "/").await.upstream(), "a");
+    assert_eq!(client.get("H1-HOST.shop:80", "/").await.upstream(), "a");
+    let reply = client.get("nowhere.example", "/").await;
+    assert_eq!(reply.status, 404);
+    assert!(reply.headers.contains_key("weft-proxy-error"));
+}
+
+#[tokio::test]
+async fn captured_virtual_ip_routes_to_the_service() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-vip", "http1")
+        .virtual_ip("10.96.0.7")
+        .endpoint(a.addr);
+    let proxy = Proxy::start(snapshot(&[web]), &[]).await;
+    let vip: SocketAddr = "10.96.0.7:80".parse().expect("addr");
+    let mut client = Client::over(proxy.connect_captured(vip).await).await;
+    // The Host header is irrelevant: the virtual IP decided.
+    assert_eq!(client.get("10.96.0.7", "/").await.upstream(), "a");
+}
+
+#[tokio::test]
+async fn captured_non_mesh_http_goes_by_host_or_to_the_original_destination() {
+    let mesh = HttpUpstream::start("mesh").await;
+    let outside = HttpUpstream::start("outside").await;
+    let web = service("h1-passthrough", "http1").endpoint(mesh.addr);
+    let proxy = Proxy::start(snapshot(&[web]), &[]).await;
+    let mut client = Client::over(proxy.connect_captured(outside.addr).await).await;
+    assert_eq!(
+        client.get("h1-passthrough.shop", "/").await.upstream(),
+        "mesh"
+    );
+    assert_eq!(client.get("example.com", "/").await.upstream(), "outside");
+}
+
+#[tokio::test]
+async fn inbound_delivers_to_the_forward_address_or_the_original_port() {
+    let app = HttpUpstream::start("app").await;
+    let forward = app.addr.to_string();
+    let proxy = Proxy::start(snapshot(&[]), &["--inbound-forward", &forward]).await;
+    let mut client = Client::connect(proxy.inbound).await;
+    assert_eq!(client.get("app", "/").await.upstream(), "app");
+
+    // Captured: the pod IP and port the peer dialled; delivered to 127.0.0.1:port.
+    let proxy = Proxy::start(snapshot(&[]), &[]).await;
+    let dialled: SocketAddr = format!("10.0.0.9:{}", app.addr.port())
+        .parse()
+        .expect("addr");
+    let stream = proxy.connect_redirected(proxy.inbound, dialled).await;
+    let mut client = Client::over(stream).await;
+    assert_eq!(client.get("app", "/").await.upstream(), "app");
+}
+
+#[tokio::test]
+async fn a_connect_failure_is_retried_on_another_endpoint() {
+    let a = HttpUpstream::start("a").await;
+    let dead = closed_port().await;
+    let web = service("h1-failover", "http1")
+        .policy("round_robin")
+        .endpoint(dead)
+        .endpoint(a.addr);
+    let proxy = Proxy::start(
+        snapshot(&[web]),
+        &["--upstream", "shop/h1-failover=127.0.0.1:0"],
+    )
+    .await;
+    let mut client = Client::connect(proxy.upstreams[0]).await;
+    for _ in 0..20 {
+        let reply = client.get("x", "/").await;
+        assert_eq!((reply.status, reply.upstream()), (200, "a"));
+    }
+}
+
+#[tokio::test]
+async fn no_healthy_endpoint_and_dead_endpoints_answer_502() {
+    let a = HttpUpstream::start("a").await;
+    let dead = closed_port().await;
+    let sick = service("h1-sick", "http1").unhealthy(a.addr);
+    let down = service("h1-down", "http1").endpoint(dead);
+    let proxy = Proxy::start(
+        snapshot(&[sick, down]),
+        &[
+            "--upstream",
+            "shop/h1-sick=127.0.0.1:0",
+            "--upstream",
+            "shop/h1-down=127.0.0.1:0",
+        ],
+    )
+    .await;
+    for addr in &proxy.upstreams {
+        let mut client = Client::connect(*addr).await;
+        let reply = client.get("x", "/").await;
+        assert_eq!(reply.status, 502);
+        assert!(reply.headers.contains_key("weft-proxy-error"));
+    }
+    assert_eq!(a.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

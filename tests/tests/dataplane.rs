@@ -1,0 +1,179 @@
+//! The data path end to end: an application request crosses a client-side proxy
+//! and a server-side proxy (the real `weft-proxy` binaries) configured by the real
+//! control plane through `weftctl apply`, and follows endpoint changes live.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use weft_e2e::mesh::{endpoint_addresses, metric_value, weftctl_ok, ControlPlane, Proxy};
+use weft_e2e::{free_port, http_get, loopback, wait_for};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A minimal HTTP/1.1 application answering every request with its name; one
+/// thread per connection, keep-alive honoured (the server proxy pools).
+fn app(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind app");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut writer = stream;
+                loop {
+                    let mut line = String::new();
+                    // Read a request head (these requests have no body).
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-app: {name}\r\n\r\n{name}",
+                        name.len()
+                    );
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn mesh(endpoints: &[SocketAddr]) -> String {
+    let mut text = String::from(
+        "kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports:
+  - {port: 80, protocol: http1}
+  hostnames: [web.shop]
+  loadBalancer: round_robin
+---
+kind: Endpoints
+metadata: {name: web, namespace: shop}
+spec:
+  endpoints:
+",
+    );
+    for e in endpoints {
+        text.push_str(&format!(
+            "  - {{address: {}, port: {}}}\n",
+            e.ip(),
+            e.port()
+        ));
+    }
+    text
+}
+
+#[test]
+fn requests_cross_two_proxies_configured_by_the_control_plane() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
+
+    // Server side: each app sits behind its own proxy's inbound listener.
+    let app_a = app("app-a").to_string();
+    let app_b = app("app-b").to_string();
+    let server_a = Proxy::start(
+        dir.path(),
+        "server-a",
+        &cp.address(),
+        &["--inbound-forward", &app_a],
+    );
+    let server_b = Proxy::start(
+        dir.path(),
+        "server-b",
+        &cp.address(),
+        &["--inbound-forward", &app_b],
+    );
+
+    // Client side: an explicit listener for shop/web.
+    let listen = loopback(free_port());
+    let upstream = format!("shop/web={listen}");
+    let client = Proxy::start(
+        dir.path(),
+        "client",
+        &cp.address(),
+        &["--upstream", &upstream],
+    );
+
+    weftctl_ok(
+        &cp.address(),
+        &["apply", "-f", "-"],
+        Some(&mesh(&[server_a.inbound])),
+    );
+    client.wait_ready();
+    wait_for("the first answer through both proxies", WAIT, || {
+        matches!(http_get(listen, "/"), Ok((200, body)) if body == "app-a").then_some(())
+    });
+    // The harness sends Host: <outbound address>, which names no service: the
+    // proxy answers itself.
+    let (status, body) = http_get(client.outbound, "/").expect("outbound request");
+    assert_eq!(status, 404, "{body}");
+
+    // A second endpoint, applied live, gets its share of new requests.
+    weftctl_ok(
+        &cp.address(),
+        &["apply", "-f", "-"],
+        Some(&mesh(&[server_a.inbound, server_b.inbound])),
+    );
+    wait_for("the client to see both endpoints", WAIT, || {
+        (endpoint_addresses(&client.config_dump(), "shop/web").len() == 2).then_some(())
+    });
+    // The data path applies a snapshot just after the dump shows it.
+    wait_for("a request to reach app-b", WAIT, || {
+        matches!(http_get(listen, "/"), Ok((200, body)) if body == "app-b").then_some(())
+    });
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..20 {
+        let (status, body) = http_get(listen, "/").expect("request");
+        assert_eq!(status, 200);
+        *seen.entry(body).or_insert(0) += 1;
+    }
+    assert_eq!(seen.get("app-a"), Some(&10), "{seen:?}");
+    assert_eq!(seen.get("app-b"), Some(&10), "{seen:?}");
+
+    // Removing an endpoint takes it out of rotation at once.
+    weftctl_ok(
+        &cp.address(),
+        &["apply", "-f", "-"],
+        Some(&mesh(&[server_b.inbound])),
+    );
+    wait_for("the client to drop server-a", WAIT, || {
+        (endpoint_addresses(&client.config_dump(), "shop/web").len() == 1).then_some(())
+    });
+    // Round robin over both would alternate; two app-b in a row mean it is gone.
+    wait_for("app-a to leave the rotation", WAIT, || {
+        let twice = (0..2).all(|_| matches!(http_get(listen, "/"), Ok((200, b)) if b == "app-b"));
+        twice.then_some(())
+    });
+    for _ in 0..5 {
+        assert_eq!(
+            http_get(listen, "/").expect("request"),
+            (200, "app-b".to_owned())
+        );
+    }
+
+    // Both sides counted the traffic.
+    let outbound = client.metrics();
+    let sent = metric_value(
+        &outbound,
+        &[
+            "weft_requests_total{",
+            "direction=\"outbound\"",
+            "service=\"shop/web\"",
+        ],
+    )
+    .expect("outbound request counter");
+    assert!(sent >= 26.0, "{outbound}");
+    let inbound = server_b.metrics();
+    let received = metric_value(&inbound, &["weft_requests_total{", "direction=\"inbound\""])
+        .expect("inbound request counter");
+    assert!(received >= 15.0, "{inbound}");
+}
