@@ -7,7 +7,7 @@
 //! ACKed the change. Reports p50/p99/max of write-to-ACK and the control plane's
 //! resident memory per connected proxy.
 //!
-//! Run with `bench/propagation.sh` (release build), or:
+//! Run with `bench/propagation.sh` (release build, open-file limit raised), or:
 //! `cargo run --release -p weft-control-plane --example propagation -- 1 100 1000`
 
 use std::net::SocketAddr;
