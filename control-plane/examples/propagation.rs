@@ -7,7 +7,7 @@
 //! ACKed the change. Reports p50/p99/max of write-to-ACK and the control plane's
 //! resident memory per connected proxy.
 //!
-//! Run with `bench/propagation.sh` (release build), or:
+//! Run with `bench/propagation.sh` (release build, open-file limit raised), or:
 //! `cargo run --release -p weft-control-plane --example propagation -- 1 100 1000`
 
 use std::net::SocketAddr;
@@ -44,8 +44,8 @@ async fn main() -> Result<(), Error> {
         "mesh: {SERVICES} services x {ENDPOINTS} endpoints ({} resources); debounce: control-plane default",
         SERVICES * 2
     );
-    println!("| proxies | writes | p50 write->ACK | p99 write->ACK | max | initial sync of all proxies | CP RSS before | CP RSS with proxies | per proxy |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| proxies | writes | p50 write->ACK | p99 write->ACK | max | initial sync of all proxies | CP RSS before | CP RSS with proxies | per proxy | CP RSS after they left |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for n in counts {
         run(n).await?;
     }
@@ -98,7 +98,17 @@ async fn start_control_plane() -> Result<ControlPlane, Error> {
             taskset.arg("-c").arg(cpu).arg(binary()?);
             taskset
         }
-        Err(_) => Command::new(binary()?),
+        // A profiler to run the control plane under (e.g. `heaptrack`); RSS is then
+        // the wrapper's, so only its own report is meaningful.
+        Err(_) => match std::env::var("BENCH_CONTROL_PLANE_WRAPPER") {
+            Ok(wrapper) => {
+                let mut words = wrapper.split_whitespace();
+                let mut command = Command::new(words.next().ok_or("empty wrapper")?);
+                command.args(words).arg(binary()?);
+                command
+            }
+            Err(_) => Command::new(binary()?),
+        },
     };
     let child = command
         .arg("--listen")
@@ -280,13 +290,14 @@ async fn run(proxies: usize) -> Result<(), Error> {
     let (watch_tx, watch_rx) = watch::channel((String::new(), 0u32));
     let (report_tx, mut reports) = mpsc::unbounded_channel();
     let started = Instant::now();
+    let mut tasks = Vec::with_capacity(proxies);
     for id in 0..proxies {
         let (addr, watched, reports) = (cp.addr, watch_rx.clone(), report_tx.clone());
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             if let Err(e) = simulated_proxy(id, addr, watched, reports).await {
                 eprintln!("simulated proxy {id}: {e}");
             }
-        });
+        }));
     }
     let mut synced = 0;
     while synced < proxies {
@@ -299,6 +310,17 @@ async fn run(proxies: usize) -> Result<(), Error> {
     let initial_sync = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_with = rss_kib(cp.child.id());
+    if let Some(secs) = std::env::var("BENCH_HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        // Time to look at the control plane from outside (smaps, gdb, perf).
+        eprintln!(
+            "control plane pid {} with {proxies} proxies; holding {secs} s",
+            cp.child.id()
+        );
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
 
     let writes = match proxies {
         0..=10 => 200,
@@ -342,8 +364,14 @@ async fn run(proxies: usize) -> Result<(), Error> {
         }
     }
     samples.sort();
+    // Memory the proxies leave behind shows what the allocator keeps from the bursts.
+    for task in &tasks {
+        task.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let rss_after = rss_kib(cp.child.id());
     println!(
-        "| {proxies} | {writes} | {} | {} | {} | {} | {} MiB | {} MiB | {:.1} KiB |",
+        "| {proxies} | {writes} | {} | {} | {} | {} | {} MiB | {} MiB | {:.1} KiB | {} MiB |",
         ms(percentile(&samples, 0.5)),
         ms(percentile(&samples, 0.99)),
         ms(*samples.last().unwrap_or(&Duration::ZERO)),
@@ -351,6 +379,7 @@ async fn run(proxies: usize) -> Result<(), Error> {
         rss_before / 1024,
         rss_with / 1024,
         rss_with.saturating_sub(rss_before) as f64 / proxies.max(1) as f64,
+        rss_after / 1024,
     );
     Ok(())
 }

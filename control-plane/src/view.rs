@@ -42,6 +42,10 @@ pub struct View {
     /// How each type differs from the previous view's, computed once per rebuild so
     /// that a proxy which held the previous view is diffed in O(changes), not O(mesh).
     pub deltas: BTreeMap<Kind, Arc<Delta>>,
+    /// The highest version of each kind, computed once per rebuild: every stream
+    /// reports it after every push and ACK, and walking the mesh there made status
+    /// reporting the largest CPU cost of a push.
+    latest: BTreeMap<Kind, u64>,
 }
 
 /// The change from one type view to the next.
@@ -63,10 +67,7 @@ impl View {
 
     /// The highest version among the resources of a kind (0 when there are none).
     pub fn latest_version(&self, kind: Kind) -> u64 {
-        self.types
-            .get(&kind)
-            .and_then(|t| t.values().map(|e| e.version).max())
-            .unwrap_or(0)
+        self.latest.get(&kind).copied().unwrap_or(0)
     }
 }
 
@@ -133,10 +134,15 @@ pub fn build(contents: &Contents, previous: Option<&View>) -> View {
             }
         }
     }
+    let latest = types
+        .iter()
+        .map(|(kind, view)| (*kind, view.values().map(|e| e.version).max().unwrap_or(0)))
+        .collect();
     View {
         revision: contents.revision,
         types,
         deltas,
+        latest,
     }
 }
 

@@ -46,13 +46,22 @@ pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
 /// [`original_dst`]: treating a direct connection's own address as its destination
 /// would forward it back to the listener itself.
 pub fn captured_dst(stream: &TcpStream) -> io::Result<Option<SocketAddr>> {
-    let local = stream.local_addr()?;
-    let local = SocketAddr::new(local.ip().to_canonical(), local.port());
     match original_dst(stream) {
-        Ok(original) if original == local => Ok(None),
+        Ok(original) if is_own_address(stream, original) => Ok(None),
         Ok(original) => Ok(Some(original)),
         // ENOENT: no conntrack entry, netfilter's NAT never saw the connection.
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Whether `dst` is the listener's own address: what the kernel reports as the
+/// "original" destination of a connection that was not redirected. IPv4 peers of a
+/// dual-stack listener show their local address as IPv4-mapped IPv6, hence the
+/// canonical form.
+pub fn is_own_address(stream: &TcpStream, dst: SocketAddr) -> bool {
+    stream.local_addr().is_ok_and(|local| {
+        SocketAddr::new(local.ip().to_canonical(), local.port())
+            == SocketAddr::new(dst.ip().to_canonical(), dst.port())
+    })
 }

@@ -65,7 +65,7 @@ fn target(cx: &Context, stream: &TcpStream) -> Option<SocketAddr> {
         return Some(forward);
     }
     match (cx.original_dst)(stream) {
-        Ok(dst) if stream.local_addr().is_ok_and(|local| local != dst) => {
+        Ok(dst) if !crate::capture::is_own_address(stream, dst) => {
             Some(SocketAddr::from((Ipv4Addr::LOCALHOST, dst.port())))
         }
         Ok(_) => None,

@@ -28,7 +28,7 @@ use super::{tcp, Context};
 pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
     let original = match (cx.original_dst)(&stream) {
         // A connection made to the listener's own address was not redirected.
-        Ok(dst) if stream.local_addr().is_ok_and(|local| local == dst) => None,
+        Ok(dst) if crate::capture::is_own_address(&stream, dst) => None,
         Ok(dst) => Some(dst),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => {
