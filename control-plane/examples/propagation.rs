@@ -163,6 +163,7 @@ fn service(i: usize) -> v1::Resource {
         virtual_ips: vec![format!("10.96.{}.{}", i / 250, i % 250 + 1)],
         hostnames: vec![format!("svc-{i}.bench")],
         load_balancer: String::new(),
+        mtls: String::new(),
     };
     v1::Resource {
         name: String::new(),
@@ -187,6 +188,7 @@ fn endpoints(i: usize, generation: usize) -> v1::Resource {
                 }),
                 labels: Default::default(),
                 health: String::new(),
+                identity: String::new(),
             })
             .collect(),
     };

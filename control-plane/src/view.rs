@@ -209,6 +209,7 @@ fn merge_registrations(contents: &Contents, endpoints: &mut BTreeMap<String, Bui
                     locality: workload.locality.clone(),
                     labels: workload.labels.clone(),
                     health: String::new(),
+                    identity: workload.identity.clone(),
                 });
             }
         }

@@ -133,6 +133,7 @@ fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
                     "zone": e.locality.zone,
                     "labels": e.labels,
                     "health": e.health.as_str(),
+                    "identity": e.identity.as_ref().map(ToString::to_string),
                 })).collect::<Vec<_>>(),
             })
         })

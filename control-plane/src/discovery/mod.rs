@@ -95,11 +95,12 @@ fn validate_node(node: &v1::Node) -> Result<(), model::Invalid> {
             port: port.port,
             port_name: port.name.clone(),
             weight: workload.weight,
+            identity: workload.identity.clone(),
             ..Default::default()
         };
         model::Endpoint::try_from(&endpoint).map_err(|e| {
             let field = match e.field.as_str() {
-                "address" | "weight" => e.field.clone(),
+                "address" | "weight" | "identity" => e.field.clone(),
                 _ => format!("ports[{i}].{}", e.field),
             };
             model::Invalid::new(format!("workload.{field}"), e.reason)

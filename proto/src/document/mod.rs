@@ -131,6 +131,9 @@ pub struct ServiceSpec {
     pub hostnames: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub load_balancer: String,
+    /// STRICT | PERMISSIVE (default) | DISABLED.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mtls: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -169,6 +172,9 @@ pub struct EndpointSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub health: String,
+    /// The workload's SPIFFE ID; set, it makes callers use mTLS to this endpoint.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity: String,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -346,6 +352,7 @@ impl ServiceDocument {
             virtual_ips: self.spec.virtual_ips.clone(),
             hostnames: self.spec.hostnames.clone(),
             load_balancer: self.spec.load_balancer.clone(),
+            mtls: self.spec.mtls.clone(),
         }
     }
 
@@ -370,6 +377,7 @@ impl ServiceDocument {
                 virtual_ips: message.virtual_ips.clone(),
                 hostnames: message.hostnames.clone(),
                 load_balancer: message.load_balancer.clone(),
+                mtls: message.mtls.clone(),
             },
         }
     }
@@ -399,6 +407,7 @@ impl EndpointsDocument {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     health: e.health.clone(),
+                    identity: e.identity.clone(),
                 })
                 .collect(),
         }
@@ -437,6 +446,7 @@ impl EndpointsDocument {
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect(),
                         health: e.health.clone(),
+                        identity: e.identity.clone(),
                     })
                     .collect(),
             },

@@ -43,6 +43,10 @@ pub enum DiscoveryError {
     Stream(#[from] tonic::Status),
     #[error("the control plane closed the stream")]
     Closed,
+    /// Not a failure: the workload's identity changed after the Hello, and the Hello is
+    /// the only place a workload is announced, so the stream is reopened at once.
+    #[error("announcing a new identity")]
+    Reannounce,
 }
 
 /// The resolver for the control plane's name; `None` when the system has no resolver
@@ -80,6 +84,12 @@ pub async fn run(shared: Arc<Shared>, mut drain: Watch) {
         };
         let error = match result {
             Ok(()) => DiscoveryError::Closed,
+            Err(DiscoveryError::Reannounce) => {
+                // The registration survives: the same node id reconnects within the
+                // grace period, and only the difference is pushed again.
+                tracing::info!("reopening the discovery stream to announce the identity");
+                continue;
+            }
             Err(e) => e,
         };
         tracing::warn!(error = %error, "control plane unreachable; serving the last good config");
@@ -112,9 +122,14 @@ async fn session(
     let mut client = DiscoveryClient::new(channel);
 
     let (tx, rx) = mpsc::channel(16);
+    // The first certificate usually arrives after the first Hello (the trust domain
+    // comes over this stream), so a change of identity reopens the stream.
+    let mut identity = shared.identity.subscribe();
+    let node = node(shared, announced_identity(&mut identity).as_deref());
+    let announced = node.workload.as_ref().map(|w| w.identity.clone());
     let hello = v1::DiscoveryRequest {
         request: Some(Req::Hello(v1::Hello {
-            node: Some(node(shared)),
+            node: Some(node),
             known: resources.known(),
             subscriptions: Vec::new(),
         })),
@@ -132,7 +147,24 @@ async fn session(
 
     // Types for which a complete push has arrived on this stream.
     let mut complete: BTreeSet<Kind> = BTreeSet::new();
-    while let Some(response) = inbound.message().await? {
+    loop {
+        let response = tokio::select! {
+            response = inbound.message() => match response? {
+                Some(response) => response,
+                None => break,
+            },
+            changed = identity.changed(), if announced.is_some() => {
+                if changed.is_err() {
+                    // The identity state outlives this task; nothing to announce.
+                    continue;
+                }
+                let now = announced_identity(&mut identity).unwrap_or_default();
+                if announced.as_ref().is_some_and(|a| *a != now) {
+                    return Err(DiscoveryError::Reannounce);
+                }
+                continue;
+            }
+        };
         *progressed = true;
         let kind = Kind::from_type_url(&response.type_url);
         let errors = resources.apply(&response);
@@ -175,7 +207,17 @@ async fn session(
     Ok(())
 }
 
-fn node(shared: &Shared) -> v1::Node {
+/// The SPIFFE ID to announce: the current certificate's, marked seen.
+fn announced_identity(
+    identity: &mut tokio::sync::watch::Receiver<Option<Arc<crate::identity::Identity>>>,
+) -> Option<String> {
+    identity
+        .borrow_and_update()
+        .as_ref()
+        .map(|i| i.spiffe_id.to_string())
+}
+
+fn node(shared: &Shared, identity: Option<&str>) -> v1::Node {
     let config = &shared.config;
     let workload = config.workload.as_ref().map(|w| v1::Workload {
         namespace: config.namespace.clone(),
@@ -199,6 +241,7 @@ fn node(shared: &Shared) -> v1::Node {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         weight: w.weight,
+        identity: identity.unwrap_or_default().to_owned(),
     });
     v1::Node {
         id: config.node_id.clone(),

@@ -195,6 +195,7 @@ mod tests {
             virtual_ips: vec![],
             hostnames: vec![],
             load_balancer: load_balancer.into(),
+            mtls: String::new(),
         };
         v1::Resource {
             name: format!("shop/{name}"),
