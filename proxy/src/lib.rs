@@ -36,3 +36,4 @@ pub mod metrics;
 pub mod snapshot;
 pub mod state;
 pub mod static_config;
+pub mod tls;

@@ -1,13 +1,22 @@
 //! mTLS between proxies end to end: endpoint identities announced by real proxies
 //! and declared with weftctl.
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use weft_e2e::mesh::{resource, weftctl, weftctl_ok, ControlPlane, Proxy};
-use weft_e2e::{free_port, wait_for};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+};
+use weft_e2e::mesh::{metric_value, resource, weftctl, weftctl_ok, ControlPlane, Proxy};
+use weft_e2e::{free_port, http_get, loopback, run, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 const ORDERS: &str = "spiffe://cluster.local/ns/shop/sa/orders";
+const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
 
 const MESH: &str = r#"
 kind: Service
@@ -89,4 +98,283 @@ fn weftctl_refuses_a_malformed_identity_or_mode() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("mtls"), "{stderr}");
+}
+
+/// A minimal HTTP/1.1 application answering every request with `name`, then
+/// closing (each test request is its own connection).
+fn app(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind app");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut writer = stream;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+                let _ = writer.write_all(reply.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// An operator CA the test holds the key of, so it can sign leaves the mesh
+/// would (and an expired one).
+struct TestCa {
+    params: CertificateParams,
+    key: KeyPair,
+}
+
+impl TestCa {
+    fn new(dir: &Path, name: &str) -> TestCa {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} root"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("self-signed");
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write ca");
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem())
+            .expect("write ca key");
+        TestCa { params, key }
+    }
+
+    /// Writes `<file>.pem` and `<file>-key.pem`: a leaf for `spiffe_id`, valid
+    /// over `[from, to]` relative to now.
+    fn leaf(&self, dir: &Path, file: &str, spiffe_id: &str, from: i64, to: i64) {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().expect("uri"))];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::seconds(from);
+        params.not_after = now + time::Duration::seconds(to);
+        let issuer = Issuer::new(self.params.clone(), &self.key);
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).expect("write leaf");
+        std::fs::write(dir.join(format!("{file}-key.pem")), key.serialize_pem())
+            .expect("write leaf key");
+    }
+}
+
+/// One `openssl s_client` exchange: sends an HTTP request after the handshake and
+/// returns everything it printed (stdout and stderr).
+fn s_client(dir: &Path, addr: SocketAddr, extra: &[&str]) -> String {
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-tls1_3",
+            "-showcerts",
+        ])
+        .args(["-CAfile", "mesh.pem", "-ign_eof"])
+        .args(extra)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl s_client");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"GET / HTTP/1.1\r\nhost: orders\r\nconnection: close\r\n\r\n");
+    }
+    let output = child.wait_with_output().expect("s_client output");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn served(output: &str) -> bool {
+    output.contains("HTTP/1.1 200") && output.contains("orders-app")
+}
+
+/// The URI SAN of the first certificate `s_client -showcerts` printed.
+fn server_identity(dir: &Path, output: &str) -> String {
+    let begin = output
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
+    let end = output[begin..]
+        .find("-----END CERTIFICATE-----")
+        .expect("its end")
+        + begin
+        + "-----END CERTIFICATE-----".len();
+    std::fs::write(dir.join("server.pem"), &output[begin..end]).expect("write server cert");
+    let text = run(Command::new("openssl")
+        .args([
+            "x509",
+            "-in",
+            "server.pem",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+        ])
+        .current_dir(dir));
+    String::from_utf8_lossy(&text.stdout).into_owned()
+}
+
+fn token_file(cp: &ControlPlane, dir: &Path, namespace: &str, account: &str) -> PathBuf {
+    let secret = weftctl_ok(
+        &cp.address(),
+        &[
+            "token",
+            "create",
+            "--namespace",
+            namespace,
+            "--service-account",
+            account,
+        ],
+        None,
+    );
+    let path = dir.join(format!("{account}.token"));
+    std::fs::write(&path, secret.trim()).expect("write token");
+    path
+}
+
+#[test]
+fn proxies_talk_mtls_and_a_strict_inbound_accepts_only_mesh_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let mesh_ca = TestCa::new(path, "mesh");
+    let other_ca = TestCa::new(path, "other");
+    let cp = ControlPlane::start(
+        path,
+        &path.join("data"),
+        free_port(),
+        &[
+            "--ca-cert",
+            path.join("mesh.pem").to_str().expect("utf-8"),
+            "--ca-key",
+            path.join("mesh-key.pem").to_str().expect("utf-8"),
+        ],
+    );
+    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(MESH));
+
+    // The server: the orders app behind a proxy that registers itself.
+    let app = app("orders-app").to_string();
+    let inbound = loopback(free_port());
+    let orders_token = token_file(&cp, path, "shop", "orders");
+    let server = Proxy::start_with_inbound(
+        path,
+        "orders-1",
+        &cp.address(),
+        inbound,
+        &[
+            "--namespace",
+            "shop",
+            "--service-account",
+            "orders",
+            "--identity-token-file",
+            orders_token.to_str().expect("utf-8"),
+            "--service",
+            "orders",
+            "--workload-address",
+            "127.0.0.1",
+            "--workload-port",
+            &inbound.port().to_string(),
+            "--inbound-forward",
+            &app,
+        ],
+    );
+    // The client: another identity, with an explicit port for shop/orders.
+    let frontend_token = token_file(&cp, path, "shop", "frontend");
+    let listen = loopback(free_port());
+    let client = Proxy::start(
+        path,
+        "frontend-1",
+        &cp.address(),
+        &[
+            "--namespace",
+            "shop",
+            "--service-account",
+            "frontend",
+            "--identity-token-file",
+            frontend_token.to_str().expect("utf-8"),
+            "--upstream",
+            &format!("shop/orders={listen}"),
+        ],
+    );
+    server.wait_ready();
+    client.wait_ready();
+
+    wait_for("an answer through both proxies over mTLS", WAIT, || {
+        matches!(http_get(listen, "/"), Ok((200, body)) if body == "orders-app").then_some(())
+    });
+    let outbound = metric_value(
+        &client.metrics(),
+        &[
+            "weft_tls_connections_total",
+            "direction=\"outbound\"",
+            &format!("peer_identity=\"{ORDERS}\""),
+        ],
+    );
+    assert!(outbound.unwrap_or(0.0) >= 1.0, "{}", client.metrics());
+    let inbound_tls = metric_value(
+        &server.metrics(),
+        &[
+            "weft_tls_connections_total",
+            "direction=\"inbound\"",
+            &format!("peer_identity=\"{FRONTEND}\""),
+        ],
+    );
+    assert!(inbound_tls.unwrap_or(0.0) >= 1.0, "{}", server.metrics());
+
+    // STRICT: plaintext is closed.
+    assert!(
+        !matches!(http_get(inbound, "/"), Ok((200, _))),
+        "plaintext reached a STRICT inbound"
+    );
+
+    // openssl as the peer: only a current mesh certificate gets through.
+    mesh_ca.leaf(path, "good", FRONTEND, -60, 3600);
+    mesh_ca.leaf(path, "expired", FRONTEND, -7200, -3600);
+    other_ca.leaf(path, "foreign", FRONTEND, -60, 3600);
+    let none = s_client(path, inbound, &[]);
+    assert!(!served(&none), "no client certificate: {none}");
+    let foreign = s_client(
+        path,
+        inbound,
+        &["-cert", "foreign.pem", "-key", "foreign-key.pem"],
+    );
+    assert!(!served(&foreign), "another CA: {foreign}");
+    let expired = s_client(
+        path,
+        inbound,
+        &["-cert", "expired.pem", "-key", "expired-key.pem"],
+    );
+    assert!(!served(&expired), "expired: {expired}");
+    let good = s_client(
+        path,
+        inbound,
+        &["-cert", "good.pem", "-key", "good-key.pem"],
+    );
+    assert!(served(&good), "a mesh certificate: {good}");
+    assert!(good.contains("Verify return code: 0"), "{good}");
+    let san = server_identity(path, &good);
+    assert!(san.contains(&format!("URI:{ORDERS}")), "{san}");
 }

@@ -3,6 +3,9 @@
 //!
 //! Bytes are summed in plain fields and added to the shared counters when the
 //! connection closes, so the hot path touches no atomics per read or write.
+//!
+//! [`Conn`] is a connection in plaintext or in mTLS (either side), so the HTTP and
+//! TCP paths serve both without being generic over the stream type.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -14,17 +17,94 @@ use tokio::net::TcpStream;
 
 use crate::metrics::ServiceMetrics;
 
+/// A connection to or from another proxy, plaintext or TLS.
+#[derive(Debug)]
+pub enum Conn {
+    Plain(TcpStream),
+    /// Accepted by the inbound listener; boxed because TLS state is large.
+    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Opened to an endpoint with an identity.
+    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// The socket, when the bytes on it are the payload (so they may be spliced).
+    pub fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            Conn::Plain(stream) => Some(stream),
+            _ => None,
+        }
+    }
+}
+
+impl From<TcpStream> for Conn {
+    fn from(stream: TcpStream) -> Conn {
+        Conn::Plain(stream)
+    }
+}
+
+macro_rules! each {
+    ($conn:expr, $stream:ident => $body:expr) => {
+        match $conn {
+            Conn::Plain($stream) => $body,
+            Conn::Server($stream) => $body,
+            Conn::Client($stream) => $body,
+        }
+    };
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        each!(self, s => s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
 /// An accepted connection, counted while it lives.
 #[derive(Debug)]
 pub struct Counted {
-    inner: TcpStream,
+    inner: Conn,
     received: u64,
     sent: u64,
     metrics: Arc<ServiceMetrics>,
 }
 
 impl Counted {
-    pub fn new(inner: TcpStream, metrics: Arc<ServiceMetrics>) -> Counted {
+    pub fn new(inner: impl Into<Conn>, metrics: Arc<ServiceMetrics>) -> Counted {
+        let inner = inner.into();
         metrics.tcp.opened.increment(1);
         metrics.tcp.open.increment(1.0);
         Counted {
@@ -35,7 +115,7 @@ impl Counted {
         }
     }
 
-    pub fn get_ref(&self) -> &TcpStream {
+    pub fn get_ref(&self) -> &Conn {
         &self.inner
     }
 

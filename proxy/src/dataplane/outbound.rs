@@ -109,11 +109,12 @@ async fn to_destination(
     destination: &Arc<Destination>,
     drain: drain::Watch,
 ) {
-    let client = Counted::new(stream, destination.metrics.clone());
     if destination.protocol == Protocol::Tcp {
+        let client = Counted::new(stream, destination.metrics.clone());
         return tcp::proxy(cx, client, destination, drain).await;
     }
-    let detected = detect(client.get_ref(), cx.settings.detect_timeout).await;
+    let detected = detect(&stream, cx.settings.detect_timeout).await;
+    let client = Counted::new(stream, destination.metrics.clone());
     let route = Route::Fixed(destination.clone());
     http::serve(cx.clone(), client, route, detected, drain).await;
 }

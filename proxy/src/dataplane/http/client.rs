@@ -6,7 +6,6 @@
 //! returns to the pool only after its response was read to the end
 //! ([`super::body`]); one that is closed or not ready when taken is dropped.
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,8 +13,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::super::endpoint::Endpoint;
 use super::super::error::ForwardError;
-use super::super::tcp::connect;
+use super::super::tcp::connect_endpoint;
+use super::super::Context;
+use crate::tls::Alpn;
 
 #[derive(Debug)]
 pub struct Clients {
@@ -99,11 +101,12 @@ impl Http1Pool {
 
     /// Opens a new connection; `upgrades` keeps it usable after a 101 response.
     pub async fn connect(
-        addr: SocketAddr,
-        timeout: Duration,
+        cx: &Context,
+        endpoint: &Endpoint,
         upgrades: bool,
     ) -> Result<http1::SendRequest<Incoming>, ForwardError> {
-        let stream = connect(addr, timeout).await?;
+        let addr = endpoint.address;
+        let stream = connect_endpoint(cx, endpoint, Alpn::Http1).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -136,9 +139,10 @@ impl Http2Connection {
     /// A handle on the shared connection, connecting first when there is none.
     pub async fn get(
         &self,
-        addr: SocketAddr,
-        timeout: Duration,
+        cx: &Context,
+        endpoint: &Endpoint,
     ) -> Result<http2::SendRequest<Incoming>, ForwardError> {
+        let addr = endpoint.address;
         if let Some(sender) = self.current() {
             return Ok(sender);
         }
@@ -146,7 +150,7 @@ impl Http2Connection {
         if let Some(sender) = self.current() {
             return Ok(sender);
         }
-        let stream = connect(addr, timeout).await?;
+        let stream = connect_endpoint(cx, endpoint, Alpn::H2).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))

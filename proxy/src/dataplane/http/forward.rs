@@ -157,13 +157,12 @@ impl Handler {
     ) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>), Failure> {
         let pool = &endpoint.clients.http1;
         let addr = endpoint.address;
-        let timeout = self.cx.settings.connect_timeout;
         loop {
             let pooled = if upgrade { None } else { pool.checkout() };
             let reused = pooled.is_some();
             let mut sender = match pooled {
                 Some(sender) => sender,
-                None => match Http1Pool::connect(addr, timeout, upgrade).await {
+                None => match Http1Pool::connect(&self.cx, endpoint, upgrade).await {
                     Ok(sender) => sender,
                     Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
                 },
@@ -208,8 +207,7 @@ impl Handler {
         request: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>), Failure> {
         let addr = endpoint.address;
-        let timeout = self.cx.settings.connect_timeout;
-        let mut sender = match endpoint.clients.http2.get(addr, timeout).await {
+        let mut sender = match endpoint.clients.http2.get(&self.cx, endpoint).await {
             Ok(sender) => sender,
             Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
         };
