@@ -256,10 +256,22 @@ fn token_file(cp: &ControlPlane, dir: &Path, namespace: &str, account: &str) -> 
     path
 }
 
-#[test]
-fn proxies_talk_mtls_and_a_strict_inbound_accepts_only_mesh_certificates() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path();
+/// Two proxies with mesh certificates: `frontend-1` with an explicit port for
+/// shop/orders, and `orders-1` in front of the orders app, registered with its
+/// identity, in a service of the given mTLS mode.
+struct Mesh {
+    cp: ControlPlane,
+    server: Proxy,
+    client: Proxy,
+    /// The server proxy's inbound listener (its endpoint).
+    inbound: SocketAddr,
+    /// The client proxy's port for shop/orders.
+    listen: SocketAddr,
+    mesh_ca: TestCa,
+    other_ca: TestCa,
+}
+
+fn start_mesh(path: &Path, mode: &str) -> Mesh {
     let mesh_ca = TestCa::new(path, "mesh");
     let other_ca = TestCa::new(path, "other");
     let cp = ControlPlane::start(
@@ -273,7 +285,11 @@ fn proxies_talk_mtls_and_a_strict_inbound_accepts_only_mesh_certificates() {
             path.join("mesh-key.pem").to_str().expect("utf-8"),
         ],
     );
-    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(MESH));
+    weftctl_ok(
+        &cp.address(),
+        &["apply", "-f", "-"],
+        Some(&MESH.replace("STRICT", mode)),
+    );
 
     // The server: the orders app behind a proxy that registers itself.
     let app = app("orders-app").to_string();
@@ -322,27 +338,55 @@ fn proxies_talk_mtls_and_a_strict_inbound_accepts_only_mesh_certificates() {
     server.wait_ready();
     client.wait_ready();
 
+    Mesh {
+        cp,
+        server,
+        client,
+        inbound,
+        listen,
+        mesh_ca,
+        other_ca,
+    }
+}
+
+fn tls_count(proxy: &Proxy, direction: &str, peer: &str) -> f64 {
+    metric_value(
+        &proxy.metrics(),
+        &[
+            "weft_tls_connections_total",
+            &format!("direction=\"{direction}\""),
+            &format!("peer_identity=\"{peer}\""),
+        ],
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn proxies_talk_mtls_and_a_strict_inbound_accepts_only_mesh_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let Mesh {
+        server,
+        client,
+        inbound,
+        listen,
+        mesh_ca,
+        other_ca,
+        ..
+    } = start_mesh(path, "STRICT");
     wait_for("an answer through both proxies over mTLS", WAIT, || {
         matches!(http_get(listen, "/"), Ok((200, body)) if body == "orders-app").then_some(())
     });
-    let outbound = metric_value(
-        &client.metrics(),
-        &[
-            "weft_tls_connections_total",
-            "direction=\"outbound\"",
-            &format!("peer_identity=\"{ORDERS}\""),
-        ],
+    assert!(
+        tls_count(&client, "outbound", ORDERS) >= 1.0,
+        "{}",
+        client.metrics()
     );
-    assert!(outbound.unwrap_or(0.0) >= 1.0, "{}", client.metrics());
-    let inbound_tls = metric_value(
-        &server.metrics(),
-        &[
-            "weft_tls_connections_total",
-            "direction=\"inbound\"",
-            &format!("peer_identity=\"{FRONTEND}\""),
-        ],
+    assert!(
+        tls_count(&server, "inbound", FRONTEND) >= 1.0,
+        "{}",
+        server.metrics()
     );
-    assert!(inbound_tls.unwrap_or(0.0) >= 1.0, "{}", server.metrics());
 
     // STRICT: plaintext is closed.
     assert!(
@@ -377,4 +421,43 @@ fn proxies_talk_mtls_and_a_strict_inbound_accepts_only_mesh_certificates() {
     assert!(good.contains("Verify return code: 0"), "{good}");
     let san = server_identity(path, &good);
     assert!(san.contains(&format!("URI:{ORDERS}")), "{san}");
+}
+
+#[test]
+fn permissive_takes_both_and_disabled_serves_plaintext_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let mesh = start_mesh(path, "PERMISSIVE");
+    mesh.mesh_ca.leaf(path, "good", FRONTEND, -60, 3600);
+    let mesh_client = ["-cert", "good.pem", "-key", "good-key.pem"];
+
+    // PERMISSIVE: the proxies use mTLS, and a plaintext client is served too.
+    wait_for("an answer through both proxies", WAIT, || {
+        matches!(http_get(mesh.listen, "/"), Ok((200, body)) if body == "orders-app").then_some(())
+    });
+    assert!(tls_count(&mesh.client, "outbound", ORDERS) >= 1.0);
+    let (status, body) = http_get(mesh.inbound, "/").expect("plaintext");
+    assert_eq!((status, body.as_str()), (200, "orders-app"));
+    let good = s_client(path, mesh.inbound, &mesh_client);
+    assert!(served(&good), "{good}");
+
+    // DISABLED, applied live: the inbound stops speaking TLS, and the client
+    // proxy stops using it although the endpoint still has an identity.
+    weftctl_ok(
+        &mesh.cp.address(),
+        &["apply", "-f", "-"],
+        Some(&MESH.replace("STRICT", "DISABLED")),
+    );
+    wait_for("the inbound to refuse TLS", WAIT, || {
+        (!served(&s_client(path, mesh.inbound, &mesh_client))).then_some(())
+    });
+    let (status, body) = http_get(mesh.inbound, "/").expect("plaintext");
+    assert_eq!((status, body.as_str()), (200, "orders-app"));
+    let before = tls_count(&mesh.client, "outbound", ORDERS);
+    // A fresh connection each time (the app closes), so each request dials anew.
+    for _ in 0..3 {
+        let (status, body) = http_get(mesh.listen, "/").expect("through the mesh");
+        assert_eq!((status, body.as_str()), (200, "orders-app"));
+    }
+    assert_eq!(tls_count(&mesh.client, "outbound", ORDERS), before);
 }
