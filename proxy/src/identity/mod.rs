@@ -40,6 +40,25 @@ impl Identity {
         PrivateKeyDer::Pkcs8(self.key.clone_key())
     }
 
+    /// An identity made outside the manager, for tests of the TLS configs.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        spiffe_id: SpiffeId,
+        cert_chain: Vec<CertificateDer<'static>>,
+        key: PrivatePkcs8KeyDer<'static>,
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Identity {
+        Identity {
+            spiffe_id,
+            cert_chain,
+            key,
+            roots,
+            not_before: SystemTime::UNIX_EPOCH,
+            not_after: SystemTime::UNIX_EPOCH,
+            serial: String::new(),
+        }
+    }
+
     /// Whether the certificate is still valid at `now`.
     pub fn is_valid_at(&self, now: SystemTime) -> bool {
         self.not_before <= now && now < self.not_after

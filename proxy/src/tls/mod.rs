@@ -11,6 +11,9 @@
 
 pub mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
