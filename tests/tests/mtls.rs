@@ -271,7 +271,8 @@ struct Mesh {
     other_ca: TestCa,
 }
 
-fn start_mesh(path: &Path, mode: &str) -> Mesh {
+/// `cert_ttl` is the control plane's `--cert-ttl`: how often the proxies renew.
+fn start_mesh(path: &Path, mode: &str, cert_ttl: &str) -> Mesh {
     let mesh_ca = TestCa::new(path, "mesh");
     let other_ca = TestCa::new(path, "other");
     let cp = ControlPlane::start(
@@ -283,6 +284,8 @@ fn start_mesh(path: &Path, mode: &str) -> Mesh {
             path.join("mesh.pem").to_str().expect("utf-8"),
             "--ca-key",
             path.join("mesh-key.pem").to_str().expect("utf-8"),
+            "--cert-ttl",
+            cert_ttl,
         ],
     );
     weftctl_ok(
@@ -373,7 +376,7 @@ fn proxies_talk_mtls_and_a_strict_inbound_accepts_only_mesh_certificates() {
         mesh_ca,
         other_ca,
         ..
-    } = start_mesh(path, "STRICT");
+    } = start_mesh(path, "STRICT", "24h");
     wait_for("an answer through both proxies over mTLS", WAIT, || {
         matches!(http_get(listen, "/"), Ok((200, body)) if body == "orders-app").then_some(())
     });
@@ -427,7 +430,7 @@ fn proxies_talk_mtls_and_a_strict_inbound_accepts_only_mesh_certificates() {
 fn permissive_takes_both_and_disabled_serves_plaintext_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path();
-    let mesh = start_mesh(path, "PERMISSIVE");
+    let mesh = start_mesh(path, "PERMISSIVE", "24h");
     mesh.mesh_ca.leaf(path, "good", FRONTEND, -60, 3600);
     let mesh_client = ["-cert", "good.pem", "-key", "good-key.pem"];
 
@@ -460,4 +463,55 @@ fn permissive_takes_both_and_disabled_serves_plaintext_only() {
         assert_eq!((status, body.as_str()), (200, "orders-app"));
     }
     assert_eq!(tls_count(&mesh.client, "outbound", ORDERS), before);
+}
+
+fn renewals(proxy: &Proxy) -> f64 {
+    metric_value(
+        &proxy.metrics(),
+        &["weft_identity_renewals_total", "result=\"success\""],
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn a_renewed_certificate_is_served_and_mtls_keeps_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let mesh = start_mesh(path, "STRICT", "3s");
+    mesh.mesh_ca.leaf(path, "good", FRONTEND, -60, 3600);
+    let mesh_client = ["-cert", "good.pem", "-key", "good-key.pem"];
+    let first = s_client(path, mesh.inbound, &mesh_client);
+    assert!(served(&first), "{first}");
+    let first_cert = server_certificate(&first);
+
+    // Renewal at 70% of 3 s: the inbound rebuilds its config from the new one.
+    let renewed = renewals(&mesh.server);
+    let client_renewed = renewals(&mesh.client);
+    wait_for("the server proxy to renew", WAIT, || {
+        (renewals(&mesh.server) > renewed).then_some(())
+    });
+    wait_for(
+        "the inbound to present the renewed certificate",
+        WAIT,
+        || {
+            let output = s_client(path, mesh.inbound, &mesh_client);
+            (served(&output) && server_certificate(&output) != first_cert).then_some(())
+        },
+    );
+    // Once the client has renewed too, the mesh still answers over mTLS.
+    wait_for("the client proxy to renew", WAIT, || {
+        (renewals(&mesh.client) > client_renewed).then_some(())
+    });
+    let (status, body) = http_get(mesh.listen, "/").expect("through the mesh");
+    assert_eq!((status, body.as_str()), (200, "orders-app"));
+}
+
+/// The PEM of the first certificate in an `s_client -showcerts` output.
+fn server_certificate(output: &str) -> String {
+    let begin = output.find("-----BEGIN CERTIFICATE-----").unwrap_or(0);
+    let end = output[begin..]
+        .find("-----END CERTIFICATE-----")
+        .map(|e| e + begin)
+        .unwrap_or(begin);
+    output[begin..end].to_owned()
 }
