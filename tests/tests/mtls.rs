@@ -340,6 +340,12 @@ fn start_mesh(path: &Path, mode: &str, cert_ttl: &str) -> Mesh {
     );
     server.wait_ready();
     client.wait_ready();
+    // Until the server has announced its identity, its endpoint has none and a
+    // PERMISSIVE server is rightly reached in plaintext: wait for it.
+    wait_for("the client to see the server's identity", WAIT, || {
+        let endpoints = resource(&client.config_dump(), "endpoints", "shop/orders")?;
+        (endpoints["endpoints"][0]["identity"] == ORDERS).then_some(())
+    });
 
     Mesh {
         cp,
@@ -375,7 +381,8 @@ fn proxies_talk_mtls_and_a_strict_inbound_accepts_only_mesh_certificates() {
         listen,
         mesh_ca,
         other_ca,
-        ..
+        // Bound, not `..`: a dropped control plane would be killed at once.
+        cp: _cp,
     } = start_mesh(path, "STRICT", "24h");
     wait_for("an answer through both proxies over mTLS", WAIT, || {
         matches!(http_get(listen, "/"), Ok((200, body)) if body == "orders-app").then_some(())
