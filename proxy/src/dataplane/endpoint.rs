@@ -24,6 +24,9 @@ pub struct Endpoint {
     /// endpoint has no identity or its service's mode is DISABLED). Part of the
     /// endpoint's key in the registry, so a change makes a new endpoint and pool.
     pub tls: Option<SpiffeId>,
+    /// `weft_tls_connections_total` for this endpoint's identity, registered once
+    /// here rather than looked up per connection.
+    pub tls_connections: Option<metrics::Counter>,
     /// Updated in place when a snapshot changes only the weight.
     weight: AtomicU32,
     pub load: Load,
@@ -37,9 +40,17 @@ impl Endpoint {
         weight: u32,
         pool_max_idle: usize,
     ) -> Arc<Endpoint> {
+        let tls_connections = tls.as_ref().map(|id| {
+            metrics::counter!(
+                "weft_tls_connections_total",
+                "direction" => "outbound",
+                "peer_identity" => id.to_string()
+            )
+        });
         Arc::new(Endpoint {
             address,
             tls,
+            tls_connections,
             weight: AtomicU32::new(weight.max(1)),
             load: Load::new(balance::now()),
             clients: Clients::new(pool_max_idle),

@@ -65,12 +65,9 @@ pub async fn connect_endpoint(
     let connector = tokio_rustls::TlsConnector::from(config);
     match tokio::time::timeout(timeout, connector.connect(tls::server_name(), stream)).await {
         Ok(Ok(stream)) => {
-            metrics::counter!(
-                "weft_tls_connections_total",
-                "direction" => "outbound",
-                "peer_identity" => expected.to_string()
-            )
-            .increment(1);
+            if let Some(counter) = &endpoint.tls_connections {
+                counter.increment(1);
+            }
             Ok(Conn::Client(Box::new(stream)))
         }
         Ok(Err(source)) => Err(ForwardError::Connect { addr, source }),
