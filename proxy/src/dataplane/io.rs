@@ -1,5 +1,11 @@
-//! Connection accounting: an accepted stream that counts its bytes and reports
+//! Sockets as the HTTP code sees them: [`Socket`] writes with `send`/`sendmsg`,
+//! and [`Counted`] (an accepted connection) also counts its bytes and reports
 //! them, with the open/close counts, to its service's TCP metrics.
+//!
+//! Why not tokio's own `AsyncWrite`: it writes with `write`/`writev`, which go
+//! through the VFS layer (`fdget_pos`, `vfs_writev`) before reaching the socket;
+//! `send`/`sendmsg` go straight to it, which showed as a few percent of the proxy's
+//! CPU per HTTP request in profiles.
 //!
 //! Bytes are summed in plain fields and added to the shared counters when the
 //! connection closes, so the hot path touches no atomics per read or write.
@@ -7,9 +13,10 @@
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::metrics::ServiceMetrics;
@@ -75,7 +82,7 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let polled = poll_send(&self.inner, cx, |s| s.send(buf));
         if let Poll::Ready(Ok(n)) = polled {
             self.sent += n as u64;
         }
@@ -87,7 +94,7 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let polled = poll_send(&self.inner, cx, |s| s.send_vectored(bufs));
         if let Poll::Ready(Ok(n)) = polled {
             self.sent += n as u64;
         }
@@ -95,7 +102,7 @@ impl AsyncWrite for Counted {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -104,5 +111,66 @@ impl AsyncWrite for Counted {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A connected socket for upstream HTTP connections: reads as tokio does, writes
+/// with `send`/`sendmsg`.
+#[derive(Debug)]
+pub struct Socket(pub TcpStream);
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        poll_send(&self.0, cx, |s| s.send(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        poll_send(&self.0, cx, |s| s.send_vectored(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Runs a non-blocking send when the socket is writable, waiting for readiness
+/// again (and only then) when the kernel answers EAGAIN.
+fn poll_send(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    send: impl Fn(SockRef<'_>) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_write_ready(cx))?;
+        match stream.try_io(Interest::WRITABLE, || send(SockRef::from(stream))) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return Poll::Ready(result),
+        }
     }
 }

@@ -15,6 +15,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::super::error::ForwardError;
+use super::super::io::Socket;
 use super::super::tcp::connect;
 
 #[derive(Debug)]
@@ -105,7 +106,7 @@ impl Http1Pool {
     ) -> Result<http1::SendRequest<Incoming>, ForwardError> {
         let stream = connect(addr, timeout).await?;
         let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(Socket(stream)))
             .await
             .map_err(|source| ForwardError::Handshake { addr, source })?;
         if upgrades {
@@ -149,7 +150,7 @@ impl Http2Connection {
         let stream = connect(addr, timeout).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(Socket(stream)))
             .await
             .map_err(|source| ForwardError::Handshake { addr, source })?;
         tokio::spawn(async move {
