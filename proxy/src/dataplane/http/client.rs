@@ -143,6 +143,16 @@ impl Http2Connection {
         if let Some(sender) = self.current() {
             return Ok(sender);
         }
+        // Boxed: connecting is rare, and its large future would otherwise bloat
+        // every request's state machine.
+        Box::pin(self.connect(addr, timeout)).await
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<http2::SendRequest<Incoming>, ForwardError> {
         let _connecting = self.connecting.lock().await;
         if let Some(sender) = self.current() {
             return Ok(sender);
