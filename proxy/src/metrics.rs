@@ -99,6 +99,27 @@ fn describe() {
         "Captured connections to a destination that is no mesh service, forwarded unchanged."
     );
     describe_gauge!(ENDPOINTS, "Endpoints of each service, by health state.");
+    // The discovery client's metrics, described here so that every series on
+    // /metrics has HELP text (`promtool check metrics` fails without it).
+    // Describing is first-wins and idempotent, so the discovery module may add
+    // its own later.
+    describe_gauge!(
+        "weft_control_plane_connected",
+        "1 while the discovery stream to the control plane is up."
+    );
+    describe_counter!(
+        "weft_control_plane_reconnects_total",
+        "Discovery streams lost (each followed by a reconnect attempt)."
+    );
+    describe_counter!(
+        "weft_config_updates_total",
+        "Configuration pushes applied, by resource type and result (ack or nack)."
+    );
+    describe_gauge!("weft_config_resources", "Resources held, by type.");
+    describe_gauge!(
+        "weft_config_version",
+        "Highest resource version held, by type."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the labels describe this build.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

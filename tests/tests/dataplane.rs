@@ -176,4 +176,30 @@ fn requests_cross_two_proxies_configured_by_the_control_plane() {
     let received = metric_value(&inbound, &["weft_requests_total{", "direction=\"inbound\""])
         .expect("inbound request counter");
     assert!(received >= 15.0, "{inbound}");
+
+    // A live proxy connected to its control plane exposes lint-clean metrics.
+    for text in [&outbound, &inbound] {
+        promtool_check(text);
+    }
+}
+
+/// Fails (never skips) when promtool is missing.
+fn promtool_check(text: &str) {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool (install the Debian package `prometheus`)");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).expect("feed promtool");
+    }
+    let output = child.wait_with_output().expect("promtool output");
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\n---\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

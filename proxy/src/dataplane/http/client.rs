@@ -142,10 +142,20 @@ impl Http2Connection {
         cx: &Context,
         endpoint: &Endpoint,
     ) -> Result<http2::SendRequest<Incoming>, ForwardError> {
-        let addr = endpoint.address;
         if let Some(sender) = self.current() {
             return Ok(sender);
         }
+        // Boxed: connecting is rare, and its large future would otherwise bloat
+        // every request's state machine.
+        Box::pin(self.connect(cx, endpoint)).await
+    }
+
+    async fn connect(
+        &self,
+        cx: &Context,
+        endpoint: &Endpoint,
+    ) -> Result<http2::SendRequest<Incoming>, ForwardError> {
+        let addr = endpoint.address;
         let _connecting = self.connecting.lock().await;
         if let Some(sender) = self.current() {
             return Ok(sender);

@@ -162,7 +162,9 @@ impl Handler {
             let reused = pooled.is_some();
             let mut sender = match pooled {
                 Some(sender) => sender,
-                None => match Http1Pool::connect(&self.cx, endpoint, upgrade).await {
+                // Boxed: connecting is rare on a warm pool, and its large future
+                // would otherwise bloat every request's state machine.
+                None => match Box::pin(Http1Pool::connect(&self.cx, endpoint, upgrade)).await {
                     Ok(sender) => sender,
                     Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
                 },
