@@ -70,8 +70,12 @@ app() { # name, port, body
   printf '%s\n' "$3" >"$state/www-$1/index.html"
   start "app-$1" python3 -m http.server "$2" --bind 127.0.0.1 --directory "$state/www-$1"
 }
+# Each sidecar proves its identity with a join token and gets a certificate for
+# spiffe://cluster.local/ns/shop/sa/<service>; traffic between sidecars is then mTLS.
+token() { "$bin/weftctl" token create --namespace shop --service-account "$1" --ttl 1h; }
 sidecar() { # name, service, zone, inbound port, app port, admin port
   start "sidecar-$1" "$bin/weft-proxy" --node-id "$1" --namespace shop --service "$2" \
+    --service-account "$2" --identity-token "$(token "$2")" \
     --workload-address 127.0.0.1 --workload-port "http=$4" --zone "$3" --region eu-west \
     --inbound "127.0.0.1:$4" --inbound-forward "127.0.0.1:$5" \
     --admin "127.0.0.1:$6" --outbound "127.0.0.1:$(( $6 + 1000 ))"
@@ -85,6 +89,7 @@ sidecar orders-1 orders eu-west-1a 17111 18091 17211
 
 # The client: an app that reaches services through explicit upstream ports.
 start sidecar-frontend "$bin/weft-proxy" --node-id frontend --namespace shop \
+  --service-account frontend --identity-token "$(token frontend)" \
   --admin 127.0.0.1:17290 --outbound 127.0.0.1:18290 --inbound 127.0.0.1:17190 \
   --upstream shop/products=127.0.0.1:17301 --upstream shop/orders=127.0.0.1:17302
 for admin in 17201 17202 17211 17290; do wait_http "http://127.0.0.1:$admin/ready"; done
@@ -104,7 +109,7 @@ while :; do
     echo
     "$bin/weftctl" status
     echo "requests so far: $ok ok, $failed failed; the frontend sidecar counts:"
-    curl -fs http://127.0.0.1:17290/metrics | grep -E '^weft_requests_total' | sed 's/^/  /' || true
+    curl -fs http://127.0.0.1:17290/metrics | grep -E '^weft_(requests_total|tls_connections_total)' | sed 's/^/  /' || true
   fi
   if [ "$duration" -gt 0 ] && [ $((now - started)) -ge "$duration" ]; then break; fi
 done

@@ -236,6 +236,10 @@ impl StreamState {
         }
         for (kind, versions) in known {
             if let Some(state) = types.get_mut(&kind) {
+                // What a reconnecting proxy holds it acknowledged on its earlier stream;
+                // resources it holds at the current version are not sent again, so
+                // nothing else would ever count them as acknowledged.
+                state.acked_version = versions.iter().map(|(_, v)| *v).max().unwrap_or(0);
                 state.held = Held::announced(versions);
             }
         }
