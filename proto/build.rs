@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "weft/v1/resources.proto",
         "weft/v1/discovery.proto",
         "weft/v1/admin.proto",
+        "weft/v1/identity.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -7,7 +7,7 @@
 //! ACKed the change. Reports p50/p99/max of write-to-ACK and the control plane's
 //! resident memory per connected proxy.
 //!
-//! Run with `bench/propagation.sh` (release build), or:
+//! Run with `bench/propagation.sh` (release build, open-file limit raised), or:
 //! `cargo run --release -p weft-control-plane --example propagation -- 1 100 1000`
 
 use std::net::SocketAddr;
@@ -44,8 +44,8 @@ async fn main() -> Result<(), Error> {
         "mesh: {SERVICES} services x {ENDPOINTS} endpoints ({} resources); debounce: control-plane default",
         SERVICES * 2
     );
-    println!("| proxies | writes | p50 write->ACK | p99 write->ACK | max | initial sync of all proxies | CP RSS before | CP RSS with proxies | per proxy |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| proxies | writes | p50 write->ACK | p99 write->ACK | max | initial sync of all proxies | CP RSS before | CP RSS with proxies | per proxy | CP RSS after they left |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for n in counts {
         run(n).await?;
     }
@@ -89,13 +89,39 @@ async fn start_control_plane() -> Result<ControlPlane, Error> {
         .port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let data = tempfile::tempdir()?;
-    let child = Command::new(binary()?)
+    // Pinned apart from the simulated proxies (this process runs on the other CPU, see
+    // bench/propagation.sh), as the control plane and the proxies would be on separate
+    // machines.
+    let mut command = match std::env::var("BENCH_CONTROL_PLANE_CPU") {
+        Ok(cpu) => {
+            let mut taskset = Command::new("taskset");
+            taskset.arg("-c").arg(cpu).arg(binary()?);
+            taskset
+        }
+        // A profiler to run the control plane under (e.g. `heaptrack`); RSS is then
+        // the wrapper's, so only its own report is meaningful.
+        Err(_) => match std::env::var("BENCH_CONTROL_PLANE_WRAPPER") {
+            Ok(wrapper) => {
+                let mut words = wrapper.split_whitespace();
+                let mut command = Command::new(words.next().ok_or("empty wrapper")?);
+                command.args(words).arg(binary()?);
+                command
+            }
+            Err(_) => Command::new(binary()?),
+        },
+    };
+    let child = command
         .arg("--listen")
         .arg(addr.to_string())
         .arg("--data-dir")
         .arg(data.path())
         .arg("--log")
         .arg("warn")
+        .args(
+            std::env::var("BENCH_DEBOUNCE_MS")
+                .map(|ms| vec!["--debounce-ms".to_owned(), ms])
+                .unwrap_or_default(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -137,6 +163,7 @@ fn service(i: usize) -> v1::Resource {
         virtual_ips: vec![format!("10.96.{}.{}", i / 250, i % 250 + 1)],
         hostnames: vec![format!("svc-{i}.bench")],
         load_balancer: String::new(),
+        mtls: String::new(),
     };
     v1::Resource {
         name: String::new(),
@@ -161,6 +188,7 @@ fn endpoints(i: usize, generation: usize) -> v1::Resource {
                 }),
                 labels: Default::default(),
                 health: String::new(),
+                identity: String::new(),
             })
             .collect(),
     };
@@ -197,7 +225,7 @@ async fn simulated_proxy(
     })
     .await?;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-    let mut types_seen = 0;
+    let mut received = 0;
     while let Some(response) = inbound.message().await? {
         let mut decoded = 0usize;
         let (name, port) = watched.borrow_and_update().clone();
@@ -214,7 +242,7 @@ async fn simulated_proxy(
                     hit |= resource.name == name
                         && message.endpoints.first().map(|e| e.port) == Some(port);
                 }
-                None => {}
+                Some(Kind::TrustBundle) | None => {}
             }
         }
         std::hint::black_box(decoded);
@@ -225,9 +253,10 @@ async fn simulated_proxy(
         })
         .await?;
         let now = Instant::now();
-        types_seen += 1;
-        if types_seen == Kind::ALL.len() {
-            let _ = reports.send((usize::MAX, now)); // initial sync done
+        let before = received;
+        received += response.resources.len();
+        if before < SERVICES * 2 && received >= SERVICES * 2 {
+            let _ = reports.send((usize::MAX, now)); // holds the whole mesh
         }
         if hit {
             let _ = reports.send((id, now));
@@ -263,13 +292,14 @@ async fn run(proxies: usize) -> Result<(), Error> {
     let (watch_tx, watch_rx) = watch::channel((String::new(), 0u32));
     let (report_tx, mut reports) = mpsc::unbounded_channel();
     let started = Instant::now();
+    let mut tasks = Vec::with_capacity(proxies);
     for id in 0..proxies {
         let (addr, watched, reports) = (cp.addr, watch_rx.clone(), report_tx.clone());
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             if let Err(e) = simulated_proxy(id, addr, watched, reports).await {
                 eprintln!("simulated proxy {id}: {e}");
             }
-        });
+        }));
     }
     let mut synced = 0;
     while synced < proxies {
@@ -282,6 +312,17 @@ async fn run(proxies: usize) -> Result<(), Error> {
     let initial_sync = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_with = rss_kib(cp.child.id());
+    if let Some(secs) = std::env::var("BENCH_HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        // Time to look at the control plane from outside (smaps, gdb, perf).
+        eprintln!(
+            "control plane pid {} with {proxies} proxies; holding {secs} s",
+            cp.child.id()
+        );
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
 
     let writes = match proxies {
         0..=10 => 200,
@@ -302,6 +343,7 @@ async fn run(proxies: usize) -> Result<(), Error> {
                 resources: vec![endpoints(target, w + 1)],
             })
             .await?;
+        let first_sample = samples.len();
         let mut seen = vec![false; proxies];
         let mut count = 0;
         while count < proxies {
@@ -314,10 +356,24 @@ async fn run(proxies: usize) -> Result<(), Error> {
                 samples.push(at.duration_since(start));
             }
         }
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            let slowest = samples[first_sample..]
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or_default();
+            eprintln!("write {w}: every proxy had it after {}", ms(slowest));
+        }
     }
     samples.sort();
+    // Memory the proxies leave behind shows what the allocator keeps from the bursts.
+    for task in &tasks {
+        task.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let rss_after = rss_kib(cp.child.id());
     println!(
-        "| {proxies} | {writes} | {} | {} | {} | {} | {} MiB | {} MiB | {:.1} KiB |",
+        "| {proxies} | {writes} | {} | {} | {} | {} | {} MiB | {} MiB | {:.1} KiB | {} MiB |",
         ms(percentile(&samples, 0.5)),
         ms(percentile(&samples, 0.99)),
         ms(*samples.last().unwrap_or(&Duration::ZERO)),
@@ -325,6 +381,7 @@ async fn run(proxies: usize) -> Result<(), Error> {
         rss_before / 1024,
         rss_with / 1024,
         rss_with.saturating_sub(rss_before) as f64 / proxies.max(1) as f64,
+        rss_after / 1024,
     );
     Ok(())
 }

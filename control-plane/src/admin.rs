@@ -1,4 +1,5 @@
-//! The Admin gRPC service: apply, get, list, delete, and the connected proxies.
+//! The Admin gRPC service: apply, get, list, delete, the connected proxies, join
+//! tokens and the CA.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use weft_proto::resource::Kind;
 use weft_proto::v1;
 
 use crate::apply::Applier;
+use crate::identity::{unix_now, Ca, Tokens};
 use crate::registry::Registry;
 use crate::store::{Record, Store};
 
@@ -14,6 +16,8 @@ pub struct AdminService {
     pub applier: Arc<Applier>,
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
+    pub ca: Arc<Ca>,
+    pub tokens: Arc<Tokens>,
 }
 
 fn kind_of(type_url: &str) -> Result<Kind, Status> {
@@ -99,5 +103,71 @@ impl v1::admin_server::Admin for AdminService {
         Ok(Response::new(v1::ListProxiesResponse {
             proxies: self.registry.statuses(),
         }))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        let request = request.into_inner();
+        let (record, secret) = self
+            .tokens
+            .create(
+                &request.namespace,
+                &request.service_account,
+                request.ttl_seconds,
+                unix_now(),
+            )
+            .await?;
+        tracing::info!(token = %record.id, namespace = %record.namespace, service_account = %record.service_account, expires_at = record.expires_at, "join token created");
+        Ok(Response::new(v1::CreateTokenResponse {
+            token: Some(record.to_proto()),
+            secret,
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        _request: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        let tokens = self.tokens.list().await?;
+        Ok(Response::new(v1::ListTokensResponse {
+            tokens: tokens.iter().map(|t| t.to_proto()).collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::Token>, Status> {
+        let id = request.into_inner().id;
+        match self.tokens.revoke(&id).await? {
+            Some(record) => {
+                tracing::info!(token = %record.id, "join token revoked");
+                Ok(Response::new(record.to_proto()))
+            }
+            None => Err(Status::not_found(format!("token {id:?} not found"))),
+        }
+    }
+
+    async fn get_ca(
+        &self,
+        _request: Request<v1::GetCaRequest>,
+    ) -> Result<Response<v1::CaStatus>, Status> {
+        Ok(Response::new(self.ca.status()))
+    }
+
+    async fn rotate_ca(
+        &self,
+        _request: Request<v1::RotateCaRequest>,
+    ) -> Result<Response<v1::CaStatus>, Status> {
+        Ok(Response::new(self.ca.rotate().await?))
+    }
+
+    async fn finish_ca_rotation(
+        &self,
+        _request: Request<v1::FinishCaRotationRequest>,
+    ) -> Result<Response<v1::CaStatus>, Status> {
+        Ok(Response::new(self.ca.finish_rotation().await?))
     }
 }

@@ -59,6 +59,7 @@ impl Applier {
         for (i, resource) in resources.iter().enumerate() {
             let body = resource::decode_resource(resource)
                 .map_err(|e| ApplyError::Invalid(format!("resources[{i}]: {e}")))?;
+            refuse_managed(body.kind())?;
             if bodies
                 .iter()
                 .any(|b: &Body| b.kind() == body.kind() && b.name() == body.name())
@@ -105,6 +106,7 @@ impl Applier {
     }
 
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<Option<u64>, ApplyError> {
+        refuse_managed(kind)?;
         let _guard = self.write_lock.lock().await;
         Ok(self.store.delete(kind, name).await?)
     }
@@ -131,11 +133,19 @@ impl Applier {
     }
 }
 
-fn encode(body: &Body) -> Vec<u8> {
-    match body {
-        Body::Service(s) => s.to_proto().encode_to_vec(),
-        Body::Endpoints(e) => e.to_proto().encode_to_vec(),
+/// The trust bundle follows the CA's state; an operator's write would make proxies
+/// trust a root the CA does not know (or drop one it signs with).
+fn refuse_managed(kind: Kind) -> Result<(), ApplyError> {
+    if kind == Kind::TrustBundle {
+        return Err(ApplyError::Invalid(
+            "TrustBundle is managed by the control plane's CA; use `weftctl ca rotate` and `weftctl ca finish-rotation`".to_owned(),
+        ));
     }
+    Ok(())
+}
+
+fn encode(body: &Body) -> Vec<u8> {
+    body.encode()
 }
 
 /// No two services may claim one virtual address and port, or one host name.

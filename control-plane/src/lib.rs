@@ -8,6 +8,7 @@
 //!   registered workloads), debounced so a burst of writes is one rebuild.
 //! - [`discovery`]: the per-proxy delta stream (diffs, nonces, ACK/NACK).
 //! - [`registry`]: connected proxies, their sync state, and registration grace.
+//! - [`identity`]: the CA, join tokens and the Identity service (certificates).
 //! - [`admin`]: the Admin gRPC service.
 //! - [`server`]: wires the parts onto one gRPC port.
 //! - [`cli`]: the pure parts of the `weftctl` CLI (documents, tables, output).
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod apply;
 pub mod cli;
 pub mod discovery;
+pub mod identity;
 pub mod registry;
 pub mod server;
 pub mod store;

@@ -1,5 +1,5 @@
-//! Wires the control plane together on one gRPC port: Admin, Discovery and the
-//! standard grpc.health.v1 service.
+//! Wires the control plane together on one gRPC port: Admin, Discovery, Identity and
+//! the standard grpc.health.v1 service.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,12 +11,16 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use weft_proto::model::TrustDomain;
 use weft_proto::v1::admin_server::AdminServer;
 use weft_proto::v1::discovery_server::DiscoveryServer;
+use weft_proto::v1::identity_server::IdentityServer;
 
 use crate::admin::AdminService;
 use crate::apply::Applier;
 use crate::discovery::DiscoveryService;
+use crate::identity::{parse_duration, Ca, CaFiles, CaSource, IdentityService, Tokens};
 use crate::registry::Registry;
 use crate::store::{EmbeddedStore, Store};
 use crate::view;
@@ -40,6 +44,52 @@ pub struct Config {
     /// Log filter (tracing-subscriber syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
+    /// The SPIFFE trust domain of every identity this control plane issues.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Lifetime of issued certificates (`24h`, `90m`, `3s`); proxies renew at ~70%.
+    #[arg(long, env = "WEFT_CERT_TTL", default_value = "24h")]
+    pub cert_ttl: String,
+    /// The CA certificate (PEM) that signs leaves; with --ca-key. Without both, a CA
+    /// is generated at first start and kept in the store.
+    #[arg(long, env = "WEFT_CA_CERT", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The CA's private key (PEM, PKCS#8). Never logged or sent anywhere.
+    #[arg(long, env = "WEFT_CA_KEY", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// When --ca-cert is an intermediate: the certificates above it, up to and
+    /// including the root (PEM).
+    #[arg(long, env = "WEFT_CA_CHAIN", requires = "ca_cert")]
+    pub ca_chain: Option<PathBuf>,
+}
+
+impl Config {
+    /// The CA settings, checked; every problem is reported.
+    pub fn ca_source(&self) -> Result<CaSource, Vec<String>> {
+        let mut errors = Vec::new();
+        let trust_domain = TrustDomain::new(&self.trust_domain)
+            .map_err(|e| errors.push(format!("--trust-domain: {}", e.reason)))
+            .ok();
+        let cert_ttl = parse_duration(&self.cert_ttl)
+            .map_err(|e| errors.push(format!("--cert-ttl: {e}")))
+            .ok();
+        let files = match (&self.ca_cert, &self.ca_key) {
+            (Some(cert), Some(key)) => Some(CaFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                chain: self.ca_chain.clone(),
+            }),
+            _ => None,
+        };
+        match (trust_domain, cert_ttl) {
+            (Some(trust_domain), Some(cert_ttl)) if errors.is_empty() => Ok(CaSource {
+                trust_domain,
+                cert_ttl,
+                files,
+            }),
+            _ => Err(errors),
+        }
+    }
 }
 
 /// Opens the store, builds the first view and serves until `shutdown` resolves.
@@ -48,7 +98,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let ca_source = config
+        .ca_source()
+        .map_err(|errors| anyhow::anyhow!("{}", errors.join("; ")))?;
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&config.data_dir)?);
+    // Before the first view: the trust bundle is then in it from the start.
+    let ca = Arc::new(Ca::open(ca_source, store.clone()).await?);
+    let tokens = Arc::new(Tokens::new(store.clone()));
     let contents = store.contents().await?;
     let leftovers: Vec<String> = contents
         .registrations
@@ -72,6 +128,12 @@ pub async fn run(
         applier: Arc::new(Applier::new(store.clone())),
         store: store.clone(),
         registry: registry.clone(),
+        ca: ca.clone(),
+        tokens: tokens.clone(),
+    };
+    let identity = IdentityService {
+        ca: ca.clone(),
+        tokens,
     };
     let discovery = DiscoveryService {
         view: view_rx,
@@ -83,13 +145,26 @@ pub async fn run(
     health
         .set_serving::<DiscoveryServer<DiscoveryService>>()
         .await;
+    health
+        .set_serving::<IdentityServer<IdentityService>>()
+        .await;
 
     tracing::info!(
         addr = %listener.local_addr()?,
         data_dir = %config.data_dir.display(),
         revision = contents.revision,
+        trust_domain = %ca.trust_domain(),
         "control plane serving"
     );
+    // Nagle off on every accepted connection: tonic's own `tcp_nodelay` only applies
+    // when it binds the listener itself. With Nagle on, a small unary answer (a
+    // Certify, an Admin call) waited for the peer's delayed ACK: ~40 ms per call.
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.and_then(|stream| {
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    });
     tonic::transport::Server::builder()
         // Notice proxies that vanished without closing (a partition, a frozen node).
         .http2_keepalive_interval(Some(Duration::from_secs(15)))
@@ -97,7 +172,8 @@ pub async fn run(
         .add_service(health_service)
         .add_service(AdminServer::new(admin))
         .add_service(DiscoveryServer::new(discovery))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_service(IdentityServer::new(identity))
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -39,6 +39,21 @@ pub struct View {
     /// The store revision this view was built from.
     pub revision: u64,
     pub types: BTreeMap<Kind, Arc<TypeView>>,
+    /// How each type differs from the previous view's, computed once per rebuild so
+    /// that a proxy which held the previous view is diffed in O(changes), not O(mesh).
+    pub deltas: BTreeMap<Kind, Arc<Delta>>,
+    /// The highest version of each kind, computed once per rebuild: every stream
+    /// reports it after every push and ACK, and walking the mesh there made status
+    /// reporting the largest CPU cost of a push.
+    latest: BTreeMap<Kind, u64>,
+}
+
+/// The change from one type view to the next.
+#[derive(Debug, Default, PartialEq)]
+pub struct Delta {
+    pub from: Arc<TypeView>,
+    pub changed: Vec<Arc<str>>,
+    pub removed: Vec<Arc<str>>,
 }
 
 impl View {
@@ -46,12 +61,13 @@ impl View {
         self.types.get(&kind).cloned().unwrap_or_default()
     }
 
+    pub fn delta(&self, kind: Kind) -> Option<&Delta> {
+        self.deltas.get(&kind).map(|d| d.as_ref())
+    }
+
     /// The highest version among the resources of a kind (0 when there are none).
     pub fn latest_version(&self, kind: Kind) -> u64 {
-        self.types
-            .get(&kind)
-            .and_then(|t| t.values().map(|e| e.version).max())
-            .unwrap_or(0)
+        self.latest.get(&kind).copied().unwrap_or(0)
     }
 }
 
@@ -85,6 +101,7 @@ pub fn build(contents: &Contents, previous: Option<&View>) -> View {
     merge_registrations(contents, built.entry(Kind::Endpoints).or_default());
 
     let mut types = BTreeMap::new();
+    let mut deltas = BTreeMap::new();
     for (kind, resources) in built {
         let before = previous.map(|p| p.of(kind));
         let mut view = TypeView::new();
@@ -103,11 +120,47 @@ pub fn build(contents: &Contents, previous: Option<&View>) -> View {
             };
             view.insert(Arc::from(name), Entry { version, body });
         }
-        types.insert(kind, Arc::new(view));
+        match before {
+            // Unchanged: keep the very same map, which proxies compare by pointer.
+            Some(before) if *before == view => {
+                types.insert(kind, before);
+            }
+            Some(before) => {
+                deltas.insert(kind, Arc::new(delta(&before, &view)));
+                types.insert(kind, Arc::new(view));
+            }
+            None => {
+                types.insert(kind, Arc::new(view));
+            }
+        }
     }
+    let latest = types
+        .iter()
+        .map(|(kind, view)| (*kind, view.values().map(|e| e.version).max().unwrap_or(0)))
+        .collect();
     View {
         revision: contents.revision,
         types,
+        deltas,
+        latest,
+    }
+}
+
+fn delta(from: &Arc<TypeView>, to: &TypeView) -> Delta {
+    let changed = to
+        .iter()
+        .filter(|(name, entry)| from.get(*name).map(|e| e.version) != Some(entry.version))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let removed = from
+        .keys()
+        .filter(|name| !to.contains_key(*name))
+        .cloned()
+        .collect();
+    Delta {
+        from: from.clone(),
+        changed,
+        removed,
     }
 }
 
@@ -156,6 +209,7 @@ fn merge_registrations(contents: &Contents, endpoints: &mut BTreeMap<String, Bui
                     locality: workload.locality.clone(),
                     labels: workload.labels.clone(),
                     health: String::new(),
+                    identity: workload.identity.clone(),
                 });
             }
         }
@@ -195,7 +249,13 @@ pub async fn maintain(store: Arc<dyn Store>, debounce: Duration, view: watch::Se
         };
         let current = view.borrow().clone();
         let next = build(&contents, Some(&current));
-        if next.types != current.types {
+        let changed = next.types.iter().any(|(kind, map)| {
+            !current
+                .types
+                .get(kind)
+                .is_some_and(|old| Arc::ptr_eq(old, map))
+        });
+        if changed {
             tracing::debug!(revision = next.revision, "publishing a new view");
             view.send_replace(Arc::new(next));
         }

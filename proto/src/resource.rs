@@ -20,15 +20,18 @@ const TYPE_PREFIX: &str = "type.googleapis.com/";
 pub enum Kind {
     Service,
     Endpoints,
+    /// Published by the control plane's CA, never applied by operators.
+    TrustBundle,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Service, Kind::Endpoints];
+    pub const ALL: [Kind; 3] = [Kind::Service, Kind::Endpoints, Kind::TrustBundle];
 
     pub fn type_url(self) -> &'static str {
         match self {
             Kind::Service => "type.googleapis.com/weft.v1.Service",
             Kind::Endpoints => "type.googleapis.com/weft.v1.Endpoints",
+            Kind::TrustBundle => "type.googleapis.com/weft.v1.TrustBundle",
         }
     }
 
@@ -37,6 +40,7 @@ impl Kind {
         match self {
             Kind::Service => "Service",
             Kind::Endpoints => "Endpoints",
+            Kind::TrustBundle => "TrustBundle",
         }
     }
 
@@ -49,6 +53,7 @@ impl Kind {
         match text.to_ascii_lowercase().as_str() {
             "service" | "services" | "svc" => Some(Kind::Service),
             "endpoints" | "endpoint" | "ep" => Some(Kind::Endpoints),
+            "trustbundle" | "trustbundles" | "trust-bundle" | "tb" => Some(Kind::TrustBundle),
             _ => None,
         }
     }
@@ -65,6 +70,7 @@ impl fmt::Display for Kind {
 pub enum Body {
     Service(model::Service),
     Endpoints(model::Endpoints),
+    TrustBundle(model::TrustBundle),
 }
 
 impl Body {
@@ -72,6 +78,7 @@ impl Body {
         match self {
             Body::Service(_) => Kind::Service,
             Body::Endpoints(_) => Kind::Endpoints,
+            Body::TrustBundle(_) => Kind::TrustBundle,
         }
     }
 
@@ -79,6 +86,7 @@ impl Body {
         match self {
             Body::Service(s) => &s.name,
             Body::Endpoints(e) => &e.name,
+            Body::TrustBundle(b) => &b.name,
         }
     }
 
@@ -86,6 +94,16 @@ impl Body {
         match self {
             Body::Service(s) => to_any(Kind::Service, &s.to_proto()),
             Body::Endpoints(e) => to_any(Kind::Endpoints, &e.to_proto()),
+            Body::TrustBundle(b) => to_any(Kind::TrustBundle, &b.to_proto()),
+        }
+    }
+
+    /// The encoded message of the body's kind, as stored and streamed.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Body::Service(s) => s.to_proto().encode_to_vec(),
+            Body::Endpoints(e) => e.to_proto().encode_to_vec(),
+            Body::TrustBundle(b) => b.to_proto().encode_to_vec(),
         }
     }
 }
@@ -130,6 +148,12 @@ pub fn decode(any: &Any) -> Result<Body, DecodeError> {
             let msg = v1::Endpoints::decode(any.value.as_slice()).map_err(malformed)?;
             model::Endpoints::try_from(&msg)
                 .map(Body::Endpoints)
+                .map_err(|e| invalid(&msg.namespace, &msg.name, e))
+        }
+        Kind::TrustBundle => {
+            let msg = v1::TrustBundle::decode(any.value.as_slice()).map_err(malformed)?;
+            model::TrustBundle::try_from(&msg)
+                .map(Body::TrustBundle)
                 .map_err(|e| invalid(&msg.namespace, &msg.name, e))
         }
     }

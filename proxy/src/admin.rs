@@ -59,16 +59,17 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut drain: Watch) {
 fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
-        (&Method::GET, "/ready") => {
-            if admin.shared.is_ready() {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: no configuration received yet\n",
-                )
-            }
-        }
+        (&Method::GET, "/ready") => match admin.shared.not_ready_reason() {
+            None => text(StatusCode::OK, "ready\n"),
+            Some("no certificate yet") => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: no certificate yet\n",
+            ),
+            Some(_) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: no configuration received yet\n",
+            ),
+        },
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(admin.metrics.render())))
@@ -81,6 +82,7 @@ fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 "control_plane": admin.shared.connection(),
                 "config": admin.shared.config,
                 "resources": dump_resources(&snapshot),
+                "identity": admin.shared.identity.dump(),
             });
             let text_body = serde_json::to_string_pretty(&body).unwrap_or_default();
             Response::builder()
@@ -131,6 +133,7 @@ fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
                     "zone": e.locality.zone,
                     "labels": e.labels,
                     "health": e.health.as_str(),
+                    "identity": e.identity.as_ref().map(ToString::to_string),
                 })).collect::<Vec<_>>(),
             })
         })

@@ -82,6 +82,19 @@ pub struct Args {
     /// Log filter (tracing-subscriber syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
+    /// Join token for a certificate (`weftctl token create`). Prefer the file form:
+    /// a flag's value is visible in the process list. Without a token, identity (and
+    /// so mTLS) is off.
+    #[arg(long, env = "WEFT_IDENTITY_TOKEN", hide_env_values = true)]
+    pub identity_token: Option<String>,
+    /// A file holding the join token, read again at every renewal (so a rotated
+    /// Kubernetes projected token is picked up).
+    #[arg(long, env = "WEFT_IDENTITY_TOKEN_FILE")]
+    pub identity_token_file: Option<PathBuf>,
+    /// The service account this proxy's identity names, with --namespace:
+    /// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
+    #[arg(long, env = "WEFT_SERVICE_ACCOUNT", default_value = "default")]
+    pub service_account: String,
 }
 
 /// The validated configuration, serializable for `/config_dump`.
@@ -102,6 +115,54 @@ pub struct Config {
     pub static_config: Option<PathBuf>,
     pub workers: usize,
     pub log: String,
+    /// `None`: no token, identity disabled.
+    pub identity: Option<IdentityConfig>,
+}
+
+/// What the certificate manager needs. The trust domain is not configured: it comes
+/// from the control plane's trust bundle, then from the certificate.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityConfig {
+    pub token: TokenSource,
+    pub service_account: String,
+}
+
+/// Where the join token comes from. Neither `Debug` nor `/config_dump` shows an
+/// inline token.
+#[derive(Clone)]
+pub enum TokenSource {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl TokenSource {
+    /// The token, read now (a file may have been rotated since the last read).
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            TokenSource::Inline(token) => Ok(token.clone()),
+            TokenSource::File(path) => std::fs::read_to_string(path)
+                .map(|text| text.trim().to_owned())
+                .map_err(|e| format!("reading the token file {}: {e}", path.display())),
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Inline(_) => f.write_str("Inline(<redacted>)"),
+            TokenSource::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+impl Serialize for TokenSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TokenSource::Inline(_) => s.serialize_str("<inline token, redacted>"),
+            TokenSource::File(path) => s.serialize_str(&path.display().to_string()),
+        }
+    }
 }
 
 /// The control plane's address, resolved anew on every connection attempt.
@@ -205,6 +266,7 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
             errors.push(format!("--log: {e}"));
         }
+        let identity = parse_identity(&args, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -223,8 +285,47 @@ impl Config {
             static_config: args.static_config,
             workers,
             log: args.log,
+            identity,
         })
     }
+}
+
+fn parse_identity(args: &Args, errors: &mut Vec<String>) -> Option<IdentityConfig> {
+    if let Err(e) = validate_label("service_account", &args.service_account) {
+        errors.push(format!("--service-account: {}", e.reason));
+    }
+    let token = match (&args.identity_token, &args.identity_token_file) {
+        (Some(_), Some(_)) => {
+            errors
+                .push("--identity-token and --identity-token-file: give one, not both".to_owned());
+            return None;
+        }
+        (Some(token), None) if token.trim().is_empty() => {
+            errors.push("--identity-token: must not be empty".to_owned());
+            return None;
+        }
+        (Some(token), None) => TokenSource::Inline(token.trim().to_owned()),
+        // Checked now so a wrong path fails the start, not the first renewal.
+        (None, Some(path)) => match TokenSource::File(path.clone()).read() {
+            Ok(token) if !token.is_empty() => TokenSource::File(path.clone()),
+            Ok(_) => {
+                errors.push(format!(
+                    "--identity-token-file: {} is empty",
+                    path.display()
+                ));
+                return None;
+            }
+            Err(e) => {
+                errors.push(format!("--identity-token-file: {e}"));
+                return None;
+            }
+        },
+        (None, None) => return None,
+    };
+    Some(IdentityConfig {
+        token,
+        service_account: args.service_account.clone(),
+    })
 }
 
 fn default_node_id() -> String {
@@ -382,6 +483,40 @@ mod tests {
         .expect_err("invalid");
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors[0].starts_with("--admin"));
+    }
+
+    #[test]
+    fn identity_flags_are_checked_and_the_token_never_shown() {
+        let errors = Config::from_args(args(&[
+            "--identity-token",
+            "weft.x.y",
+            "--identity-token-file",
+            "/nonexistent",
+            "--service-account",
+            "Bad_SA",
+        ]))
+        .expect_err("invalid");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing");
+        let errors = Config::from_args(args(&[
+            "--identity-token-file",
+            missing.to_str().expect("utf-8"),
+        ]))
+        .expect_err("invalid");
+        assert!(errors[0].contains("missing"), "{errors:?}");
+
+        let config =
+            Config::from_args(args(&["--identity-token", "weft.secret-value"])).expect("valid");
+        let identity = config.identity.clone().expect("identity on");
+        assert_eq!(identity.service_account, "default");
+        let dumped = serde_json::to_string(&config).expect("json");
+        assert!(!dumped.contains("secret-value"), "{dumped}");
+        assert!(!format!("{config:?}").contains("secret-value"));
+        assert!(Config::from_args(args(&[]))
+            .expect("valid")
+            .identity
+            .is_none());
     }
 
     #[test]

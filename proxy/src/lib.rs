@@ -5,9 +5,12 @@
 //! - [`snapshot`]: the immutable view of the mesh the data path reads.
 //! - [`discovery`]: the control-plane client: resolves the control plane (hickory),
 //!   keeps one discovery stream, validates each push into a new snapshot, ACKs/NACKs.
+//! - [`identity`]: the proxy's certificate, key and trusted roots, and the manager
+//!   that obtains and renews them; what the data path builds its mTLS configs from.
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/config_dump`, `/shutdown`, served on
 //!   the control runtime, off the data path.
 //! - [`drain`]: the shutdown primitive every listener and task watches.
+//! - [`init`]: `weft-proxy init`, the iptables rules that capture the pod's traffic.
 //! - [`dataplane`]: the listeners that carry application traffic (outbound,
 //!   inbound, explicit upstreams), TCP and HTTP forwarding, on the worker runtime.
 //! - [`balance`]: the load-balancing policies (pure logic).
@@ -27,7 +30,10 @@ pub mod config;
 pub mod dataplane;
 pub mod discovery;
 pub mod drain;
+pub mod identity;
+pub mod init;
 pub mod metrics;
 pub mod snapshot;
 pub mod state;
 pub mod static_config;
+pub mod tls;

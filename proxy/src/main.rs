@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use weft_proxy::config::{Args, Config};
 use weft_proxy::{
-    admin, dataplane, discovery, drain::Drain, metrics, state::Shared, static_config,
+    admin, dataplane, discovery, drain::Drain, identity, metrics, state::Shared, static_config,
 };
 
 /// hyper allocates per request (heads, header maps, body frames); jemalloc's
@@ -16,6 +16,10 @@ use weft_proxy::{
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // `weft-proxy init` writes the pod's iptables rules and exits (init/mod.rs).
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "init") {
+        return weft_proxy::init::main(std::env::args_os().skip(1));
+    }
     let config = match Config::from_args(Args::parse()) {
         Ok(config) => config,
         Err(errors) => {
@@ -87,6 +91,8 @@ fn run(config: Config) -> anyhow::Result<()> {
                 tokio::spawn(discovery::run(shared.clone(), drain.watch()));
             }
         }
+        // Does nothing without an identity token.
+        tokio::spawn(identity::manager::run(shared.clone(), drain.watch()));
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

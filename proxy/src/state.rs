@@ -7,6 +7,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::identity::IdentityState;
 use crate::snapshot::Snapshot;
 
 /// The control-plane connection as operators see it in `/config_dump`.
@@ -46,12 +47,16 @@ pub struct Shared {
     pub configured: AtomicBool,
     // A std Mutex: held for a copy or an assignment, never across an await.
     pub connection: Mutex<Connection>,
+    /// The certificate, key and roots; empty while identity is disabled or pending.
+    pub identity: IdentityState,
 }
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
         let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
+        let identity = IdentityState::new(config.identity.is_some());
         Arc::new(Shared {
+            identity,
             config,
             snapshot,
             configured: AtomicBool::new(false),
@@ -59,8 +64,22 @@ impl Shared {
         })
     }
 
+    /// Ready once configured and, when identity is on, certified: a proxy that
+    /// cannot do mTLS yet must not receive traffic (as in Linkerd). Like
+    /// `configured`, a certificate once held keeps the proxy ready while renewals
+    /// fail; the manager keeps retrying.
     pub fn is_ready(&self) -> bool {
-        self.configured.load(Ordering::Acquire)
+        self.not_ready_reason().is_none()
+    }
+
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if !self.configured.load(Ordering::Acquire) {
+            return Some("no configuration received yet");
+        }
+        if self.identity.enabled && self.identity.current().is_none() {
+            return Some("no certificate yet");
+        }
+        None
     }
 
     pub fn connection(&self) -> Connection {

@@ -3,6 +3,7 @@
 //! on free loopback ports, and poll conditions with deadlines instead of sleeping.
 
 pub mod mesh;
+pub mod netns;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -54,8 +54,19 @@ pub struct Proxy {
 impl Proxy {
     /// Starts `weft-proxy` with free ports; `extra` adds flags (workload, upstreams...).
     pub fn start(logs: &Path, node_id: &str, control_plane: &str, extra: &[&str]) -> Proxy {
+        Proxy::start_with_inbound(logs, node_id, control_plane, loopback(free_port()), extra)
+    }
+
+    /// Like [`Proxy::start`] with a chosen inbound address, for a workload that
+    /// registers itself: its endpoint is this proxy's inbound listener.
+    pub fn start_with_inbound(
+        logs: &Path,
+        node_id: &str,
+        control_plane: &str,
+        inbound: SocketAddr,
+        extra: &[&str],
+    ) -> Proxy {
         let admin = loopback(free_port());
-        let inbound = loopback(free_port());
         let outbound = loopback(free_port());
         let mut command = Command::new(bin("weft-proxy"));
         command

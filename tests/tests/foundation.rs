@@ -356,7 +356,13 @@ fn a_killed_proxys_endpoint_leaves_the_others_views_after_the_grace_period() {
             "http=18080",
         ],
     );
-    let client = Proxy::start(dir.path(), "proxy-client", &cp.address(), &[]);
+    // By name: the proxy resolves the control plane with its own DNS resolver.
+    let client = Proxy::start(
+        dir.path(),
+        "proxy-client",
+        &format!("localhost:{}", cp.port),
+        &[],
+    );
     client.wait_ready();
     wait_for("the registered endpoint", WAIT, || {
         (endpoint_addresses(&client.config_dump(), "shop/orders")
@@ -398,4 +404,23 @@ fn a_proxy_started_without_its_control_plane_stays_unready_and_keeps_retrying() 
 
     let _cp = ControlPlane::start(dir.path(), &dir.path().join("data"), port, &[]);
     proxy.wait_ready();
+}
+
+#[test]
+fn a_proxy_reports_every_invalid_flag_at_once_and_exits_64() {
+    let output = weft_e2e::run(
+        std::process::Command::new(weft_e2e::bin("weft-proxy"))
+            .args(["--admin", "nowhere", "--control-plane", "no-port"])
+            .args(["--upstream", "orders", "--workload-port", "80"]),
+    );
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for flag in [
+        "--admin",
+        "--control-plane",
+        "--upstream",
+        "--workload-address/--workload-port",
+    ] {
+        assert!(stderr.contains(flag), "{flag} missing from: {stderr}");
+    }
 }

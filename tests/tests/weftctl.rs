@@ -177,7 +177,8 @@ fn apply_get_round_trip_reject_and_delete() {
         [
             "shop",
             "orders",
-            "1",
+            // Revision 1 is the CA's trust bundle, published at the first start.
+            "2",
             "http:80/http1,grpc:9090/grpc",
             "10.96.0.10",
             "orders.shop",

@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use weft_control_plane::cli::client::{self, CliError};
 use weft_control_plane::cli::document::{self, Document, DEFAULT_NAMESPACE};
-use weft_control_plane::cli::{resources, status, Format};
+use weft_control_plane::cli::{identity, resources, status, Format};
+use weft_control_plane::identity::parse_duration;
 use weft_proto::resource::Kind;
 use weft_proto::v1;
 use weft_proto::v1::apply_result::Outcome;
@@ -65,6 +66,42 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Join tokens: what a proxy presents (--identity-token) to get its certificate.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The mesh's certificate authority: its roots, and root rotation.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Creates a token for one identity and prints it (only this once) on stdout.
+    Create {
+        #[arg(long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+        #[arg(long, default_value = "default")]
+        service_account: String,
+        /// How long the token may be used (`30m`, `24h`, `7d`); default 24h.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Lists tokens by id, with their identity and state; never their secrets.
+    List,
+    /// Revokes a token by id: proxies can no longer use it to get or renew certificates.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// The trust domain and roots, and which root signs.
+    Status,
+    /// Starts a root rotation: a new root signs new certificates, and both roots are
+    /// trusted until `finish-rotation`.
+    Rotate,
+    /// Ends a rotation: only the new root stays trusted. Run it once every proxy has
+    /// renewed (one --cert-ttl after `rotate` at most).
+    FinishRotation,
 }
 
 fn parse_kind(text: &str) -> Result<Kind, String> {
@@ -168,6 +205,7 @@ async fn run(args: Args) -> Result<(), CliError> {
                 let plural = match kind {
                     Kind::Service => "services",
                     Kind::Endpoints => "endpoints",
+                    Kind::TrustBundle => "trust bundles",
                 };
                 eprintln!("No {plural} found.");
                 return Ok(());
@@ -185,6 +223,20 @@ async fn run(args: Args) -> Result<(), CliError> {
                 .await?;
             println!("{} deleted", label(kind, &full_name(&name)));
         }
+        Command::Token(command) => token(&mut admin, command).await?,
+        Command::Ca(command) => {
+            let status = match command {
+                CaCommand::Status => admin.get_ca(v1::GetCaRequest {}).await?,
+                CaCommand::Rotate => admin.rotate_ca(v1::RotateCaRequest {}).await?,
+                CaCommand::FinishRotation => {
+                    admin
+                        .finish_ca_rotation(v1::FinishCaRotationRequest {})
+                        .await?
+                }
+            }
+            .into_inner();
+            print!("{}", identity::ca_table(&status, unix_now()).render());
+        }
         Command::Status { output } => {
             let proxies = admin
                 .list_proxies(v1::ListProxiesRequest {})
@@ -200,6 +252,57 @@ async fn run(args: Args) -> Result<(), CliError> {
                 _ if proxies.is_empty() => eprintln!("No proxies connected."),
                 _ => print!("{}", status::table(&proxies, unix_now()).render()),
             }
+        }
+    }
+    Ok(())
+}
+
+async fn token(
+    admin: &mut v1::admin_client::AdminClient<tonic::transport::Channel>,
+    command: TokenCommand,
+) -> Result<(), CliError> {
+    match command {
+        TokenCommand::Create {
+            namespace,
+            service_account,
+            ttl,
+        } => {
+            let response = admin
+                .create_token(v1::CreateTokenRequest {
+                    namespace,
+                    service_account,
+                    ttl_seconds: ttl.map(|d| d.as_secs().max(1)).unwrap_or(0),
+                })
+                .await?
+                .into_inner();
+            // The secret alone on stdout, so `$(weftctl token create ...)` captures it;
+            // what it is for goes to stderr.
+            if let Some(token) = &response.token {
+                eprintln!(
+                    "token {} for {}/{} (shown once; revoke with `weftctl token revoke {}`)",
+                    token.id, token.namespace, token.service_account, token.id
+                );
+            }
+            println!("{}", response.secret);
+        }
+        TokenCommand::List => {
+            let tokens = admin
+                .list_tokens(v1::ListTokensRequest {})
+                .await?
+                .into_inner()
+                .tokens;
+            if tokens.is_empty() {
+                eprintln!("No tokens.");
+            } else {
+                print!("{}", identity::tokens_table(&tokens, unix_now()).render());
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let token = admin
+                .revoke_token(v1::RevokeTokenRequest { id })
+                .await?
+                .into_inner();
+            println!("token {} revoked", token.id);
         }
     }
     Ok(())

@@ -7,11 +7,13 @@
 //!   reads the same format).
 //! - [`resources`]: how `get` prints resources (table, YAML, JSON).
 //! - [`status`]: how `status` prints the connected proxies.
+//! - [`identity`]: how `token list` and `ca ...` print.
 //! - [`table`]: a tiny aligned-column table.
 //! - [`client`]: the control-plane address, the Admin connection, and `weftctl`'s errors.
 
 pub mod client;
 pub use weft_proto::document;
+pub mod identity;
 pub mod resources;
 pub mod status;
 pub mod table;

@@ -3,7 +3,7 @@
 
 use weft_proto::resource::Kind;
 
-use super::document::{self, Document, EndpointsDocument, ServiceDocument};
+use super::document::{self, Document, EndpointsDocument, ServiceDocument, TrustBundleDocument};
 use super::table::Table;
 use super::Format;
 
@@ -50,11 +50,13 @@ pub fn table(kind: Kind, documents: &[Document]) -> Table {
             "HEALTHY",
             "ADDRESSES",
         ]),
+        Kind::TrustBundle => Table::new(["NAMESPACE", "NAME", "VERSION", "TRUST DOMAIN", "ROOTS"]),
     };
     for document in documents {
         match document {
             Document::Service(service) => table.row(service_row(service)),
             Document::Endpoints(endpoints) => table.row(endpoints_row(endpoints)),
+            Document::TrustBundle(bundle) => table.row(trust_bundle_row(bundle)),
         };
     }
     table
@@ -137,6 +139,15 @@ fn endpoints_row(endpoints: &EndpointsDocument) -> Vec<String> {
     row
 }
 
+fn trust_bundle_row(bundle: &TrustBundleDocument) -> Vec<String> {
+    let mut row = common(&bundle.metadata).to_vec();
+    row.extend([
+        bundle.spec.trust_domain.clone(),
+        bundle.spec.roots.len().to_string(),
+    ]);
+    row
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +179,7 @@ spec:
             match document {
                 Document::Service(d) => d.metadata.version = Some(i as u64 + 1),
                 Document::Endpoints(d) => d.metadata.version = Some(i as u64 + 1),
+                Document::TrustBundle(d) => d.metadata.version = Some(i as u64 + 1),
             }
         }
         documents

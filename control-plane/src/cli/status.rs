@@ -132,6 +132,7 @@ fn kind_header(kind: Kind) -> &'static str {
     match kind {
         Kind::Service => "SERVICES",
         Kind::Endpoints => "ENDPOINTS",
+        Kind::TrustBundle => "BUNDLE",
     }
 }
 
@@ -249,6 +250,7 @@ mod tests {
                 "STATE",
                 "SERVICES",
                 "ENDPOINTS",
+                "BUNDLE",
                 "PENDING",
                 "AGE"
             ]
@@ -262,6 +264,7 @@ mod tests {
                 "NACKED",
                 "7/9",
                 "4/4",
+                "-",
                 "1",
                 "3m12s"
             ]
@@ -269,7 +272,7 @@ mod tests {
         assert_eq!(lines[2], format!("    NACK weft.v1.Service: {nack}"));
         assert_eq!(
             lines[3].split_whitespace().collect::<Vec<_>>(),
-            ["client-1", "-", "SYNCED", "-", "-", "0", "3m12s"]
+            ["client-1", "-", "SYNCED", "-", "-", "-", "0", "3m12s"]
         );
     }
 

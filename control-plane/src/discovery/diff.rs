@@ -7,9 +7,10 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::view::{Entry, TypeView};
+use crate::view::{Delta, Entry, TypeView};
 
 /// Which resources of a type a proxy wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,18 +73,96 @@ impl Diff {
 /// proxy already rejected (`rejected`) is not sent again: it would be rejected again.
 pub fn diff(
     view: &TypeView,
+    delta: Option<&Delta>,
     held: &Held,
     interest: &Interest,
     rejected: &BTreeMap<Arc<str>, u64>,
 ) -> Diff {
+    quick_diff(view, delta, held, interest, rejected)
+        .unwrap_or_else(|| sweep(view, held, interest, rejected, None, usize::MAX).0)
+}
+
+/// [`diff`] when it costs O(changes): the proxy holds `view` itself, or exactly the
+/// view `delta` starts from. None when only a walk of the whole view can tell.
+pub fn quick_diff(
+    view: &TypeView,
+    delta: Option<&Delta>,
+    held: &Held,
+    interest: &Interest,
+    rejected: &BTreeMap<Arc<str>, u64>,
+) -> Option<Diff> {
     let mut out = Diff::default();
     if held.overrides.is_empty() && std::ptr::eq(view, held.base.as_ref()) {
-        return out;
+        return Some(out);
     }
+    // The common case: the proxy holds exactly the previous view.
+    let delta = delta.filter(|d| held.overrides.is_empty() && Arc::ptr_eq(&d.from, &held.base))?;
+    for name in &delta.changed {
+        let Some(entry) = view.get(name) else {
+            continue;
+        };
+        if interest.wants(name) && rejected.get(name) != Some(&entry.version) {
+            out.changed.push((name.clone(), entry.clone()));
+        }
+    }
+    out.removed = delta
+        .removed
+        .iter()
+        .filter(|name| interest.wants(name))
+        .cloned()
+        .collect();
+    Some(out)
+}
+
+/// Whether a proxy that holds `holds` of `name` must be sent it or told to drop it:
+/// the per-name rule [`diff`] applies to every name.
+pub fn owes(
+    view: &TypeView,
+    name: &str,
+    holds: Option<u64>,
+    interest: &Interest,
+    rejected: &BTreeMap<Arc<str>, u64>,
+) -> bool {
+    if !interest.wants(name) {
+        return false;
+    }
+    match view.get(name) {
+        Some(entry) => holds != Some(entry.version) && rejected.get(name) != Some(&entry.version),
+        None => holds.is_some(),
+    }
+}
+
+/// One step of the full walk of the view against what the proxy holds: the names
+/// after `after`, until about `budget` bytes are owed. Returns that part of the diff
+/// and where to resume (None when the walk is complete). A full sync is sent this way
+/// a response at a time, so a stream never holds a list as long as the mesh.
+pub fn sweep(
+    view: &TypeView,
+    held: &Held,
+    interest: &Interest,
+    rejected: &BTreeMap<Arc<str>, u64>,
+    after: Option<&str>,
+    budget: usize,
+) -> (Diff, Option<Arc<str>>) {
+    let mut out = Diff::default();
+    let range = (
+        after.map_or(Bound::Unbounded, Bound::Excluded),
+        Bound::Unbounded,
+    );
     // Walk the view and the base together: both are sorted by name.
-    let mut current = view.iter().peekable();
-    let mut base = held.base.iter().peekable();
+    let mut current = view.range::<str, _>(range).peekable();
+    let mut base = held.base.range::<str, _>(range).peekable();
+    let mut bytes = 0;
     loop {
+        let more = current.peek().is_some() || base.peek().is_some();
+        if bytes >= budget && more {
+            // The walk yields names in order, so the last one owed is where to resume.
+            let last = (out.removed.last().into_iter())
+                .chain(out.changed.last().map(|(n, _)| n))
+                .max()
+                .cloned();
+            return (out, last);
+        }
         let order = match (current.peek(), base.peek()) {
             (None, None) => break,
             (Some(_), None) => Ordering::Less,
@@ -100,38 +179,41 @@ pub fn diff(
                 } else {
                     None
                 };
-                if !interest.wants(name) {
-                    continue;
-                }
                 let holds = match held.overrides.get(name) {
                     Some(overridden) => *overridden,
                     None => in_base,
                 };
-                let already_rejected = rejected.get(name) == Some(&entry.version);
-                if holds != Some(entry.version) && !already_rejected {
+                if owes(view, name, holds, interest, rejected) {
+                    bytes += entry.body.value.len() + name.len() + 32;
                     out.changed.push((name.clone(), entry.clone()));
                 }
             }
             Ordering::Greater => {
-                let Some((name, _)) = base.next() else { break };
-                let still_held = !matches!(held.overrides.get(name), Some(None));
-                if still_held && interest.wants(name) {
+                let Some((name, entry)) = base.next() else {
+                    break;
+                };
+                let holds = match held.overrides.get(name) {
+                    Some(overridden) => *overridden,
+                    None => Some(entry.version),
+                };
+                if owes(view, name, holds, interest, rejected) {
+                    bytes += name.len() + 8;
                     out.removed.push(name.clone());
                 }
             }
         }
     }
-    // Overrides for names in neither map: announced on reconnect, gone since.
+    // Overrides for names in neither map: announced on reconnect, gone since. Few,
+    // so they all go in the walk's last step.
     for (name, version) in &held.overrides {
-        if version.is_some()
-            && !view.contains_key(name)
+        if !view.contains_key(name)
             && !held.base.contains_key(name)
-            && interest.wants(name)
+            && owes(view, name, *version, interest, rejected)
         {
             out.removed.push(name.clone());
         }
     }
-    out
+    (out, None)
 }
 
 #[cfg(test)]
@@ -165,7 +247,7 @@ mod tests {
     #[test]
     fn a_new_proxy_gets_everything() {
         let v = view(&[("a", 1), ("b", 2)]);
-        let d = diff(&v, &Held::default(), &Interest::All, &BTreeMap::new());
+        let d = diff(&v, None, &Held::default(), &Interest::All, &BTreeMap::new());
         assert_eq!(names(&d), (vec!["a", "b"], vec![]));
     }
 
@@ -177,7 +259,7 @@ mod tests {
             base: before,
             overrides: BTreeMap::new(),
         };
-        let d = diff(&after, &held, &Interest::All, &BTreeMap::new());
+        let d = diff(&after, None, &held, &Interest::All, &BTreeMap::new());
         assert_eq!(names(&d), (vec!["b", "d"], vec!["c"]));
     }
 
@@ -188,14 +270,14 @@ mod tests {
             base: v.clone(),
             overrides: BTreeMap::new(),
         };
-        assert!(diff(&v, &held, &Interest::All, &BTreeMap::new()).is_empty());
+        assert!(diff(&v, None, &held, &Interest::All, &BTreeMap::new()).is_empty());
     }
 
     #[test]
     fn a_reconnecting_proxy_gets_only_the_difference() {
         let v = view(&[("a", 1), ("b", 4)]);
         let held = Held::announced([("a".into(), 1), ("b".into(), 2), ("gone".into(), 3)]);
-        let d = diff(&v, &held, &Interest::All, &BTreeMap::new());
+        let d = diff(&v, None, &held, &Interest::All, &BTreeMap::new());
         assert_eq!(names(&d), (vec!["b"], vec!["gone"]));
     }
 
@@ -208,12 +290,73 @@ mod tests {
         };
         held.overrides.insert(Arc::from("a"), Some(3));
         let rejected = BTreeMap::from([(Arc::from("a"), 7)]);
-        assert!(diff(&v, &held, &Interest::All, &rejected).is_empty());
+        assert!(diff(&v, None, &held, &Interest::All, &rejected).is_empty());
         let newer = view(&[("a", 8)]);
         assert_eq!(
-            names(&diff(&newer, &held, &Interest::All, &rejected)).0,
+            names(&diff(&newer, None, &held, &Interest::All, &rejected)).0,
             ["a"]
         );
+    }
+
+    #[test]
+    fn the_delta_shortcut_agrees_with_the_full_walk() {
+        let before = view(&[("a", 1), ("b", 2), ("c", 3), ("e", 1)]);
+        let after = view(&[("a", 1), ("b", 5), ("d", 6), ("e", 1)]);
+        let delta = Delta {
+            from: before.clone(),
+            changed: vec![Arc::from("b"), Arc::from("d")],
+            removed: vec![Arc::from("c")],
+        };
+        let held = Held {
+            base: before,
+            overrides: BTreeMap::new(),
+        };
+        let interests = [
+            Interest::All,
+            Interest::Names(BTreeSet::from(["b".to_owned(), "c".to_owned()])),
+        ];
+        let rejected = [BTreeMap::new(), BTreeMap::from([(Arc::from("b"), 5)])];
+        for interest in &interests {
+            for rejected in &rejected {
+                let fast = diff(&after, Some(&delta), &held, interest, rejected);
+                let slow = diff(&after, None, &held, interest, rejected);
+                assert_eq!(names(&fast), names(&slow));
+            }
+        }
+    }
+
+    #[test]
+    fn a_sweep_in_small_steps_agrees_with_the_full_walk() {
+        let before = view(&[("a", 1), ("b", 2), ("c", 3), ("e", 1), ("g", 1)]);
+        let after = view(&[("a", 1), ("b", 5), ("d", 6), ("e", 2), ("f", 1)]);
+        let mut held = Held {
+            base: before,
+            overrides: BTreeMap::new(),
+        };
+        held.overrides.insert(Arc::from("gone"), Some(1));
+        held.overrides.insert(Arc::from("f"), Some(1));
+        let full = diff(&after, None, &held, &Interest::All, &BTreeMap::new());
+        let mut stepped = Diff::default();
+        let mut cursor: Option<Arc<str>> = None;
+        loop {
+            let (part, next) = sweep(
+                &after,
+                &held,
+                &Interest::All,
+                &BTreeMap::new(),
+                cursor.as_deref(),
+                1,
+            );
+            assert!(part.changed.len() + part.removed.len() <= 2, "{part:?}");
+            stepped.changed.extend(part.changed);
+            stepped.removed.extend(part.removed);
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(names(&full), (vec!["b", "d", "e"], vec!["c", "g", "gone"]));
+        assert_eq!(names(&stepped), names(&full));
     }
 
     #[test]
@@ -225,7 +368,7 @@ mod tests {
             overrides: BTreeMap::new(),
         };
         let only_a = Interest::Names(BTreeSet::from(["a".to_owned(), "c".to_owned()]));
-        let d = diff(&after, &held, &only_a, &BTreeMap::new());
+        let d = diff(&after, None, &held, &only_a, &BTreeMap::new());
         assert_eq!(names(&d), (vec!["c"], vec!["a"]));
     }
 }

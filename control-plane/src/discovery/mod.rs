@@ -61,7 +61,7 @@ impl v1::discovery_server::Discovery for DiscoveryService {
             .ok_or_else(|| Status::invalid_argument("hello.node: missing"))?;
         validate_node(&node).map_err(|e| Status::invalid_argument(format!("hello.node.{e}")))?;
 
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(1);
         let context = stream::Context {
             view: self.view.clone(),
             registry: self.registry.clone(),
@@ -95,11 +95,12 @@ fn validate_node(node: &v1::Node) -> Result<(), model::Invalid> {
             port: port.port,
             port_name: port.name.clone(),
             weight: workload.weight,
+            identity: workload.identity.clone(),
             ..Default::default()
         };
         model::Endpoint::try_from(&endpoint).map_err(|e| {
             let field = match e.field.as_str() {
-                "address" | "weight" => e.field.clone(),
+                "address" | "weight" | "identity" => e.field.clone(),
                 _ => format!("ports[{i}].{}", e.field),
             };
             model::Invalid::new(format!("workload.{field}"), e.reason)

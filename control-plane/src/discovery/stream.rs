@@ -1,6 +1,6 @@
 //! One proxy's stream: push what changed, track nonces, apply ACKs and NACKs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use prost::Message;
@@ -10,10 +10,10 @@ use weft_proto::resource::Kind;
 use weft_proto::v1;
 use weft_proto::v1::discovery_request::Request as Req;
 
-use super::diff::{diff, Held, Interest};
+use super::diff::{owes, quick_diff, sweep, Held, Interest};
 use crate::registry::{Proxy, Registry, TypeSync};
 use crate::store::Store;
-use crate::view::View;
+use crate::view::{Entry, TypeView, View};
 
 pub struct Context {
     pub view: watch::Receiver<Arc<View>>,
@@ -29,6 +29,9 @@ struct TypeState {
     /// Resources the proxy rejected, at the version it rejected, with its message.
     rejected: BTreeMap<Arc<str>, (u64, String)>,
     acked_version: u64,
+    /// What the proxy wants changed since the last plan (a new stream, a subscription):
+    /// otherwise a type needs planning only when the view of it changed.
+    dirty: bool,
 }
 
 /// A push awaiting its ACK or NACK.
@@ -37,6 +40,101 @@ struct Pending {
     /// (name, version sent, version held before)
     sent: Vec<(Arc<str>, u64, Option<u64>)>,
     removed: Vec<Arc<str>>,
+}
+
+/// Resources are packed into responses of about this many bytes at most. Each stream's
+/// gRPC encoder keeps a buffer as large as the most it ever encoded at once, for the
+/// stream's life; responses this small (times [`MAX_IN_FLIGHT`]) keep it at its
+/// initial 8 KiB.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024;
+
+/// Responses sent and not yet ACKed or NACKed, at most. The rest of a push waits as a
+/// plan, not as encoded bytes: a thousand proxies taking the full mesh at once used to
+/// queue it in HTTP/2 send buffers (up to ~400 KB a stream), and the allocator kept
+/// that peak for good. The cost is one round trip per two responses, which on a
+/// loopback or LAN is far below the time to decode them.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// Responses owed to the proxy for one type, built one at a time as the window opens.
+struct Owed {
+    kind: Kind,
+    source: Source,
+    /// Answer even if nothing turns out to be owed (the first push of a stream).
+    answer_even_if_empty: bool,
+    /// A response of this push went out with `more` set, so the push must be closed
+    /// by a response without it, even an empty one.
+    announced_more: bool,
+}
+
+enum Source {
+    /// A short list known up front: what changed between two views.
+    Listed {
+        changed: std::vec::IntoIter<(Arc<str>, Entry, Option<u64>)>,
+        removed: Vec<Arc<str>>,
+    },
+    /// A walk of the whole view against what the proxy held, a response at a time.
+    Sweep(Box<Sweep>),
+}
+
+struct Sweep {
+    view: Arc<TypeView>,
+    /// What the proxy held when the walk was planned.
+    held: Held,
+    interest: Interest,
+    rejected: BTreeMap<Arc<str>, u64>,
+    /// The last name walked past; None before the first step.
+    after: Option<Arc<str>>,
+}
+
+/// One response's worth of an [`Owed`]: (name, entry, version held before), removals,
+/// and whether the owed work is complete.
+type Chunk = (Vec<(Arc<str>, Entry, Option<u64>)>, Vec<Arc<str>>, bool);
+
+impl Owed {
+    fn next_chunk(&mut self) -> Chunk {
+        match &mut self.source {
+            Source::Listed { changed, removed } => {
+                let mut chunk = Vec::new();
+                let mut bytes = 0;
+                for item in changed.by_ref() {
+                    bytes += item.1.body.value.len() + item.0.len() + 32;
+                    chunk.push(item);
+                    if bytes >= MAX_RESPONSE_BYTES {
+                        break;
+                    }
+                }
+                let done = changed.len() == 0;
+                // Removals ride with the last response.
+                let removed = if done {
+                    std::mem::take(removed)
+                } else {
+                    Vec::new()
+                };
+                (chunk, removed, done)
+            }
+            Source::Sweep(walk) => {
+                let (diff, next) = sweep(
+                    &walk.view,
+                    &walk.held,
+                    &walk.interest,
+                    &walk.rejected,
+                    walk.after.as_deref(),
+                    MAX_RESPONSE_BYTES,
+                );
+                let chunk = diff
+                    .changed
+                    .into_iter()
+                    .map(|(name, entry)| {
+                        let before = walk.held.version_of(&name);
+                        (name, entry, before)
+                    })
+                    .collect();
+                let done = next.is_none();
+                walk.after = next;
+                (chunk, diff.removed, done)
+            }
+        }
+    }
 }
 
 type Tx = mpsc::Sender<Result<v1::DiscoveryResponse, Status>>;
@@ -67,13 +165,16 @@ pub async fn run(
     }
 
     let mut stream = StreamState::new(&hello);
-    loop {
+    'serve: loop {
         let view = context.view.borrow_and_update().clone();
-        if let Err(e) = stream.push(&view, &tx).await {
-            tracing::debug!(node = %node.id, error = %e, "stream closed while pushing");
-            break;
+        stream.plan(&view);
+        while let Some(response) = stream.next_response() {
+            if tx.send(Ok(response)).await.is_err() {
+                tracing::debug!(node = %node.id, "stream closed while pushing");
+                break 'serve;
+            }
         }
-        stream.publish_status(&proxy, &view, false);
+        stream.publish_status(&proxy, &view, !stream.owed.is_empty());
         tokio::select! {
             changed = context.view.changed() => {
                 if changed.is_err() {
@@ -104,6 +205,8 @@ pub async fn run(
 struct StreamState {
     types: BTreeMap<Kind, TypeState>,
     pending: HashMap<String, Pending>,
+    /// Planned and not yet sent, in order: a type's later plan goes after its earlier.
+    owed: VecDeque<Owed>,
     next_nonce: u64,
     /// The first push answers every subscribed type, even with nothing to send, so a
     /// proxy learns it is in sync (and may report ready) on an empty or unchanged mesh.
@@ -114,7 +217,13 @@ impl StreamState {
     fn new(hello: &v1::Hello) -> StreamState {
         let mut types: BTreeMap<Kind, TypeState> = Kind::ALL
             .iter()
-            .map(|k| (*k, TypeState::default()))
+            .map(|k| {
+                let state = TypeState {
+                    dirty: true,
+                    ..TypeState::default()
+                };
+                (*k, state)
+            })
             .collect();
         let mut known: BTreeMap<Kind, Vec<(String, u64)>> = BTreeMap::new();
         for held in &hello.known {
@@ -133,6 +242,7 @@ impl StreamState {
         let mut stream = StreamState {
             types,
             pending: HashMap::new(),
+            owed: VecDeque::new(),
             next_nonce: 0,
             first_push: true,
         };
@@ -148,73 +258,133 @@ impl StreamState {
         stream
     }
 
-    /// Sends one response per type whose resources the proxy does not hold yet.
-    async fn push(&mut self, view: &View, tx: &Tx) -> Result<(), mpsc::error::SendError<()>> {
+    /// Plans what each type whose view changed owes the proxy. From here on the proxy
+    /// is taken to hold the current view (once what is owed is delivered), except where
+    /// an override still says otherwise (a rejected resource it kept the old version of).
+    fn plan(&mut self, view: &View) {
         let first_push = std::mem::replace(&mut self.first_push, false);
         for (kind, state) in &mut self.types {
             let Some(interest) = &state.interest else {
                 continue;
             };
             let current = view.of(*kind);
+            if !state.dirty && Arc::ptr_eq(&current, &state.held.base) {
+                continue;
+            }
+            state.dirty = false;
             let rejected: BTreeMap<Arc<str>, u64> = state
                 .rejected
                 .iter()
                 .map(|(n, (v, _))| (n.clone(), *v))
                 .collect();
-            let d = diff(&current, &state.held, interest, &rejected);
-            if d.is_empty() && !first_push {
-                state.held.base = current;
+            let source = match quick_diff(
+                &current,
+                view.delta(*kind),
+                &state.held,
+                interest,
+                &rejected,
+            ) {
+                Some(d) if d.is_empty() && !first_push => {
+                    state.held.base = current;
+                    continue;
+                }
+                Some(d) => {
+                    let changed: Vec<_> = d
+                        .changed
+                        .into_iter()
+                        .map(|(name, entry)| {
+                            let before = state.held.version_of(&name);
+                            (name, entry, before)
+                        })
+                        .collect();
+                    Source::Listed {
+                        changed: changed.into_iter(),
+                        removed: d.removed,
+                    }
+                }
+                None => Source::Sweep(Box::new(Sweep {
+                    view: current.clone(),
+                    held: state.held.clone(),
+                    interest: interest.clone(),
+                    rejected: rejected.clone(),
+                    after: None,
+                })),
+            };
+            // An override outlives the plan only where the proxy keeps holding something
+            // other than the current view without being sent anything: the per-name rule
+            // of the diff, so no list of everything owed is needed.
+            let overrides = std::mem::take(&mut state.held.overrides);
+            let overrides = overrides
+                .into_iter()
+                .filter(|(name, version)| {
+                    !owes(&current, name, *version, interest, &rejected)
+                        && current.get(name).map(|e| e.version) != *version
+                        && (version.is_some() || current.contains_key(name))
+                })
+                .collect();
+            state.held = Held {
+                base: current,
+                overrides,
+            };
+            self.owed.push_back(Owed {
+                kind: *kind,
+                source,
+                answer_even_if_empty: first_push,
+                announced_more: false,
+            });
+        }
+    }
+
+    /// The next response, if something is owed and the window of unanswered responses
+    /// has room.
+    fn next_response(&mut self) -> Option<v1::DiscoveryResponse> {
+        while self.pending.len() < MAX_IN_FLIGHT {
+            let owed = self.owed.front_mut()?;
+            let kind = owed.kind;
+            let answer_even_if_empty = std::mem::replace(&mut owed.answer_even_if_empty, false);
+            let (chunk, removed, done) = owed.next_chunk();
+            let must_close = done && owed.announced_more;
+            let send =
+                !(chunk.is_empty() && removed.is_empty()) || answer_even_if_empty || must_close;
+            if send && !done {
+                owed.announced_more = true;
+            }
+            if done {
+                self.owed.pop_front();
+            }
+            if !send {
                 continue;
             }
             self.next_nonce += 1;
             let nonce = self.next_nonce.to_string();
-            let sent: Vec<(Arc<str>, u64, Option<u64>)> = d
-                .changed
-                .iter()
-                .map(|(name, entry)| (name.clone(), entry.version, state.held.version_of(name)))
-                .collect();
             let response = v1::DiscoveryResponse {
                 nonce: nonce.clone(),
                 type_url: kind.type_url().to_owned(),
-                resources: d
-                    .changed
+                resources: chunk
                     .iter()
-                    .map(|(name, entry)| v1::Resource {
+                    .map(|(name, entry, _)| v1::Resource {
                         name: name.to_string(),
                         version: entry.version,
                         body: Some((*entry.body).clone()),
                     })
                     .collect(),
-                removed: d.removed.iter().map(|n| n.to_string()).collect(),
+                removed: removed.iter().map(|n| n.to_string()).collect(),
+                more: !done,
             };
-            // From here on the proxy holds the current view, except where an override
-            // still says otherwise (a rejected resource it kept the old version of).
-            let sent_names: BTreeSet<&str> = sent.iter().map(|(n, _, _)| n.as_ref()).collect();
-            let removed_names: BTreeSet<&str> = d.removed.iter().map(|n| n.as_ref()).collect();
-            let overrides = std::mem::take(&mut state.held.overrides);
-            state.held.overrides = overrides
-                .into_iter()
-                .filter(|(name, version)| {
-                    !sent_names.contains(name.as_ref())
-                        && !removed_names.contains(name.as_ref())
-                        && current.get(name).map(|e| e.version) != *version
-                        && (version.is_some() || current.contains_key(name))
-                })
-                .collect();
-            state.held.base = current;
             self.pending.insert(
                 nonce,
                 Pending {
-                    kind: *kind,
-                    sent,
-                    removed: d.removed,
+                    kind,
+                    sent: chunk
+                        .into_iter()
+                        .map(|(name, entry, before)| (name, entry.version, before))
+                        .collect(),
+                    removed,
                 },
             );
-            tx.send(Ok(response))
-                .await
-                .map_err(|_| mpsc::error::SendError(()))?;
+            return Some(response);
         }
-        Ok(())
+        None
     }
 
     fn handle(&mut self, request: v1::DiscoveryRequest) -> Result<(), Status> {
@@ -275,6 +445,7 @@ impl StreamState {
         let Some(state) = self.types.get_mut(&kind) else {
             return;
         };
+        state.dirty = true;
         for name in &subscription.subscribe {
             if name == "*" {
                 state.interest = Some(Interest::All);

@@ -16,6 +16,8 @@ const RESOURCES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("resour
 /// Key: node id; value: 8-byte little-endian version + encoded workload.
 const REGISTRATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("registrations");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// Key: secret key (`ca`, `token/<id>`); value: the secret's bytes.
+const SECRETS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("secrets");
 const REVISION: &str = "revision";
 
 pub struct EmbeddedStore {
@@ -36,6 +38,7 @@ impl EmbeddedStore {
         let revision = {
             txn.open_table(RESOURCES).map_err(unavailable)?;
             txn.open_table(REGISTRATIONS).map_err(unavailable)?;
+            txn.open_table(SECRETS).map_err(unavailable)?;
             let meta = txn.open_table(META).map_err(unavailable)?;
             let revision = meta.get(REVISION).map_err(unavailable)?.map(|v| v.value());
             revision.unwrap_or(0)
@@ -321,5 +324,74 @@ impl Store for EmbeddedStore {
 
     fn revision(&self) -> watch::Receiver<u64> {
         self.revision.subscribe()
+    }
+
+    async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(SECRETS).map_err(unavailable)?;
+            let value = table.get(key.as_str()).map_err(unavailable)?;
+            Ok(value.map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn put_secret(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut table = txn.open_table(SECRETS).map_err(unavailable)?;
+                table
+                    .insert(key.as_str(), value.as_slice())
+                    .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_secret(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let existing = {
+                let table = txn.open_table(SECRETS).map_err(unavailable)?;
+                let existing = table.get(key.as_str()).map_err(unavailable)?;
+                existing.map(|v| v.value().to_vec())
+            };
+            if let Some(existing) = existing {
+                txn.abort().map_err(unavailable)?;
+                return Ok(existing);
+            }
+            {
+                let mut table = txn.open_table(SECRETS).map_err(unavailable)?;
+                table
+                    .insert(key.as_str(), value.as_slice())
+                    .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)?;
+            Ok(value)
+        })
+        .await
+    }
+
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(SECRETS).map_err(unavailable)?;
+            let mut secrets = Vec::new();
+            for entry in table.range(prefix.as_str()..).map_err(unavailable)? {
+                let (key, value) = entry.map_err(unavailable)?;
+                if !key.value().starts_with(prefix.as_str()) {
+                    break;
+                }
+                secrets.push((key.value().to_owned(), value.value().to_vec()));
+            }
+            Ok(secrets)
+        })
+        .await
     }
 }

@@ -6,6 +6,11 @@
 //! single store-wide revision and stamps what it wrote with it, so versions only ever
 //! increase, across restarts too. Bodies are opaque bytes here; validation happens
 //! before a write reaches the store.
+//!
+//! Beside them, a small table of secrets (the CA's key, join-token hashes) keyed by
+//! path-like strings (`ca`, `token/<id>`). Secrets are not part of the mesh's view:
+//! writing one moves no revision and reaches no proxy. An etcd store keeps them under
+//! its own prefix, where access can be restricted apart from the resources.
 
 mod embedded;
 #[cfg(test)]
@@ -93,4 +98,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current revision, updated after every committed change.
     fn revision(&self) -> watch::Receiver<u64>;
+
+    async fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Creates or replaces a secret.
+    async fn put_secret(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
+
+    /// Creates a secret unless one exists; returns the value that is stored afterwards.
+    /// Two control planes starting together on one store thus agree on one CA.
+    async fn create_secret(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+
+    /// Every secret whose key starts with `prefix`, sorted by key.
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }

@@ -116,6 +116,53 @@ async fn suite<S: Store>(open: impl Fn() -> S) {
         .await
         .expect("apply");
     assert_eq!(results, vec![(Outcome::Updated, 7)]);
+
+    // Secrets: first writer wins in create, put replaces, a prefix lists in key order,
+    // and none of it moves the revision (no proxy is pushed anything).
+    let mut revision = store.revision();
+    revision.borrow_and_update();
+    assert_eq!(store.get_secret("ca").await.expect("get"), None);
+    let kept = store
+        .create_secret("ca", b"first".to_vec())
+        .await
+        .expect("create");
+    assert_eq!(kept, b"first");
+    let kept = store
+        .create_secret("ca", b"second".to_vec())
+        .await
+        .expect("create");
+    assert_eq!(kept, b"first");
+    store
+        .put_secret("token/b", b"2".to_vec())
+        .await
+        .expect("put");
+    store
+        .put_secret("token/a", b"1".to_vec())
+        .await
+        .expect("put");
+    store
+        .put_secret("token/a", b"1b".to_vec())
+        .await
+        .expect("put");
+    store
+        .put_secret("tokens", b"x".to_vec())
+        .await
+        .expect("put");
+    let tokens = store.list_secrets("token/").await.expect("list");
+    assert_eq!(
+        tokens,
+        vec![
+            ("token/a".to_owned(), b"1b".to_vec()),
+            ("token/b".to_owned(), b"2".to_vec())
+        ]
+    );
+    assert!(!revision.has_changed().expect("watch alive"));
+    drop(store);
+    let store = open();
+    assert_eq!(
+        store.get_secret("ca").await.expect("get"),
+        Some(b"first".to_vec())
+    );
 }
 
 #[tokio::test]

@@ -39,6 +39,53 @@ pub enum ParseError {
 pub enum Document {
     Service(ServiceDocument),
     Endpoints(EndpointsDocument),
+    TrustBundle(TrustBundleDocument),
+}
+
+/// Published by the control plane; `get` shows it, `apply` of one is refused by the
+/// server (the CA owns it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustBundleDocument {
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: TrustBundleSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrustBundleSpec {
+    #[serde(default)]
+    pub trust_domain: String,
+    /// PEM certificates.
+    #[serde(default)]
+    pub roots: Vec<String>,
+}
+
+impl TrustBundleDocument {
+    pub fn to_proto(&self) -> v1::TrustBundle {
+        v1::TrustBundle {
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone(),
+            trust_domain: self.spec.trust_domain.clone(),
+            roots: self.spec.roots.clone(),
+        }
+    }
+
+    pub fn from_proto(message: &v1::TrustBundle, version: Option<u64>) -> TrustBundleDocument {
+        TrustBundleDocument {
+            kind: Kind::TrustBundle.as_str().to_owned(),
+            metadata: Metadata {
+                name: message.name.clone(),
+                namespace: message.namespace.clone(),
+                version,
+            },
+            spec: TrustBundleSpec {
+                trust_domain: message.trust_domain.clone(),
+                roots: message.roots.clone(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,6 +131,9 @@ pub struct ServiceSpec {
     pub hostnames: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub load_balancer: String,
+    /// STRICT | PERMISSIVE (default) | DISABLED.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mtls: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -122,6 +172,9 @@ pub struct EndpointSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub health: String,
+    /// The workload's SPIFFE ID; set, it makes callers use mTLS to this endpoint.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity: String,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -184,6 +237,9 @@ pub fn parse(text: &str) -> Result<Vec<Document>, ParseError> {
             Some(Kind::Endpoints) => documents.push(Document::Endpoints(
                 EndpointsDocument::deserialize(document).map_err(error)?,
             )),
+            Some(Kind::TrustBundle) => documents.push(Document::TrustBundle(
+                TrustBundleDocument::deserialize(document).map_err(error)?,
+            )),
         }
     }
     if documents.is_empty() {
@@ -213,6 +269,7 @@ impl Document {
         match self {
             Document::Service(_) => Kind::Service,
             Document::Endpoints(_) => Kind::Endpoints,
+            Document::TrustBundle(_) => Kind::TrustBundle,
         }
     }
 
@@ -220,6 +277,7 @@ impl Document {
         match self {
             Document::Service(d) => &d.metadata,
             Document::Endpoints(d) => &d.metadata,
+            Document::TrustBundle(d) => &d.metadata,
         }
     }
 
@@ -234,6 +292,7 @@ impl Document {
         let body = match self {
             Document::Service(d) => to_any(Kind::Service, &d.to_proto()),
             Document::Endpoints(d) => to_any(Kind::Endpoints, &d.to_proto()),
+            Document::TrustBundle(d) => to_any(Kind::TrustBundle, &d.to_proto()),
         };
         v1::Resource {
             name: self.name(),
@@ -267,6 +326,10 @@ impl Document {
                 let message = v1::Endpoints::decode(any.value.as_slice()).map_err(malformed)?;
                 Document::Endpoints(EndpointsDocument::from_proto(&message, version))
             }
+            Kind::TrustBundle => {
+                let message = v1::TrustBundle::decode(any.value.as_slice()).map_err(malformed)?;
+                Document::TrustBundle(TrustBundleDocument::from_proto(&message, version))
+            }
         })
     }
 }
@@ -289,6 +352,7 @@ impl ServiceDocument {
             virtual_ips: self.spec.virtual_ips.clone(),
             hostnames: self.spec.hostnames.clone(),
             load_balancer: self.spec.load_balancer.clone(),
+            mtls: self.spec.mtls.clone(),
         }
     }
 
@@ -313,6 +377,7 @@ impl ServiceDocument {
                 virtual_ips: message.virtual_ips.clone(),
                 hostnames: message.hostnames.clone(),
                 load_balancer: message.load_balancer.clone(),
+                mtls: message.mtls.clone(),
             },
         }
     }
@@ -342,6 +407,7 @@ impl EndpointsDocument {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     health: e.health.clone(),
+                    identity: e.identity.clone(),
                 })
                 .collect(),
         }
@@ -380,6 +446,7 @@ impl EndpointsDocument {
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect(),
                         health: e.health.clone(),
+                        identity: e.identity.clone(),
                     })
                     .collect(),
             },

@@ -10,6 +10,7 @@ spec:
   virtualIPs: [10.96.0.10]
   hostnames: [orders.shop]
   loadBalancer: round_robin
+  mtls: STRICT
 ---
 kind: Endpoints
 metadata: {name: orders, namespace: shop}
@@ -22,6 +23,7 @@ spec:
     locality: {region: eu-west, zone: eu-west-1a}
     labels: {version: v2}
     health: unhealthy
+    identity: spiffe://cluster.local/ns/shop/sa/orders
 "#;
 
 fn parse_error(text: &str) -> (usize, String) {
@@ -58,6 +60,7 @@ fn several_documents_map_to_their_messages() {
             virtual_ips: vec!["10.96.0.10".into()],
             hostnames: vec!["orders.shop".into()],
             load_balancer: "round_robin".into(),
+            mtls: "STRICT".into(),
         }
     );
     let Document::Endpoints(endpoints) = &documents[1] else {
@@ -79,6 +82,7 @@ fn several_documents_map_to_their_messages() {
                 }),
                 labels: [("version".to_owned(), "v2".to_owned())].into(),
                 health: "unhealthy".into(),
+                identity: "spiffe://cluster.local/ns/shop/sa/orders".into(),
             }],
         }
     );
@@ -157,7 +161,7 @@ fn unknown_fields_name_the_document_and_the_field() {
     assert_eq!(document, 3);
     assert!(message.contains("protocl"), "{message}");
     assert!(message.contains("spec.ports[0]"), "{message}");
-    assert!(message.contains("line 28"), "line in the file: {message}");
+    assert!(message.contains("line 30"), "line in the file: {message}");
 
     let (document, message) =
         parse_error("kind: Endpoints\nmetadata: {name: a, labels: {}}\nspec: {}\n");
@@ -240,6 +244,7 @@ fn printed_yaml_is_the_apply_format() {
         virtual_ips: vec!["10.96.0.10".into()],
         hostnames: vec![],
         load_balancer: "p2c_ewma".into(),
+        mtls: String::new(),
     };
     let endpoints = v1::Endpoints {
         namespace: "shop".into(),
@@ -253,6 +258,7 @@ fn printed_yaml_is_the_apply_format() {
             locality: Some(v1::Locality::default()),
             labels: Default::default(),
             health: "healthy".into(),
+            identity: String::new(),
         }],
     };
     let yaml = to_yaml(&[

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use super::service::port_number;
-use super::{validate_label, Invalid, ResourceName};
+use super::{validate_label, Invalid, ResourceName, SpiffeId};
 use crate::v1;
 
 /// The largest accepted endpoint weight; keeps weighted sums far from overflow.
@@ -26,6 +26,8 @@ pub struct Endpoint {
     pub locality: Locality,
     pub labels: BTreeMap<String, String>,
     pub health: Health,
+    /// The SPIFFE ID the peer's certificate must carry; `None` means plaintext.
+    pub identity: Option<SpiffeId>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -103,6 +105,10 @@ impl TryFrom<&v1::Endpoint> for Endpoint {
                 ))
             }
         };
+        let identity = match msg.identity.as_str() {
+            "" => None,
+            text => Some(SpiffeId::parse(text).map_err(|e| Invalid::new("identity", e.reason))?),
+        };
         let locality = msg
             .locality
             .as_ref()
@@ -122,6 +128,7 @@ impl TryFrom<&v1::Endpoint> for Endpoint {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             health,
+            identity,
         })
     }
 }
@@ -153,6 +160,11 @@ impl Endpoint {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             health: self.health.as_str().to_owned(),
+            identity: self
+                .identity
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod endpoints;
 mod error;
+mod identity;
 mod name;
 mod service;
 #[cfg(test)]
@@ -13,5 +14,6 @@ mod tests;
 
 pub use endpoints::{Endpoint, Endpoints, Health, Locality};
 pub use error::Invalid;
+pub use identity::{SpiffeId, TrustBundle, TrustDomain, TRUST_BUNDLE_NAME, TRUST_BUNDLE_NAMESPACE};
 pub use name::{validate_label, ResourceName};
-pub use service::{PolicyName, Protocol, Service, ServicePort};
+pub use service::{MtlsMode, PolicyName, Protocol, Service, ServicePort};

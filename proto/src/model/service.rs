@@ -15,6 +15,46 @@ pub struct Service {
     pub virtual_ips: Vec<IpAddr>,
     pub hostnames: Vec<String>,
     pub load_balancer: PolicyName,
+    pub mtls: MtlsMode,
+}
+
+/// How a service's workloads accept connections, and whether callers encrypt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum MtlsMode {
+    /// Only mTLS with a mesh client certificate; plaintext connections are closed.
+    Strict,
+    /// mTLS or plaintext, told apart by the first bytes: the default, so that a mesh
+    /// without identities keeps working and workloads can move to mTLS one by one.
+    #[default]
+    Permissive,
+    /// Plaintext only; callers do not use TLS even to endpoints with an identity.
+    Disabled,
+}
+
+impl MtlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtlsMode::Strict => "STRICT",
+            MtlsMode::Permissive => "PERMISSIVE",
+            MtlsMode::Disabled => "DISABLED",
+        }
+    }
+}
+
+impl TryFrom<&str> for MtlsMode {
+    type Error = Invalid;
+
+    fn try_from(text: &str) -> Result<Self, Invalid> {
+        match text {
+            "" | "PERMISSIVE" => Ok(MtlsMode::Permissive),
+            "STRICT" => Ok(MtlsMode::Strict),
+            "DISABLED" => Ok(MtlsMode::Disabled),
+            other => Err(Invalid::new(
+                "mtls",
+                format!("unknown mode {other:?} (expected STRICT, PERMISSIVE or DISABLED)"),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +218,7 @@ impl TryFrom<&v1::Service> for Service {
             virtual_ips,
             hostnames,
             load_balancer: PolicyName::try_from(msg.load_balancer.as_str())?,
+            mtls: MtlsMode::try_from(msg.mtls.as_str())?,
         })
     }
 }
@@ -217,6 +258,11 @@ impl Service {
             virtual_ips: self.virtual_ips.iter().map(ToString::to_string).collect(),
             hostnames: self.hostnames.clone(),
             load_balancer: self.load_balancer.as_str().to_owned(),
+            // The default stays implicit, as an operator who never set it wrote it.
+            mtls: match self.mtls {
+                MtlsMode::Permissive => String::new(),
+                mode => mode.as_str().to_owned(),
+            },
         }
     }
 

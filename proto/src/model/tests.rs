@@ -13,6 +13,7 @@ fn service() -> v1::Service {
         virtual_ips: vec!["10.96.0.10".into()],
         hostnames: vec!["orders.shop".into()],
         load_balancer: String::new(),
+        mtls: String::new(),
     }
 }
 
@@ -91,6 +92,25 @@ fn service_rejects_each_bad_field_by_name() {
     let mut m = service();
     m.load_balancer = "Round-Robin".into();
     assert_eq!(field_of(Service::try_from(&m)), "load_balancer");
+
+    let mut m = service();
+    m.mtls = "strict".into();
+    assert_eq!(field_of(Service::try_from(&m)), "mtls");
+}
+
+#[test]
+fn mtls_modes_parse_and_default_to_permissive() {
+    let mut m = service();
+    assert_eq!(
+        Service::try_from(&m).expect("valid").mtls,
+        MtlsMode::Permissive
+    );
+    for mode in [MtlsMode::Strict, MtlsMode::Permissive, MtlsMode::Disabled] {
+        m.mtls = mode.as_str().into();
+        let s = Service::try_from(&m).expect("valid");
+        assert_eq!(s.mtls, mode);
+        assert_eq!(Service::try_from(&s.to_proto()).expect("round trip"), s);
+    }
 }
 
 #[test]
@@ -109,12 +129,37 @@ fn endpoints_validate_address_port_weight_health_and_duplicates() {
         name: "orders".into(),
         endpoints: vec![endpoint("10.0.0.1", 8080), endpoint("::1", 8080)],
     };
+    let mut ok = ok;
+    ok.endpoints[1].identity = "spiffe://cluster.local/ns/shop/sa/orders".into();
     let e = Endpoints::try_from(&ok).expect("valid");
     assert_eq!(e.endpoints[0].weight, 1);
+    assert_eq!(e.endpoints[0].identity, None);
+    assert_eq!(
+        e.endpoints[1]
+            .identity
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("spiffe://cluster.local/ns/shop/sa/orders")
+    );
     assert_eq!(e.endpoints[1].address.to_string(), "[::1]:8080");
     assert_eq!(Endpoints::try_from(&e.to_proto()).expect("round trip"), e);
 
-    let cases: [(v1::Endpoint, &str); 5] = [
+    let cases: [(v1::Endpoint, &str); 7] = [
+        (
+            v1::Endpoint {
+                identity: "spiffe://cluster.local/workload".into(),
+                ..endpoint("10.0.0.2", 80)
+            },
+            "endpoints[1].identity",
+        ),
+        (
+            v1::Endpoint {
+                identity: "orders".into(),
+                ..endpoint("10.0.0.2", 80)
+            },
+            "endpoints[1].identity",
+        ),
         (endpoint("10.0.0.300", 80), "endpoints[1].address"),
         (endpoint("10.0.0.2", 0), "endpoints[1].port"),
         (

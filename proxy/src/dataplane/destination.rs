@@ -59,7 +59,7 @@ impl Destination {
         address: SocketAddr,
         pool_max_idle: usize,
     ) -> Arc<Self> {
-        let endpoint = Endpoint::new(address, 1, pool_max_idle);
+        let endpoint = Endpoint::new(address, None, 1, pool_max_idle);
         Self::new(
             protocol,
             metrics,

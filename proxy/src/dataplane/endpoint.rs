@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use weft_proto::model::SpiffeId;
+
 use crate::balance::{self, Candidate, Load};
 
 use super::http::client::Clients;
@@ -18,6 +20,13 @@ use super::http::client::Clients;
 #[derive(Debug)]
 pub struct Endpoint {
     pub address: SocketAddr,
+    /// The SPIFFE ID to verify when connecting with mTLS; `None` for plaintext (the
+    /// endpoint has no identity or its service's mode is DISABLED). Part of the
+    /// endpoint's key in the registry, so a change makes a new endpoint and pool.
+    pub tls: Option<SpiffeId>,
+    /// `weft_tls_connections_total` for this endpoint's identity, registered once
+    /// here rather than looked up per connection.
+    pub tls_connections: Option<metrics::Counter>,
     /// Updated in place when a snapshot changes only the weight.
     weight: AtomicU32,
     pub load: Load,
@@ -25,9 +34,23 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(address: SocketAddr, weight: u32, pool_max_idle: usize) -> Arc<Endpoint> {
+    pub fn new(
+        address: SocketAddr,
+        tls: Option<SpiffeId>,
+        weight: u32,
+        pool_max_idle: usize,
+    ) -> Arc<Endpoint> {
+        let tls_connections = tls.as_ref().map(|id| {
+            metrics::counter!(
+                "weft_tls_connections_total",
+                "direction" => "outbound",
+                "peer_identity" => id.to_string()
+            )
+        });
         Arc::new(Endpoint {
             address,
+            tls,
+            tls_connections,
             weight: AtomicU32::new(weight.max(1)),
             load: Load::new(balance::now()),
             clients: Clients::new(pool_max_idle),

@@ -9,14 +9,16 @@ use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
-use weft_proto::model::Protocol;
+use std::time::Duration;
 
-use crate::drain;
+use tokio::net::TcpStream;
+use weft_proto::model::{MtlsMode, Protocol};
+
+use crate::{drain, tls};
 
 use super::detect::{detect, Detected};
 use super::http::{self, Route};
-use super::io::Counted;
+use super::io::{Conn, Counted};
 use super::{tcp, Context};
 
 pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
@@ -26,17 +28,24 @@ pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
         );
         return;
     };
-    let stream = match secure(stream).await {
-        Ok(stream) => stream,
+    let stream = match secure(&cx, stream).await {
+        Ok(Some(stream)) => stream,
+        Ok(None) => return,
         Err(e) => {
             tracing::debug!(error = %e, "inbound handshake failed");
             return;
         }
     };
     let declared = cx.registry.local_protocol(target.port());
-    let detected = match declared {
-        Some(Protocol::Tcp) => Detected::Opaque,
-        _ => detect(&stream, cx.settings.detect_timeout).await,
+    let detected = match (&stream, declared) {
+        (_, Some(Protocol::Tcp)) => Detected::Opaque,
+        (Conn::Plain(plain), _) => detect(plain, cx.settings.detect_timeout).await,
+        // Inside TLS the client said by ALPN what it speaks.
+        (tls, _) => match alpn(tls) {
+            Some(b"h2") => Detected::Http2,
+            Some(b"http/1.1") => Detected::Http1,
+            _ => Detected::Opaque,
+        },
     };
     // The declaration wins: an h2c client of an HTTP/1 app is served h2 and
     // forwarded HTTP/1. Detection fills in undeclared ports.
@@ -65,7 +74,7 @@ fn target(cx: &Context, stream: &TcpStream) -> Option<SocketAddr> {
         return Some(forward);
     }
     match (cx.original_dst)(stream) {
-        Ok(dst) if stream.local_addr().is_ok_and(|local| local != dst) => {
+        Ok(dst) if !crate::capture::is_own_address(stream, dst) => {
             Some(SocketAddr::from((Ipv4Addr::LOCALHOST, dst.port())))
         }
         Ok(_) => None,
@@ -77,8 +86,65 @@ fn target(cx: &Context, stream: &TcpStream) -> Option<SocketAddr> {
     }
 }
 
-/// The seam for mTLS: today inbound is plaintext and this returns the stream as
-/// is; the TLS issue replaces it with a handshake that yields the peer identity.
-async fn secure(stream: TcpStream) -> std::io::Result<TcpStream> {
-    Ok(stream)
+/// A client that stalls its handshake holds a task no longer than this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first byte of a TLS record carrying a handshake (a ClientHello).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Applies the local service's mTLS mode: the connection as the app may see it, or
+/// `None` when the mode closes it.
+async fn secure(cx: &Context, stream: TcpStream) -> std::io::Result<Option<Conn>> {
+    let mode = cx.registry.local_mtls();
+    let configs = cx.tls.current();
+    let configs = match (mode, configs) {
+        (MtlsMode::Disabled, _) | (MtlsMode::Permissive, None) => {
+            return Ok(Some(Conn::Plain(stream)))
+        }
+        (MtlsMode::Strict, None) => {
+            tracing::debug!("STRICT mTLS but no certificate yet; closing");
+            return Ok(None);
+        }
+        (MtlsMode::Permissive, Some(configs)) => {
+            if !starts_with_tls(&stream, cx.settings.detect_timeout).await {
+                return Ok(Some(Conn::Plain(stream)));
+            }
+            configs
+        }
+        (MtlsMode::Strict, Some(configs)) => configs,
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(configs.server.clone());
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let stream = match handshake.await {
+        Ok(stream) => stream?,
+        Err(_) => return Err(ErrorKind::TimedOut.into()),
+    };
+    // The verifier accepted the chain; the identity is its leaf's URI SAN.
+    let peer = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| tls::verify::peer_identity(leaf));
+    let peer = peer.map(|id| id.to_string()).unwrap_or_default();
+    metrics::counter!("weft_tls_connections_total", "direction" => "inbound", "peer_identity" => peer)
+        .increment(1);
+    Ok(Some(Conn::Server(Box::new(stream))))
+}
+
+/// Whether the client's first byte opens a TLS handshake. A client that says
+/// nothing within the detection timeout (a server-first protocol) is plaintext.
+async fn starts_with_tls(stream: &TcpStream, timeout: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(timeout, stream.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE
+    )
+}
+
+fn alpn(conn: &Conn) -> Option<&[u8]> {
+    match conn {
+        Conn::Server(tls) => tls.get_ref().1.alpn_protocol(),
+        _ => None,
+    }
 }

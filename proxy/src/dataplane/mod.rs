@@ -86,6 +86,8 @@ pub struct Context {
     pub registry: Arc<Registry>,
     pub settings: Settings,
     pub original_dst: OriginalDst,
+    /// The mTLS configs of the proxy's current certificate.
+    pub tls: Arc<crate::tls::Tls>,
 }
 
 /// Binds every data-path listener from the configuration, then serves them until
@@ -177,8 +179,14 @@ impl Listeners {
             registry: registry.clone(),
             settings: self.settings,
             original_dst: self.original_dst,
+            tls: Arc::default(),
         });
         tokio::spawn(registry::maintain(cx.clone(), drain.clone()));
+        tokio::spawn(crate::tls::maintain(
+            cx.tls.clone(),
+            cx.shared.identity.subscribe(),
+            drain.clone(),
+        ));
         for addr in [self.outbound.local_addr()?, self.inbound.local_addr()?] {
             tracing::debug!(%addr, "data path listening");
         }

@@ -28,7 +28,7 @@ use super::{tcp, Context};
 pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
     let original = match (cx.original_dst)(&stream) {
         // A connection made to the listener's own address was not redirected.
-        Ok(dst) if stream.local_addr().is_ok_and(|local| local == dst) => None,
+        Ok(dst) if crate::capture::is_own_address(&stream, dst) => None,
         Ok(dst) => Some(dst),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => {
@@ -109,8 +109,8 @@ async fn to_destination(
     destination: &Arc<Destination>,
     drain: drain::Watch,
 ) {
-    let client = Counted::new(stream, destination.metrics.clone());
     if destination.protocol == Protocol::Tcp {
+        let client = Counted::new(stream, destination.metrics.clone());
         return tcp::proxy(cx, client, destination, drain).await;
     }
     // A port declared HTTP/1 is served as such without a peek (one syscall less
@@ -118,8 +118,9 @@ async fn to_destination(
     // the first bytes decide.
     let detected = match destination.protocol {
         Protocol::Http1 => Detected::Http1,
-        _ => detect(client.get_ref(), cx.settings.detect_timeout).await,
+        _ => detect(&stream, cx.settings.detect_timeout).await,
     };
+    let client = Counted::new(stream, destination.metrics.clone());
     let route = Route::Fixed(destination.clone());
     http::serve(cx.clone(), client, route, detected, drain).await;
 }

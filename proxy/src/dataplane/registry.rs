@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use weft_proto::model::{Health, Protocol, ResourceName, Service};
+use weft_proto::model::{Health, MtlsMode, Protocol, ResourceName, Service, SpiffeId};
 
 use crate::drain;
 use crate::metrics::{Direction, EndpointGauges, ServiceMetrics};
@@ -30,7 +30,7 @@ pub struct Routes {
     /// Every service port.
     pub by_target: HashMap<Target, Arc<Destination>>,
     /// Endpoint state by service and address, for reuse by the next snapshot.
-    endpoints: HashMap<(ResourceName, SocketAddr), Arc<Endpoint>>,
+    endpoints: HashMap<(ResourceName, SocketAddr, Option<SpiffeId>), Arc<Endpoint>>,
 }
 
 impl Routes {
@@ -159,6 +159,20 @@ impl Registry {
         view.service.port_named(&local.name).map(|p| p.protocol)
     }
 
+    /// The mTLS mode of the service this proxy's workload belongs to; PERMISSIVE
+    /// (the default) when the proxy fronts no service or does not know it yet.
+    pub fn local_mtls(&self) -> MtlsMode {
+        let Some(name) = self.local_service() else {
+            return MtlsMode::default();
+        };
+        self.routes()
+            .snapshot
+            .services
+            .get(&name)
+            .map(|view| view.service.mtls)
+            .unwrap_or_default()
+    }
+
     /// Rebuilds the routing tables from a snapshot.
     pub fn apply(&self, snapshot: Arc<Snapshot>) {
         let old = self.current.load_full();
@@ -192,13 +206,18 @@ impl Registry {
                     {
                         continue;
                     }
-                    let key = (name.clone(), e.address);
+                    // DISABLED: callers do not encrypt, whatever the endpoint holds.
+                    let tls = e
+                        .identity
+                        .clone()
+                        .filter(|_| view.service.mtls != MtlsMode::Disabled);
+                    let key = (name.clone(), e.address, tls.clone());
                     let endpoint = match old.endpoints.get(&key) {
                         Some(existing) => {
                             existing.set_weight(e.weight);
                             existing.clone()
                         }
-                        None => Endpoint::new(e.address, e.weight, self.pool_max_idle),
+                        None => Endpoint::new(e.address, tls, e.weight, self.pool_max_idle),
                     };
                     routes.endpoints.insert(key, endpoint.clone());
                     endpoints.push(endpoint);

@@ -11,11 +11,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::drain;
+use crate::tls::{self, Alpn};
 
 use super::destination::Destination;
-use super::endpoint::InFlight;
+use super::endpoint::{Endpoint, InFlight};
 use super::error::ForwardError;
-use super::io::Counted;
+use super::io::{Conn, Counted};
 use super::splice::Pipes;
 use super::Context;
 
@@ -33,6 +34,41 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, F
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Ok(stream)
+        }
+        Ok(Err(source)) => Err(ForwardError::Connect { addr, source }),
+        Err(_) => Err(ForwardError::ConnectTimeout { addr }),
+    }
+}
+
+/// Connects to an endpoint: TCP, then mTLS when the endpoint has an identity to
+/// verify and this proxy holds a certificate. Without one the proxy cannot
+/// authenticate itself, so it speaks plaintext (a PERMISSIVE peer accepts it, a
+/// STRICT one closes it). A failed handshake sent no payload: it counts as a
+/// connect failure, so the caller moves on to another endpoint.
+pub async fn connect_endpoint(
+    cx: &Context,
+    endpoint: &Endpoint,
+    alpn: Alpn,
+) -> Result<Conn, ForwardError> {
+    let addr = endpoint.address;
+    let timeout = cx.settings.connect_timeout;
+    let stream = connect(addr, timeout).await?;
+    let (Some(expected), Some(configs)) = (endpoint.tls.as_ref(), cx.tls.current()) else {
+        return Ok(Conn::Plain(stream));
+    };
+    let config = configs
+        .client(expected, alpn)
+        .map_err(|e| ForwardError::Connect {
+            addr,
+            source: std::io::Error::other(e),
+        })?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    match tokio::time::timeout(timeout, connector.connect(tls::server_name(), stream)).await {
+        Ok(Ok(stream)) => {
+            if let Some(counter) = &endpoint.tls_connections {
+                counter.increment(1);
+            }
+            Ok(Conn::Client(Box::new(stream)))
         }
         Ok(Err(source)) => Err(ForwardError::Connect { addr, source }),
         Err(_) => Err(ForwardError::ConnectTimeout { addr }),
@@ -60,11 +96,15 @@ pub async fn proxy(
         drain.signaled().await;
         tokio::time::sleep(grace).await;
     };
-    let result = match Pipes::new() {
-        Ok(pipes) => {
+    // Splicing moves raw bytes, so only when neither side is TLS.
+    let pipes = match client.get_ref().plain().zip(upstream.plain()) {
+        Some(_) => Pipes::new().map_err(|e| e.to_string()),
+        None => Err("a side speaks TLS".to_owned()),
+    };
+    let result = match (pipes, client.get_ref().plain().zip(upstream.plain())) {
+        (Ok(pipes), Some((downstream, upstream))) => {
             let (mut received, mut sent) = (0, 0);
-            let copied =
-                pipes.copy_bidirectional(client.get_ref(), &upstream, &mut received, &mut sent);
+            let copied = pipes.copy_bidirectional(downstream, upstream, &mut received, &mut sent);
             let result = tokio::select! {
                 result = copied => result,
                 () = draining => Ok(()),
@@ -72,8 +112,10 @@ pub async fn proxy(
             client.add(received, sent);
             result
         }
-        Err(e) => {
-            tracing::debug!(error = %e, "no pipes for splice; copying through user space");
+        (reason, _) => {
+            if let Err(reason) = reason {
+                tracing::debug!(%reason, "no splice; copying through user space");
+            }
             let copied = tokio::io::copy_bidirectional_with_sizes(
                 &mut client,
                 &mut upstream,
@@ -96,7 +138,7 @@ pub async fn proxy(
 pub async fn connect_balanced(
     cx: &Context,
     destination: &Destination,
-) -> Result<(TcpStream, InFlight), ForwardError> {
+) -> Result<(Conn, InFlight), ForwardError> {
     let mut failed = Vec::new();
     let mut last_error = ForwardError::NoEndpoint;
     for _ in 0..CONNECT_ATTEMPTS {
@@ -117,7 +159,7 @@ pub async fn connect_balanced(
             }
         };
         let in_flight = InFlight::begin(endpoint);
-        match connect(in_flight.endpoint().address, cx.settings.connect_timeout).await {
+        match connect_endpoint(cx, in_flight.endpoint(), Alpn::None).await {
             Ok(stream) => {
                 in_flight.observe();
                 return Ok((stream, in_flight));

@@ -9,6 +9,7 @@
 mod backoff;
 mod resources;
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use weft_proto::v1::discovery_request::Request as Req;
 pub use backoff::Backoff;
 pub use resources::Resources;
 
+use crate::config::ControlPlaneAddr;
 use crate::drain::Watch;
 use crate::state::{ConnectionState, Rejected, Shared};
 
@@ -41,16 +43,37 @@ pub enum DiscoveryError {
     Stream(#[from] tonic::Status),
     #[error("the control plane closed the stream")]
     Closed,
+    /// Not a failure: the workload's identity changed after the Hello, and the Hello is
+    /// the only place a workload is announced, so the stream is reopened at once.
+    #[error("announcing a new identity")]
+    Reannounce,
 }
 
-pub async fn run(shared: Arc<Shared>, mut drain: Watch) {
-    let resolver = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+/// The resolver for the control plane's name; `None` when the system has no resolver
+/// configuration (then only IP addresses work).
+pub(crate) fn resolver() -> Option<TokioResolver> {
+    match TokioResolver::builder_tokio().and_then(|b| b.build()) {
         Ok(resolver) => Some(resolver),
         Err(e) => {
             tracing::warn!(error = %e, "no DNS resolver configuration; only IP addresses will work");
             None
         }
-    };
+    }
+}
+
+/// Resolves the control plane afresh and connects to the first address that answers.
+/// Discovery and the certificate manager both dial through here, so they follow the
+/// same replica choice and DNS behaviour.
+pub(crate) async fn dial(
+    target: &ControlPlaneAddr,
+    resolver: Option<&TokioResolver>,
+) -> Result<(tonic::transport::Channel, SocketAddr), DiscoveryError> {
+    let addresses = resolve(resolver, &target.host, target.port).await?;
+    connect(&addresses).await
+}
+
+pub async fn run(shared: Arc<Shared>, mut drain: Watch) {
+    let resolver = resolver();
     let mut backoff = Backoff::new(FIRST_RETRY, shared.config.reconnect_max);
     let mut resources = Resources::default();
     loop {
@@ -61,6 +84,12 @@ pub async fn run(shared: Arc<Shared>, mut drain: Watch) {
         };
         let error = match result {
             Ok(()) => DiscoveryError::Closed,
+            Err(DiscoveryError::Reannounce) => {
+                // The registration survives: the same node id reconnects within the
+                // grace period, and only the difference is pushed again.
+                tracing::info!("reopening the discovery stream to announce the identity");
+                continue;
+            }
             Err(e) => e,
         };
         tracing::warn!(error = %error, "control plane unreachable; serving the last good config");
@@ -89,15 +118,18 @@ async fn session(
     resources: &mut Resources,
     progressed: &mut bool,
 ) -> Result<(), DiscoveryError> {
-    let target = &shared.config.control_plane;
-    let addresses = resolve(resolver, &target.host, target.port).await?;
-    let (channel, address) = connect(&addresses).await?;
+    let (channel, address) = dial(&shared.config.control_plane, resolver).await?;
     let mut client = DiscoveryClient::new(channel);
 
     let (tx, rx) = mpsc::channel(16);
+    // The first certificate usually arrives after the first Hello (the trust domain
+    // comes over this stream), so a change of identity reopens the stream.
+    let mut identity = shared.identity.subscribe();
+    let node = node(shared, announced_identity(&mut identity).as_deref());
+    let announced = node.workload.as_ref().map(|w| w.identity.clone());
     let hello = v1::DiscoveryRequest {
         request: Some(Req::Hello(v1::Hello {
-            node: Some(node(shared)),
+            node: Some(node),
             known: resources.known(),
             subscriptions: Vec::new(),
         })),
@@ -113,12 +145,44 @@ async fn session(
         c.last_error = None;
     });
 
-    while let Some(response) = inbound.message().await? {
+    // Types for which a complete push has arrived on this stream.
+    let mut complete: BTreeSet<Kind> = BTreeSet::new();
+    loop {
+        let response = tokio::select! {
+            response = inbound.message() => match response? {
+                Some(response) => response,
+                None => break,
+            },
+            changed = identity.changed(), if announced.is_some() => {
+                if changed.is_err() {
+                    // The identity state outlives this task; nothing to announce.
+                    continue;
+                }
+                let now = announced_identity(&mut identity).unwrap_or_default();
+                if announced.as_ref().is_some_and(|a| *a != now) {
+                    return Err(DiscoveryError::Reannounce);
+                }
+                continue;
+            }
+        };
         *progressed = true;
         let kind = Kind::from_type_url(&response.type_url);
         let errors = resources.apply(&response);
-        shared.snapshot.send_replace(Arc::new(resources.snapshot()));
-        shared.configured.store(true, Ordering::Release);
+        if !response.more {
+            // The data path sees whole pushes only.
+            shared.snapshot.send_replace(Arc::new(resources.snapshot()));
+            if kind == Some(Kind::TrustBundle) {
+                if let Some(view) = resources.trust_bundle() {
+                    shared
+                        .identity
+                        .set_trust_bundle(Arc::new(view.bundle.clone()));
+                }
+            }
+            complete.extend(kind);
+            if Kind::ALL.iter().all(|k| complete.contains(k)) {
+                shared.configured.store(true, Ordering::Release);
+            }
+        }
         record(shared, resources, kind, &response, &errors);
         let answer = if errors.is_empty() {
             Req::Ack(v1::Ack {
@@ -143,7 +207,17 @@ async fn session(
     Ok(())
 }
 
-fn node(shared: &Shared) -> v1::Node {
+/// The SPIFFE ID to announce: the current certificate's, marked seen.
+fn announced_identity(
+    identity: &mut tokio::sync::watch::Receiver<Option<Arc<crate::identity::Identity>>>,
+) -> Option<String> {
+    identity
+        .borrow_and_update()
+        .as_ref()
+        .map(|i| i.spiffe_id.to_string())
+}
+
+fn node(shared: &Shared, identity: Option<&str>) -> v1::Node {
     let config = &shared.config;
     let workload = config.workload.as_ref().map(|w| v1::Workload {
         namespace: config.namespace.clone(),
@@ -167,6 +241,7 @@ fn node(shared: &Shared) -> v1::Node {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         weight: w.weight,
+        identity: identity.unwrap_or_default().to_owned(),
     });
     v1::Node {
         id: config.node_id.clone(),

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use weft_proto::model::ResourceName;
+use weft_proto::model::{ResourceName, TrustBundle, TRUST_BUNDLE_NAME, TRUST_BUNDLE_NAMESPACE};
 use weft_proto::resource::{self, Body, Kind};
 use weft_proto::v1;
 
@@ -17,6 +17,15 @@ use crate::snapshot::{EndpointsView, Policy, ServiceView, Snapshot};
 pub struct Resources {
     services: BTreeMap<ResourceName, Arc<ServiceView>>,
     endpoints: BTreeMap<ResourceName, Arc<EndpointsView>>,
+    /// Not part of the data path's snapshot: the identity manager takes the roots.
+    trust_bundles: BTreeMap<ResourceName, Arc<TrustBundleView>>,
+}
+
+/// A trust bundle as accepted from the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustBundleView {
+    pub bundle: TrustBundle,
+    pub version: u64,
 }
 
 impl Resources {
@@ -40,6 +49,10 @@ impl Resources {
                     self.endpoints
                         .insert(view.endpoints.name.clone(), Arc::new(view));
                 }
+                Ok(Accepted::TrustBundle(view)) => {
+                    self.trust_bundles
+                        .insert(view.bundle.name.clone(), Arc::new(view));
+                }
                 Err(message) => {
                     tracing::warn!(name = %resource.name, version = resource.version, %message, "rejected a resource; keeping the last good one");
                     errors.push(reject(resource, message));
@@ -53,6 +66,7 @@ impl Resources {
             match kind {
                 Kind::Service => self.services.remove(&name).map(|_| ()),
                 Kind::Endpoints => self.endpoints.remove(&name).map(|_| ()),
+                Kind::TrustBundle => self.trust_bundles.remove(&name).map(|_| ()),
             };
         }
         errors
@@ -84,13 +98,28 @@ impl Resources {
             name: n.to_string(),
             version: v.version,
         });
-        services.chain(endpoints).collect()
+        let bundles = self.trust_bundles.iter().map(|(n, v)| v1::ResourceVersion {
+            type_url: Kind::TrustBundle.type_url().to_owned(),
+            name: n.to_string(),
+            version: v.version,
+        });
+        services.chain(endpoints).chain(bundles).collect()
+    }
+
+    /// The mesh's trust bundle, once the control plane has sent it.
+    pub fn trust_bundle(&self) -> Option<Arc<TrustBundleView>> {
+        let name = ResourceName {
+            namespace: TRUST_BUNDLE_NAMESPACE.to_owned(),
+            name: TRUST_BUNDLE_NAME.to_owned(),
+        };
+        self.trust_bundles.get(&name).cloned()
     }
 
     pub fn count(&self, kind: Kind) -> usize {
         match kind {
             Kind::Service => self.services.len(),
             Kind::Endpoints => self.endpoints.len(),
+            Kind::TrustBundle => self.trust_bundles.len(),
         }
     }
 
@@ -98,6 +127,7 @@ impl Resources {
         match kind {
             Kind::Service => self.services.values().map(|v| v.version).max(),
             Kind::Endpoints => self.endpoints.values().map(|v| v.version).max(),
+            Kind::TrustBundle => self.trust_bundles.values().map(|v| v.version).max(),
         }
         .unwrap_or(0)
     }
@@ -106,6 +136,7 @@ impl Resources {
 enum Accepted {
     Service(ServiceView),
     Endpoints(EndpointsView),
+    TrustBundle(TrustBundleView),
 }
 
 fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
@@ -130,6 +161,10 @@ fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
         }
         Body::Endpoints(endpoints) => Ok(Accepted::Endpoints(EndpointsView {
             endpoints,
+            version: resource.version,
+        })),
+        Body::TrustBundle(bundle) => Ok(Accepted::TrustBundle(TrustBundleView {
+            bundle,
             version: resource.version,
         })),
     }
@@ -160,6 +195,7 @@ mod tests {
             virtual_ips: vec![],
             hostnames: vec![],
             load_balancer: load_balancer.into(),
+            mtls: String::new(),
         };
         v1::Resource {
             name: format!("shop/{name}"),
@@ -174,6 +210,7 @@ mod tests {
             type_url: Kind::Service.type_url().into(),
             resources,
             removed: removed.iter().map(|s| s.to_string()).collect(),
+            more: false,
         }
     }
 

@@ -6,7 +6,6 @@
 //! returns to the pool only after its response was read to the end
 //! ([`super::body`]); one that is closed or not ready when taken is dropped.
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,9 +13,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::super::endpoint::Endpoint;
 use super::super::error::ForwardError;
-use super::super::io::Socket;
-use super::super::tcp::connect;
+use super::super::tcp::connect_endpoint;
+use super::super::Context;
+use crate::tls::Alpn;
 
 #[derive(Debug)]
 pub struct Clients {
@@ -100,13 +101,14 @@ impl Http1Pool {
 
     /// Opens a new connection; `upgrades` keeps it usable after a 101 response.
     pub async fn connect(
-        addr: SocketAddr,
-        timeout: Duration,
+        cx: &Context,
+        endpoint: &Endpoint,
         upgrades: bool,
     ) -> Result<http1::SendRequest<Incoming>, ForwardError> {
-        let stream = connect(addr, timeout).await?;
+        let addr = endpoint.address;
+        let stream = connect_endpoint(cx, endpoint, Alpn::Http1).await?;
         let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(Socket(stream)))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| ForwardError::Handshake { addr, source })?;
         if upgrades {
@@ -137,30 +139,31 @@ impl Http2Connection {
     /// A handle on the shared connection, connecting first when there is none.
     pub async fn get(
         &self,
-        addr: SocketAddr,
-        timeout: Duration,
+        cx: &Context,
+        endpoint: &Endpoint,
     ) -> Result<http2::SendRequest<Incoming>, ForwardError> {
         if let Some(sender) = self.current() {
             return Ok(sender);
         }
         // Boxed: connecting is rare, and its large future would otherwise bloat
         // every request's state machine.
-        Box::pin(self.connect(addr, timeout)).await
+        Box::pin(self.connect(cx, endpoint)).await
     }
 
     async fn connect(
         &self,
-        addr: SocketAddr,
-        timeout: Duration,
+        cx: &Context,
+        endpoint: &Endpoint,
     ) -> Result<http2::SendRequest<Incoming>, ForwardError> {
+        let addr = endpoint.address;
         let _connecting = self.connecting.lock().await;
         if let Some(sender) = self.current() {
             return Ok(sender);
         }
-        let stream = connect(addr, timeout).await?;
+        let stream = connect_endpoint(cx, endpoint, Alpn::H2).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .handshake(TokioIo::new(Socket(stream)))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| ForwardError::Handshake { addr, source })?;
         tokio::spawn(async move {

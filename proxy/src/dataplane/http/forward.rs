@@ -157,7 +157,6 @@ impl Handler {
     ) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>), Failure> {
         let pool = &endpoint.clients.http1;
         let addr = endpoint.address;
-        let timeout = self.cx.settings.connect_timeout;
         loop {
             let pooled = if upgrade { None } else { pool.checkout() };
             let reused = pooled.is_some();
@@ -165,7 +164,7 @@ impl Handler {
                 Some(sender) => sender,
                 // Boxed: connecting is rare on a warm pool, and its large future
                 // would otherwise bloat every request's state machine.
-                None => match Box::pin(Http1Pool::connect(addr, timeout, upgrade)).await {
+                None => match Box::pin(Http1Pool::connect(&self.cx, endpoint, upgrade)).await {
                     Ok(sender) => sender,
                     Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
                 },
@@ -210,8 +209,7 @@ impl Handler {
         request: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>), Failure> {
         let addr = endpoint.address;
-        let timeout = self.cx.settings.connect_timeout;
-        let mut sender = match endpoint.clients.http2.get(addr, timeout).await {
+        let mut sender = match endpoint.clients.http2.get(&self.cx, endpoint).await {
             Ok(sender) => sender,
             Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
         };

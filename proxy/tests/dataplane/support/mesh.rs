@@ -30,6 +30,7 @@ pub fn service(name: &str, protocol: &str) -> Svc {
             virtual_ips: Vec::new(),
             hostnames: vec![format!("{name}.shop")],
             load_balancer: String::new(),
+            mtls: String::new(),
         },
         endpoints: Vec::new(),
     }
