@@ -32,13 +32,36 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port. The listener is dropped before the port is used; the kernel
-/// does not hand the same ephemeral port out again at once, so races are rare.
+/// A loopback port that is free now, for a binary under test to bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Below Linux's ephemeral range (32768-60999): a port handed out here can never be
+    // taken meanwhile as the local port of some outgoing connection, and the counter
+    // keeps the tests of one binary (run in parallel threads) apart. The start depends
+    // on the process id, so a leftover process from an earlier run is unlikely to sit
+    // on the same ports; a port that is busy is skipped.
+    const FIRST: u16 = 20_000;
+    const LAST: u16 = 32_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        FIRST + (std::process::id() % 1_000) as u16 * 10,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in FIRST..LAST {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = if port >= LAST {
+            NEXT.store(FIRST + 1, Ordering::SeqCst);
+            FIRST
+        } else {
+            port
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{LAST}");
 }
 
 /// A child process killed when dropped, its output kept in a log file for failures.

@@ -25,11 +25,19 @@ impl ControlPlane {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra);
-        let proc = Proc::spawn(&format!("control-plane-{port}"), &mut command, logs);
+        let mut proc = Proc::spawn(&format!("control-plane-{port}"), &mut command, logs);
         wait_for(
             "the control plane to listen",
             Duration::from_secs(20),
-            || TcpStream::connect(loopback(port)).ok(),
+            || {
+                // Never mistake another process on the port for this one.
+                assert!(
+                    proc.is_running(),
+                    "the control plane exited: {}",
+                    proc.log_text()
+                );
+                TcpStream::connect(loopback(port)).ok()
+            },
         );
         ControlPlane {
             proc,

@@ -1,11 +1,11 @@
-//! Connections as the data path sees them: a plaintext [`Conn`] writes with
-//! `send`/`sendmsg`, and [`Counted`] (an accepted connection) also counts its bytes
-//! and reports them, with the open/close counts, to its service's TCP metrics.
+//! Connections as the data path sees them: [`Conn`] (plaintext or mTLS, either
+//! side) and [`Counted`], an accepted connection that counts its bytes and reports
+//! them, with the open/close counts, to its service's TCP metrics.
 //!
-//! Why not tokio's own `AsyncWrite`: it writes with `write`/`writev`, which go
-//! through the VFS layer (`fdget_pos`, `vfs_writev`) before reaching the socket;
-//! `send`/`sendmsg` go straight to it, which showed as a few percent of the proxy's
-//! CPU per HTTP request in profiles.
+//! A plaintext `Conn` writes with `send`/`sendmsg` rather than tokio's
+//! `write`/`writev`: those go through the VFS layer (`fdget_pos`, `vfs_writev`)
+//! before reaching the socket, which showed as a few percent of the proxy's CPU per
+//! HTTP request in profiles.
 //!
 //! Bytes are summed in plain fields and added to the shared counters when the
 //! connection closes, so the hot path touches no atomics per read or write.
@@ -78,8 +78,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(stream) => poll_send(stream, cx, |s| s.send(buf)),
-            Conn::Server(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Client(s) => Pin::new(s).poll_write(cx, buf),
+            other => each!(other, s => Pin::new(s).poll_write(cx, buf)),
         }
     }
 
@@ -90,16 +89,14 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(stream) => poll_send(stream, cx, |s| s.send_vectored(bufs)),
-            Conn::Server(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Client(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            other => each!(other, s => Pin::new(s).poll_write_vectored(cx, bufs)),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Conn::Plain(_) => true,
-            Conn::Server(s) => s.is_write_vectored(),
-            Conn::Client(s) => s.is_write_vectored(),
+            other => each!(other, s => s.is_write_vectored()),
         }
     }
 
