@@ -72,6 +72,34 @@ impl EmbeddedStore {
             });
         }
     }
+
+    /// Removes one key; a removal is a change, so it takes a new revision.
+    async fn remove(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: String,
+    ) -> Result<Option<u64>, StoreError> {
+        let revision = self
+            .blocking(move |db| {
+                let txn = db.begin_write().map_err(unavailable)?;
+                let revision = next_revision(&txn)?;
+                let existed = {
+                    let mut table = txn.open_table(table).map_err(unavailable)?;
+                    let removed = table.remove(key.as_str()).map_err(unavailable)?;
+                    removed.is_some()
+                };
+                if !existed {
+                    txn.abort().map_err(unavailable)?;
+                    return Ok(None);
+                }
+                set_revision(&txn, revision)?;
+                txn.commit().map_err(unavailable)?;
+                Ok(Some(revision))
+            })
+            .await?;
+        self.published(revision);
+        Ok(revision)
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -173,27 +201,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn delete(&self, kind: Kind, name: &str) -> Result<Option<u64>, StoreError> {
-        let key = key(kind, name);
-        let revision = self
-            .blocking(move |db| {
-                let txn = db.begin_write().map_err(unavailable)?;
-                let revision = next_revision(&txn)?;
-                let existed = {
-                    let mut table = txn.open_table(RESOURCES).map_err(unavailable)?;
-                    let removed = table.remove(key.as_str()).map_err(unavailable)?;
-                    removed.is_some()
-                };
-                if !existed {
-                    txn.abort().map_err(unavailable)?;
-                    return Ok(None);
-                }
-                set_revision(&txn, revision)?;
-                txn.commit().map_err(unavailable)?;
-                Ok(Some(revision))
-            })
-            .await?;
-        self.published(revision);
-        Ok(revision)
+        self.remove(RESOURCES, key(kind, name)).await
     }
 
     async fn get(&self, kind: Kind, name: &str) -> Result<Option<Record>, StoreError> {
@@ -264,27 +272,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn deregister(&self, node_id: &str) -> Result<Option<u64>, StoreError> {
-        let node_id = node_id.to_owned();
-        let revision = self
-            .blocking(move |db| {
-                let txn = db.begin_write().map_err(unavailable)?;
-                let revision = next_revision(&txn)?;
-                let existed = {
-                    let mut table = txn.open_table(REGISTRATIONS).map_err(unavailable)?;
-                    let removed = table.remove(node_id.as_str()).map_err(unavailable)?;
-                    removed.is_some()
-                };
-                if !existed {
-                    txn.abort().map_err(unavailable)?;
-                    return Ok(None);
-                }
-                set_revision(&txn, revision)?;
-                txn.commit().map_err(unavailable)?;
-                Ok(Some(revision))
-            })
-            .await?;
-        self.published(revision);
-        Ok(revision)
+        self.remove(REGISTRATIONS, node_id.to_owned()).await
     }
 
     async fn contents(&self) -> Result<Contents, StoreError> {
