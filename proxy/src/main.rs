@@ -63,6 +63,13 @@ fn run(config: Config) -> anyhow::Result<()> {
     // shut down after the control runtime returns (dropping it inside an async
     // context would panic).
     let data_handle = data_runtime.handle().clone();
+    // The data-path listeners are bound before the admin port answers, so `/live`
+    // means every listener is up, and a port that is taken stops the proxy at once.
+    let listeners = data_runtime.block_on(dataplane::Listeners::bind(
+        &shared.config.outbound,
+        &shared.config.inbound,
+        &shared.config.upstreams,
+    ))?;
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("weft-control")
@@ -79,7 +86,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             shutdown: shutdown_tx,
         });
         tokio::spawn(admin::serve(listener, admin, drain.watch()));
-        let mut data_path = data_handle.spawn(dataplane::serve(shared.clone(), drain.watch()));
+        let mut data_path = data_handle.spawn(listeners.serve(shared.clone(), drain.watch()));
         match static_snapshot {
             Some(snapshot) => {
                 shared.snapshot.send_replace(Arc::new(snapshot));

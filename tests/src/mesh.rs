@@ -2,7 +2,7 @@
 //! its own data directory, proxies with free admin/inbound/outbound ports, and weftctl.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -15,35 +15,56 @@ pub struct ControlPlane {
     pub data_dir: PathBuf,
 }
 
+/// How often a start is tried on fresh ports before the test gives up.
+const PORT_ATTEMPTS: usize = 5;
+
+/// Whether a process's log says it could not bind a port that was taken.
+fn port_taken(log: &str) -> bool {
+    log.contains("Address already in use")
+}
+
 impl ControlPlane {
-    /// Starts `weft-control-plane` and waits until it accepts connections.
+    /// Starts `weft-control-plane` and waits until it serves. If `port` turns out to
+    /// be taken (another process bound it after [`free_port`] checked it), it starts
+    /// again on another free port: read the port back from the result.
     pub fn start(logs: &Path, data_dir: &Path, port: u16, extra: &[&str]) -> ControlPlane {
-        let mut command = Command::new(bin("weft-control-plane"));
-        command
-            .arg("--listen")
-            .arg(loopback(port).to_string())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra);
-        let mut proc = Proc::spawn(&format!("control-plane-{port}"), &mut command, logs);
-        wait_for(
-            "the control plane to listen",
-            Duration::from_secs(20),
-            || {
-                // Never mistake another process on the port for this one.
-                assert!(
-                    proc.is_running(),
-                    "the control plane exited: {}",
-                    proc.log_text()
-                );
-                TcpStream::connect(loopback(port)).ok()
-            },
-        );
-        ControlPlane {
-            proc,
-            port,
-            data_dir: data_dir.to_owned(),
+        let mut port = port;
+        for _ in 0..PORT_ATTEMPTS {
+            let mut command = Command::new(bin("weft-control-plane"));
+            command
+                .arg("--listen")
+                .arg(loopback(port).to_string())
+                .arg("--data-dir")
+                .arg(data_dir)
+                .args(extra);
+            let mut proc = Proc::spawn(&format!("control-plane-{port}"), &mut command, logs);
+            // Its own log line, not a connection, says it serves: a connection could
+            // reach another process that holds the port.
+            let started = wait_for(
+                "the control plane to serve",
+                Duration::from_secs(20),
+                || {
+                    if proc.log_text().contains("control plane serving") {
+                        return Some(true);
+                    }
+                    if proc.is_running() {
+                        return None;
+                    }
+                    let log = proc.log_text();
+                    assert!(port_taken(&log), "the control plane exited: {log}");
+                    Some(false)
+                },
+            );
+            if started {
+                return ControlPlane {
+                    proc,
+                    port,
+                    data_dir: data_dir.to_owned(),
+                };
+            }
+            port = free_port();
         }
+        panic!("no free port for the control plane after {PORT_ATTEMPTS} attempts");
     }
 
     pub fn address(&self) -> String {
@@ -62,7 +83,7 @@ pub struct Proxy {
 impl Proxy {
     /// Starts `weft-proxy` with free ports; `extra` adds flags (workload, upstreams...).
     pub fn start(logs: &Path, node_id: &str, control_plane: &str, extra: &[&str]) -> Proxy {
-        Proxy::start_with_inbound(logs, node_id, control_plane, loopback(free_port()), extra)
+        Proxy::start_on(logs, node_id, control_plane, None, extra)
     }
 
     /// Like [`Proxy::start`] with a chosen inbound address, for a workload that
@@ -74,6 +95,36 @@ impl Proxy {
         inbound: SocketAddr,
         extra: &[&str],
     ) -> Proxy {
+        Proxy::start_on(logs, node_id, control_plane, Some(inbound), extra)
+    }
+
+    /// Starts on fresh ports (and the given inbound address, if any), again on other
+    /// ports when one turned out to be taken by another process meanwhile.
+    fn start_on(
+        logs: &Path,
+        node_id: &str,
+        control_plane: &str,
+        inbound: Option<SocketAddr>,
+        extra: &[&str],
+    ) -> Proxy {
+        for _ in 0..PORT_ATTEMPTS {
+            if let Some(proxy) = Proxy::try_start(logs, node_id, control_plane, inbound, extra) {
+                return proxy;
+            }
+        }
+        panic!("{node_id}: no free ports after {PORT_ATTEMPTS} attempts");
+    }
+
+    /// One start; `None` when a port was taken (the proxy binds every listener
+    /// before `/live` answers, and exits if one is taken).
+    fn try_start(
+        logs: &Path,
+        node_id: &str,
+        control_plane: &str,
+        chosen_inbound: Option<SocketAddr>,
+        extra: &[&str],
+    ) -> Option<Proxy> {
+        let inbound = chosen_inbound.unwrap_or_else(|| loopback(free_port()));
         let admin = loopback(free_port());
         let outbound = loopback(free_port());
         let mut command = Command::new(bin("weft-proxy"));
@@ -91,18 +142,28 @@ impl Proxy {
             .arg("--reconnect-max-ms")
             .arg("500")
             .args(extra);
-        let proc = Proc::spawn(node_id, &mut command, logs);
-        let proxy = Proxy {
-            proc,
+        let mut proxy = Proxy {
+            proc: Proc::spawn(node_id, &mut command, logs),
             node_id: node_id.to_owned(),
             admin,
             inbound,
             outbound,
         };
-        wait_for("the proxy's admin port", Duration::from_secs(20), || {
-            http_get(proxy.admin, "/live").ok()
+        let started = wait_for("the proxy's admin port", Duration::from_secs(20), || {
+            if !proxy.proc.is_running() {
+                let log = proxy.proc.log_text();
+                // A taken inbound address chosen by the caller cannot be retried.
+                let inbound_taken = log.contains(&format!("{inbound} (inbound)"));
+                let retry = port_taken(&log) && !(chosen_inbound.is_some() && inbound_taken);
+                assert!(retry, "{node_id} exited: {log}");
+                return Some(false);
+            }
+            // The answer must come from this proxy, not from another on the port.
+            let (status, body) = http_get(proxy.admin, "/config_dump").ok()?;
+            let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (status == 200 && dump["node_id"] == node_id).then_some(true)
         });
-        proxy
+        started.then_some(proxy)
     }
 
     pub fn is_ready(&self) -> bool {

@@ -267,8 +267,8 @@ fn a_resource_the_proxy_cannot_accept_is_nacked_and_status_shows_why() {
 fn a_restarted_control_plane_keeps_resources_and_proxies_converge() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let port = free_port();
-    let mut cp = ControlPlane::start(dir.path(), &data, port, &[]);
+    let mut cp = ControlPlane::start(dir.path(), &data, free_port(), &[]);
+    let port = cp.port;
     weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(MESH));
     let listed = weftctl_ok(&cp.address(), &["get", "svc", "-o", "yaml"], None);
     let proxy = Proxy::start(
@@ -304,6 +304,7 @@ fn a_restarted_control_plane_keeps_resources_and_proxies_converge() {
     );
 
     let cp = ControlPlane::start(dir.path(), &data, port, &[]);
+    assert_eq!(cp.port, port, "the control plane came back on its port");
     assert_eq!(
         weftctl_ok(&cp.address(), &["get", "svc", "-o", "yaml"], None),
         listed,
@@ -402,7 +403,11 @@ fn a_proxy_started_without_its_control_plane_stays_unready_and_keeps_retrying() 
         "the error names the address: {dump}"
     );
 
-    let _cp = ControlPlane::start(dir.path(), &dir.path().join("data"), port, &[]);
+    let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), port, &[]);
+    assert_eq!(
+        cp.port, port,
+        "the control plane came up on the port the proxy knows"
+    );
     proxy.wait_ready();
 }
 
@@ -423,4 +428,38 @@ fn a_proxy_reports_every_invalid_flag_at_once_and_exits_64() {
     ] {
         assert!(stderr.contains(flag), "{flag} missing from: {stderr}");
     }
+}
+
+#[test]
+fn a_taken_port_stops_the_binaries_with_its_address_and_the_harness_moves_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let output = weft_e2e::run(
+        std::process::Command::new(weft_e2e::bin("weft-control-plane"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("refused")),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+
+    let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), port, &[]);
+    assert_ne!(cp.port, port);
+    // The proxy binds its data path before its admin port answers: a taken
+    // inbound port stops it before `/live` could say it is alive.
+    let output = weft_e2e::run(
+        std::process::Command::new(weft_e2e::bin("weft-proxy"))
+            .args(["--control-plane", &cp.address()])
+            .args(["--inbound", &format!("127.0.0.1:{port}")])
+            .args(["--admin", &weft_e2e::loopback(free_port()).to_string()])
+            .args(["--outbound", &weft_e2e::loopback(free_port()).to_string()]),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port} (inbound)")),
+        "{stderr}"
+    );
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use weft_e2e::{bin, free_port, run, wait_for, Proc};
+use weft_e2e::mesh::ControlPlane;
+use weft_e2e::{bin, free_port, run, wait_for};
 
 const MESH: &str = "\
 kind: Service
@@ -34,19 +35,10 @@ spec:
 ";
 
 /// Starts a control plane on a free port and waits until weftctl gets an answer.
-fn control_plane(scratch: &Scratch) -> (Proc, Ctl) {
-    let port = free_port();
-    let process = Proc::spawn(
-        "weft-control-plane",
-        Command::new(bin("weft-control-plane"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(scratch.0.join("data")),
-        &scratch.0,
-    );
+fn control_plane(scratch: &Scratch) -> (ControlPlane, Ctl) {
+    let process = ControlPlane::start(&scratch.0, &scratch.0.join("data"), free_port(), &[]);
     let ctl = Ctl {
-        address: format!("http://127.0.0.1:{port}"),
+        address: format!("http://{}", process.address()),
     };
     wait_for(
         "the control plane to answer",

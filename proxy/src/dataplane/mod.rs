@@ -90,18 +90,6 @@ pub struct Context {
     pub tls: Arc<crate::tls::Tls>,
 }
 
-/// Binds every data-path listener from the configuration, then serves them until
-/// the drain signal.
-pub async fn serve(shared: Arc<Shared>, drain: drain::Watch) -> anyhow::Result<()> {
-    let listeners = Listeners::bind(
-        &shared.config.outbound,
-        &shared.config.inbound,
-        &shared.config.upstreams,
-    )
-    .await?;
-    listeners.serve(shared, drain).await
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} ({what}): {source}")]
 pub struct BindError {
