@@ -260,3 +260,39 @@ pub fn metric_value(metrics: &str, parts: &[&str]) -> Option<f64> {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
 }
+
+/// A running `weft-test-app` (see its source for the flags).
+pub struct App {
+    pub proc: Proc,
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+impl App {
+    /// Starts the app on a free port with `extra` flags and waits until it listens.
+    pub fn start(logs: &Path, name: &str, extra: &[&str]) -> App {
+        App::start_on(logs, name, loopback(free_port()), extra)
+    }
+
+    /// Like [`App::start`] on a chosen address (to bring a killed app back).
+    pub fn start_on(logs: &Path, name: &str, addr: SocketAddr, extra: &[&str]) -> App {
+        let mut command = Command::new(bin("weft-test-app"));
+        command
+            .args(["--listen", &addr.to_string(), "--name", name])
+            .args(extra);
+        let mut proc = Proc::spawn(name, &mut command, logs);
+        wait_for(
+            &format!("{name} to listen"),
+            Duration::from_secs(20),
+            || {
+                assert!(proc.is_running(), "{name} exited: {}", proc.log_text());
+                proc.log_text().contains("listening on").then_some(())
+            },
+        );
+        App {
+            proc,
+            name: name.to_owned(),
+            addr,
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! A sample application for the end-to-end and chaos tests: an HTTP/1.1 and h2c
+//! server that names itself in every answer and can be told to misbehave.
+//!
+//! ```text
+//! weft-test-app --listen 127.0.0.1:8080 --name users-1
+//!               [--fail-ratio 0.5] [--fail-status 503] [--delay-ms 0]
+//!               [--unhealthy-file PATH]
+//! ```
+//! Every answer carries `x-served-by: NAME` and the body `NAME\n`. A share
+//! `--fail-ratio` of the requests (spread evenly, deterministic) gets `--fail-status`
+//! instead. `GET /health` answers 200, or 503 while `--unhealthy-file` exists, so a
+//! test turns the app's health off and on by creating and removing a file. The line
+//! `listening on ADDR` is printed once the socket is bound.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+struct App {
+    name: String,
+    fail_ratio: f64,
+    fail_status: StatusCode,
+    delay: Duration,
+    unhealthy_file: Option<PathBuf>,
+    served: AtomicU64,
+}
+
+impl App {
+    /// Whether request number `n` (from 0) is one of the failing share: the failures
+    /// fall where `n * ratio` crosses a whole number, so exactly `ratio` of any long
+    /// run fails, evenly spread.
+    fn fails(&self, n: u64) -> bool {
+        (((n + 1) as f64) * self.fail_ratio).floor() > ((n as f64) * self.fail_ratio).floor()
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path().to_owned();
+        // Read the whole body so that uploads are consumed like a real app would.
+        let _ = request.into_body().collect().await;
+        let status = if path == "/health" {
+            match &self.unhealthy_file {
+                Some(file) if file.exists() => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::OK,
+            }
+        } else {
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            let n = self.served.fetch_add(1, Ordering::Relaxed);
+            if self.fails(n) {
+                self.fail_status
+            } else {
+                StatusCode::OK
+            }
+        };
+        let mut response = Response::new(Full::new(Bytes::from(format!("{}\n", self.name))));
+        *response.status_mut() = status;
+        if let Ok(value) = self.name.parse() {
+            response.headers_mut().insert("x-served-by", value);
+        }
+        response
+    }
+}
+
+fn parse(args: Vec<String>) -> anyhow::Result<(SocketAddr, App)> {
+    let mut listen = None;
+    let mut app = App {
+        name: "app".to_owned(),
+        fail_ratio: 0.0,
+        fail_status: StatusCode::SERVICE_UNAVAILABLE,
+        delay: Duration::ZERO,
+        unhealthy_file: None,
+        served: AtomicU64::new(0),
+    };
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--listen" => listen = Some(value.parse().context("--listen")?),
+            "--name" => app.name = value,
+            "--fail-ratio" => {
+                app.fail_ratio = value.parse().context("--fail-ratio")?;
+                if !(0.0..=1.0).contains(&app.fail_ratio) {
+                    bail!("--fail-ratio must be within 0..1");
+                }
+            }
+            "--fail-status" => {
+                app.fail_status = StatusCode::from_u16(value.parse().context("--fail-status")?)?;
+            }
+            "--delay-ms" => app.delay = Duration::from_millis(value.parse().context("--delay-ms")?),
+            "--unhealthy-file" => app.unhealthy_file = Some(value.into()),
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok((listen.context("--listen is required")?, app))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let (listen, app) = parse(std::env::args().skip(1).collect())?;
+    let app = Arc::new(app);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!("listening on {}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.answer(request).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(ratio: f64) -> App {
+        let (_, mut app) = parse(vec!["--listen".into(), "127.0.0.1:1".into()]).expect("parse");
+        app.fail_ratio = ratio;
+        app
+    }
+
+    #[test]
+    fn the_failing_share_is_exact_and_spread() {
+        let half = app(0.5);
+        let failed: Vec<bool> = (0..6).map(|n| half.fails(n)).collect();
+        assert_eq!(failed, [false, true, false, true, false, true]);
+        let tenth = app(0.1);
+        assert_eq!((0..1000).filter(|&n| tenth.fails(n)).count(), 100);
+        assert_eq!((0..50).filter(|&n| app(0.0).fails(n)).count(), 0);
+        assert_eq!((0..50).filter(|&n| app(1.0).fails(n)).count(), 50);
+    }
+}
