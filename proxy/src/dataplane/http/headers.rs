@@ -17,8 +17,12 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// Removes hop-by-hop headers; `upgrade` keeps those an upgrade needs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // The common case (no Connection header, nothing to do) costs one lookup per
-    // name below and no allocation.
+    // Almost no request or response carries any of them (HTTP/2 forbids all but
+    // `TE: trailers`): one pass over the names, comparing without hashing, finds
+    // that out, and only a message that has one pays for the removals.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(connection) = headers.get(header::CONNECTION) {
         let named: Vec<HeaderName> = connection
             .to_str()
@@ -45,6 +49,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(header::TE);
         }
     }
+}
+
+/// Whether a header name is one [`strip_hop_by_hop`] may remove. Headers that a
+/// `Connection` header names are only removed when `Connection` is present,
+/// which this also detects.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+    ]
+    .iter()
+    .any(|hop| hop == name)
 }
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
@@ -146,6 +166,25 @@ mod tests {
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         strip_hop_by_hop(&mut headers, true);
         assert_eq!(headers.len(), 3);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            headers.insert("x-end", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut headers, false);
+            let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+            assert_eq!(left, vec!["x-end"], "{name}");
+        }
     }
 
     #[test]
