@@ -61,6 +61,7 @@ fn several_documents_map_to_their_messages() {
             hostnames: vec!["orders.shop".into()],
             load_balancer: "round_robin".into(),
             mtls: "STRICT".into(),
+            ..Default::default()
         }
     );
     let Document::Endpoints(endpoints) = &documents[1] else {
@@ -245,6 +246,7 @@ fn printed_yaml_is_the_apply_format() {
         hostnames: vec![],
         load_balancer: "p2c_ewma".into(),
         mtls: String::new(),
+        ..Default::default()
     };
     let endpoints = v1::Endpoints {
         namespace: "shop".into(),
