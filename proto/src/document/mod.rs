@@ -39,6 +39,9 @@ pub enum ParseError {
 }
 
 /// One document: a resource of a known kind.
+// A document lives for one CLI command or one file load; boxing the service
+// variant would only add indirection to every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Document {

@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn absent_sections_take_the_defaults_and_stay_absent() {
         let s = Service::try_from(&service()).expect("valid");
-        assert_eq!(s.resilience, Resilience::default());
+        assert_eq!(*s.resilience, Resilience::default());
         assert_eq!(s.resilience.retries.max_retries, 2);
         let mut expected = service();
         expected.load_balancer = "p2c_ewma".into();

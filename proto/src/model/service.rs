@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::{validate_label, Invalid, Resilience, ResourceName};
 use crate::v1;
@@ -16,7 +17,8 @@ pub struct Service {
     pub hostnames: Vec<String>,
     pub load_balancer: PolicyName,
     pub mtls: MtlsMode,
-    pub resilience: Resilience,
+    /// Shared: every proxy destination of the service holds it.
+    pub resilience: Arc<Resilience>,
 }
 
 /// How a service's workloads accept connections, and whether callers encrypt.
@@ -220,7 +222,7 @@ impl TryFrom<&v1::Service> for Service {
             hostnames,
             load_balancer: PolicyName::try_from(msg.load_balancer.as_str())?,
             mtls: MtlsMode::try_from(msg.mtls.as_str())?,
-            resilience: Resilience::from_proto(msg)?,
+            resilience: Arc::new(Resilience::from_proto(msg)?),
         })
     }
 }

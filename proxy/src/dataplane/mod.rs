@@ -47,9 +47,6 @@ use self::registry::Registry;
 /// tests shorten some to observe them.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Connecting to an endpoint; a timeout counts as a connect failure (retried on
-    /// another endpoint, 504 when none is left). Linkerd uses 1 s outbound as well.
-    pub connect_timeout: Duration,
     /// How long to wait for the first bytes of a connection whose protocol is not
     /// declared before treating it as opaque TCP (server-first protocols send
     /// nothing until the server speaks).
@@ -66,7 +63,6 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            connect_timeout: Duration::from_secs(1),
             detect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(30),
             pool_max_idle: 256,

@@ -5,6 +5,10 @@
 //! duration is recorded, a gRPC status is read from the trailers, and a pooled
 //! HTTP/1 connection goes back to its pool (only once its response was read to the
 //! end; a connection with unread bytes cannot carry the next request).
+//!
+//! [`RequestBody`] is the other direction: a downstream body streamed as it comes,
+//! or one buffered whole (small, and only for a request that may be retried) so
+//! that each attempt can send it again.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -54,7 +58,7 @@ pub struct Completion {
     /// the trailers, and the response is counted when they arrive.
     pub grpc_pending: bool,
     /// A pooled HTTP/1 connection to return once the body was read to the end.
-    pub reuse: Option<(Arc<Endpoint>, http1::SendRequest<Incoming>)>,
+    pub reuse: Option<(Arc<Endpoint>, http1::SendRequest<RequestBody>)>,
 }
 
 pub struct Observed {
@@ -87,6 +91,62 @@ impl Drop for Observed {
     fn drop(&mut self) {
         let complete = self.inner.is_end_stream();
         self.finish(complete);
+    }
+}
+
+/// A request body on its way upstream.
+pub enum RequestBody {
+    Streaming(Incoming),
+    /// Read whole beforehand; cloned for each attempt.
+    Buffered(Buffered),
+}
+
+#[derive(Clone, Default)]
+pub struct Buffered {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Buffered {
+    pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> Buffered {
+        Buffered {
+            data: Some(data).filter(|d| !d.is_empty()),
+            trailers,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut *self {
+            RequestBody::Streaming(inner) => Pin::new(inner).poll_frame(cx),
+            RequestBody::Buffered(buffered) => Poll::Ready(match buffered.data.take() {
+                Some(data) => Some(Ok(Frame::data(data))),
+                None => buffered.trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Streaming(inner) => inner.is_end_stream(),
+            RequestBody::Buffered(b) => b.data.is_none() && b.trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Streaming(inner) => inner.size_hint(),
+            RequestBody::Buffered(b) => {
+                SizeHint::with_exact(b.data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
     }
 }
 
