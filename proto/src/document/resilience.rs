@@ -52,6 +52,10 @@ pub struct OutlierDetectionSpec {
     pub max_ejection_ms: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failure_percentage_threshold: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failure_percentage_min_requests: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -123,6 +127,8 @@ impl OutlierDetectionSpec {
             base_ejection_ms: self.base_ejection_ms,
             max_ejection_ms: self.max_ejection_ms,
             max_ejection_percent: self.max_ejection_percent,
+            failure_percentage_threshold: self.failure_percentage_threshold,
+            failure_percentage_min_requests: self.failure_percentage_min_requests,
         }
     }
     pub fn from_proto(m: &v1::OutlierDetection) -> Self {
@@ -131,6 +137,8 @@ impl OutlierDetectionSpec {
             base_ejection_ms: m.base_ejection_ms,
             max_ejection_ms: m.max_ejection_ms,
             max_ejection_percent: m.max_ejection_percent,
+            failure_percentage_threshold: m.failure_percentage_threshold,
+            failure_percentage_min_requests: m.failure_percentage_min_requests,
         }
     }
 }

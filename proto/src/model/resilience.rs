@@ -123,9 +123,12 @@ impl Default for Retries {
 }
 
 impl Retries {
-    const DEFAULT_ON: [RetryOn; 3] = [
+    /// A reset only counts for requests that may be repeated (see the proxy's
+    /// failover rule), so it is safe as a default.
+    const DEFAULT_ON: [RetryOn; 4] = [
         RetryOn::ConnectFailure,
         RetryOn::RefusedStream,
+        RetryOn::Reset,
         RetryOn::Grpc(14),
     ];
 
@@ -152,6 +155,9 @@ pub struct OutlierDetection {
     pub base_ejection: Duration,
     pub max_ejection: Duration,
     pub max_ejection_percent: u32,
+    /// 0: the failure-percentage detector is off.
+    pub failure_percentage_threshold: u32,
+    pub failure_percentage_min_requests: u32,
 }
 
 impl Default for OutlierDetection {
@@ -161,6 +167,8 @@ impl Default for OutlierDetection {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejection_percent: 10,
+            failure_percentage_threshold: 0,
+            failure_percentage_min_requests: 20,
         }
     }
 }
@@ -299,6 +307,8 @@ impl Resilience {
                 base_ejection_ms: ms(Some(o.base_ejection)),
                 max_ejection_ms: ms(Some(o.max_ejection)),
                 max_ejection_percent: Some(o.max_ejection_percent),
+                failure_percentage_threshold: o.failure_percentage_threshold,
+                failure_percentage_min_requests: o.failure_percentage_min_requests,
             });
         }
         let c = &self.circuit_breakers;
@@ -397,6 +407,15 @@ impl TryFrom<&v1::OutlierDetection> for OutlierDetection {
                 o.max_ejection_percent
                     .unwrap_or(defaults.max_ejection_percent),
             )?,
+            failure_percentage_threshold: percent(
+                "failure_percentage_threshold",
+                o.failure_percentage_threshold,
+            )?,
+            failure_percentage_min_requests: if o.failure_percentage_min_requests == 0 {
+                defaults.failure_percentage_min_requests
+            } else {
+                o.failure_percentage_min_requests
+            },
         })
     }
 }

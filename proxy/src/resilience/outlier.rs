@@ -1,6 +1,8 @@
 //! Passive health (outlier detection) of one endpoint, as seen by this proxy:
-//! consecutive failures (connect errors, timeouts, 5xx, gRPC UNAVAILABLE) eject it
-//! for a time that grows by the base time with each ejection, up to a cap.
+//! consecutive failures (connect errors, timeouts, 5xx, gRPC UNAVAILABLE), or
+//! optionally a failure percentage over its last few outcomes (for an endpoint
+//! that fails often but never twice in a row), eject it for a time that grows by
+//! the base time with each ejection, up to a cap.
 //!
 //! When its time is up the endpoint is back in the set on probation: its next
 //! outcome decides (a failure ejects it again at once, longer; a success clears
@@ -22,6 +24,10 @@ pub struct Outlier {
     /// `now` nanoseconds until which the endpoint is ejected; 0: never was.
     ejected_until: AtomicU64,
     probation: AtomicBool,
+    /// The failure-percentage detector's window: outcomes and failures since it
+    /// last reached `failure_percentage_min_requests` (then both restart).
+    window_total: AtomicU32,
+    window_failed: AtomicU32,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -48,7 +54,8 @@ impl Outlier {
         may_eject: impl FnOnce() -> bool,
     ) -> Option<u64> {
         let until = self.ejected_until.load(Ordering::Acquire);
-        if success {
+        let rate_exceeded = self.window(success, config);
+        if success && !rate_exceeded {
             self.consecutive.store(0, Ordering::Relaxed);
             if now >= until {
                 self.probation.store(false, Ordering::Relaxed);
@@ -58,12 +65,19 @@ impl Outlier {
             }
             return None;
         }
-        if config.consecutive_failures == 0 || now < until {
+        if now < until {
             return None;
         }
-        let failures = self.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
+        let failures = if success {
+            0
+        } else {
+            self.consecutive.fetch_add(1, Ordering::AcqRel) + 1
+        };
         let on_probation = self.probation.load(Ordering::Relaxed);
-        if failures < config.consecutive_failures && !on_probation {
+        let consecutive = !success
+            && config.consecutive_failures != 0
+            && (failures >= config.consecutive_failures || on_probation);
+        if !consecutive && !rate_exceeded {
             return None;
         }
         if !may_eject() {
@@ -82,6 +96,28 @@ impl Outlier {
         self.consecutive.store(0, Ordering::Relaxed);
         self.probation.store(true, Ordering::Relaxed);
         Some(end)
+    }
+}
+
+impl Outlier {
+    /// Counts an outcome in the failure-percentage window; true when the window
+    /// just filled with too many failures.
+    fn window(&self, success: bool, config: &OutlierDetection) -> bool {
+        if config.failure_percentage_threshold == 0 {
+            return false;
+        }
+        let failed = if success {
+            self.window_failed.load(Ordering::Relaxed)
+        } else {
+            self.window_failed.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        let total = self.window_total.fetch_add(1, Ordering::Relaxed) + 1;
+        if total < config.failure_percentage_min_requests {
+            return false;
+        }
+        self.window_total.store(0, Ordering::Relaxed);
+        self.window_failed.store(0, Ordering::Relaxed);
+        u64::from(failed) * 100 >= u64::from(config.failure_percentage_threshold) * u64::from(total)
     }
 }
 

@@ -65,6 +65,7 @@ fn detection() -> OutlierDetection {
         base_ejection: Duration::from_secs(1),
         max_ejection: Duration::from_secs(3),
         max_ejection_percent: 50,
+        ..OutlierDetection::default()
     }
 }
 
@@ -112,6 +113,29 @@ fn ejection_respects_the_destination_limit_and_can_be_disabled() {
     assert_eq!(outlier::max_ejected(3, 10), 1);
     assert_eq!(outlier::max_ejected(10, 50), 5);
     assert_eq!(outlier::max_ejected(10, 0), 0);
+}
+
+#[test]
+fn an_endpoint_failing_every_other_request_is_caught_by_the_failure_percentage() {
+    let config = OutlierDetection {
+        failure_percentage_threshold: 40,
+        failure_percentage_min_requests: 10,
+        ..detection()
+    };
+    let endpoint = outlier::Outlier::default();
+    let mut ejected = None;
+    for n in 0..10 {
+        ejected = endpoint.record(n % 2 == 0, 0, &config, || true);
+        if n < 9 {
+            assert_eq!(ejected, None, "not before the window is full ({n})");
+        }
+    }
+    assert_eq!(ejected, Some(SECOND));
+    // A mostly healthy endpoint is left alone.
+    let healthy = outlier::Outlier::default();
+    for n in 0..100 {
+        assert_eq!(healthy.record(n % 5 != 0, 0, &config, || true), None);
+    }
 }
 
 #[test]

@@ -10,7 +10,9 @@
 //! `--fail-ratio` of the requests (spread evenly, deterministic) gets `--fail-status`
 //! instead. `GET /health` answers 200, or 503 while `--unhealthy-file` exists, so a
 //! test turns the app's health off and on by creating and removing a file. The line
-//! `listening on ADDR` is printed once the socket is bound.
+//! `listening on ADDR` is printed once the socket is bound. `GET /served` answers
+//! how many requests (other than these two paths) reached the app, so a test can
+//! count upstream attempts.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -48,6 +50,10 @@ impl App {
         let path = request.uri().path().to_owned();
         // Read the whole body so that uploads are consumed like a real app would.
         let _ = request.into_body().collect().await;
+        if path == "/served" {
+            let count = self.served.load(Ordering::Relaxed);
+            return Response::new(Full::new(Bytes::from(format!("{count}\n"))));
+        }
         let status = if path == "/health" {
             match &self.unhealthy_file {
                 Some(file) if file.exists() => StatusCode::SERVICE_UNAVAILABLE,
