@@ -53,6 +53,9 @@ pub struct Settings {
     pub detect_timeout: Duration,
     /// An idle pooled HTTP/1 connection to an endpoint is closed after this long.
     pub pool_idle_timeout: Duration,
+    /// An idle downstream HTTP/1 keep-alive connection is closed after this long
+    /// (a service's `timeouts.idle` takes over on a listener for that service).
+    pub downstream_idle_timeout: Duration,
     /// At most this many idle HTTP/1 connections are kept per endpoint.
     pub pool_max_idle: usize,
     /// After the drain signal, opaque TCP connections get this long to finish
@@ -65,6 +68,7 @@ impl Default for Settings {
         Settings {
             detect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(30),
+            downstream_idle_timeout: Duration::from_secs(60),
             pool_max_idle: 256,
             drain_grace: Duration::from_secs(5),
         }

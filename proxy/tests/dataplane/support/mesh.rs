@@ -62,6 +62,27 @@ impl Svc {
         self
     }
 
+    /// Changes the service message (its resilience sections, say).
+    pub fn with(mut self, change: impl FnOnce(&mut v1::Service)) -> Svc {
+        change(&mut self.message);
+        self
+    }
+
+    /// An endpoint in a region and zone; `healthy` as the control plane says.
+    pub fn located(mut self, addr: SocketAddr, zone: (&str, &str), healthy: bool) -> Svc {
+        self.endpoints.push(v1::Endpoint {
+            address: addr.ip().to_string(),
+            port: u32::from(addr.port()),
+            locality: Some(v1::Locality {
+                region: zone.0.into(),
+                zone: zone.1.into(),
+            }),
+            health: if healthy { "" } else { "unhealthy" }.into(),
+            ..Default::default()
+        });
+        self
+    }
+
     pub fn unhealthy(mut self, addr: SocketAddr) -> Svc {
         self.endpoints.push(v1::Endpoint {
             address: addr.ip().to_string(),
