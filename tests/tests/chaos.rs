@@ -30,6 +30,11 @@ impl Mesh {
     /// `apps`: a name and the app's flags each; `spec` adds lines (two-space
     /// indented) to the Service's spec.
     fn start(apps: &[(&str, &[&str])], spec: &str) -> Mesh {
+        Mesh::start_with(apps, "http1", spec)
+    }
+
+    /// Like [`Mesh::start`] with the service port's protocol.
+    fn start_with(apps: &[(&str, &[&str])], protocol: &str, spec: &str) -> Mesh {
         let dir = tempfile::tempdir().expect("tempdir");
         let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
         let apps: Vec<App> = apps
@@ -49,7 +54,7 @@ impl Mesh {
 metadata: {{name: web, namespace: shop}}
 spec:
   ports:
-  - {{port: 80, protocol: http1}}
+  - {{port: 80, protocol: {protocol}}}
 {spec}
 ---
 kind: Endpoints
@@ -308,4 +313,77 @@ fn chaos_8_the_circuit_breaker_refuses_at_once_and_memory_stays_bounded() {
         rss_during < rss_before + 64 * 1024,
         "RSS grew from {rss_before} to {rss_during} KiB"
     );
+}
+
+/// Unary calls at a fixed rate with Python grpcio (another stack's client), every
+/// outcome counted; prints one JSON line.
+const GRPC_LOAD: &str = r#"
+import grpc, json, sys, time
+target, rate, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+out = {"sent": 0, "ok": 0, "codes": {}, "by_server": {}, "last_web1": 0.0}
+with grpc.insecure_channel(target) as channel:
+    call = channel.unary_unary("/weft.test.Echo/Call")
+    start = time.monotonic()
+    for i in range(count):
+        pause = start + i / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        sent = time.monotonic() - start
+        out["sent"] += 1
+        try:
+            _, info = call.with_call(b"x", timeout=10)
+            out["ok"] += 1
+            server = dict(info.initial_metadata()).get("x-served-by", "")
+            out["by_server"][server] = out["by_server"].get(server, 0) + 1
+            if server == "web-1":
+                out["last_web1"] = max(out["last_web1"], sent)
+        except grpc.RpcError as e:
+            name = e.code().name
+            out["codes"][name] = out["codes"].get(name, 0) + 1
+print(json.dumps(out), flush=True)
+"#;
+
+#[test]
+fn chaos_2_grpc_an_endpoint_failing_half_its_calls_is_ejected() {
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import grpc"])
+        .output()
+        .expect("python3 (with grpcio) is installed");
+    assert!(
+        python.status.success(),
+        "the Python grpcio package is missing (pip install grpcio)"
+    );
+    let mesh = Mesh::start_with(
+        &[
+            ("web-1", &["--fail-ratio", "0.5"]),
+            ("web-2", &[]),
+            ("web-3", &[]),
+        ],
+        "grpc",
+        "  outlierDetection: {failurePercentageThreshold: 40, failurePercentageMinRequests: 10}",
+    );
+    let output = std::process::Command::new("python3")
+        .args(["-c", GRPC_LOAD, &mesh.listen.to_string(), "200", "1000"])
+        .output()
+        .expect("run the gRPC load");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    let sent = report["sent"].as_f64().unwrap_or(0.0);
+    let ok = report["ok"].as_f64().unwrap_or(0.0);
+    println!(
+        "chaos 2 gRPC (UNAVAILABLE on half): sent {sent}, failed {}, success {:.4}, by server {}, \
+         codes {}, traffic avoided web-1 after {:.3}s",
+        sent - ok,
+        ok / sent,
+        report["by_server"],
+        report["codes"],
+        report["last_web1"].as_f64().unwrap_or(0.0),
+    );
+    assert!(ok / sent >= 0.999, "{stdout}");
+    assert!(mesh.metric(&["weft_outlier_ejections_total", "shop/web"]) >= 1.0);
 }

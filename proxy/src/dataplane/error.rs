@@ -42,9 +42,6 @@ pub enum ForwardError {
     /// before the response headers.
     #[error("request timed out after {0:?}")]
     Timeout(std::time::Duration),
-    /// Reading the downstream request body (to buffer it for retries) failed.
-    #[error("reading the request body: {0}")]
-    Downstream(hyper::Error),
 }
 
 /// The classes the rescue table knows; the discriminant is the metric slot.
@@ -57,11 +54,10 @@ pub enum Class {
     Upstream = 4,
     Overflow = 5,
     Timeout = 6,
-    Downstream = 7,
 }
 
 impl Class {
-    pub const ALL: [Class; 8] = [
+    pub const ALL: [Class; 7] = [
         Class::NoRoute,
         Class::NoEndpoint,
         Class::Connect,
@@ -69,7 +65,6 @@ impl Class {
         Class::Upstream,
         Class::Overflow,
         Class::Timeout,
-        Class::Downstream,
     ];
 
     pub fn label(self) -> &'static str {
@@ -81,7 +76,6 @@ impl Class {
             Class::Upstream => "upstream",
             Class::Overflow => "overflow",
             Class::Timeout => "timeout",
-            Class::Downstream => "downstream",
         }
     }
 
@@ -93,7 +87,6 @@ impl Class {
             Class::NoRoute => StatusCode::NOT_FOUND,
             Class::NoEndpoint | Class::Connect | Class::Upstream => StatusCode::BAD_GATEWAY,
             Class::Overflow => StatusCode::SERVICE_UNAVAILABLE,
-            Class::Downstream => StatusCode::BAD_REQUEST,
             Class::ConnectTimeout | Class::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -121,7 +114,6 @@ impl ForwardError {
             ForwardError::Upstream { .. } => Class::Upstream,
             ForwardError::Overflow(_) => Class::Overflow,
             ForwardError::Timeout(_) => Class::Timeout,
-            ForwardError::Downstream(_) => Class::Downstream,
         }
     }
 }

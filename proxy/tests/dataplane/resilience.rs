@@ -85,6 +85,47 @@ async fn a_failing_response_is_retried_on_another_endpoint() {
 }
 
 #[tokio::test]
+async fn a_post_is_retried_only_when_marked_retryable() {
+    let good = HttpUpstream::start("good").await;
+    let bad = HttpUpstream::start("bad").await;
+    let web = service("post", "http1")
+        .policy("round_robin")
+        .endpoint(good.addr)
+        .endpoint(bad.addr)
+        .with(|s| {
+            s.retries = Some(v1::Retries {
+                retry_on: vec!["5xx".into()],
+                ..Default::default()
+            });
+            s.outlier_detection = Some(v1::OutlierDetection {
+                consecutive_failures: Some(0),
+                ..Default::default()
+            });
+        });
+    let proxy = Proxy::start(snapshot(&[web]), &["--upstream", "shop/post=127.0.0.1:0"]).await;
+    let mut client = Client::connect(proxy.upstreams[0]).await;
+    let post = |marked: bool| {
+        let mut request = Request::post("/fail-if/bad").header("host", "x");
+        if marked {
+            request = request.header("weft-retryable", "true");
+        }
+        request
+            .body(Full::new(Bytes::from(vec![7u8; 10_000])))
+            .expect("request")
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(client.send(post(false)).await.expect("reply").status);
+    }
+    // Not idempotent, not marked: the bad endpoint's 503 reaches the client.
+    assert!(statuses.contains(&503), "{statuses:?}");
+    for _ in 0..4 {
+        let reply = client.send(post(true)).await.expect("reply");
+        assert_eq!((reply.status, reply.upstream()), (200, "good"), "{reply:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_circuit_breaker_refuses_beyond_max_requests() {
     let slow = HttpUpstream::start_slow("slow", Duration::from_millis(500)).await;
     let web = service("breaker", "http1").endpoint(slow.addr).with(|s| {

@@ -7,8 +7,8 @@
 //! end; a connection with unread bytes cannot carry the next request).
 //!
 //! [`RequestBody`] is the other direction: a downstream body streamed as it comes,
-//! or one buffered whole (small, and only for a request that may be retried) so
-//! that each attempt can send it again.
+//! for a request that may be retried also recorded as it goes (up to a bound), so
+//! that a later attempt can send it again once it was read to its end.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -97,23 +97,90 @@ impl Drop for Observed {
 /// A request body on its way upstream.
 pub enum RequestBody {
     Streaming(Incoming),
-    /// Read whole beforehand; cloned for each attempt.
+    /// Streamed, and copied into the recording while it stays within its bound.
+    Recorded(Incoming, Arc<Recording>),
+    /// A recorded body sent again.
     Buffered(Buffered),
+}
+
+/// What a [`RequestBody::Recorded`] body has carried so far. Written by the
+/// attempt that streams the body, read by the forwarder when it decides on a retry.
+#[derive(Debug)]
+pub struct Recording {
+    limit: usize,
+    // A std Mutex: held to push a frame or take a copy, never across an await.
+    state: std::sync::Mutex<Recorded>,
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    data: Vec<Bytes>,
+    size: usize,
+    trailers: Option<HeaderMap>,
+    complete: bool,
+    overflowed: bool,
+}
+
+impl Recording {
+    /// `complete`: the body is known to be empty (it will never be polled).
+    pub fn new(limit: usize, complete: bool) -> Recording {
+        Recording {
+            limit,
+            state: std::sync::Mutex::new(Recorded {
+                complete,
+                ..Recorded::default()
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, frame: &Frame<Bytes>) {
+        let mut state = self.state();
+        if state.overflowed {
+            return;
+        }
+        if let Some(data) = frame.data_ref() {
+            state.size += data.len();
+            if state.size > self.limit {
+                state.overflowed = true;
+                state.data = Vec::new();
+                return;
+            }
+            state.data.push(data.clone());
+        } else if let Some(trailers) = frame.trailers_ref() {
+            state.trailers = Some(trailers.clone());
+        }
+    }
+
+    fn finish(&self) {
+        self.state().complete = true;
+    }
+
+    /// The whole body, if it was read to its end within the bound.
+    pub fn replay(&self) -> Option<Buffered> {
+        let state = self.state();
+        if !state.complete || state.overflowed {
+            return None;
+        }
+        let data = match state.data.len() {
+            0 => None,
+            1 => Some(state.data[0].clone()),
+            _ => Some(Bytes::from(state.data.concat())),
+        };
+        Some(Buffered {
+            data,
+            trailers: state.trailers.clone(),
+        })
+    }
 }
 
 #[derive(Clone, Default)]
 pub struct Buffered {
     data: Option<Bytes>,
     trailers: Option<HeaderMap>,
-}
-
-impl Buffered {
-    pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> Buffered {
-        Buffered {
-            data: Some(data).filter(|d| !d.is_empty()),
-            trailers,
-        }
-    }
 }
 
 impl Body for RequestBody {
@@ -126,6 +193,22 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut *self {
             RequestBody::Streaming(inner) => Pin::new(inner).poll_frame(cx),
+            RequestBody::Recorded(inner, recording) => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        recording.record(frame);
+                        // Clients stop polling once the body says it ended, so the
+                        // last frame is where a recording learns it is complete.
+                        if inner.is_end_stream() {
+                            recording.finish();
+                        }
+                    }
+                    Poll::Ready(None) => recording.finish(),
+                    _ => {}
+                }
+                polled
+            }
             RequestBody::Buffered(buffered) => Poll::Ready(match buffered.data.take() {
                 Some(data) => Some(Ok(Frame::data(data))),
                 None => buffered.trailers.take().map(|t| Ok(Frame::trailers(t))),
@@ -135,14 +218,16 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Streaming(inner) => inner.is_end_stream(),
+            RequestBody::Streaming(inner) | RequestBody::Recorded(inner, _) => {
+                inner.is_end_stream()
+            }
             RequestBody::Buffered(b) => b.data.is_none() && b.trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Streaming(inner) => inner.size_hint(),
+            RequestBody::Streaming(inner) | RequestBody::Recorded(inner, _) => inner.size_hint(),
             RequestBody::Buffered(b) => {
                 SizeHint::with_exact(b.data.as_ref().map_or(0, |d| d.len() as u64))
             }

@@ -7,8 +7,9 @@
 //! refused, a pooled connection was closed before the request was written), or
 //! when the request may be repeated (an idempotent method, a `weft-retryable: true`
 //! header, or gRPC on a service that retries gRPC codes) and its body, at most
-//! [`MAX_BUFFERED`], was buffered: then a reset, a per-try timeout or a status the
-//! service retries on is retried too. Every retry spends the destination's budget
+//! [`MAX_BUFFERED`], was recorded to its end while the first attempt streamed it:
+//! then a reset, a per-try timeout or a status the service retries on is retried
+//! too. Recording never delays the first attempt (Linkerd buffers the same way). Every retry spends the destination's budget
 //! and waits a jittered backoff (not for a move after a refused connect).
 
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
@@ -31,12 +31,12 @@ use super::super::destination::{Destination, EndpointSet};
 use super::super::endpoint::{Endpoint, InFlight};
 use super::super::error::{rescue, ForwardError};
 use super::super::Context;
-use super::body::{grpc_status, Buffered, Completion, ProxyBody, RequestBody};
+use super::body::{grpc_status, Completion, ProxyBody, Recording, RequestBody};
 use super::client::Http1Pool;
 use super::headers::{self, strip_hop_by_hop};
 use super::Route;
 
-/// The largest request body buffered so that the request can be retried.
+/// The largest request body recorded so that the request can be retried.
 pub const MAX_BUFFERED: u64 = 64 * 1024;
 
 /// The request header by which a client marks a non-idempotent request safe to
@@ -60,32 +60,36 @@ enum Failure {
 
 type Sent = (Response<Incoming>, Option<http1::SendRequest<RequestBody>>);
 
-/// The request to send on each attempt: rebuilt from a buffered copy, or the one
-/// streaming request (given back by an attempt that did not send it).
-enum Pending {
-    Replay(Parts, Buffered),
-    Once(Option<Request<RequestBody>>),
+/// The request to send on each attempt: the original one (until an attempt
+/// consumed it; an attempt that did not send it gives it back), then, for a
+/// repeatable request, copies rebuilt from its head and recorded body.
+struct Pending {
+    request: Option<Request<RequestBody>>,
+    replay: Option<(Box<Parts>, Arc<Recording>)>,
 }
 
 impl Pending {
     fn take(&mut self) -> Option<Request<RequestBody>> {
-        match self {
-            Pending::Replay(parts, body) => Some(Request::from_parts(
-                parts.clone(),
-                RequestBody::Buffered(body.clone()),
-            )),
-            Pending::Once(request) => request.take(),
+        if let Some(request) = self.request.take() {
+            return Some(request);
         }
+        let (parts, recording) = self.replay.as_ref()?;
+        let body = recording.replay()?;
+        Some(Request::from_parts(
+            (**parts).clone(),
+            RequestBody::Buffered(body),
+        ))
     }
 
     fn give_back(&mut self, request: Request<RequestBody>) {
-        if let Pending::Once(slot) = self {
-            *slot = Some(request);
-        }
+        self.request = Some(request);
     }
 
+    /// Whether another attempt can send the request again after one sent it.
     fn replayable(&self) -> bool {
-        matches!(self, Pending::Replay(..))
+        self.replay
+            .as_ref()
+            .is_some_and(|(_, recording)| recording.replay().is_some())
     }
 }
 
@@ -184,17 +188,20 @@ impl Handler {
             && (idempotent(request.method()) || marked || (grpc && retries_grpc(&policy)));
         let mut pending = if repeatable && fits(request.body()) {
             let (parts, body) = request.into_parts();
-            let collected = match deadline {
-                Some(at) => tokio::time::timeout_at(at.into(), body.collect())
-                    .await
-                    .map_err(|_| ForwardError::Timeout(at - started))?,
-                None => body.collect().await,
+            let recording = Arc::new(Recording::new(MAX_BUFFERED as usize, body.is_end_stream()));
+            let head = Box::new(parts.clone());
+            Pending {
+                request: Some(Request::from_parts(
+                    parts,
+                    RequestBody::Recorded(body, recording.clone()),
+                )),
+                replay: Some((head, recording)),
             }
-            .map_err(ForwardError::Downstream)?;
-            let trailers = collected.trailers().cloned();
-            Pending::Replay(parts, Buffered::new(collected.to_bytes(), trailers))
         } else {
-            Pending::Once(Some(request.map(RequestBody::Streaming)))
+            Pending {
+                request: Some(request.map(RequestBody::Streaming)),
+                replay: None,
+            }
         };
 
         let retries = &policy.retries;
@@ -559,9 +566,9 @@ fn retries_grpc(policy: &Resilience) -> bool {
         .any(|on| matches!(on, RetryOn::Grpc(_)))
 }
 
-/// Whether a body is known to be small enough to buffer (an empty one included).
+/// Whether a body may be small enough to record: not one announced larger.
 fn fits(body: &Incoming) -> bool {
-    body.is_end_stream() || body.size_hint().upper().is_some_and(|n| n <= MAX_BUFFERED)
+    body.size_hint().lower() <= MAX_BUFFERED
 }
 
 fn pick(
