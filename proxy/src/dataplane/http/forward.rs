@@ -31,8 +31,8 @@ use super::super::destination::{Destination, EndpointSet};
 use super::super::endpoint::{Endpoint, InFlight};
 use super::super::error::{rescue, ForwardError};
 use super::super::Context;
+use super::attempt::{self, overflow, Failure, Sent};
 use super::body::{grpc_status, Completion, ProxyBody, Recording, RequestBody};
-use super::client::Http1Pool;
 use super::headers::{self, strip_hop_by_hop};
 use super::Route;
 
@@ -48,17 +48,6 @@ pub struct Handler {
     cx: Arc<Context>,
     route: Route,
 }
-
-/// A failed attempt: whether the request came back unsent (and may go elsewhere),
-/// or was refused before any endpoint was involved. Boxed because failures are
-/// rare and the request is large.
-enum Failure {
-    NotSent(Box<Request<RequestBody>>, ForwardError),
-    Sent(ForwardError),
-    Refused(ForwardError),
-}
-
-type Sent = (Response<Incoming>, Option<http1::SendRequest<RequestBody>>);
 
 /// The request to send on each attempt: the original one (until an attempt
 /// consumed it; an attempt that did not send it gives it back), then, for a
@@ -247,10 +236,17 @@ impl Handler {
             }
             let send = async {
                 if http1 {
-                    self.send_http1(destination, &policy, &endpoint, attempt_request, upgrade)
-                        .await
+                    attempt::send_http1(
+                        &self.cx,
+                        destination,
+                        &policy,
+                        &endpoint,
+                        attempt_request,
+                        upgrade,
+                    )
+                    .await
                 } else {
-                    self.send_http2(destination, &policy, &endpoint, attempt_request)
+                    attempt::send_http2(&self.cx, destination, &policy, &endpoint, attempt_request)
                         .await
                 }
             };
@@ -387,137 +383,6 @@ impl Handler {
             );
         }
     }
-
-    /// Sends over a pooled connection (a new one when none is idle, or for an
-    /// upgrade, which consumes its connection).
-    async fn send_http1(
-        &self,
-        destination: &Destination,
-        policy: &Resilience,
-        endpoint: &Arc<Endpoint>,
-        mut request: Request<RequestBody>,
-        upgrade: bool,
-    ) -> Result<Sent, Failure> {
-        let pool = &endpoint.clients.http1;
-        let addr = endpoint.address;
-        loop {
-            let pooled = if upgrade { None } else { pool.checkout() };
-            let reused = pooled.is_some();
-            let mut sender = match pooled {
-                Some(sender) => sender,
-                None => {
-                    let permit = admit_connection(destination, policy)?;
-                    // Boxed: connecting is rare on a warm pool, and its large future
-                    // would otherwise bloat every request's state machine.
-                    match Box::pin(Http1Pool::connect(&self.cx, endpoint, upgrade, permit)).await {
-                        Ok(sender) => sender,
-                        Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
-                    }
-                }
-            };
-            if sender.ready().await.is_err() {
-                if reused {
-                    continue;
-                }
-                let error = ForwardError::Connect {
-                    addr,
-                    source: std::io::ErrorKind::ConnectionReset.into(),
-                };
-                return Err(Failure::NotSent(Box::new(request), error));
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, (!upgrade).then_some(sender))),
-                Err(mut e) => match e.take_message() {
-                    // A pooled connection closed under us: try the next one.
-                    Some(unsent) if reused => request = unsent,
-                    Some(unsent) => {
-                        let error = ForwardError::Upstream {
-                            addr,
-                            source: e.into_error(),
-                        };
-                        return Err(Failure::NotSent(Box::new(unsent), error));
-                    }
-                    None => {
-                        let error = ForwardError::Upstream {
-                            addr,
-                            source: e.into_error(),
-                        };
-                        return Err(Failure::Sent(error));
-                    }
-                },
-            }
-        }
-    }
-
-    async fn send_http2(
-        &self,
-        destination: &Destination,
-        policy: &Resilience,
-        endpoint: &Arc<Endpoint>,
-        request: Request<RequestBody>,
-    ) -> Result<Sent, Failure> {
-        let addr = endpoint.address;
-        let h2 = &endpoint.clients.http2;
-        let connected = match h2.current() {
-            Some(sender) => Ok(sender),
-            None => {
-                let permit = admit_connection(destination, policy)?;
-                // Boxed: connecting is rare, and its large future would otherwise
-                // bloat every request's state machine.
-                Box::pin(h2.connect(&self.cx, endpoint, permit)).await
-            }
-        };
-        let mut sender = match connected {
-            Ok(sender) => sender,
-            Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
-        };
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok((response, None)),
-            Err(mut e) => {
-                let unsent = e.take_message();
-                let error = ForwardError::Upstream {
-                    addr,
-                    source: e.into_error(),
-                };
-                match unsent {
-                    Some(unsent) => Err(Failure::NotSent(Box::new(unsent), error)),
-                    None => Err(Failure::Sent(error)),
-                }
-            }
-        }
-    }
-}
-
-/// Admits a new upstream connection past the pending and connection limits: a
-/// permit held by the connection while it lives (`None` for destinations without
-/// limits). The pending permit only covers the wait for this check, since
-/// connecting is the only wait a request has.
-fn admit_connection(
-    destination: &Destination,
-    policy: &Resilience,
-) -> Result<Option<crate::resilience::breaker::Permit>, Failure> {
-    let limits = &policy.circuit_breakers;
-    if limits.max_connections == u32::MAX {
-        return Ok(None);
-    }
-    let Some(_pending) = destination
-        .breakers
-        .admit(Limit::Pending, limits.max_pending_requests)
-    else {
-        return Err(Failure::Refused(overflow(destination, Limit::Pending)));
-    };
-    match destination
-        .breakers
-        .admit(Limit::Connections, limits.max_connections)
-    {
-        Some(permit) => Ok(Some(permit)),
-        None => Err(Failure::Refused(overflow(destination, Limit::Connections))),
-    }
-}
-
-fn overflow(destination: &Destination, limit: Limit) -> ForwardError {
-    destination.metrics.resilience().overflows[limit as usize].increment(1);
-    ForwardError::Overflow(limit.label())
 }
 
 /// Whole seconds since the process epoch, the retry budget's clock.

@@ -5,6 +5,7 @@
 //! forwarded in the version the destination declares (`http1`, or `http2`/`grpc`),
 //! so the two sides may differ and [`headers`] translates between them.
 
+mod attempt;
 pub mod body;
 pub mod client;
 mod forward;
