@@ -137,10 +137,11 @@ fn chaos_1_a_killed_endpoint_fails_no_request() {
     load.wait_for_successes(900, WAIT);
     let report = load.stop();
     let avoided = report.last_served_by_after("web-1", fault);
+    let retried = mesh.metric(&["weft_retries_total", "outcome=\"success\""]);
     print(
         "1 (SIGKILL)",
         &report,
-        &format!(", traffic avoided web-1 after {avoided:?}"),
+        &format!(", traffic avoided web-1 after {avoided:?}, requests saved by a retry {retried}"),
     );
     assert!(report.failed().is_empty(), "{}", report.summary());
     assert!(
@@ -203,13 +204,25 @@ fn chaos_3_a_hung_endpoint_costs_at_most_the_per_try_timeout() {
         .map(|o| o.latency)
         .collect();
     let slowest = after.iter().max().copied().unwrap_or_default();
+    // A request that met the hung endpoint took at least the per-try timeout; the
+    // last one sent says when traffic stopped going there.
+    let avoided = report
+        .outcomes
+        .iter()
+        .filter(|o| o.at >= fault && o.latency >= per_try)
+        .map(|o| o.at - fault)
+        .max()
+        .unwrap_or_default();
     // A request that met the hung endpoint waited one per-try timeout, then a
     // backoff of at most 25 ms, then went elsewhere.
     let p99 = report.latency_quantile(0.99);
     print(
         "3 (SIGSTOP)",
         &report,
-        &format!(", slowest after the fault {slowest:?}, per-try timeout {per_try:?}"),
+        &format!(
+            ", slowest after the fault {slowest:?}, per-try timeout {per_try:?}, \
+             traffic avoided web-1 after {avoided:?}"
+        ),
     );
     assert!(report.failed().is_empty(), "{}", report.summary());
     // Slack for a loaded two-core machine, well under a second retry's timeout.

@@ -58,6 +58,26 @@ struct Pending {
 }
 
 impl Pending {
+    /// A repeatable request whose body may fit the bound is recorded as it streams.
+    fn new(request: Request<Incoming>, repeatable: bool) -> Pending {
+        if !(repeatable && fits(request.body())) {
+            return Pending {
+                request: Some(request.map(RequestBody::Streaming)),
+                replay: None,
+            };
+        }
+        let (parts, body) = request.into_parts();
+        let recording = Arc::new(Recording::new(MAX_BUFFERED as usize, body.is_end_stream()));
+        let head = Box::new(parts.clone());
+        Pending {
+            request: Some(Request::from_parts(
+                parts,
+                RequestBody::Recorded(body, recording.clone()),
+            )),
+            replay: Some((head, recording)),
+        }
+    }
+
     fn take(&mut self) -> Option<Request<RequestBody>> {
         if let Some(request) = self.request.take() {
             return Some(request);
@@ -175,23 +195,7 @@ impl Handler {
         let repeatable = !upgrade
             && policy.retries.max_retries > 0
             && (idempotent(request.method()) || marked || (grpc && retries_grpc(&policy)));
-        let mut pending = if repeatable && fits(request.body()) {
-            let (parts, body) = request.into_parts();
-            let recording = Arc::new(Recording::new(MAX_BUFFERED as usize, body.is_end_stream()));
-            let head = Box::new(parts.clone());
-            Pending {
-                request: Some(Request::from_parts(
-                    parts,
-                    RequestBody::Recorded(body, recording.clone()),
-                )),
-                replay: Some((head, recording)),
-            }
-        } else {
-            Pending {
-                request: Some(request.map(RequestBody::Streaming)),
-                replay: None,
-            }
-        };
+        let mut pending = Pending::new(request, repeatable);
 
         let retries = &policy.retries;
         let resilience = destination.metrics.resilience();
@@ -201,27 +205,9 @@ impl Handler {
         let mut last = Last::None;
         let mut delay_next = false;
         for attempt in 0..attempts.min(failed.len()) {
-            if attempt > 0 {
-                if !destination.budget.withdraw(
-                    seconds(),
-                    retries.budget_percent,
-                    retries.min_retries_per_second,
-                ) {
-                    resilience.budget_exhausted.increment(1);
-                    break;
-                }
-                if delay_next {
-                    let pause = backoff::delay(
-                        attempt as u32,
-                        retries.backoff_base,
-                        retries.backoff_max,
-                        &mut rand::rng(),
-                    );
-                    if deadline.is_some_and(|at| Instant::now() + pause >= at) {
-                        break;
-                    }
-                    tokio::time::sleep(pause).await;
-                }
+            if attempt > 0 && !may_retry(destination, &policy, attempt, delay_next, deadline).await
+            {
+                break;
             }
             let Some(mut attempt_request) = pending.take() else {
                 break;
@@ -383,6 +369,44 @@ impl Handler {
             );
         }
     }
+}
+
+/// Whether retry number `attempt` may go ahead: the budget pays for it, and its
+/// backoff (after a failure that reached an upstream) ends before the deadline.
+async fn may_retry(
+    destination: &Destination,
+    policy: &Resilience,
+    attempt: usize,
+    backoff: bool,
+    deadline: Option<Instant>,
+) -> bool {
+    let retries = &policy.retries;
+    let paid = destination.budget.withdraw(
+        seconds(),
+        retries.budget_percent,
+        retries.min_retries_per_second,
+    );
+    if !paid {
+        destination
+            .metrics
+            .resilience()
+            .budget_exhausted
+            .increment(1);
+        return false;
+    }
+    if backoff {
+        let pause = backoff::delay(
+            attempt as u32,
+            retries.backoff_base,
+            retries.backoff_max,
+            &mut rand::rng(),
+        );
+        if deadline.is_some_and(|at| Instant::now() + pause >= at) {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    true
 }
 
 /// Whole seconds since the process epoch, the retry budget's clock.
