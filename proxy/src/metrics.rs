@@ -177,7 +177,7 @@ pub struct ServiceMetrics {
     grpc_responses: [OnceLock<Counter>; GRPC_CODES],
     errors: [OnceLock<Counter>; ERROR_SLOTS],
     pub tcp: TcpMetrics,
-    /// Registered on first use: only outbound services retry, eject and overflow.
+    /// Registered on first use (a service's first request).
     resilience: OnceLock<ResilienceMetrics>,
 }
 
@@ -241,18 +241,19 @@ impl ServiceMetrics {
     }
 
     pub fn resilience(&self) -> &ResilienceMetrics {
+        use crate::resilience::breaker::Limit;
         self.resilience.get_or_init(|| {
-            let service = self.service.clone();
-            let overflow = |limit: crate::resilience::breaker::Limit| {
-                metrics::counter!(OVERFLOWS, "service" => service.clone(), "limit" => limit.label())
+            let d = self.direction;
+            let service = || self.service.clone();
+            let overflow = |limit: Limit| {
+                metrics::counter!(OVERFLOWS, "direction" => d, "service" => service(), "limit" => limit.label())
             };
-            use crate::resilience::breaker::Limit;
             ResilienceMetrics {
-                retry_success: metrics::counter!(RETRIES, "service" => service.clone(), "outcome" => "success"),
-                retry_failure: metrics::counter!(RETRIES, "service" => service.clone(), "outcome" => "failure"),
-                budget_exhausted: metrics::counter!(BUDGET_EXHAUSTED, "service" => service.clone()),
-                ejections: metrics::counter!(EJECTIONS, "service" => service.clone()),
-                ejected: metrics::gauge!(EJECTED, "service" => service.clone()),
+                retry_success: metrics::counter!(RETRIES, "direction" => d, "service" => service(), "outcome" => "success"),
+                retry_failure: metrics::counter!(RETRIES, "direction" => d, "service" => service(), "outcome" => "failure"),
+                budget_exhausted: metrics::counter!(BUDGET_EXHAUSTED, "direction" => d, "service" => service()),
+                ejections: metrics::counter!(EJECTIONS, "direction" => d, "service" => service()),
+                ejected: metrics::gauge!(EJECTED, "direction" => d, "service" => service()),
                 overflows: Limit::ALL.map(overflow),
             }
         })
