@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use weft_e2e::load::{Load, Options, Report};
-use weft_e2e::mesh::{endpoint_addresses, metric_value, weftctl_ok, App, ControlPlane, Proxy};
+use weft_e2e::mesh::{
+    endpoint_addresses, metric_value, resource, weftctl_ok, App, ControlPlane, Proxy,
+};
 use weft_e2e::{free_port, http_get, loopback, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -190,6 +192,11 @@ fn chaos_3_a_hung_endpoint_costs_at_most_the_per_try_timeout() {
         "  retries: {perTryTimeoutMs: 300}
   outlierDetection: {consecutiveFailures: 2}",
     );
+    // The proxy shows the settings it applies, defaults resolved.
+    let service = resource(&mesh.client.config_dump(), "services", "shop/web").expect("shop/web");
+    let retries = &service["resilience"]["retries"];
+    assert_eq!(retries["per_try_timeout_ms"], 300, "{service}");
+    assert_eq!(retries["max_retries"], 2, "{service}");
     let load = load(&mesh, 200, 4);
     load.wait_for_successes(300, WAIT);
     let fault = load.elapsed();
