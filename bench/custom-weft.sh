@@ -8,9 +8,18 @@
 #   TCP port  -> service bench/iperf (tcp, the iperf3 server)
 #   L4 port   -> service bench/l4   (tcp, round robin over $BENCH_UPSTREAMS)
 # Usage (from bench/run.sh): custom-weft.sh PROXY_BINARY HTTP H2C TCP L4
+# WEFT_BENCH_RESILIENCE=off turns retries, outlier detection and circuit breakers
+# off in every service, to measure what they cost when nothing fails.
 set -euo pipefail
 proxy=$1 http=$2 h2=$3 tcp=$4 l4=$5
 cfg=$BENCH_OUT/weft-mesh.yaml
+resilience=""
+if [[ ${WEFT_BENCH_RESILIENCE:-on} == off ]]; then
+  resilience="
+  retries: {maxRetries: 0}
+  outlierDetection: {consecutiveFailures: 0}
+  circuitBreakers: {maxConnections: 4294967295, maxPendingRequests: 4294967295, maxRequests: 4294967295}"
+fi
 
 endpoints() {
   for u in ${1//,/ }; do echo "    - {address: ${u%:*}, port: ${u##*:}}"; done
@@ -22,7 +31,7 @@ kind: Service
 metadata: {name: $1, namespace: bench}
 spec:
   ports: [{port: 80, protocol: $2}]
-  loadBalancer: round_robin
+  loadBalancer: round_robin$resilience
 DOC
 }
 {

@@ -99,6 +99,40 @@ fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
+/// A service's effective resilience settings, defaults resolved (durations in ms).
+fn dump_resilience(r: &weft_proto::model::Resilience) -> serde_json::Value {
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+    let (t, re, o, c) = (
+        &r.timeouts,
+        &r.retries,
+        &r.outlier_detection,
+        &r.circuit_breakers,
+    );
+    json!({
+        "timeouts": {"connect_ms": ms(Some(t.connect)), "request_ms": ms(t.request), "idle_ms": ms(t.idle)},
+        "retries": {
+            "retry_on": re.retry_on.iter().map(|on| on.name()).collect::<Vec<_>>(),
+            "max_retries": re.max_retries, "per_try_timeout_ms": ms(re.per_try_timeout),
+            "backoff_base_ms": ms(Some(re.backoff_base)), "backoff_max_ms": ms(Some(re.backoff_max)),
+            "budget_percent": re.budget_percent, "min_retries_per_second": re.min_retries_per_second,
+        },
+        "outlier_detection": {
+            "consecutive_failures": o.consecutive_failures,
+            "base_ejection_ms": ms(Some(o.base_ejection)), "max_ejection_ms": ms(Some(o.max_ejection)),
+            "max_ejection_percent": o.max_ejection_percent,
+            "failure_percentage_threshold": o.failure_percentage_threshold,
+            "failure_percentage_min_requests": o.failure_percentage_min_requests,
+        },
+        "circuit_breakers": {
+            "max_connections": c.max_connections, "max_pending_requests": c.max_pending_requests,
+            "max_requests": c.max_requests,
+        },
+        "locality": {
+            "min_healthy_percent": r.locality.min_healthy_percent, "failover": r.locality.failover,
+        },
+    })
+}
+
 fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
     let mut services: Vec<_> = snapshot
         .services
@@ -114,6 +148,7 @@ fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
                 "virtual_ips": s.virtual_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "hostnames": s.hostnames,
                 "load_balancer": view.policy,
+                "resilience": dump_resilience(&s.resilience),
             })
         })
         .collect();

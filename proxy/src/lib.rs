@@ -14,6 +14,8 @@
 //! - [`dataplane`]: the listeners that carry application traffic (outbound,
 //!   inbound, explicit upstreams), TCP and HTTP forwarding, on the worker runtime.
 //! - [`balance`]: the load-balancing policies (pure logic).
+//! - [`resilience`]: retry budget, backoff, outlier detection, circuit breakers,
+//!   locality tiers and gRPC deadlines (pure logic the forwarder consults).
 //! - [`static_config`]: `--static-config`, the mesh from a file instead of a
 //!   control plane.
 //! - [`metrics`]: the Prometheus recorder and the handles the data path holds.
@@ -33,6 +35,7 @@ pub mod drain;
 pub mod identity;
 pub mod init;
 pub mod metrics;
+pub mod resilience;
 pub mod snapshot;
 pub mod state;
 pub mod static_config;

@@ -31,6 +31,11 @@ const TCP_SENT: &str = "weft_tcp_sent_bytes_total";
 const PASSTHROUGH: &str = "weft_outbound_passthrough_connections_total";
 const ENDPOINTS: &str = "weft_endpoints";
 const BUILD_INFO: &str = "weft_build_info";
+const RETRIES: &str = "weft_retries_total";
+const BUDGET_EXHAUSTED: &str = "weft_retry_budget_exhausted_total";
+const EJECTIONS: &str = "weft_outlier_ejections_total";
+const EJECTED: &str = "weft_outlier_ejected_endpoints";
+const OVERFLOWS: &str = "weft_circuit_breaker_overflows_total";
 
 /// Upper bounds of the latency buckets: 0.5 ms (a loopback hop) up to 30 s (a
 /// slow streaming call), roughly doubling.
@@ -99,6 +104,23 @@ fn describe() {
         "Captured connections to a destination that is no mesh service, forwarded unchanged."
     );
     describe_gauge!(ENDPOINTS, "Endpoints of each service, by health state.");
+    describe_counter!(
+        RETRIES,
+        "Retry attempts by outcome: success (a response that was not retried again), failure."
+    );
+    describe_counter!(
+        BUDGET_EXHAUSTED,
+        "Retries not made because the service's retry budget was spent."
+    );
+    describe_counter!(
+        EJECTIONS,
+        "Endpoints ejected by outlier detection (consecutive failures)."
+    );
+    describe_gauge!(EJECTED, "Endpoints currently ejected by outlier detection.");
+    describe_counter!(
+        OVERFLOWS,
+        "Requests refused at once because a circuit-breaker limit was reached, by limit."
+    );
     // The discovery client's metrics, described here so that every series on
     // /metrics has HELP text (`promtool check metrics` fails without it).
     // Describing is first-wins and idempotent, so the discovery module may add
@@ -155,6 +177,20 @@ pub struct ServiceMetrics {
     grpc_responses: [OnceLock<Counter>; GRPC_CODES],
     errors: [OnceLock<Counter>; ERROR_SLOTS],
     pub tcp: TcpMetrics,
+    /// Registered on first use (a service's first request).
+    resilience: OnceLock<ResilienceMetrics>,
+}
+
+/// The client-side resilience handles of one (outbound) service.
+#[derive(Debug)]
+pub struct ResilienceMetrics {
+    pub retry_success: Counter,
+    pub retry_failure: Counter,
+    pub budget_exhausted: Counter,
+    pub ejections: Counter,
+    pub ejected: Gauge,
+    /// By `resilience::breaker::Limit`.
+    pub overflows: [Counter; 3],
 }
 
 /// Room for every `dataplane::error::Class`; checked by a test there.
@@ -198,9 +234,29 @@ impl ServiceMetrics {
                 received: metrics::counter!(TCP_RECEIVED, labels(&[])),
                 sent: metrics::counter!(TCP_SENT, labels(&[])),
             },
+            resilience: OnceLock::new(),
             direction: d,
             service,
         }
+    }
+
+    pub fn resilience(&self) -> &ResilienceMetrics {
+        use crate::resilience::breaker::Limit;
+        self.resilience.get_or_init(|| {
+            let d = self.direction;
+            let service = || self.service.clone();
+            let overflow = |limit: Limit| {
+                metrics::counter!(OVERFLOWS, "direction" => d, "service" => service(), "limit" => limit.label())
+            };
+            ResilienceMetrics {
+                retry_success: metrics::counter!(RETRIES, "direction" => d, "service" => service(), "outcome" => "success"),
+                retry_failure: metrics::counter!(RETRIES, "direction" => d, "service" => service(), "outcome" => "failure"),
+                budget_exhausted: metrics::counter!(BUDGET_EXHAUSTED, "direction" => d, "service" => service()),
+                ejections: metrics::counter!(EJECTIONS, "direction" => d, "service" => service()),
+                ejected: metrics::gauge!(EJECTED, "direction" => d, "service" => service()),
+                overflows: Limit::ALL.map(overflow),
+            }
+        })
     }
 
     pub fn service(&self) -> &str {

@@ -20,6 +20,9 @@ spec:
   virtualIPs: [10.96.0.10]
   hostnames: [orders.shop]
   loadBalancer: round_robin
+  retries: {retryOn: [5xx, unavailable], maxRetries: 1, perTryTimeoutMs: 500}
+  outlierDetection: {consecutiveFailures: 3}
+  circuitBreakers: {maxRequests: 100}
 ---
 kind: Endpoints
 metadata: {name: orders, namespace: shop}
@@ -193,6 +196,11 @@ fn apply_get_round_trip_reject_and_delete() {
     let json: serde_json::Value =
         serde_json::from_str(&ctl.ok(&["get", "svc", "-o", "json"])).expect("json");
     assert_eq!(json[0]["spec"]["virtualIPs"][0], "10.96.0.10");
+    assert_eq!(json[0]["spec"]["retries"]["perTryTimeoutMs"], 500);
+    assert_eq!(
+        json[0]["spec"]["outlierDetection"]["consecutiveFailures"],
+        3
+    );
 
     // YAML re-applies unchanged.
     for kind in ["svc", "ep"] {
@@ -219,6 +227,10 @@ fn apply_get_round_trip_reject_and_delete() {
         (
             "kind: Endpoints\nmetadata: {name: ghost}\nspec:\n  endpoints: [{address: 10.0.0.1, port: 80}]\n",
             "service default/ghost does not exist",
+        ),
+        (
+            "kind: Service\nmetadata: {name: orders, namespace: shop}\nspec:\n  ports: [{port: 80, protocol: http1}]\n  retries: {retryOn: [sometimes]}\n",
+            "retries.retry_on[0]",
         ),
         (
             "kind: Service\nmetadata: {name: orders, namespace: shop}\nspec:\n  ports: [{port: 80, protcol: tcp}]\n",

@@ -18,8 +18,13 @@ use crate::resource::{to_any, Kind};
 use crate::v1;
 use serde::{Deserialize, Serialize};
 
+mod resilience;
 #[cfg(test)]
 mod tests;
+
+pub use resilience::{
+    CircuitBreakersSpec, LocalityPolicySpec, OutlierDetectionSpec, RetriesSpec, TimeoutsSpec,
+};
 
 /// The namespace of a document whose metadata names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -34,6 +39,9 @@ pub enum ParseError {
 }
 
 /// One document: a resource of a known kind.
+// A document lives for one CLI command or one file load; boxing the service
+// variant would only add indirection to every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Document {
@@ -134,6 +142,16 @@ pub struct ServiceSpec {
     /// STRICT | PERMISSIVE (default) | DISABLED.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mtls: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<TimeoutsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetriesSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetectionSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breakers: Option<CircuitBreakersSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<LocalityPolicySpec>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -353,6 +371,23 @@ impl ServiceDocument {
             hostnames: self.spec.hostnames.clone(),
             load_balancer: self.spec.load_balancer.clone(),
             mtls: self.spec.mtls.clone(),
+            timeouts: self.spec.timeouts.as_ref().map(TimeoutsSpec::to_proto),
+            retries: self.spec.retries.as_ref().map(RetriesSpec::to_proto),
+            outlier_detection: self
+                .spec
+                .outlier_detection
+                .as_ref()
+                .map(OutlierDetectionSpec::to_proto),
+            circuit_breakers: self
+                .spec
+                .circuit_breakers
+                .as_ref()
+                .map(CircuitBreakersSpec::to_proto),
+            locality: self
+                .spec
+                .locality
+                .as_ref()
+                .map(LocalityPolicySpec::to_proto),
         }
     }
 
@@ -378,6 +413,20 @@ impl ServiceDocument {
                 hostnames: message.hostnames.clone(),
                 load_balancer: message.load_balancer.clone(),
                 mtls: message.mtls.clone(),
+                timeouts: message.timeouts.as_ref().map(TimeoutsSpec::from_proto),
+                retries: message.retries.as_ref().map(RetriesSpec::from_proto),
+                outlier_detection: message
+                    .outlier_detection
+                    .as_ref()
+                    .map(OutlierDetectionSpec::from_proto),
+                circuit_breakers: message
+                    .circuit_breakers
+                    .as_ref()
+                    .map(CircuitBreakersSpec::from_proto),
+                locality: message
+                    .locality
+                    .as_ref()
+                    .map(LocalityPolicySpec::from_proto),
             },
         }
     }

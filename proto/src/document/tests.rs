@@ -61,6 +61,7 @@ fn several_documents_map_to_their_messages() {
             hostnames: vec!["orders.shop".into()],
             load_balancer: "round_robin".into(),
             mtls: "STRICT".into(),
+            ..Default::default()
         }
     );
     let Document::Endpoints(endpoints) = &documents[1] else {
@@ -245,6 +246,7 @@ fn printed_yaml_is_the_apply_format() {
         hostnames: vec![],
         load_balancer: "p2c_ewma".into(),
         mtls: String::new(),
+        ..Default::default()
     };
     let endpoints = v1::Endpoints {
         namespace: "shop".into(),
@@ -307,4 +309,47 @@ fn json_has_the_same_structure() {
     assert_eq!(json["spec"]["loadBalancer"], "round_robin");
     let text = serde_json::to_string(&documents[0]).expect("json text");
     assert_eq!(parse(&text).expect("JSON is YAML"), documents[..1]);
+}
+
+#[test]
+fn resilience_sections_map_to_their_messages_and_back() {
+    let text = "kind: Service
+metadata: {name: web}
+spec:
+  ports: [{port: 80, protocol: http1}]
+  timeouts: {connectMs: 500, requestMs: 2000}
+  retries: {retryOn: [5xx], maxRetries: 0, budgetPercent: 10}
+  outlierDetection: {consecutiveFailures: 0, failurePercentageThreshold: 50}
+  circuitBreakers: {maxRequests: 10}
+  locality: {minHealthyPercent: 50, failover: [us-east]}
+";
+    let documents = parse(text).expect("parse");
+    let Document::Service(service) = &documents[0] else {
+        panic!("not a service");
+    };
+    let message = service.to_proto();
+    assert_eq!(message.timeouts.as_ref().map(|t| t.request_ms), Some(2000));
+    let retries = message.retries.as_ref().expect("retries");
+    assert_eq!(
+        (retries.max_retries, retries.budget_percent),
+        (Some(0), Some(10))
+    );
+    assert_eq!(
+        message
+            .outlier_detection
+            .as_ref()
+            .map(|o| o.consecutive_failures),
+        Some(Some(0))
+    );
+    assert_eq!(
+        message.circuit_breakers.as_ref().map(|c| c.max_requests),
+        Some(10)
+    );
+    assert_eq!(
+        message.locality.as_ref().map(|l| l.failover.clone()),
+        Some(vec!["us-east".to_owned()])
+    );
+    let back = ServiceDocument::from_proto(&message, None);
+    assert_eq!(back.spec, service.spec);
+    assert!(parse(&text.replace("maxRequests", "maxRequest")).is_err());
 }

@@ -8,6 +8,7 @@ mod endpoints;
 mod error;
 mod identity;
 mod name;
+mod resilience;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -16,4 +17,7 @@ pub use endpoints::{Endpoint, Endpoints, Health, Locality};
 pub use error::Invalid;
 pub use identity::{SpiffeId, TrustBundle, TrustDomain, TRUST_BUNDLE_NAME, TRUST_BUNDLE_NAMESPACE};
 pub use name::{validate_label, ResourceName};
+pub use resilience::{
+    CircuitBreakers, LocalityPolicy, OutlierDetection, Resilience, Retries, RetryOn, Timeouts,
+};
 pub use service::{MtlsMode, PolicyName, Protocol, Service, ServicePort};

@@ -4,8 +4,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use super::{validate_label, Invalid, ResourceName};
+use super::{validate_label, Invalid, Resilience, ResourceName};
 use crate::v1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub struct Service {
     pub hostnames: Vec<String>,
     pub load_balancer: PolicyName,
     pub mtls: MtlsMode,
+    /// Shared: every proxy destination of the service holds it.
+    pub resilience: Arc<Resilience>,
 }
 
 /// How a service's workloads accept connections, and whether callers encrypt.
@@ -219,6 +222,7 @@ impl TryFrom<&v1::Service> for Service {
             hostnames,
             load_balancer: PolicyName::try_from(msg.load_balancer.as_str())?,
             mtls: MtlsMode::try_from(msg.mtls.as_str())?,
+            resilience: Arc::new(Resilience::from_proto(msg)?),
         })
     }
 }
@@ -243,7 +247,7 @@ impl TryFrom<&v1::ServicePort> for ServicePort {
 
 impl Service {
     pub fn to_proto(&self) -> v1::Service {
-        v1::Service {
+        let mut msg = v1::Service {
             namespace: self.name.namespace.clone(),
             name: self.name.name.clone(),
             ports: self
@@ -263,7 +267,10 @@ impl Service {
                 MtlsMode::Permissive => String::new(),
                 mode => mode.as_str().to_owned(),
             },
-        }
+            ..Default::default()
+        };
+        self.resilience.to_proto(&mut msg);
+        msg
     }
 
     /// The port an endpoint's `port_name` refers to (the only port when it is empty).

@@ -4,16 +4,21 @@
 //!
 //! The endpoint set is swapped whole when a snapshot changes it; a connection or a
 //! request that loaded the old set keeps using it (and its endpoints) until it is
-//! done, and the next load sees the new one.
+//! done, and the next load sees the new one. What must outlive a swap (the retry
+//! budget, the circuit-breaker counters) lives on the destination itself.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
-use weft_proto::model::Protocol;
+use weft_proto::model::{Protocol, Resilience};
 
 use crate::balance::Picker;
 use crate::metrics::ServiceMetrics;
+use crate::resilience::breaker::Breakers;
+use crate::resilience::budget::RetryBudget;
+use crate::resilience::{locality, outlier};
 use crate::snapshot::Policy;
 
 use super::endpoint::Endpoint;
@@ -23,22 +28,93 @@ pub struct Destination {
     /// What upstream endpoints speak.
     pub protocol: Protocol,
     pub metrics: Arc<ServiceMetrics>,
+    pub budget: RetryBudget,
+    pub breakers: Breakers,
+    /// The latest end of an ejection among the endpoints (`balance::now` ns): while
+    /// `now` is past it no endpoint is ejected, and a pick skips the scan.
+    ejected_until: AtomicU64,
     set: ArcSwap<EndpointSet>,
 }
 
 /// The endpoints a destination currently balances over, and how.
 #[derive(Debug)]
 pub struct EndpointSet {
+    /// Sorted by locality tier, nearest first (see [`crate::resilience::locality`]).
     pub endpoints: Vec<Arc<Endpoint>>,
     pub picker: Picker,
+    pub policy: Arc<Resilience>,
+    /// Per tier, nearest first: (tier, end index in `endpoints`, endpoints listed in
+    /// the tier including those the control plane marks unhealthy).
+    pub tiers: Vec<Tier>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tier {
+    pub tier: u8,
+    pub end: usize,
+    pub listed: usize,
 }
 
 impl EndpointSet {
-    pub fn new(policy: Policy, endpoints: Vec<Arc<Endpoint>>, cursor: usize) -> EndpointSet {
+    pub fn new(
+        policy: Policy,
+        endpoints: Vec<Arc<Endpoint>>,
+        cursor: usize,
+        resilience: Arc<Resilience>,
+        tiers: Vec<Tier>,
+    ) -> EndpointSet {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight()).collect();
         EndpointSet {
             picker: Picker::new(policy, &weights, cursor),
             endpoints,
+            policy: resilience,
+            tiers,
+        }
+    }
+
+    /// A set without locality tiers.
+    pub fn flat(
+        policy: Policy,
+        endpoints: Vec<Arc<Endpoint>>,
+        cursor: usize,
+        resilience: Arc<Resilience>,
+    ) -> EndpointSet {
+        let tiers = vec![Tier {
+            tier: 0,
+            end: endpoints.len(),
+            listed: endpoints.len(),
+        }];
+        Self::new(policy, endpoints, cursor, resilience, tiers)
+    }
+
+    /// How many endpoints (a prefix of `endpoints`) a request may use: the nearest
+    /// tiers that hold enough available ones, or all when no tier does.
+    pub fn usable(&self, now: u64, any_ejected: bool) -> usize {
+        if self.tiers.len() <= 1 {
+            return self.endpoints.len();
+        }
+        let mut start = 0;
+        let counts: Vec<(u8, usize, usize)> = self
+            .tiers
+            .iter()
+            .map(|t| {
+                let range = &self.endpoints[start..t.end];
+                start = t.end;
+                let up = if any_ejected {
+                    range.iter().filter(|e| !e.outlier.is_ejected(now)).count()
+                } else {
+                    range.len()
+                };
+                (t.tier, t.listed, up)
+            })
+            .collect();
+        match locality::cutoff(&counts, self.policy.locality.min_healthy_percent) {
+            Some(cutoff) => self
+                .tiers
+                .iter()
+                .find(|t| t.tier == cutoff)
+                .map_or(self.endpoints.len(), |t| t.end),
+            None => self.endpoints.len(),
         }
     }
 }
@@ -48,11 +124,16 @@ impl Destination {
         Arc::new(Destination {
             protocol,
             metrics,
+            budget: RetryBudget::default(),
+            breakers: Breakers::default(),
+            ejected_until: AtomicU64::new(0),
             set: ArcSwap::from_pointee(set),
         })
     }
 
-    /// A destination with one fixed address: the local app, or a passthrough.
+    /// A destination with one fixed address: the local app, or a passthrough. It
+    /// keeps the old behaviour: no limits, no ejection, no retries beyond moving a
+    /// request that reached nothing.
     pub fn fixed(
         protocol: Protocol,
         metrics: Arc<ServiceMetrics>,
@@ -63,7 +144,7 @@ impl Destination {
         Self::new(
             protocol,
             metrics,
-            EndpointSet::new(Policy::RoundRobin, vec![endpoint], 0),
+            EndpointSet::flat(Policy::RoundRobin, vec![endpoint], 0, unguarded()),
         )
     }
 
@@ -71,7 +152,66 @@ impl Destination {
         self.set.load()
     }
 
+    /// The current set, owned: for holding across an await (a `Guard` should not be).
+    pub fn endpoints_full(&self) -> Arc<EndpointSet> {
+        self.set.load_full()
+    }
+
     pub fn replace(&self, set: EndpointSet) {
         self.set.store(Arc::new(set));
     }
+
+    /// Whether some endpoint may be ejected at `now`.
+    pub fn any_ejected(&self, now: u64) -> bool {
+        now < self.ejected_until.load(Ordering::Acquire)
+    }
+
+    /// Records an attempt's outcome on `endpoint`; true when it ejected the endpoint.
+    pub fn record(&self, set: &EndpointSet, endpoint: &Endpoint, success: bool, now: u64) -> bool {
+        let config = &set.policy.outlier_detection;
+        let may_eject = || {
+            let ejected = set
+                .endpoints
+                .iter()
+                .filter(|e| e.outlier.is_ejected(now))
+                .count();
+            ejected < outlier::max_ejected(set.endpoints.len(), config.max_ejection_percent)
+        };
+        match endpoint.outlier.record(success, now, config, may_eject) {
+            Some(until) => {
+                self.ejected_until.fetch_max(until, Ordering::AcqRel);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Endpoints ejected at `now`, for the gauge.
+    pub fn ejected_count(&self, now: u64) -> usize {
+        if !self.any_ejected(now) {
+            return 0;
+        }
+        let set = self.endpoints();
+        set.endpoints
+            .iter()
+            .filter(|e| e.outlier.is_ejected(now))
+            .count()
+    }
+}
+
+/// The policy of a destination that is no mesh service.
+pub fn unguarded() -> Arc<Resilience> {
+    static POLICY: std::sync::OnceLock<Arc<Resilience>> = std::sync::OnceLock::new();
+    POLICY
+        .get_or_init(|| {
+            let mut policy = Resilience::default();
+            policy.retries.max_retries = 0;
+            policy.outlier_detection.consecutive_failures = 0;
+            policy.circuit_breakers.max_connections = u32::MAX;
+            policy.circuit_breakers.max_pending_requests = u32::MAX;
+            policy.circuit_breakers.max_requests = u32::MAX;
+            policy.locality.min_healthy_percent = 0;
+            Arc::new(policy)
+        })
+        .clone()
 }

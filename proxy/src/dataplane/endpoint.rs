@@ -7,13 +7,14 @@
 //! finish on it while new requests already pick from the new set.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use weft_proto::model::SpiffeId;
 
 use crate::balance::{self, Candidate, Load};
+use crate::resilience::outlier::Outlier;
 
 use super::http::client::Clients;
 
@@ -31,6 +32,10 @@ pub struct Endpoint {
     weight: AtomicU32,
     pub load: Load,
     pub clients: Clients,
+    /// This proxy's passive view of the endpoint's health.
+    pub outlier: Outlier,
+    /// Milliseconds; the service's connect timeout, updated in place like the weight.
+    connect_timeout: AtomicU64,
 }
 
 impl Endpoint {
@@ -54,7 +59,18 @@ impl Endpoint {
             weight: AtomicU32::new(weight.max(1)),
             load: Load::new(balance::now()),
             clients: Clients::new(pool_max_idle),
+            outlier: Outlier::default(),
+            connect_timeout: AtomicU64::new(1000),
         })
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout.load(Ordering::Relaxed))
+    }
+
+    pub fn set_connect_timeout(&self, timeout: Duration) {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.connect_timeout.store(millis.max(1), Ordering::Relaxed);
     }
 
     pub fn weight(&self) -> u32 {

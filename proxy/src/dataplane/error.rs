@@ -35,6 +35,13 @@ pub enum ForwardError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    /// A circuit breaker is open: the request was refused without being sent.
+    #[error("circuit breaker open: too many {0}")]
+    Overflow(&'static str),
+    /// The request (or, with no retry left, its last attempt) ran out of time
+    /// before the response headers.
+    #[error("request timed out after {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// The classes the rescue table knows; the discriminant is the metric slot.
@@ -45,15 +52,19 @@ pub enum Class {
     Connect = 2,
     ConnectTimeout = 3,
     Upstream = 4,
+    Overflow = 5,
+    Timeout = 6,
 }
 
 impl Class {
-    pub const ALL: [Class; 5] = [
+    pub const ALL: [Class; 7] = [
         Class::NoRoute,
         Class::NoEndpoint,
         Class::Connect,
         Class::ConnectTimeout,
         Class::Upstream,
+        Class::Overflow,
+        Class::Timeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -63,26 +74,31 @@ impl Class {
             Class::Connect => "connect",
             Class::ConnectTimeout => "connect_timeout",
             Class::Upstream => "upstream",
+            Class::Overflow => "overflow",
+            Class::Timeout => "timeout",
         }
     }
 
     /// 404 for an unknown host (as Envoy and Linkerd answer), 502 when the service
-    /// has nowhere to send the request or the upstream failed, 504 when connecting
-    /// timed out.
+    /// has nowhere to send the request or the upstream failed, 503 when a circuit
+    /// breaker refused it, 504 when connecting or the request timed out.
     pub fn status(self) -> StatusCode {
         match self {
             Class::NoRoute => StatusCode::NOT_FOUND,
             Class::NoEndpoint | Class::Connect | Class::Upstream => StatusCode::BAD_GATEWAY,
-            Class::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Class::Overflow => StatusCode::SERVICE_UNAVAILABLE,
+            Class::ConnectTimeout | Class::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
     /// gRPC clients read `grpc-status`, not the HTTP status (which stays 200).
     pub fn grpc_status(self) -> u16 {
+        const DEADLINE_EXCEEDED: u16 = 4;
         const UNIMPLEMENTED: u16 = 12;
         const UNAVAILABLE: u16 = 14;
         match self {
             Class::NoRoute => UNIMPLEMENTED,
+            Class::Timeout => DEADLINE_EXCEEDED,
             _ => UNAVAILABLE,
         }
     }
@@ -96,6 +112,8 @@ impl ForwardError {
             ForwardError::Connect { .. } | ForwardError::Handshake { .. } => Class::Connect,
             ForwardError::ConnectTimeout { .. } => Class::ConnectTimeout,
             ForwardError::Upstream { .. } => Class::Upstream,
+            ForwardError::Overflow(_) => Class::Overflow,
+            ForwardError::Timeout(_) => Class::Timeout,
         }
     }
 }

@@ -47,15 +47,15 @@ use self::registry::Registry;
 /// tests shorten some to observe them.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Connecting to an endpoint; a timeout counts as a connect failure (retried on
-    /// another endpoint, 504 when none is left). Linkerd uses 1 s outbound as well.
-    pub connect_timeout: Duration,
     /// How long to wait for the first bytes of a connection whose protocol is not
     /// declared before treating it as opaque TCP (server-first protocols send
     /// nothing until the server speaks).
     pub detect_timeout: Duration,
     /// An idle pooled HTTP/1 connection to an endpoint is closed after this long.
     pub pool_idle_timeout: Duration,
+    /// An idle downstream HTTP/1 keep-alive connection is closed after this long
+    /// (a service's `timeouts.idle` takes over on a listener for that service).
+    pub downstream_idle_timeout: Duration,
     /// At most this many idle HTTP/1 connections are kept per endpoint.
     pub pool_max_idle: usize,
     /// After the drain signal, opaque TCP connections get this long to finish
@@ -66,9 +66,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            connect_timeout: Duration::from_secs(1),
             detect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(30),
+            downstream_idle_timeout: Duration::from_secs(60),
             pool_max_idle: 256,
             drain_grace: Duration::from_secs(5),
         }

@@ -12,14 +12,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use weft_proto::model::{Health, MtlsMode, Protocol, ResourceName, Service, SpiffeId};
+use weft_proto::model::{Health, Locality, MtlsMode, Protocol, ResourceName, Service, SpiffeId};
 
 use crate::drain;
 use crate::metrics::{Direction, EndpointGauges, ServiceMetrics};
+use crate::resilience::locality;
 use crate::snapshot::{Snapshot, Target};
 use crate::state::Shared;
 
-use super::destination::{Destination, EndpointSet};
+use super::destination::{self, Destination, EndpointSet, Tier};
 use super::endpoint::Endpoint;
 use super::Context;
 
@@ -198,12 +199,20 @@ impl Registry {
             gauge.unhealthy.set((listed.len() - healthy) as f64);
 
             let metrics = self.metrics(Direction::Outbound, &name.to_string());
+            let resilience = view.service.resilience.clone();
+            let own = self.own_locality();
             for port in &view.service.ports {
+                // (tier, endpoint), sorted nearest first below; `listed` counts every
+                // endpoint of a tier, healthy or not, for the spill-over threshold.
                 let mut endpoints = Vec::new();
+                let mut listed_by_tier: HashMap<u8, usize> = HashMap::new();
                 for e in listed {
-                    if e.health != Health::Healthy
-                        || !serves(&view.service, &e.port_name, port.port)
-                    {
+                    if !serves(&view.service, &e.port_name, port.port) {
+                        continue;
+                    }
+                    let tier = locality::tier(&own, &e.locality, &resilience.locality);
+                    *listed_by_tier.entry(tier).or_insert(0) += 1;
+                    if e.health != Health::Healthy {
                         continue;
                     }
                     // DISABLED: callers do not encrypt, whatever the endpoint holds.
@@ -219,9 +228,23 @@ impl Registry {
                         }
                         None => Endpoint::new(e.address, tls, e.weight, self.pool_max_idle),
                     };
+                    endpoint.set_connect_timeout(resilience.timeouts.connect);
                     routes.endpoints.insert(key, endpoint.clone());
-                    endpoints.push(endpoint);
+                    endpoints.push((tier, endpoint));
                 }
+                endpoints.sort_by_key(|(tier, _)| *tier);
+                let mut tiers: Vec<Tier> = Vec::new();
+                for (i, (tier, _)) in endpoints.iter().enumerate() {
+                    match tiers.last_mut() {
+                        Some(last) if last.tier == *tier => last.end = i + 1,
+                        _ => tiers.push(Tier {
+                            tier: *tier,
+                            end: i + 1,
+                            listed: listed_by_tier.get(tier).copied().unwrap_or(0),
+                        }),
+                    }
+                }
+                let endpoints: Vec<_> = endpoints.into_iter().map(|(_, e)| e).collect();
                 let target = Target {
                     service: name.clone(),
                     port: port.port,
@@ -231,7 +254,8 @@ impl Registry {
                     .get(&target)
                     .filter(|d| d.protocol == port.protocol);
                 let cursor = previous.map(|d| d.endpoints().picker.cursor()).unwrap_or(0);
-                let set = EndpointSet::new(view.policy, endpoints, cursor);
+                let set =
+                    EndpointSet::new(view.policy, endpoints, cursor, resilience.clone(), tiers);
                 let destination = match previous {
                     Some(existing) => {
                         existing.replace(set);
@@ -245,10 +269,11 @@ impl Registry {
         // A destination gone from the mesh fails fast for anyone still holding it.
         for (target, destination) in &old.by_target {
             if !routes.by_target.contains_key(target) {
-                destination.replace(EndpointSet::new(
+                destination.replace(EndpointSet::flat(
                     crate::snapshot::Policy::RoundRobin,
                     Vec::new(),
                     0,
+                    destination::unguarded(),
                 ));
             }
         }
@@ -261,18 +286,58 @@ impl Registry {
         self.current.store(Arc::new(routes));
     }
 
-    /// Closes idle pooled connections that outlived the idle timeout.
+    /// Where this proxy runs: its workload's region and zone (none without one).
+    fn own_locality(&self) -> Locality {
+        self.shared
+            .config
+            .workload
+            .as_ref()
+            .map(|w| Locality {
+                region: w.region.clone(),
+                zone: w.zone.clone(),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Closes idle pooled connections that outlived the idle timeout (the
+    /// service's own, else the proxy's).
     fn sweep(&self, idle_timeout: std::time::Duration) {
         let routes = self.routes();
         for destination in routes.all_destinations() {
-            for endpoint in &destination.endpoints().endpoints {
-                endpoint.clients.sweep(idle_timeout);
+            let set = destination.endpoints();
+            let timeout = set.policy.timeouts.idle.unwrap_or(idle_timeout);
+            for endpoint in &set.endpoints {
+                endpoint.clients.sweep(timeout);
             }
         }
         let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
         for destination in inbound.values() {
             for endpoint in &destination.endpoints().endpoints {
                 endpoint.clients.sweep(idle_timeout);
+            }
+        }
+    }
+}
+
+impl Registry {
+    /// Sets each service's ejected-endpoints gauge (ejections end by time passing,
+    /// so the gauge is refreshed here rather than when they end).
+    fn count_ejected(&self) {
+        let now = crate::balance::now();
+        let routes = self.routes();
+        let mut by_service: HashMap<&str, usize> = HashMap::new();
+        for destination in routes.all_destinations() {
+            let count = by_service.entry(destination.metrics.service()).or_insert(0);
+            *count = (*count).max(destination.ejected_count(now));
+        }
+        for (service, count) in by_service {
+            if let Some(metrics) = self
+                .metrics
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(Direction::Outbound, service.to_owned()))
+            {
+                metrics.resilience().ejected.set(count as f64);
             }
         }
     }
@@ -293,7 +358,8 @@ pub async fn maintain(cx: Arc<Context>, mut drain: drain::Watch) {
     let current = snapshots.borrow_and_update().clone();
     cx.registry.apply(current);
     let idle = cx.settings.pool_idle_timeout;
-    let mut sweep = tokio::time::interval(idle / 2);
+    // Often enough for a service whose idle timeout is shorter than the proxy's.
+    let mut sweep = tokio::time::interval((idle / 2).min(std::time::Duration::from_secs(1)));
     loop {
         tokio::select! {
             changed = snapshots.changed() => {
@@ -303,7 +369,10 @@ pub async fn maintain(cx: Arc<Context>, mut drain: drain::Watch) {
                 let snapshot = snapshots.borrow_and_update().clone();
                 cx.registry.apply(snapshot);
             }
-            _ = sweep.tick() => cx.registry.sweep(idle),
+            _ = sweep.tick() => {
+                cx.registry.sweep(idle);
+                cx.registry.count_ejected();
+            }
             () = drain.signaled() => return,
         }
     }

@@ -51,7 +51,7 @@ pub async fn connect_endpoint(
     alpn: Alpn,
 ) -> Result<Conn, ForwardError> {
     let addr = endpoint.address;
-    let timeout = cx.settings.connect_timeout;
+    let timeout = endpoint.connect_timeout();
     let stream = connect(addr, timeout).await?;
     let (Some(expected), Some(configs)) = (endpoint.tls.as_ref(), cx.tls.current()) else {
         return Ok(Conn::Plain(stream));

@@ -196,6 +196,7 @@ mod tests {
             hostnames: vec![],
             load_balancer: load_balancer.into(),
             mtls: String::new(),
+            ..Default::default()
         };
         v1::Resource {
             name: format!("shop/{name}"),

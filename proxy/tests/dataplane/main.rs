@@ -7,6 +7,7 @@ mod balancing;
 mod grpc;
 mod http1;
 mod http2;
+mod resilience;
 mod support;
 mod tcp;
 mod telemetry;

@@ -10,7 +10,13 @@
 //! `--fail-ratio` of the requests (spread evenly, deterministic) gets `--fail-status`
 //! instead. `GET /health` answers 200, or 503 while `--unhealthy-file` exists, so a
 //! test turns the app's health off and on by creating and removing a file. The line
-//! `listening on ADDR` is printed once the socket is bound.
+//! `listening on ADDR` is printed once the socket is bound. `GET /served` answers
+//! how many requests (other than these two paths) reached the app, so a test can
+//! count upstream attempts.
+//!
+//! A gRPC request (`content-type: application/grpc`, any method) is answered as a
+//! unary call: the app's name as the message and `grpc-status: 0` in the trailers,
+//! or, for the failing share, a trailers-only `UNAVAILABLE` (14).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,8 +27,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
 use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -44,10 +52,18 @@ impl App {
         (((n + 1) as f64) * self.fail_ratio).floor() > ((n as f64) * self.fail_ratio).floor()
     }
 
-    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, request: Request<Incoming>) -> Response<Answer> {
         let path = request.uri().path().to_owned();
+        let grpc = request
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         // Read the whole body so that uploads are consumed like a real app would.
         let _ = request.into_body().collect().await;
+        if path == "/served" {
+            let count = self.served.load(Ordering::Relaxed);
+            return Response::new(Answer::text(format!("{count}\n")));
+        }
         let status = if path == "/health" {
             match &self.unhealthy_file {
                 Some(file) if file.exists() => StatusCode::SERVICE_UNAVAILABLE,
@@ -64,12 +80,91 @@ impl App {
                 StatusCode::OK
             }
         };
-        let mut response = Response::new(Full::new(Bytes::from(format!("{}\n", self.name))));
-        *response.status_mut() = status;
+        let mut response = if grpc {
+            self.grpc_answer(status == StatusCode::OK)
+        } else {
+            let mut response = Response::new(Answer::text(format!("{}\n", self.name)));
+            *response.status_mut() = status;
+            response
+        };
         if let Ok(value) = self.name.parse() {
             response.headers_mut().insert("x-served-by", value);
         }
         response
+    }
+}
+
+impl App {
+    fn grpc_answer(&self, ok: bool) -> Response<Answer> {
+        let mut response = if ok {
+            // A length-prefixed message (uncompressed), then the status in trailers.
+            let mut message = vec![0u8];
+            message.extend_from_slice(&(self.name.len() as u32).to_be_bytes());
+            message.extend_from_slice(self.name.as_bytes());
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            Response::new(Answer {
+                data: Some(Bytes::from(message)),
+                trailers: Some(trailers),
+            })
+        } else {
+            let mut response = Response::new(Answer::default());
+            let headers = response.headers_mut();
+            headers.insert("grpc-status", HeaderValue::from_static("14"));
+            headers.insert(
+                "grpc-message",
+                HeaderValue::from_static("failing on purpose"),
+            );
+            response
+        };
+        response
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        response
+    }
+}
+
+/// A response body: some bytes, then optionally trailers (for gRPC).
+#[derive(Default)]
+struct Answer {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Answer {
+    fn text(text: String) -> Answer {
+        Answer {
+            data: Some(Bytes::from(text)),
+            trailers: None,
+        }
+    }
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let frame = match self.data.take() {
+            Some(data) => Some(Frame::data(data)),
+            None => self.trailers.take().map(Frame::trailers),
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match (&self.data, &self.trailers) {
+            (Some(data), None) => hyper::body::SizeHint::with_exact(data.len() as u64),
+            (None, None) => hyper::body::SizeHint::with_exact(0),
+            _ => hyper::body::SizeHint::default(),
+        }
     }
 }
 

@@ -5,6 +5,10 @@
 //! duration is recorded, a gRPC status is read from the trailers, and a pooled
 //! HTTP/1 connection goes back to its pool (only once its response was read to the
 //! end; a connection with unread bytes cannot carry the next request).
+//!
+//! [`RequestBody`] is the other direction: a downstream body streamed as it comes,
+//! for a request that may be retried also recorded as it goes (up to a bound), so
+//! that a later attempt can send it again once it was read to its end.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -54,7 +58,7 @@ pub struct Completion {
     /// the trailers, and the response is counted when they arrive.
     pub grpc_pending: bool,
     /// A pooled HTTP/1 connection to return once the body was read to the end.
-    pub reuse: Option<(Arc<Endpoint>, http1::SendRequest<Incoming>)>,
+    pub reuse: Option<(Arc<Endpoint>, http1::SendRequest<RequestBody>)>,
 }
 
 pub struct Observed {
@@ -87,6 +91,147 @@ impl Drop for Observed {
     fn drop(&mut self) {
         let complete = self.inner.is_end_stream();
         self.finish(complete);
+    }
+}
+
+/// A request body on its way upstream.
+pub enum RequestBody {
+    Streaming(Incoming),
+    /// Streamed, and copied into the recording while it stays within its bound.
+    Recorded(Incoming, Arc<Recording>),
+    /// A recorded body sent again.
+    Buffered(Buffered),
+}
+
+/// What a [`RequestBody::Recorded`] body has carried so far. Written by the
+/// attempt that streams the body, read by the forwarder when it decides on a retry.
+#[derive(Debug)]
+pub struct Recording {
+    limit: usize,
+    // A std Mutex: held to push a frame or take a copy, never across an await.
+    state: std::sync::Mutex<Recorded>,
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    data: Vec<Bytes>,
+    size: usize,
+    trailers: Option<HeaderMap>,
+    complete: bool,
+    overflowed: bool,
+}
+
+impl Recording {
+    /// `complete`: the body is known to be empty (it will never be polled).
+    pub fn new(limit: usize, complete: bool) -> Recording {
+        Recording {
+            limit,
+            state: std::sync::Mutex::new(Recorded {
+                complete,
+                ..Recorded::default()
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, frame: &Frame<Bytes>) {
+        let mut state = self.state();
+        if state.overflowed {
+            return;
+        }
+        if let Some(data) = frame.data_ref() {
+            state.size += data.len();
+            if state.size > self.limit {
+                state.overflowed = true;
+                state.data = Vec::new();
+                return;
+            }
+            state.data.push(data.clone());
+        } else if let Some(trailers) = frame.trailers_ref() {
+            state.trailers = Some(trailers.clone());
+        }
+    }
+
+    fn finish(&self) {
+        self.state().complete = true;
+    }
+
+    /// The whole body, if it was read to its end within the bound.
+    pub fn replay(&self) -> Option<Buffered> {
+        let state = self.state();
+        if !state.complete || state.overflowed {
+            return None;
+        }
+        let data = match state.data.len() {
+            0 => None,
+            1 => Some(state.data[0].clone()),
+            _ => Some(Bytes::from(state.data.concat())),
+        };
+        Some(Buffered {
+            data,
+            trailers: state.trailers.clone(),
+        })
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Buffered {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut *self {
+            RequestBody::Streaming(inner) => Pin::new(inner).poll_frame(cx),
+            RequestBody::Recorded(inner, recording) => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        recording.record(frame);
+                        // Clients stop polling once the body says it ended, so the
+                        // last frame is where a recording learns it is complete.
+                        if inner.is_end_stream() {
+                            recording.finish();
+                        }
+                    }
+                    Poll::Ready(None) => recording.finish(),
+                    _ => {}
+                }
+                polled
+            }
+            RequestBody::Buffered(buffered) => Poll::Ready(match buffered.data.take() {
+                Some(data) => Some(Ok(Frame::data(data))),
+                None => buffered.trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Streaming(inner) | RequestBody::Recorded(inner, _) => {
+                inner.is_end_stream()
+            }
+            RequestBody::Buffered(b) => b.data.is_none() && b.trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Streaming(inner) | RequestBody::Recorded(inner, _) => inner.size_hint(),
+            RequestBody::Buffered(b) => {
+                SizeHint::with_exact(b.data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
     }
 }
 

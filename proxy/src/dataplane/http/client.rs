@@ -9,7 +9,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
@@ -17,6 +16,8 @@ use super::super::endpoint::Endpoint;
 use super::super::error::ForwardError;
 use super::super::tcp::connect_endpoint;
 use super::super::Context;
+use super::body::RequestBody;
+use crate::resilience::breaker::Permit;
 use crate::tls::Alpn;
 
 #[derive(Debug)]
@@ -54,13 +55,13 @@ pub struct Http1Pool {
 
 #[derive(Debug)]
 struct Idle {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
 impl Http1Pool {
     /// The most recently used idle connection, if any is still open.
-    pub fn checkout(&self) -> Option<http1::SendRequest<Incoming>> {
+    pub fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(entry) = idle.pop() {
             if !entry.sender.is_closed() {
@@ -70,7 +71,7 @@ impl Http1Pool {
         None
     }
 
-    pub fn checkin(&self, sender: http1::SendRequest<Incoming>) {
+    pub fn checkin(&self, sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
@@ -100,11 +101,14 @@ impl Http1Pool {
     }
 
     /// Opens a new connection; `upgrades` keeps it usable after a 101 response.
+    /// `permit` counts the connection against its destination's limit for as long
+    /// as the connection lives.
     pub async fn connect(
         cx: &Context,
         endpoint: &Endpoint,
         upgrades: bool,
-    ) -> Result<http1::SendRequest<Incoming>, ForwardError> {
+        permit: Option<Permit>,
+    ) -> Result<http1::SendRequest<RequestBody>, ForwardError> {
         let addr = endpoint.address;
         let stream = connect_endpoint(cx, endpoint, Alpn::Http1).await?;
         let (sender, connection) = http1::Builder::new()
@@ -116,12 +120,14 @@ impl Http1Pool {
                 if let Err(e) = connection.with_upgrades().await {
                     tracing::debug!(error = %e, "upstream connection ended");
                 }
+                drop(permit);
             });
         } else {
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "upstream connection ended");
                 }
+                drop(permit);
             });
         }
         Ok(sender)
@@ -130,31 +136,27 @@ impl Http1Pool {
 
 #[derive(Debug)]
 pub struct Http2Connection {
-    current: Mutex<Option<http2::SendRequest<Incoming>>>,
+    current: Mutex<Option<http2::SendRequest<RequestBody>>>,
     /// Serialises connecting, so a burst of first requests opens one connection.
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl Http2Connection {
     /// A handle on the shared connection, connecting first when there is none.
-    pub async fn get(
-        &self,
-        cx: &Context,
-        endpoint: &Endpoint,
-    ) -> Result<http2::SendRequest<Incoming>, ForwardError> {
-        if let Some(sender) = self.current() {
-            return Ok(sender);
-        }
-        // Boxed: connecting is rare, and its large future would otherwise bloat
-        // every request's state machine.
-        Box::pin(self.connect(cx, endpoint)).await
+    /// The shared connection if one is open.
+    pub fn current(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
-    async fn connect(
+    /// Connects (once, however many requests ask at the same time); `permit` counts
+    /// the connection against its destination's limit while it lives.
+    pub async fn connect(
         &self,
         cx: &Context,
         endpoint: &Endpoint,
-    ) -> Result<http2::SendRequest<Incoming>, ForwardError> {
+        permit: Option<Permit>,
+    ) -> Result<http2::SendRequest<RequestBody>, ForwardError> {
         let addr = endpoint.address;
         let _connecting = self.connecting.lock().await;
         if let Some(sender) = self.current() {
@@ -170,14 +172,10 @@ impl Http2Connection {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream h2 connection ended");
             }
+            drop(permit);
         });
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
         Ok(sender)
-    }
-
-    fn current(&self) -> Option<http2::SendRequest<Incoming>> {
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        current.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
     fn sweep(&self) {

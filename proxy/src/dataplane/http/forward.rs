@@ -1,34 +1,47 @@
-//! One request, forwarded: pick an endpoint, send over a pooled connection, and
-//! stream the response back.
+//! One request, forwarded: admit it past the circuit breakers, pick an endpoint
+//! (nearest locality, ejected endpoints avoided), send over a pooled connection
+//! within the per-try and request timeouts, and stream the response back.
 //!
-//! Failover (DESIGN.md decision 8, first step): a request is sent again, to another
-//! endpoint where possible, only when nothing of it reached an upstream: connecting
-//! failed, or a pooled connection turned out closed before the request was
-//! written (hyper hands the request back). Once bytes are sent, a failure is final.
+//! Failover (DESIGN.md decision 8): an attempt is made again, on another endpoint,
+//! when nothing of the request reached an upstream (connecting failed, a stream was
+//! refused, a pooled connection was closed before the request was written), or
+//! when the request may be repeated (an idempotent method, a `weft-retryable: true`
+//! header, or gRPC on a service that retries gRPC codes) and its body, at most
+//! [`MAX_BUFFERED`], was recorded to its end while the first attempt streamed it:
+//! then a reset, a per-try timeout or a status the service retries on is retried
+//! too. Recording never delays the first attempt (Linkerd buffers the same way). Every retry spends the destination's budget
+//! and waits a jittered backoff (not for a move after a refused connect).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::{HeaderMap, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use weft_proto::model::Protocol;
+use weft_proto::model::{Protocol, Resilience, RetryOn};
 
 use crate::metrics::Direction;
+use crate::resilience::breaker::Limit;
+use crate::resilience::{backoff, deadline};
 
-use super::super::destination::Destination;
+use super::super::destination::{Destination, EndpointSet};
 use super::super::endpoint::{Endpoint, InFlight};
 use super::super::error::{rescue, ForwardError};
 use super::super::Context;
-use super::body::{grpc_status, Completion, ProxyBody};
-use super::client::Http1Pool;
+use super::attempt::{self, overflow, Failure, Sent};
+use super::body::{grpc_status, Completion, ProxyBody, Recording, RequestBody};
 use super::headers::{self, strip_hop_by_hop};
 use super::Route;
 
-/// Attempts per request, counting the first.
-const MAX_ATTEMPTS: usize = 3;
+/// The largest request body recorded so that the request can be retried.
+pub const MAX_BUFFERED: u64 = 64 * 1024;
+
+/// The request header by which a client marks a non-idempotent request safe to
+/// repeat; removed before forwarding.
+const RETRYABLE: &str = "weft-retryable";
 
 /// Handles the requests of one downstream connection.
 pub struct Handler {
@@ -36,11 +49,64 @@ pub struct Handler {
     route: Route,
 }
 
-/// A failed send: whether the request came back unsent (and may go elsewhere).
-/// Boxed because failures are rare and the request is large.
-enum Failure {
-    NotSent(Box<Request<Incoming>>, ForwardError),
-    Sent(ForwardError),
+/// The request to send on each attempt: the original one (until an attempt
+/// consumed it; an attempt that did not send it gives it back), then, for a
+/// repeatable request, copies rebuilt from its head and recorded body.
+struct Pending {
+    request: Option<Request<RequestBody>>,
+    replay: Option<(Box<Parts>, Arc<Recording>)>,
+}
+
+impl Pending {
+    /// A repeatable request whose body may fit the bound is recorded as it streams.
+    fn new(request: Request<Incoming>, repeatable: bool) -> Pending {
+        if !(repeatable && fits(request.body())) {
+            return Pending {
+                request: Some(request.map(RequestBody::Streaming)),
+                replay: None,
+            };
+        }
+        let (parts, body) = request.into_parts();
+        let recording = Arc::new(Recording::new(MAX_BUFFERED as usize, body.is_end_stream()));
+        let head = Box::new(parts.clone());
+        Pending {
+            request: Some(Request::from_parts(
+                parts,
+                RequestBody::Recorded(body, recording.clone()),
+            )),
+            replay: Some((head, recording)),
+        }
+    }
+
+    fn take(&mut self) -> Option<Request<RequestBody>> {
+        if let Some(request) = self.request.take() {
+            return Some(request);
+        }
+        let (parts, recording) = self.replay.as_ref()?;
+        let body = recording.replay()?;
+        Some(Request::from_parts(
+            (**parts).clone(),
+            RequestBody::Buffered(body),
+        ))
+    }
+
+    fn give_back(&mut self, request: Request<RequestBody>) {
+        self.request = Some(request);
+    }
+
+    /// Whether another attempt can send the request again after one sent it.
+    fn replayable(&self) -> bool {
+        self.replay
+            .as_ref()
+            .is_some_and(|(_, recording)| recording.replay().is_some())
+    }
+}
+
+/// Why the last attempt did not give a final answer.
+enum Last {
+    None,
+    Error(ForwardError),
+    Response(Sent, Arc<Endpoint>),
 }
 
 impl Handler {
@@ -62,7 +128,7 @@ impl Handler {
         let metrics = &destination.metrics;
         metrics.requests.increment(1);
         let version = request.version();
-        match self.forward(&destination, request, started).await {
+        match self.forward(&destination, request, started, grpc).await {
             Ok(mut response) => {
                 // The downstream connection's version, whatever the upstream spoke.
                 *response.version_mut() = version;
@@ -98,7 +164,19 @@ impl Handler {
         destination: &Destination,
         mut request: Request<Incoming>,
         started: Instant,
+        grpc: bool,
     ) -> Result<Response<ProxyBody>, ForwardError> {
+        let policy = destination.endpoints().policy.clone();
+        let limits = &policy.circuit_breakers;
+        let Some(_active) = destination
+            .breakers
+            .admit(Limit::Requests, limits.max_requests)
+        else {
+            return Err(overflow(destination, Limit::Requests));
+        };
+        destination.budget.deposit(seconds());
+        let deadline = request_deadline(&policy, request.headers(), grpc, started);
+
         let http1 = destination.protocol == Protocol::Http1;
         let upgrade = http1 && headers::is_upgrade(&request);
         strip_hop_by_hop(request.headers_mut(), upgrade);
@@ -110,148 +188,304 @@ impl Handler {
         if http1 && request.version() == Version::HTTP_2 {
             headers::to_http1(&mut request);
         }
-        let mut failed = [usize::MAX; MAX_ATTEMPTS];
-        let mut last_error = ForwardError::NoEndpoint;
-        for attempt in 0..MAX_ATTEMPTS {
-            let (index, endpoint) = pick(destination, &failed[..attempt])?;
+        let marked = request
+            .headers_mut()
+            .remove(RETRYABLE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let repeatable = !upgrade
+            && policy.retries.max_retries > 0
+            && (idempotent(request.method()) || marked || (grpc && retries_grpc(&policy)));
+        let mut pending = Pending::new(request, repeatable);
+
+        let retries = &policy.retries;
+        let resilience = destination.metrics.resilience();
+        // A request that reached nothing may always move once more.
+        let attempts = 1 + retries.max_retries.max(1) as usize;
+        let mut failed = [usize::MAX; 12];
+        let mut last = Last::None;
+        let mut delay_next = false;
+        for attempt in 0..attempts.min(failed.len()) {
+            if attempt > 0 && !may_retry(destination, &policy, attempt, delay_next, deadline).await
+            {
+                break;
+            }
+            let Some(mut attempt_request) = pending.take() else {
+                break;
+            };
+            let set = destination.endpoints_full();
+            let (index, endpoint) = pick(destination, &set, &failed[..attempt])?;
             failed[attempt] = index;
             let in_flight = InFlight::begin(endpoint);
-            let endpoint = in_flight.endpoint();
-            let sent = if http1 {
-                self.send_http1(endpoint, request, upgrade).await
-            } else {
-                if request.version() != Version::HTTP_2 {
-                    headers::to_http2(&mut request, &endpoint.address.to_string());
+            let endpoint = in_flight.endpoint().clone();
+            if !http1 && attempt_request.version() != Version::HTTP_2 {
+                headers::to_http2(&mut attempt_request, &endpoint.address.to_string());
+            }
+            let send = async {
+                if http1 {
+                    attempt::send_http1(
+                        &self.cx,
+                        destination,
+                        &policy,
+                        &endpoint,
+                        attempt_request,
+                        upgrade,
+                    )
+                    .await
+                } else {
+                    attempt::send_http2(&self.cx, destination, &policy, &endpoint, attempt_request)
+                        .await
                 }
-                self.send_http2(endpoint, request).await
+            };
+            let try_deadline = earliest(
+                deadline,
+                retries.per_try_timeout.map(|t| Instant::now() + t),
+            );
+            let sent = match try_deadline {
+                Some(at) => match tokio::time::timeout_at(at.into(), send).await {
+                    Ok(sent) => sent,
+                    Err(_) => {
+                        let overall = deadline.is_some_and(|d| at >= d);
+                        let error = ForwardError::Timeout(at - started);
+                        self.outcome(destination, &set, &endpoint, false);
+                        if attempt > 0 {
+                            resilience.retry_failure.increment(1);
+                        }
+                        if overall || !pending.replayable() {
+                            return Err(error);
+                        }
+                        last = Last::Error(error);
+                        delay_next = true;
+                        continue;
+                    }
+                },
+                None => send.await,
             };
             match sent {
-                Ok((mut response, reuse)) => {
+                Ok((response, reuse)) => {
                     in_flight.observe();
-                    if let Some(downstream) = downstream_upgrade {
-                        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                            tunnel(downstream, hyper::upgrade::on(&mut response));
+                    let status = response.status().as_u16();
+                    let grpc_code = grpc_status(response.headers());
+                    let failure = status >= 500 || grpc_code == Some(14);
+                    self.outcome(destination, &set, &endpoint, !failure);
+                    if attempt > 0 {
+                        match failure {
+                            true => resilience.retry_failure.increment(1),
+                            false => resilience.retry_success.increment(1),
                         }
                     }
-                    let reuse = reuse.map(|sender| (endpoint.clone(), sender));
-                    return Ok(respond(destination, response, reuse, started, upgrade));
+                    if pending.replayable() && retries.retries_status(status, grpc_code) {
+                        last = Last::Response((response, reuse), endpoint);
+                        delay_next = true;
+                        continue;
+                    }
+                    return Ok(self.respond_upstream(
+                        destination,
+                        (response, reuse),
+                        endpoint,
+                        downstream_upgrade,
+                        started,
+                        upgrade,
+                    ));
                 }
                 Err(Failure::NotSent(unsent, error)) => {
                     tracing::debug!(endpoint = %endpoint.address, %error, "not sent; trying again");
-                    request = *unsent;
-                    last_error = error;
+                    self.outcome(destination, &set, &endpoint, false);
+                    if attempt > 0 {
+                        resilience.retry_failure.increment(1);
+                    }
+                    let reason = match error {
+                        ForwardError::Upstream { .. } => RetryOn::RefusedStream,
+                        _ => RetryOn::ConnectFailure,
+                    };
+                    pending.give_back(*unsent);
+                    last = Last::Error(error);
+                    if !retries.retries(reason) && retries.max_retries > 0 {
+                        break;
+                    }
+                    delay_next = false;
                 }
-                Err(Failure::Sent(error)) => return Err(error),
+                Err(Failure::Sent(error)) => {
+                    self.outcome(destination, &set, &endpoint, false);
+                    if attempt > 0 {
+                        resilience.retry_failure.increment(1);
+                    }
+                    if !(pending.replayable() && retries.retries(RetryOn::Reset)) {
+                        return Err(error);
+                    }
+                    last = Last::Error(error);
+                    delay_next = true;
+                }
+                Err(Failure::Refused(error)) => return Err(error),
             }
         }
-        Err(last_error)
+        match last {
+            Last::Response(sent, endpoint) => Ok(self.respond_upstream(
+                destination,
+                sent,
+                endpoint,
+                downstream_upgrade,
+                started,
+                upgrade,
+            )),
+            Last::Error(error) => Err(error),
+            Last::None => Err(ForwardError::NoEndpoint),
+        }
     }
 
-    /// Sends over a pooled connection (a new one when none is idle, or for an
-    /// upgrade, which consumes its connection).
-    async fn send_http1(
+    fn respond_upstream(
         &self,
-        endpoint: &Arc<Endpoint>,
-        mut request: Request<Incoming>,
+        destination: &Destination,
+        (mut response, reuse): Sent,
+        endpoint: Arc<Endpoint>,
+        downstream_upgrade: Option<OnUpgrade>,
+        started: Instant,
         upgrade: bool,
-    ) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>), Failure> {
-        let pool = &endpoint.clients.http1;
-        let addr = endpoint.address;
-        loop {
-            let pooled = if upgrade { None } else { pool.checkout() };
-            let reused = pooled.is_some();
-            let mut sender = match pooled {
-                Some(sender) => sender,
-                // Boxed: connecting is rare on a warm pool, and its large future
-                // would otherwise bloat every request's state machine.
-                None => match Box::pin(Http1Pool::connect(&self.cx, endpoint, upgrade)).await {
-                    Ok(sender) => sender,
-                    Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
-                },
-            };
-            if sender.ready().await.is_err() {
-                if reused {
-                    continue;
-                }
-                let error = ForwardError::Connect {
-                    addr,
-                    source: std::io::ErrorKind::ConnectionReset.into(),
-                };
-                return Err(Failure::NotSent(Box::new(request), error));
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, (!upgrade).then_some(sender))),
-                Err(mut e) => match e.take_message() {
-                    // A pooled connection closed under us: try the next one.
-                    Some(unsent) if reused => request = unsent,
-                    Some(unsent) => {
-                        let error = ForwardError::Upstream {
-                            addr,
-                            source: e.into_error(),
-                        };
-                        return Err(Failure::NotSent(Box::new(unsent), error));
-                    }
-                    None => {
-                        let error = ForwardError::Upstream {
-                            addr,
-                            source: e.into_error(),
-                        };
-                        return Err(Failure::Sent(error));
-                    }
-                },
+    ) -> Response<ProxyBody> {
+        if let Some(downstream) = downstream_upgrade {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                tunnel(downstream, hyper::upgrade::on(&mut response));
             }
         }
+        let reuse = reuse.map(|sender| (endpoint, sender));
+        respond(destination, response, reuse, started, upgrade)
     }
 
-    async fn send_http2(
+    /// Feeds an attempt's outcome to outlier detection, counting an ejection.
+    fn outcome(
         &self,
-        endpoint: &Arc<Endpoint>,
-        request: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>), Failure> {
-        let addr = endpoint.address;
-        let mut sender = match endpoint.clients.http2.get(&self.cx, endpoint).await {
-            Ok(sender) => sender,
-            Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
-        };
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok((response, None)),
-            Err(mut e) => {
-                let unsent = e.take_message();
-                let error = ForwardError::Upstream {
-                    addr,
-                    source: e.into_error(),
-                };
-                match unsent {
-                    Some(unsent) => Err(Failure::NotSent(Box::new(unsent), error)),
-                    None => Err(Failure::Sent(error)),
-                }
-            }
+        destination: &Destination,
+        set: &EndpointSet,
+        endpoint: &Endpoint,
+        success: bool,
+    ) {
+        if destination.record(set, endpoint, success, crate::balance::now()) {
+            let resilience = destination.metrics.resilience();
+            resilience.ejections.increment(1);
+            resilience.ejected.increment(1.0);
+            tracing::info!(
+                service = destination.metrics.service(),
+                endpoint = %endpoint.address,
+                "endpoint ejected after consecutive failures"
+            );
         }
     }
 }
 
+/// Whether retry number `attempt` may go ahead: the budget pays for it, and its
+/// backoff (after a failure that reached an upstream) ends before the deadline.
+async fn may_retry(
+    destination: &Destination,
+    policy: &Resilience,
+    attempt: usize,
+    backoff: bool,
+    deadline: Option<Instant>,
+) -> bool {
+    let retries = &policy.retries;
+    let paid = destination.budget.withdraw(
+        seconds(),
+        retries.budget_percent,
+        retries.min_retries_per_second,
+    );
+    if !paid {
+        destination
+            .metrics
+            .resilience()
+            .budget_exhausted
+            .increment(1);
+        return false;
+    }
+    if backoff {
+        let pause = backoff::delay(
+            attempt as u32,
+            retries.backoff_base,
+            retries.backoff_max,
+            &mut rand::rng(),
+        );
+        if deadline.is_some_and(|at| Instant::now() + pause >= at) {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    true
+}
+
+/// Whole seconds since the process epoch, the retry budget's clock.
+fn seconds() -> u64 {
+    crate::balance::now() / 1_000_000_000
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When the whole request must have its response headers: the service's request
+/// timeout, shortened by a gRPC client's `grpc-timeout`.
+fn request_deadline(
+    policy: &Resilience,
+    headers: &HeaderMap,
+    grpc: bool,
+    started: Instant,
+) -> Option<Instant> {
+    let client = headers
+        .get("grpc-timeout")
+        .filter(|_| grpc)
+        .and_then(|v| deadline::grpc_timeout(v.as_bytes()));
+    let timeout = match (policy.timeouts.request, client) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    timeout.map(|t| started + t.min(Duration::from_secs(365 * 24 * 3600)))
+}
+
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn retries_grpc(policy: &Resilience) -> bool {
+    policy
+        .retries
+        .retry_on
+        .iter()
+        .any(|on| matches!(on, RetryOn::Grpc(_)))
+}
+
+/// Whether a body may be small enough to record: not one announced larger.
+fn fits(body: &Incoming) -> bool {
+    body.size_hint().lower() <= MAX_BUFFERED
+}
+
 fn pick(
     destination: &Destination,
+    set: &EndpointSet,
     failed: &[usize],
 ) -> Result<(usize, Arc<Endpoint>), ForwardError> {
-    let set = destination.endpoints();
-    let index = set
-        .picker
-        .pick(
-            &set.endpoints,
-            failed,
-            crate::balance::now(),
-            &mut rand::rng(),
-        )
-        .ok_or(ForwardError::NoEndpoint)?;
-    Ok((index, set.endpoints[index].clone()))
+    let now = crate::balance::now();
+    let any_ejected = destination.any_ejected(now);
+    let usable = set.usable(now, any_ejected);
+    let candidates = &set.endpoints[..usable];
+    let mut rng = rand::rng();
+    let index = if any_ejected {
+        let mut avoid = failed.to_vec();
+        avoid.extend((0..usable).filter(|i| candidates[*i].outlier.is_ejected(now)));
+        set.picker.pick(candidates, &avoid, now, &mut rng)
+    } else {
+        set.picker.pick(candidates, failed, now, &mut rng)
+    }
+    .ok_or(ForwardError::NoEndpoint)?;
+    Ok((index, candidates[index].clone()))
 }
 
 /// The upstream response as sent downstream, counted and observed to its end.
 fn respond(
     destination: &Destination,
     response: Response<Incoming>,
-    reuse: Option<(Arc<Endpoint>, http1::SendRequest<Incoming>)>,
+    reuse: Option<(Arc<Endpoint>, http1::SendRequest<RequestBody>)>,
     started: Instant,
     upgrade: bool,
 ) -> Response<ProxyBody> {

@@ -5,6 +5,7 @@
 //! forwarded in the version the destination declares (`http1`, or `http2`/`grpc`),
 //! so the two sides may differ and [`headers`] translates between them.
 
+mod attempt;
 pub mod body;
 pub mod client;
 mod forward;
@@ -48,6 +49,14 @@ pub async fn serve(
     detected: Detected,
     mut drain: drain::Watch,
 ) {
+    // Closes a keep-alive connection idle between requests (hyper's header-read
+    // timeout runs from the moment it waits for the next request head): the
+    // service's idle timeout when the listener serves one service, else the proxy's.
+    let idle = match &route {
+        Route::Fixed(destination) => destination.endpoints().policy.timeouts.idle,
+        Route::ByHost { .. } => None,
+    }
+    .unwrap_or(cx.settings.downstream_idle_timeout);
     let handler = Arc::new(Handler::new(cx, route));
     let service = service_fn(move |request| {
         let handler = handler.clone();
@@ -73,6 +82,7 @@ pub async fn serve(
     } else {
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
+            .header_read_timeout(idle)
             .serve_connection(io, service)
             .with_upgrades();
         tokio::pin!(connection);

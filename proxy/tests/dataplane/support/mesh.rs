@@ -31,6 +31,7 @@ pub fn service(name: &str, protocol: &str) -> Svc {
             hostnames: vec![format!("{name}.shop")],
             load_balancer: String::new(),
             mtls: String::new(),
+            ..Default::default()
         },
         endpoints: Vec::new(),
     }
@@ -56,6 +57,27 @@ impl Svc {
             address: addr.ip().to_string(),
             port: u32::from(addr.port()),
             weight,
+            ..Default::default()
+        });
+        self
+    }
+
+    /// Changes the service message (its resilience sections, say).
+    pub fn with(mut self, change: impl FnOnce(&mut v1::Service)) -> Svc {
+        change(&mut self.message);
+        self
+    }
+
+    /// An endpoint in a region and zone; `healthy` as the control plane says.
+    pub fn located(mut self, addr: SocketAddr, zone: (&str, &str), healthy: bool) -> Svc {
+        self.endpoints.push(v1::Endpoint {
+            address: addr.ip().to_string(),
+            port: u32::from(addr.port()),
+            locality: Some(v1::Locality {
+                region: zone.0.into(),
+                zone: zone.1.into(),
+            }),
+            health: if healthy { "" } else { "unhealthy" }.into(),
             ..Default::default()
         });
         self

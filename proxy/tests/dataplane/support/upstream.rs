@@ -141,6 +141,12 @@ impl HttpUpstream {
                 headers.insert("upgrade", HeaderValue::from_static("websocket"));
                 response
             }
+            // `/fail-if/NAME`: 503 from the upstream of that name, 200 from others.
+            other if other.strip_prefix("/fail-if/") == Some(&*self.name) => {
+                let mut response = text(format!("{} fails", self.name));
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                response
+            }
             other => match other.strip_prefix("/status/").and_then(|s| s.parse().ok()) {
                 Some(code) => {
                     let mut response = text(format!("status {code}"));

@@ -1,0 +1,162 @@
+//! One attempt of a request on one endpoint: a pooled connection, or a new one
+//! within the destination's circuit-breaker limits, then the request sent and the
+//! response head back. What came of it ([`Failure`]) tells the forwarder whether
+//! the request may go elsewhere.
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use weft_proto::model::Resilience;
+
+use crate::resilience::breaker::{Limit, Permit};
+
+use super::super::destination::Destination;
+use super::super::endpoint::Endpoint;
+use super::super::error::ForwardError;
+use super::super::Context;
+use super::body::RequestBody;
+use super::client::Http1Pool;
+
+/// A failed attempt: whether the request came back unsent (and may go elsewhere),
+/// or was refused before any endpoint was involved. Boxed because failures are
+/// rare and the request is large.
+pub(super) enum Failure {
+    NotSent(Box<Request<RequestBody>>, ForwardError),
+    Sent(ForwardError),
+    Refused(ForwardError),
+}
+
+pub(super) type Sent = (Response<Incoming>, Option<http1::SendRequest<RequestBody>>);
+
+/// Sends over a pooled connection (a new one when none is idle, or for an
+/// upgrade, which consumes its connection).
+pub(super) async fn send_http1(
+    cx: &Context,
+    destination: &Destination,
+    policy: &Resilience,
+    endpoint: &Arc<Endpoint>,
+    mut request: Request<RequestBody>,
+    upgrade: bool,
+) -> Result<Sent, Failure> {
+    let pool = &endpoint.clients.http1;
+    let addr = endpoint.address;
+    loop {
+        let pooled = if upgrade { None } else { pool.checkout() };
+        let reused = pooled.is_some();
+        let mut sender = match pooled {
+            Some(sender) => sender,
+            None => {
+                let (_pending, permit) = admit_connection(destination, policy)?;
+                // Boxed: connecting is rare on a warm pool, and its large future
+                // would otherwise bloat every request's state machine.
+                match Box::pin(Http1Pool::connect(cx, endpoint, upgrade, permit)).await {
+                    Ok(sender) => sender,
+                    Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
+                }
+            }
+        };
+        if sender.ready().await.is_err() {
+            if reused {
+                continue;
+            }
+            let error = ForwardError::Connect {
+                addr,
+                source: std::io::ErrorKind::ConnectionReset.into(),
+            };
+            return Err(Failure::NotSent(Box::new(request), error));
+        }
+        match sender.try_send_request(request).await {
+            Ok(response) => return Ok((response, (!upgrade).then_some(sender))),
+            Err(mut e) => match e.take_message() {
+                // A pooled connection closed under us: try the next one.
+                Some(unsent) if reused => request = unsent,
+                Some(unsent) => {
+                    let error = ForwardError::Upstream {
+                        addr,
+                        source: e.into_error(),
+                    };
+                    return Err(Failure::NotSent(Box::new(unsent), error));
+                }
+                None => {
+                    let error = ForwardError::Upstream {
+                        addr,
+                        source: e.into_error(),
+                    };
+                    return Err(Failure::Sent(error));
+                }
+            },
+        }
+    }
+}
+
+pub(super) async fn send_http2(
+    cx: &Context,
+    destination: &Destination,
+    policy: &Resilience,
+    endpoint: &Arc<Endpoint>,
+    request: Request<RequestBody>,
+) -> Result<Sent, Failure> {
+    let addr = endpoint.address;
+    let h2 = &endpoint.clients.http2;
+    let connected = match h2.current() {
+        Some(sender) => Ok(sender),
+        None => {
+            let (_pending, permit) = admit_connection(destination, policy)?;
+            // Boxed: connecting is rare, and its large future would otherwise
+            // bloat every request's state machine.
+            Box::pin(h2.connect(cx, endpoint, permit)).await
+        }
+    };
+    let mut sender = match connected {
+        Ok(sender) => sender,
+        Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
+    };
+    match sender.try_send_request(request).await {
+        Ok(response) => Ok((response, None)),
+        Err(mut e) => {
+            let unsent = e.take_message();
+            let error = ForwardError::Upstream {
+                addr,
+                source: e.into_error(),
+            };
+            match unsent {
+                Some(unsent) => Err(Failure::NotSent(Box::new(unsent), error)),
+                None => Err(Failure::Sent(error)),
+            }
+        }
+    }
+}
+
+/// Admits a new upstream connection past the pending and connection limits: a
+/// permit held by the connection while it lives (`None` for destinations without
+/// limits), and a pending permit the request holds while it connects (connecting
+/// is the only wait a request has: nothing queues for a pooled connection).
+fn admit_connection(
+    destination: &Destination,
+    policy: &Resilience,
+) -> Result<(Option<Permit>, Option<Permit>), Failure> {
+    let limits = &policy.circuit_breakers;
+    if limits.max_connections == u32::MAX {
+        return Ok((None, None));
+    }
+    let Some(pending) = destination
+        .breakers
+        .admit(Limit::Pending, limits.max_pending_requests)
+    else {
+        return Err(Failure::Refused(overflow(destination, Limit::Pending)));
+    };
+    match destination
+        .breakers
+        .admit(Limit::Connections, limits.max_connections)
+    {
+        Some(permit) => Ok((Some(pending), Some(permit))),
+        None => Err(Failure::Refused(overflow(destination, Limit::Connections))),
+    }
+}
+
+pub(super) fn overflow(destination: &Destination, limit: Limit) -> ForwardError {
+    destination.metrics.resilience().overflows[limit as usize].increment(1);
+    ForwardError::Overflow(limit.label())
+}
