@@ -164,6 +164,7 @@ fn service(i: usize) -> v1::Resource {
         hostnames: vec![format!("svc-{i}.bench")],
         load_balancer: String::new(),
         mtls: String::new(),
+        health_check: None,
     };
     v1::Resource {
         name: String::new(),

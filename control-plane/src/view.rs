@@ -208,7 +208,13 @@ fn merge_registrations(contents: &Contents, endpoints: &mut BTreeMap<String, Bui
                     weight: workload.weight.max(1),
                     locality: workload.locality.clone(),
                     labels: workload.labels.clone(),
-                    health: String::new(),
+                    // Only a failed active check marks a registered endpoint; a
+                    // draining workload was deregistered, not marked.
+                    health: if workload.health == "unhealthy" {
+                        workload.health.clone()
+                    } else {
+                        String::new()
+                    },
                     identity: workload.identity.clone(),
                 });
             }

@@ -21,3 +21,9 @@ pub mod resource;
 pub mod v1 {
     tonic::include_proto!("weft.v1");
 }
+
+/// Generated code for `package grpc.health.v1` (the client of gRPC health checks).
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod grpc_health {
+    tonic::include_proto!("grpc.health.v1");
+}

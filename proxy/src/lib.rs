@@ -10,6 +10,7 @@
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/config_dump`, `/shutdown`, served on
 //!   the control runtime, off the data path.
 //! - [`drain`]: the shutdown primitive every listener and task watches.
+//! - [`health`]: the active health check of the proxy's own application.
 //! - [`init`]: `weft-proxy init`, the iptables rules that capture the pod's traffic.
 //! - [`dataplane`]: the listeners that carry application traffic (outbound,
 //!   inbound, explicit upstreams), TCP and HTTP forwarding, on the worker runtime.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod dataplane;
 pub mod discovery;
 pub mod drain;
+pub mod health;
 pub mod identity;
 pub mod init;
 pub mod metrics;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use weft_proxy::config::{Args, Config};
+use weft_proxy::state::{ConfigSource, Shared};
 use weft_proxy::{
-    admin, dataplane, discovery, drain::Drain, identity, metrics, state::Shared, static_config,
+    admin, dataplane, discovery, drain::Drain, health, identity, metrics, static_config,
 };
 
 /// hyper allocates per request (heads, header maps, body frames); jemalloc's
@@ -93,9 +94,12 @@ fn run(config: Config) -> anyhow::Result<()> {
                 shared
                     .configured
                     .store(true, std::sync::atomic::Ordering::Release);
+                shared.set_source(ConfigSource::StaticFile);
             }
             None => {
-                tokio::spawn(discovery::run(shared.clone(), drain.watch()));
+                let restored = discovery::restore(&shared);
+                tokio::spawn(discovery::run(shared.clone(), drain.watch(), restored));
+                tokio::spawn(health::run(shared.clone(), drain.watch()));
             }
         }
         // Does nothing without an identity token.
@@ -111,8 +115,20 @@ fn run(config: Config) -> anyhow::Result<()> {
                 _ => anyhow::bail!("the data path stopped unexpectedly"),
             },
         }
+        // Tell the control plane first, so the endpoint leaves every peer's view
+        // while this proxy still serves; only then stop accepting.
+        if shared.config.static_config.is_none() {
+            discovery::withdraw(&shared).await;
+        }
         drain.signal();
-        drain.wait().await;
+        let grace = shared.config.shutdown_grace_period;
+        match tokio::time::timeout(grace, drain.wait()).await {
+            Ok(()) => tracing::info!("drained; exiting"),
+            Err(_) => tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "the shutdown grace period ended with work in flight; closing it"
+            ),
+        }
         anyhow::Ok(())
     })?;
     // Everything has drained; tasks still parked (idle pooled connections) go.

@@ -296,3 +296,73 @@ impl App {
         }
     }
 }
+
+/// A server-side "pod": a `weft-test-app` behind its own proxy, which registers the
+/// workload (its inbound listener) as an endpoint of `namespace/service`.
+pub struct Pod {
+    pub app: App,
+    pub proxy: Proxy,
+}
+
+impl Pod {
+    /// Starts the app, then its proxy with `--inbound-forward` to it; `proxy_extra`
+    /// adds proxy flags (drain timings, ...), `app_extra` app flags.
+    pub fn start(
+        logs: &Path,
+        control_plane: &str,
+        service: &str,
+        name: &str,
+        app_extra: &[&str],
+        proxy_extra: &[&str],
+    ) -> Pod {
+        let (namespace, service) = service.split_once('/').unwrap_or(("default", service));
+        let app = App::start(logs, name, app_extra);
+        let inbound = loopback(free_port());
+        let port = inbound.port().to_string();
+        let forward = app.addr.to_string();
+        let mut flags = vec![
+            "--namespace",
+            namespace,
+            "--service",
+            service,
+            "--workload-address",
+            "127.0.0.1",
+            "--workload-port",
+            &port,
+            "--inbound-forward",
+            &forward,
+        ];
+        flags.extend_from_slice(proxy_extra);
+        let proxy = Proxy::start_with_inbound(
+            logs,
+            &format!("{name}-proxy"),
+            control_plane,
+            inbound,
+            &flags,
+        );
+        Pod { app, proxy }
+    }
+
+    /// The endpoint other proxies see for this pod: `127.0.0.1:<inbound port>`.
+    pub fn endpoint(&self) -> String {
+        self.proxy.inbound.to_string()
+    }
+}
+
+/// The endpoints of a service in a config dump as `address -> health`.
+pub fn endpoint_health(
+    dump: &serde_json::Value,
+    name: &str,
+) -> std::collections::BTreeMap<String, String> {
+    resource(dump, "endpoints", name)
+        .and_then(|r| r["endpoints"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["address"].as_str()?.to_owned(),
+                e["health"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}

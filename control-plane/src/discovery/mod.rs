@@ -89,6 +89,18 @@ fn validate_node(node: &v1::Node) -> Result<(), model::Invalid> {
             "at least one port is needed",
         )));
     }
+    if !matches!(
+        workload.health.as_str(),
+        "" | "healthy" | "unhealthy" | "draining"
+    ) {
+        return Err(within(model::Invalid::new(
+            "health",
+            format!(
+                "unknown state {:?} (expected healthy, unhealthy or draining)",
+                workload.health
+            ),
+        )));
+    }
     for (i, port) in workload.ports.iter().enumerate() {
         let endpoint = v1::Endpoint {
             address: workload.address.clone(),

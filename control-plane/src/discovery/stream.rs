@@ -148,7 +148,12 @@ pub async fn run(
 ) {
     let proxy = context.registry.connect(&node);
     tracing::info!(node = %node.id, "proxy connected");
-    if let Some(workload) = &proxy.workload {
+    // The workload as last reported; a draining one is never (re-)registered.
+    let mut workload = proxy
+        .workload
+        .clone()
+        .filter(|w| w.health != HEALTH_DRAINING);
+    if let Some(workload) = &workload {
         if let Err(e) = context
             .store
             .register(&node.id, workload.encode_to_vec())
@@ -183,6 +188,9 @@ pub async fn run(
                 stream.publish_status(&proxy, &view, true);
             }
             message = inbound.message() => match message {
+                Ok(Some(v1::DiscoveryRequest { request: Some(Req::Status(status)) })) => {
+                    report(&context, &node.id, &mut workload, &status).await;
+                }
                 Ok(Some(request)) => {
                     if let Err(status) = stream.handle(request) {
                         let _ = tx.send(Err(status)).await;
@@ -200,6 +208,51 @@ pub async fn run(
     }
     tracing::info!(node = %node.id, "proxy disconnected");
     context.registry.disconnect(&proxy);
+}
+
+const HEALTH_DRAINING: &str = "draining";
+
+/// Applies a proxy's report on its workload: a draining workload is deregistered at
+/// once (no grace period: its proxy still serves, and wants peers gone before it
+/// stops), a health verdict re-registers it with that health so that every view
+/// marks its endpoints.
+async fn report(
+    context: &Context,
+    node_id: &str,
+    workload: &mut Option<v1::Workload>,
+    status: &v1::WorkloadStatus,
+) {
+    let Some(current) = workload.as_mut() else {
+        return;
+    };
+    match status.health.as_str() {
+        HEALTH_DRAINING => {
+            *workload = None;
+            match context.store.deregister(node_id).await {
+                Ok(_) => tracing::info!(node = %node_id, "workload draining; endpoint withdrawn"),
+                Err(e) => {
+                    tracing::error!(node = %node_id, error = %e, "withdrawing a draining workload failed")
+                }
+            }
+        }
+        health @ ("healthy" | "unhealthy") => {
+            if current.health == health || (current.health.is_empty() && health == "healthy") {
+                return;
+            }
+            current.health = health.to_owned();
+            tracing::info!(node = %node_id, health, reason = %status.reason, "workload health changed");
+            if let Err(e) = context
+                .store
+                .register(node_id, current.encode_to_vec())
+                .await
+            {
+                tracing::error!(node = %node_id, error = %e, "recording the workload's health failed");
+            }
+        }
+        other => {
+            tracing::warn!(node = %node_id, health = other, "ignoring an unknown workload state");
+        }
+    }
 }
 
 struct StreamState {
@@ -404,6 +457,8 @@ impl StreamState {
                 }
             }
             Some(Req::Subscription(subscription)) => self.subscribe(&subscription),
+            // Handled by the stream's loop, which owns the registration.
+            Some(Req::Status(_)) => {}
             Some(Req::Hello(_)) => {
                 return Err(Status::invalid_argument(
                     "Hello may only be the first message",

@@ -61,6 +61,7 @@ fn several_documents_map_to_their_messages() {
             hostnames: vec!["orders.shop".into()],
             load_balancer: "round_robin".into(),
             mtls: "STRICT".into(),
+            health_check: None,
         }
     );
     let Document::Endpoints(endpoints) = &documents[1] else {
@@ -245,6 +246,7 @@ fn printed_yaml_is_the_apply_format() {
         hostnames: vec![],
         load_balancer: "p2c_ewma".into(),
         mtls: String::new(),
+        health_check: None,
     };
     let endpoints = v1::Endpoints {
         namespace: "shop".into(),
@@ -307,4 +309,44 @@ fn json_has_the_same_structure() {
     assert_eq!(json["spec"]["loadBalancer"], "round_robin");
     let text = serde_json::to_string(&documents[0]).expect("json text");
     assert_eq!(parse(&text).expect("JSON is YAML"), documents[..1]);
+}
+
+#[test]
+fn a_health_check_maps_to_its_message_and_back() {
+    let text = r#"
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports: [{port: 80, protocol: http1}]
+  healthCheck:
+    http: {path: /health, expectedStatus: 204}
+    intervalMs: 500
+    unhealthyThreshold: 2
+"#;
+    let documents = parse(text).expect("parse");
+    let Document::Service(service) = &documents[0] else {
+        panic!("not a service");
+    };
+    let message = service.to_proto();
+    let check = message.health_check.clone().expect("health check");
+    assert_eq!(
+        check.http,
+        Some(v1::HttpHealthCheck {
+            path: "/health".into(),
+            expected_status: 204
+        })
+    );
+    assert_eq!((check.interval_ms, check.unhealthy_threshold), (500, 2));
+    let model = crate::model::Service::try_from(&message).expect("valid");
+    assert_eq!(
+        model.health_check.map(|c| c.interval),
+        Some(std::time::Duration::from_millis(500))
+    );
+    assert_eq!(
+        ServiceDocument::from_proto(&message, None).to_proto(),
+        message
+    );
+    let (_, error) =
+        parse_error("kind: Service\nmetadata: {name: web}\nspec:\n  healthCheck: {exec: {}}\n");
+    assert!(error.contains("exec"), "{error}");
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use super::{validate_label, Invalid, ResourceName};
+use super::{validate_label, HealthCheck, Invalid, ResourceName};
 use crate::v1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub struct Service {
     pub hostnames: Vec<String>,
     pub load_balancer: PolicyName,
     pub mtls: MtlsMode,
+    /// The active check each proxy of the service runs against its own application.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// How a service's workloads accept connections, and whether callers encrypt.
@@ -219,6 +221,12 @@ impl TryFrom<&v1::Service> for Service {
             hostnames,
             load_balancer: PolicyName::try_from(msg.load_balancer.as_str())?,
             mtls: MtlsMode::try_from(msg.mtls.as_str())?,
+            health_check: msg
+                .health_check
+                .as_ref()
+                .map(HealthCheck::try_from)
+                .transpose()
+                .map_err(|e| e.within("health_check"))?,
         })
     }
 }
@@ -263,6 +271,7 @@ impl Service {
                 MtlsMode::Permissive => String::new(),
                 mode => mode.as_str().to_owned(),
             },
+            health_check: self.health_check.as_ref().map(HealthCheck::to_proto),
         }
     }
 

@@ -14,6 +14,7 @@ fn service() -> v1::Service {
         hostnames: vec!["orders.shop".into()],
         load_balancer: String::new(),
         mtls: String::new(),
+        health_check: None,
     }
 }
 

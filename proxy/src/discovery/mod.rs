@@ -8,6 +8,7 @@
 
 mod backoff;
 mod resources;
+pub mod state_dir;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +29,7 @@ pub use resources::Resources;
 
 use crate::config::ControlPlaneAddr;
 use crate::drain::Watch;
-use crate::state::{ConnectionState, Rejected, Shared};
+use crate::state::{ConfigSource, ConnectionState, Rejected, Shared};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -72,10 +73,98 @@ pub(crate) async fn dial(
     connect(&addresses).await
 }
 
-pub async fn run(shared: Arc<Shared>, mut drain: Watch) {
+/// Loads `--state-dir`'s last good config into the snapshot, stale until the control
+/// plane has been heard; returns what it holds (empty without a usable file), for the
+/// first Hello.
+pub fn restore(shared: &Shared) -> Resources {
+    let Some(dir) = &shared.config.state_dir else {
+        return Resources::default();
+    };
+    let loaded = match state_dir::load(dir) {
+        Ok(Some(loaded)) => loaded,
+        Ok(None) => {
+            tracing::info!(dir = %dir.display(), "no saved config in the state directory yet");
+            return Resources::default();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "ignoring the state directory's saved config");
+            metrics::counter!("weft_config_state_errors_total", "operation" => "load").increment(1);
+            return Resources::default();
+        }
+    };
+    for rejected in &loaded.rejected {
+        tracing::warn!(name = %rejected.name, version = rejected.version, message = %rejected.message, "a saved resource no longer validates; left out");
+    }
+    let resources = loaded.resources;
+    shared.snapshot.send_replace(Arc::new(resources.snapshot()));
+    if let Some(view) = resources.trust_bundle() {
+        shared
+            .identity
+            .set_trust_bundle(Arc::new(view.bundle.clone()));
+    }
+    shared.set_source(ConfigSource::StateDir);
+    shared.configured.store(true, Ordering::Release);
+    tracing::warn!(
+        path = %state_dir::path(dir).display(),
+        resources = resources.known().len(),
+        "serving the saved config from the state directory: it is STALE until the control plane answers"
+    );
+    resources
+}
+
+/// The first step of a drain: reports the workload as draining, which makes the
+/// control plane withdraw its endpoint at once, then keeps serving while peers
+/// stop sending. The proxy's own view confirms the withdrawal (the push that removes
+/// the endpoint reaches every proxy at about the same time); it waits at most
+/// `--drain-delay-ms` for that, then `--drain-delay-ms` more for peers to apply it.
+pub async fn withdraw(shared: &Shared) {
+    shared
+        .workload_health
+        .send_replace(crate::state::WorkloadHealth::Draining);
+    let (Some(workload), delay) = (&shared.config.workload, shared.config.drain_delay) else {
+        return;
+    };
+    if delay.is_zero() {
+        return;
+    }
+    let service = weft_proto::model::ResourceName {
+        namespace: shared.config.namespace.clone(),
+        name: workload.service.clone(),
+    };
+    let own: Vec<SocketAddr> = workload
+        .ports
+        .iter()
+        .map(|p| SocketAddr::new(workload.address, p.port))
+        .collect();
+    let mut snapshots = shared.snapshot.subscribe();
+    let withdrawn = tokio::time::timeout(
+        delay,
+        snapshots.wait_for(|snapshot| {
+            !snapshot.endpoints.get(&service).is_some_and(|view| {
+                view.endpoints
+                    .endpoints
+                    .iter()
+                    .any(|e| own.contains(&e.address))
+            })
+        }),
+    )
+    .await;
+    match withdrawn {
+        Ok(Ok(_)) => tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "the control plane withdrew the endpoint; serving while peers apply it"
+        ),
+        _ => tracing::warn!(
+            delay_ms = delay.as_millis() as u64,
+            "the endpoint's withdrawal was not confirmed (control plane unreachable?); draining anyway"
+        ),
+    }
+    tokio::time::sleep(delay).await;
+}
+
+pub async fn run(shared: Arc<Shared>, mut drain: Watch, mut resources: Resources) {
     let resolver = resolver();
     let mut backoff = Backoff::new(FIRST_RETRY, shared.config.reconnect_max);
-    let mut resources = Resources::default();
     loop {
         let mut progressed = false;
         let result = tokio::select! {
@@ -125,7 +214,12 @@ async fn session(
     // The first certificate usually arrives after the first Hello (the trust domain
     // comes over this stream), so a change of identity reopens the stream.
     let mut identity = shared.identity.subscribe();
-    let node = node(shared, announced_identity(&mut identity).as_deref());
+    let mut health = shared.workload_health.subscribe();
+    let node = node(
+        shared,
+        announced_identity(&mut identity).as_deref(),
+        health.borrow_and_update().as_str(),
+    );
     let announced = node.workload.as_ref().map(|w| w.identity.clone());
     let hello = v1::DiscoveryRequest {
         request: Some(Req::Hello(v1::Hello {
@@ -164,6 +258,26 @@ async fn session(
                 }
                 continue;
             }
+            changed = health.changed(), if announced.is_some() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let status = {
+                    let now = health.borrow_and_update();
+                    v1::WorkloadStatus {
+                        health: now.as_str().to_owned(),
+                        reason: now.reason().to_owned(),
+                    }
+                };
+                tracing::info!(health = %status.health, reason = %status.reason, "reporting the workload's state");
+                let request = v1::DiscoveryRequest {
+                    request: Some(Req::Status(status)),
+                };
+                if tx.send(request).await.is_err() {
+                    break;
+                }
+                continue;
+            }
         };
         *progressed = true;
         let kind = Kind::from_type_url(&response.type_url);
@@ -181,7 +295,16 @@ async fn session(
             complete.extend(kind);
             if Kind::ALL.iter().all(|k| complete.contains(k)) {
                 shared.configured.store(true, Ordering::Release);
+                if shared.source() != ConfigSource::ControlPlane {
+                    if shared.is_stale() {
+                        tracing::info!(
+                            "in sync with the control plane again; the config is no longer stale"
+                        );
+                    }
+                    shared.set_source(ConfigSource::ControlPlane);
+                }
             }
+            save(shared, resources).await;
         }
         record(shared, resources, kind, &response, &errors);
         let answer = if errors.is_empty() {
@@ -207,6 +330,23 @@ async fn session(
     Ok(())
 }
 
+/// Writes the last good config to the state directory, if there is one. A failure is
+/// logged and counted: the data path does not depend on it.
+async fn save(shared: &Shared, resources: &Resources) {
+    let Some(dir) = shared.config.state_dir.clone() else {
+        return;
+    };
+    let resources = resources.clone();
+    let saved = tokio::task::spawn_blocking(move || state_dir::save(&dir, &resources)).await;
+    let error = match saved {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(%error, "saving the config to the state directory failed");
+    metrics::counter!("weft_config_state_errors_total", "operation" => "save").increment(1);
+}
+
 /// The SPIFFE ID to announce: the current certificate's, marked seen.
 fn announced_identity(
     identity: &mut tokio::sync::watch::Receiver<Option<Arc<crate::identity::Identity>>>,
@@ -217,7 +357,7 @@ fn announced_identity(
         .map(|i| i.spiffe_id.to_string())
 }
 
-fn node(shared: &Shared, identity: Option<&str>) -> v1::Node {
+fn node(shared: &Shared, identity: Option<&str>, health: &str) -> v1::Node {
     let config = &shared.config;
     let workload = config.workload.as_ref().map(|w| v1::Workload {
         namespace: config.namespace.clone(),
@@ -242,6 +382,7 @@ fn node(shared: &Shared, identity: Option<&str>) -> v1::Node {
             .collect(),
         weight: w.weight,
         identity: identity.unwrap_or_default().to_owned(),
+        health: health.to_owned(),
     });
     v1::Node {
         id: config.node_id.clone(),

@@ -31,6 +31,7 @@ pub fn service(name: &str, protocol: &str) -> Svc {
             hostnames: vec![format!("{name}.shop")],
             load_balancer: String::new(),
             mtls: String::new(),
+            health_check: None,
         },
         endpoints: Vec::new(),
     }
