@@ -121,6 +121,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             discovery::withdraw(&shared).await;
         }
         drain.signal();
+        tracing::info!("stopped accepting; waiting for requests in flight");
         let grace = shared.config.shutdown_grace_period;
         match tokio::time::timeout(grace, drain.wait()).await {
             Ok(()) => tracing::info!("drained; exiting"),

@@ -118,15 +118,12 @@ pub fn restore(shared: &Shared) -> Resources {
 /// the endpoint reaches every proxy at about the same time); it waits at most
 /// `--drain-delay-ms` for that, then `--drain-delay-ms` more for peers to apply it.
 pub async fn withdraw(shared: &Shared) {
-    shared
-        .workload_health
-        .send_replace(crate::state::WorkloadHealth::Draining);
     let (Some(workload), delay) = (&shared.config.workload, shared.config.drain_delay) else {
+        shared
+            .workload_health
+            .send_replace(crate::state::WorkloadHealth::Draining);
         return;
     };
-    if delay.is_zero() {
-        return;
-    }
     let service = weft_proto::model::ResourceName {
         namespace: shared.config.namespace.clone(),
         name: workload.service.clone(),
@@ -136,21 +133,35 @@ pub async fn withdraw(shared: &Shared) {
         .iter()
         .map(|p| SocketAddr::new(workload.address, p.port))
         .collect();
+    let listed = |snapshot: &crate::snapshot::Snapshot| {
+        snapshot.endpoints.get(&service).is_some_and(|view| {
+            view.endpoints
+                .endpoints
+                .iter()
+                .any(|e| own.contains(&e.address))
+        })
+    };
+    // Only a push that arrives after the report counts as the confirmation: the
+    // current view may not list the endpoint yet (a proxy that just connected).
     let mut snapshots = shared.snapshot.subscribe();
-    let withdrawn = tokio::time::timeout(
-        delay,
-        snapshots.wait_for(|snapshot| {
-            !snapshot.endpoints.get(&service).is_some_and(|view| {
-                view.endpoints
-                    .endpoints
-                    .iter()
-                    .any(|e| own.contains(&e.address))
-            })
-        }),
-    )
+    snapshots.borrow_and_update();
+    shared
+        .workload_health
+        .send_replace(crate::state::WorkloadHealth::Draining);
+    if delay.is_zero() {
+        return;
+    }
+    let confirmed = tokio::time::timeout(delay, async {
+        while snapshots.changed().await.is_ok() {
+            if !listed(&snapshots.borrow_and_update()) {
+                return true;
+            }
+        }
+        false
+    })
     .await;
-    match withdrawn {
-        Ok(Ok(_)) => tracing::info!(
+    match confirmed {
+        Ok(true) => tracing::info!(
             delay_ms = delay.as_millis() as u64,
             "the control plane withdrew the endpoint; serving while peers apply it"
         ),
