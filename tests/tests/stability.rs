@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use weft_e2e::load::{Load, Options, Report};
 use weft_e2e::mesh::{
-    endpoint_addresses, endpoint_health, metric_value, weftctl_ok, ControlPlane, Pod, Proxy,
+    endpoint_addresses, endpoint_health, metric_value, weftctl_ok, App, ControlPlane, Pod, Proxy,
 };
 use weft_e2e::{free_port, http, loopback, wait_for};
 
@@ -461,4 +461,58 @@ fn a_health_check_that_cannot_work_is_refused_by_apply() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("timeout_ms"), "{stderr}");
+}
+
+/// Endpoints declared with `weftctl apply` have no proxy of their own: when their
+/// service declares a check, the control plane runs it and marks them.
+#[test]
+fn the_control_plane_checks_declared_endpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
+    let down = dir.path().join("web-b.down");
+    let down_flag = down.display().to_string();
+    let a = App::start(dir.path(), "web-a", &[]);
+    let b = App::start(dir.path(), "web-b", &["--unhealthy-file", &down_flag]);
+    let check = "  healthCheck:\n    http: {path: /health}\n    intervalMs: 300\n    unhealthyThreshold: 2\n";
+    let mesh = format!(
+        "{}---
+kind: Endpoints
+metadata: {{name: web, namespace: shop}}
+spec:
+  endpoints:
+  - {{address: 127.0.0.1, port: {}}}
+  - {{address: 127.0.0.1, port: {}}}
+",
+        service("round_robin", check),
+        a.addr.port(),
+        b.addr.port()
+    );
+    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&mesh));
+    let (client, listen) = client(dir.path(), &cp.address(), "client", &[]);
+    client.wait_ready();
+    let health_of = |app: &App| {
+        endpoint_health(&client.config_dump(), SERVICE)
+            .get(&app.addr.to_string())
+            .cloned()
+    };
+    let load = load(listen);
+    load.wait_for_successes(100, WAIT);
+    std::fs::write(&down, "").expect("turn web-b unhealthy");
+    let fault = load.elapsed();
+    wait_for("web-b marked unhealthy", WAIT, || {
+        (health_of(&b).as_deref() == Some("unhealthy")).then_some(())
+    });
+    assert_eq!(health_of(&a).as_deref(), Some("healthy"));
+    load.wait_for_successes(100, WAIT);
+    let avoided = load.snapshot().last_served_by_after("web-b", fault);
+    println!("declared endpoint: traffic avoided web-b {avoided:?} after the fault");
+    std::fs::remove_file(&down).expect("turn web-b healthy");
+    wait_for("web-b healthy again", WAIT, || {
+        (health_of(&b).as_deref() == Some("healthy")).then_some(())
+    });
+    // The stored resource stays as the operator wrote it.
+    let stored = weftctl_ok(&cp.address(), &["get", "endpoints", "-o", "yaml"], None);
+    assert!(!stored.contains("unhealthy"), "{stored}");
+    load.wait_for_successes(100, WAIT);
+    assert_no_failures("declared endpoint check", &load.stop());
 }
