@@ -8,7 +8,7 @@ use clap::Parser;
 use weft_proxy::config::{Args, Config};
 use weft_proxy::state::{ConfigSource, Shared};
 use weft_proxy::{
-    admin, dataplane, discovery, drain::Drain, health, identity, metrics, static_config,
+    admin, dataplane, discovery, drain::Drain, health, identity, metrics, shutdown, static_config,
 };
 
 /// hyper allocates per request (heads, header maps, body frames); jemalloc's
@@ -76,7 +76,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .thread_name("weft-control")
         .build()?;
     control.block_on(async move {
-        let mut drain = Drain::new();
+        let drain = Drain::new();
         let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
         let listener = tokio::net::TcpListener::bind(shared.config.admin).await?;
         tracing::info!(addr = %listener.local_addr()?, "admin listening");
@@ -115,21 +115,7 @@ fn run(config: Config) -> anyhow::Result<()> {
                 _ => anyhow::bail!("the data path stopped unexpectedly"),
             },
         }
-        // Tell the control plane first, so the endpoint leaves every peer's view
-        // while this proxy still serves; only then stop accepting.
-        if shared.config.static_config.is_none() {
-            discovery::withdraw(&shared).await;
-        }
-        drain.signal();
-        tracing::info!("stopped accepting; waiting for requests in flight");
-        let grace = shared.config.shutdown_grace_period;
-        match tokio::time::timeout(grace, drain.wait()).await {
-            Ok(()) => tracing::info!("drained; exiting"),
-            Err(_) => tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "the shutdown grace period ended with work in flight; closing it"
-            ),
-        }
+        shutdown::run(&shared, drain).await;
         anyhow::Ok(())
     })?;
     // Everything has drained; tasks still parked (idle pooled connections) go.

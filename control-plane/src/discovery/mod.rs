@@ -6,6 +6,7 @@
 
 mod diff;
 mod stream;
+mod workload;
 
 use std::pin::Pin;
 use std::sync::Arc;

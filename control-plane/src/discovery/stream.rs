@@ -11,6 +11,7 @@ use weft_proto::v1;
 use weft_proto::v1::discovery_request::Request as Req;
 
 use super::diff::{owes, quick_diff, sweep, Held, Interest};
+use super::workload::{report, HEALTH_DRAINING};
 use crate::registry::{Proxy, Registry, TypeSync};
 use crate::store::Store;
 use crate::view::{Entry, TypeView, View};
@@ -208,51 +209,6 @@ pub async fn run(
     }
     tracing::info!(node = %node.id, "proxy disconnected");
     context.registry.disconnect(&proxy);
-}
-
-const HEALTH_DRAINING: &str = "draining";
-
-/// Applies a proxy's report on its workload: a draining workload is deregistered at
-/// once (no grace period: its proxy still serves, and wants peers gone before it
-/// stops), a health verdict re-registers it with that health so that every view
-/// marks its endpoints.
-async fn report(
-    context: &Context,
-    node_id: &str,
-    workload: &mut Option<v1::Workload>,
-    status: &v1::WorkloadStatus,
-) {
-    let Some(current) = workload.as_mut() else {
-        return;
-    };
-    match status.health.as_str() {
-        HEALTH_DRAINING => {
-            *workload = None;
-            match context.store.deregister(node_id).await {
-                Ok(_) => tracing::info!(node = %node_id, "workload draining; endpoint withdrawn"),
-                Err(e) => {
-                    tracing::error!(node = %node_id, error = %e, "withdrawing a draining workload failed")
-                }
-            }
-        }
-        health @ ("healthy" | "unhealthy") => {
-            if current.health == health || (current.health.is_empty() && health == "healthy") {
-                return;
-            }
-            current.health = health.to_owned();
-            tracing::info!(node = %node_id, health, reason = %status.reason, "workload health changed");
-            if let Err(e) = context
-                .store
-                .register(node_id, current.encode_to_vec())
-                .await
-            {
-                tracing::error!(node = %node_id, error = %e, "recording the workload's health failed");
-            }
-        }
-        other => {
-            tracing::warn!(node = %node_id, health = other, "ignoring an unknown workload state");
-        }
-    }
 }
 
 struct StreamState {

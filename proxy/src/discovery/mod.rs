@@ -26,6 +26,7 @@ use weft_proto::v1::discovery_request::Request as Req;
 
 pub use backoff::Backoff;
 pub use resources::Resources;
+pub use state_dir::restore;
 
 use crate::config::ControlPlaneAddr;
 use crate::drain::Watch;
@@ -71,106 +72,6 @@ pub(crate) async fn dial(
 ) -> Result<(tonic::transport::Channel, SocketAddr), DiscoveryError> {
     let addresses = resolve(resolver, &target.host, target.port).await?;
     connect(&addresses).await
-}
-
-/// Loads `--state-dir`'s last good config into the snapshot, stale until the control
-/// plane has been heard; returns what it holds (empty without a usable file), for the
-/// first Hello.
-pub fn restore(shared: &Shared) -> Resources {
-    let Some(dir) = &shared.config.state_dir else {
-        return Resources::default();
-    };
-    let loaded = match state_dir::load(dir) {
-        Ok(Some(loaded)) => loaded,
-        Ok(None) => {
-            tracing::info!(dir = %dir.display(), "no saved config in the state directory yet");
-            return Resources::default();
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "ignoring the state directory's saved config");
-            metrics::counter!("weft_config_state_errors_total", "operation" => "load").increment(1);
-            return Resources::default();
-        }
-    };
-    for rejected in &loaded.rejected {
-        tracing::warn!(name = %rejected.name, version = rejected.version, message = %rejected.message, "a saved resource no longer validates; left out");
-    }
-    let resources = loaded.resources;
-    shared.snapshot.send_replace(Arc::new(resources.snapshot()));
-    if let Some(view) = resources.trust_bundle() {
-        shared
-            .identity
-            .set_trust_bundle(Arc::new(view.bundle.clone()));
-    }
-    shared.set_source(ConfigSource::StateDir);
-    shared.configured.store(true, Ordering::Release);
-    tracing::warn!(
-        path = %state_dir::path(dir).display(),
-        resources = resources.known().len(),
-        "serving the saved config from the state directory: it is STALE until the control plane answers"
-    );
-    resources
-}
-
-/// The first step of a drain: reports the workload as draining, which makes the
-/// control plane withdraw its endpoint at once, then keeps serving while peers
-/// stop sending. The proxy's own view confirms the withdrawal (the push that removes
-/// the endpoint reaches every proxy at about the same time); it waits at most
-/// `--drain-delay-ms` for that, then `--drain-delay-ms` more for peers to apply it.
-pub async fn withdraw(shared: &Shared) {
-    let (Some(workload), delay) = (&shared.config.workload, shared.config.drain_delay) else {
-        shared
-            .workload_health
-            .send_replace(crate::state::WorkloadHealth::Draining);
-        return;
-    };
-    let service = weft_proto::model::ResourceName {
-        namespace: shared.config.namespace.clone(),
-        name: workload.service.clone(),
-    };
-    let own: Vec<SocketAddr> = workload
-        .ports
-        .iter()
-        .map(|p| SocketAddr::new(workload.address, p.port))
-        .collect();
-    let listed = |snapshot: &crate::snapshot::Snapshot| {
-        snapshot.endpoints.get(&service).is_some_and(|view| {
-            view.endpoints
-                .endpoints
-                .iter()
-                .any(|e| own.contains(&e.address))
-        })
-    };
-    // Only a push that arrives after the report counts as the confirmation: the
-    // current view may not list the endpoint yet (a proxy that just connected).
-    let mut snapshots = shared.snapshot.subscribe();
-    snapshots.borrow_and_update();
-    shared
-        .workload_health
-        .send_replace(crate::state::WorkloadHealth::Draining);
-    if delay.is_zero() {
-        return;
-    }
-    let confirmed = tokio::time::timeout(delay, async {
-        while snapshots.changed().await.is_ok() {
-            if !listed(&snapshots.borrow_and_update()) {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    match confirmed {
-        Ok(true) => tracing::info!(
-            delay_ms = delay.as_millis() as u64,
-            "the control plane withdrew the endpoint; serving while peers apply it"
-        ),
-        _ => tracing::warn!(
-            delay_ms = delay.as_millis() as u64,
-            "the endpoint's withdrawal was not confirmed (control plane unreachable?); draining anyway"
-        ),
-    }
-    tokio::time::sleep(delay).await;
 }
 
 pub async fn run(shared: Arc<Shared>, mut drain: Watch, mut resources: Resources) {

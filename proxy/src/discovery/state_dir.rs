@@ -12,11 +12,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use prost::Message;
 use weft_proto::v1;
 
 use super::Resources;
+use crate::state::{ConfigSource, Shared};
 
 const FILE: &str = "config.pb";
 const MAGIC: &[u8; 8] = b"WEFTCFG1";
@@ -48,6 +51,45 @@ pub struct Loaded {
 
 pub fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
+}
+
+/// Loads `--state-dir`'s last good config into the snapshot, stale until the control
+/// plane has been heard; returns what it holds (empty without a usable file), for the
+/// first Hello.
+pub fn restore(shared: &Shared) -> Resources {
+    let Some(dir) = &shared.config.state_dir else {
+        return Resources::default();
+    };
+    let loaded = match load(dir) {
+        Ok(Some(loaded)) => loaded,
+        Ok(None) => {
+            tracing::info!(dir = %dir.display(), "no saved config in the state directory yet");
+            return Resources::default();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "ignoring the state directory's saved config");
+            metrics::counter!("weft_config_state_errors_total", "operation" => "load").increment(1);
+            return Resources::default();
+        }
+    };
+    for rejected in &loaded.rejected {
+        tracing::warn!(name = %rejected.name, version = rejected.version, message = %rejected.message, "a saved resource no longer validates; left out");
+    }
+    let resources = loaded.resources;
+    shared.snapshot.send_replace(Arc::new(resources.snapshot()));
+    if let Some(view) = resources.trust_bundle() {
+        shared
+            .identity
+            .set_trust_bundle(Arc::new(view.bundle.clone()));
+    }
+    shared.set_source(ConfigSource::StateDir);
+    shared.configured.store(true, Ordering::Release);
+    tracing::warn!(
+        path = %path(dir).display(),
+        resources = resources.known().len(),
+        "serving the saved config from the state directory: it is STALE until the control plane answers"
+    );
+    resources
 }
 
 /// Reads the state file; `Ok(None)` when there is none yet.
