@@ -373,6 +373,44 @@ fn a_drain_finishes_requests_in_flight_and_closes_keep_alive() {
     assert!(cp.proc.log_text().contains("endpoint withdrawn"));
 }
 
+/// HTTP/2 clients are told with GOAWAY, and their open streams finish.
+#[test]
+fn a_drain_sends_goaway_to_http2_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
+    let mut pod = Pod::start(
+        dir.path(),
+        &cp.address(),
+        SERVICE,
+        "slow-h2",
+        &["--delay-ms", "1500"],
+        &["--drain-delay-ms", "300"],
+    );
+    pod.proxy.wait_ready();
+    // nghttp speaks h2c with prior knowledge to an http:// URI; -v prints frames.
+    let client = std::process::Command::new("nghttp")
+        .args(["-v", &format!("http://{}/", pod.proxy.inbound)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nghttp (Debian package nghttp2-client)");
+    wait_for("the request to reach the app", WAIT, || {
+        metric_value(
+            &pod.proxy.metrics(),
+            &["weft_requests_total", "direction=\"inbound\""],
+        )
+        .filter(|v| *v >= 1.0)
+    });
+    let (status, _) = http("POST", pod.proxy.admin, "/shutdown").expect("POST /shutdown");
+    assert_eq!(status, 202);
+    let output = client.wait_with_output().expect("nghttp output");
+    let frames = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{frames}");
+    assert!(frames.contains(":status: 200"), "{frames}");
+    assert!(frames.contains("recv GOAWAY frame"), "{frames}");
+    assert_eq!(pod.proxy.proc.wait_exit(WAIT), Some(0));
+}
+
 /// Active health check: an app turned unhealthy stops receiving traffic within
 /// about one check interval, and gets it again once healthy, with no request lost.
 #[test]
