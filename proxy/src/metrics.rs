@@ -116,6 +116,10 @@ fn describe() {
         "Configuration pushes applied, by resource type and result (ack or nack)."
     );
     describe_gauge!("weft_config_resources", "Resources held, by type.");
+    describe_counter!(
+        "weft_config_resources_received_total",
+        "Resources received in configuration pushes, by type (a resumed stream receives only what changed)."
+    );
     describe_gauge!(
         "weft_config_stale",
         "1 while the config served was loaded from the state directory and the control plane has not answered since."

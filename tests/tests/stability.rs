@@ -222,6 +222,16 @@ fn a_proxy_restarted_without_its_control_plane_routes_from_its_state_directory()
         versions,
         "nothing changed, so the same versions are held"
     );
+    // And nothing was sent again: the Hello carried the loaded versions.
+    let metrics = client.metrics();
+    for kind in ["Service", "Endpoints"] {
+        let label = format!("type=\"{kind}\"");
+        let received = metric_value(
+            &metrics,
+            &["weft_config_resources_received_total", label.as_str()],
+        );
+        assert_eq!(received, Some(0.0), "{kind} resent: {metrics}");
+    }
     load.wait_for_successes(100, WAIT);
     assert_no_failures("proxy restarted from its state directory", &load.stop());
 }

@@ -315,6 +315,9 @@ fn record(
     let result = if errors.is_empty() { "ack" } else { "nack" };
     metrics::counter!("weft_config_updates_total", "type" => type_label, "result" => result)
         .increment(1);
+    // Shows that a reconnect resumes: only the difference is sent again.
+    metrics::counter!("weft_config_resources_received_total", "type" => type_label)
+        .increment(response.resources.len() as u64);
     if let Some(kind) = kind {
         metrics::gauge!("weft_config_resources", "type" => type_label)
             .set(resources.count(kind) as f64);
