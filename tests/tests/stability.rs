@@ -475,6 +475,12 @@ fn an_unhealthy_app_stops_receiving_traffic_and_comes_back() {
         "unhealthy",
         "the proxy knows its own verdict"
     );
+    let status = weftctl_ok(&cp.address(), &["status"], None);
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("web-b-proxy"))
+        .unwrap_or_default();
+    assert!(row.contains("(unhealthy)"), "{status}");
     assert!(
         metric_value(
             &b.proxy.metrics(),

@@ -190,7 +190,7 @@ pub async fn run(
             }
             message = inbound.message() => match message {
                 Ok(Some(v1::DiscoveryRequest { request: Some(Req::Status(status)) })) => {
-                    report(&context, &node.id, &mut workload, &status).await;
+                    report(&context, &proxy, &mut workload, &status).await;
                 }
                 Ok(Some(request)) => {
                     if let Err(status) = stream.handle(request) {

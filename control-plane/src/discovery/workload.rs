@@ -5,6 +5,7 @@ use prost::Message;
 use weft_proto::v1;
 
 use super::stream::Context;
+use crate::registry::Proxy;
 
 pub const HEALTH_DRAINING: &str = "draining";
 
@@ -14,13 +15,20 @@ pub const HEALTH_DRAINING: &str = "draining";
 /// marks its endpoints.
 pub async fn report(
     context: &Context,
-    node_id: &str,
+    proxy: &Proxy,
     workload: &mut Option<v1::Workload>,
     status: &v1::WorkloadStatus,
 ) {
+    let node_id = proxy.node_id.as_str();
     let Some(current) = workload.as_mut() else {
         return;
     };
+    if matches!(
+        status.health.as_str(),
+        HEALTH_DRAINING | "healthy" | "unhealthy"
+    ) {
+        proxy.set_health(&status.health);
+    }
     match status.health.as_str() {
         HEALTH_DRAINING => {
             *workload = None;
