@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use crate::drain::Drain;
 use crate::snapshot::Snapshot;
-use crate::state::{Shared, WorkloadHealth};
+use crate::state::{ConnectionState, Shared, WorkloadHealth};
 
 /// Runs the whole sequence; returns when the proxy may exit.
 pub async fn run(shared: &Shared, mut drain: Drain) {
@@ -66,7 +66,12 @@ pub async fn withdraw(shared: &Shared) {
     shared
         .workload_health
         .send_replace(WorkloadHealth::Draining);
-    if delay.is_zero() {
+    // Without a control plane nobody can tell the peers, so waiting gains nothing.
+    let connected = || shared.connection().state == ConnectionState::Connected;
+    if delay.is_zero() || !connected() {
+        if !delay.is_zero() {
+            tracing::warn!("the control plane is unreachable, so peers cannot learn of the drain; draining now");
+        }
         return;
     }
     let confirmed = tokio::time::timeout(delay, async {
@@ -83,9 +88,13 @@ pub async fn withdraw(shared: &Shared) {
             delay_ms = delay.as_millis() as u64,
             "the control plane withdrew the endpoint; serving while peers apply it"
         ),
+        _ if !connected() => {
+            tracing::warn!("lost the control plane while withdrawing the endpoint; draining now");
+            return;
+        }
         _ => tracing::warn!(
             delay_ms = delay.as_millis() as u64,
-            "the endpoint's withdrawal was not confirmed (control plane unreachable?); draining anyway"
+            "the endpoint's withdrawal was not confirmed in time; serving a while longer anyway"
         ),
     }
     tokio::time::sleep(delay).await;
