@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "weft/v1/discovery.proto",
         "weft/v1/admin.proto",
         "weft/v1/identity.proto",
+        "grpc/health/v1/health.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -7,6 +7,7 @@
 //! - [`view`]: builds the versioned view every proxy is served (stored resources plus
 //!   registered workloads), debounced so a burst of writes is one rebuild.
 //! - [`discovery`]: the per-proxy delta stream (diffs, nonces, ACK/NACK).
+//! - [`health`]: active health checks of statically declared endpoints.
 //! - [`registry`]: connected proxies, their sync state, and registration grace.
 //! - [`identity`]: the CA, join tokens and the Identity service (certificates).
 //! - [`admin`]: the Admin gRPC service.
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod apply;
 pub mod cli;
 pub mod discovery;
+pub mod health;
 pub mod identity;
 pub mod registry;
 pub mod server;

@@ -37,6 +37,9 @@ pub struct Proxy {
     pub connected_at: i64,
     // A std Mutex: updates are plain assignments, never held across an await.
     pub sync: Mutex<Sync>,
+    /// The workload's state as last reported ("", "healthy", "unhealthy", "draining"),
+    /// for `weftctl status`.
+    pub health: Mutex<String>,
 }
 
 impl Proxy {
@@ -46,8 +49,15 @@ impl Proxy {
         }
     }
 
+    pub fn set_health(&self, health: &str) {
+        if let Ok(mut current) = self.health.lock() {
+            health.clone_into(&mut current);
+        }
+    }
+
     pub fn status(&self) -> v1::ProxyStatus {
         let sync = self.sync.lock().map(|s| s.clone()).unwrap_or_default();
+        let health = self.health.lock().map(|h| h.clone()).unwrap_or_default();
         let mut state = v1::proxy_status::SyncState::Synced;
         let mut types = Vec::new();
         for (kind, t) in &sync.types {
@@ -74,7 +84,10 @@ impl Proxy {
         }
         v1::ProxyStatus {
             id: self.node_id.clone(),
-            workload: self.workload.clone(),
+            workload: self.workload.clone().map(|mut w| {
+                w.health = health;
+                w
+            }),
             build: self.build.clone(),
             connected_at: self.connected_at,
             state: state as i32,
@@ -111,10 +124,17 @@ impl Registry {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
+        let workload = node.workload.clone().filter(|w| !w.service.is_empty());
         let proxy = Arc::new(Proxy {
             stream_id,
             node_id: node.id.clone(),
-            workload: node.workload.clone().filter(|w| !w.service.is_empty()),
+            health: Mutex::new(
+                workload
+                    .as_ref()
+                    .map(|w| w.health.clone())
+                    .unwrap_or_default(),
+            ),
+            workload,
             build: node.build.clone(),
             connected_at,
             sync: Mutex::new(Sync::default()),

@@ -23,7 +23,7 @@ use crate::discovery::DiscoveryService;
 use crate::identity::{parse_duration, Ca, CaFiles, CaSource, IdentityService, Tokens};
 use crate::registry::Registry;
 use crate::store::{EmbeddedStore, Store};
-use crate::view;
+use crate::{health, view};
 
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(name = "weft-control-plane", version, about = "The Weft control plane")]
@@ -112,10 +112,13 @@ pub async fn run(
         .map(|r| r.node_id.clone())
         .collect();
     let (view_tx, view_rx) = watch::channel(Arc::new(view::build(&contents, None)));
+    let (unhealthy_tx, unhealthy_rx) = watch::channel(health::Unhealthy::default());
+    tokio::spawn(health::run(store.clone(), unhealthy_tx));
     tokio::spawn(view::maintain(
         store.clone(),
         Duration::from_millis(config.debounce_ms),
         view_tx,
+        unhealthy_rx,
     ));
 
     let registry = Registry::new(

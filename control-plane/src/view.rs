@@ -12,7 +12,8 @@
 //! a rebuilt view after a restart gives unchanged resources the versions proxies
 //! already hold, so reconnecting proxies are sent nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use weft_proto::resource::Kind;
 use weft_proto::v1;
 
+use crate::health::{self, Unhealthy};
 use crate::store::{Contents, Store};
 
 /// One served resource. Cheap to clone: the body is shared.
@@ -80,18 +82,33 @@ struct Built {
 /// Builds the view from the store's contents. `previous` is the view currently served
 /// (None at start-up).
 pub fn build(contents: &Contents, previous: Option<&View>) -> View {
+    build_checked(contents, previous, &BTreeSet::new())
+}
+
+/// Like [`build`], with the declared endpoints the control plane's health checks
+/// find unhealthy marked so in the served Endpoints.
+pub fn build_checked(
+    contents: &Contents,
+    previous: Option<&View>,
+    unhealthy: &BTreeSet<health::Target>,
+) -> View {
     let mut built: BTreeMap<Kind, BTreeMap<String, Built>> = BTreeMap::new();
     for kind in Kind::ALL {
         built.insert(kind, BTreeMap::new());
     }
     for record in &contents.records {
         if let Some(of_kind) = built.get_mut(&record.kind) {
+            let value = if record.kind == Kind::Endpoints {
+                mark_unhealthy(&record.name, &record.body, unhealthy)
+            } else {
+                record.body.clone()
+            };
             of_kind.insert(
                 record.name.clone(),
                 Built {
                     body: Any {
                         type_url: record.kind.type_url().to_owned(),
-                        value: record.body.clone(),
+                        value,
                     },
                     parts_version: record.version,
                 },
@@ -164,6 +181,34 @@ fn delta(from: &Arc<TypeView>, to: &TypeView) -> Delta {
     }
 }
 
+/// The encoded Endpoints with the endpoints in `unhealthy` marked so; the same
+/// bytes when none is (the common case costs no decoding).
+fn mark_unhealthy(name: &str, body: &[u8], unhealthy: &BTreeSet<health::Target>) -> Vec<u8> {
+    let first = (name.to_owned(), SocketAddr::from(([0, 0, 0, 0], 0)));
+    if unhealthy
+        .range(first..)
+        .next()
+        .is_none_or(|(n, _)| n != name)
+    {
+        return body.to_vec();
+    }
+    let Ok(mut message) = v1::Endpoints::decode(body) else {
+        return body.to_vec();
+    };
+    for endpoint in &mut message.endpoints {
+        let address = endpoint
+            .address
+            .parse::<IpAddr>()
+            .ok()
+            .zip(u16::try_from(endpoint.port).ok())
+            .map(|(ip, port)| SocketAddr::new(ip, port));
+        if address.is_some_and(|a| unhealthy.contains(&(name.to_owned(), a))) {
+            endpoint.health = "unhealthy".to_owned();
+        }
+    }
+    message.encode_to_vec()
+}
+
 /// Adds each registered workload as endpoints of its service, after the static ones.
 fn merge_registrations(contents: &Contents, endpoints: &mut BTreeMap<String, Built>) {
     let mut registered: BTreeMap<String, Vec<(u64, v1::Workload)>> = BTreeMap::new();
@@ -208,7 +253,13 @@ fn merge_registrations(contents: &Contents, endpoints: &mut BTreeMap<String, Bui
                     weight: workload.weight.max(1),
                     locality: workload.locality.clone(),
                     labels: workload.labels.clone(),
-                    health: String::new(),
+                    // Only a failed active check marks a registered endpoint; a
+                    // draining workload was deregistered, not marked.
+                    health: if workload.health == "unhealthy" {
+                        workload.health.clone()
+                    } else {
+                        String::new()
+                    },
                     identity: workload.identity.clone(),
                 });
             }
@@ -228,14 +279,30 @@ fn merge_registrations(contents: &Contents, endpoints: &mut BTreeMap<String, Bui
 
 /// Rebuilds the view after store changes, waiting `debounce` after the first change
 /// so that a burst of writes becomes one rebuild and one push per proxy.
-pub async fn maintain(store: Arc<dyn Store>, debounce: Duration, view: watch::Sender<Arc<View>>) {
+///
+/// A change of the health checks' verdicts on declared endpoints rebuilds it too.
+pub async fn maintain(
+    store: Arc<dyn Store>,
+    debounce: Duration,
+    view: watch::Sender<Arc<View>>,
+    mut unhealthy: watch::Receiver<Unhealthy>,
+) {
     let mut revision = store.revision();
+    let mut checks_running = true;
     loop {
-        if revision.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = revision.changed() => if changed.is_err() { return },
+            changed = unhealthy.changed(), if checks_running => {
+                // Without checks the verdicts stay as they were.
+                checks_running = changed.is_ok();
+                if !checks_running {
+                    continue;
+                }
+            }
         }
         tokio::time::sleep(debounce).await;
         revision.borrow_and_update();
+        let marked = unhealthy.borrow_and_update().clone();
         let mut delay = Duration::from_millis(50);
         let contents = loop {
             match store.contents().await {
@@ -248,7 +315,7 @@ pub async fn maintain(store: Arc<dyn Store>, debounce: Duration, view: watch::Se
             }
         };
         let current = view.borrow().clone();
-        let next = build(&contents, Some(&current));
+        let next = build_checked(&contents, Some(&current), &marked);
         let changed = next.types.iter().any(|(kind, map)| {
             !current
                 .types

@@ -7,6 +7,8 @@
 //!   data path see. Validation lives here once and serves both sides.
 //! - [`document`]: the YAML documents operators write (`kind`, `metadata`, `spec`),
 //!   read by `weftctl apply` and by the proxy's `--static-config`.
+//! - [`probe`]: the health-check probes (HTTP, gRPC, TCP) the proxy and the control
+//!   plane run.
 //! - [`resource`]: the type URLs and the `Resource` envelope helpers shared by the
 //!   discovery stream and the admin API.
 
@@ -14,10 +16,17 @@
 
 pub mod document;
 pub mod model;
+pub mod probe;
 pub mod resource;
 
 /// Generated code for `package weft.v1`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
 pub mod v1 {
     tonic::include_proto!("weft.v1");
+}
+
+/// Generated code for `package grpc.health.v1` (the client of gRPC health checks).
+#[allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod grpc_health {
+    tonic::include_proto!("grpc.health.v1");
 }

@@ -65,6 +65,7 @@ fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: no certificate yet\n",
             ),
+            Some("draining") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n"),
             Some(_) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: no configuration received yet\n",
@@ -80,6 +81,9 @@ fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 "ready": admin.shared.is_ready(),
                 "node_id": admin.shared.config.node_id,
                 "control_plane": admin.shared.connection(),
+                "config_source": admin.shared.source(),
+                "stale": admin.shared.is_stale(),
+                "workload_health": admin.shared.workload_health.borrow().as_str(),
                 "config": admin.shared.config,
                 "resources": dump_resources(&snapshot),
                 "identity": admin.shared.identity.dump(),

@@ -69,9 +69,19 @@ pub struct Args {
     /// Largest delay between reconnect attempts to the control plane, in milliseconds.
     #[arg(long, env = "WEFT_RECONNECT_MAX_MS", default_value = "5000")]
     pub reconnect_max_ms: String,
-    /// Directory for the last good config (static stability).
+    /// Directory for the last good config (static stability): written after every
+    /// applied push, served from at start when the control plane is unreachable.
     #[arg(long, env = "WEFT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// On SIGTERM or POST /shutdown, how long to keep serving after telling the
+    /// control plane the workload is leaving, so peers stop sending first (ms;
+    /// only for a proxy that registers a workload).
+    #[arg(long, env = "WEFT_DRAIN_DELAY_MS", default_value = "5000")]
+    pub drain_delay_ms: String,
+    /// After that, how long requests in flight may take before the proxy closes what
+    /// is left and exits (ms).
+    #[arg(long, env = "WEFT_SHUTDOWN_GRACE_PERIOD_MS", default_value = "120000")]
+    pub shutdown_grace_period_ms: String,
     /// Read the mesh once from this file (the YAML documents `weftctl apply` takes)
     /// instead of connecting to a control plane.
     #[arg(long, env = "WEFT_STATIC_CONFIG")]
@@ -112,6 +122,10 @@ pub struct Config {
     #[serde(with = "millis")]
     pub reconnect_max: Duration,
     pub state_dir: Option<PathBuf>,
+    #[serde(with = "millis")]
+    pub drain_delay: Duration,
+    #[serde(with = "millis")]
+    pub shutdown_grace_period: Duration,
     pub static_config: Option<PathBuf>,
     pub workers: usize,
     pub log: String,
@@ -259,6 +273,18 @@ impl Config {
                 Duration::from_secs(5)
             }
         };
+        let mut millis = |flag: &str, value: &str| match value.parse::<u64>() {
+            Ok(ms) => Duration::from_millis(ms),
+            Err(_) => {
+                errors.push(format!(
+                    "--{flag}: {value:?} is not a number of milliseconds"
+                ));
+                Duration::ZERO
+            }
+        };
+        let drain_delay = millis("drain-delay-ms", &args.drain_delay_ms);
+        let shutdown_grace_period =
+            millis("shutdown-grace-period-ms", &args.shutdown_grace_period_ms);
         let workers = args.workers.parse::<usize>().unwrap_or_else(|_| {
             errors.push(format!("--workers: {:?} is not a number", args.workers));
             0
@@ -282,6 +308,8 @@ impl Config {
             upstreams,
             reconnect_max,
             state_dir: args.state_dir,
+            drain_delay,
+            shutdown_grace_period,
             static_config: args.static_config,
             workers,
             log: args.log,

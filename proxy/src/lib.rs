@@ -10,6 +10,8 @@
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/config_dump`, `/shutdown`, served on
 //!   the control runtime, off the data path.
 //! - [`drain`]: the shutdown primitive every listener and task watches.
+//! - [`shutdown`]: the shutdown sequence (withdraw the endpoint, drain, exit).
+//! - [`health`]: the active health check of the proxy's own application.
 //! - [`init`]: `weft-proxy init`, the iptables rules that capture the pod's traffic.
 //! - [`dataplane`]: the listeners that carry application traffic (outbound,
 //!   inbound, explicit upstreams), TCP and HTTP forwarding, on the worker runtime.
@@ -32,10 +34,12 @@ pub mod config;
 pub mod dataplane;
 pub mod discovery;
 pub mod drain;
+pub mod health;
 pub mod identity;
 pub mod init;
 pub mod metrics;
 pub mod resilience;
+pub mod shutdown;
 pub mod snapshot;
 pub mod state;
 pub mod static_config;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use weft_proxy::config::{Args, Config};
+use weft_proxy::state::{ConfigSource, Shared};
 use weft_proxy::{
-    admin, dataplane, discovery, drain::Drain, identity, metrics, state::Shared, static_config,
+    admin, dataplane, discovery, drain::Drain, health, identity, metrics, shutdown, static_config,
 };
 
 /// hyper allocates per request (heads, header maps, body frames); jemalloc's
@@ -75,7 +76,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .thread_name("weft-control")
         .build()?;
     control.block_on(async move {
-        let mut drain = Drain::new();
+        let drain = Drain::new();
         let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
         let listener = tokio::net::TcpListener::bind(shared.config.admin).await?;
         tracing::info!(addr = %listener.local_addr()?, "admin listening");
@@ -93,9 +94,12 @@ fn run(config: Config) -> anyhow::Result<()> {
                 shared
                     .configured
                     .store(true, std::sync::atomic::Ordering::Release);
+                shared.set_source(ConfigSource::StaticFile);
             }
             None => {
-                tokio::spawn(discovery::run(shared.clone(), drain.watch()));
+                let restored = discovery::restore(&shared);
+                tokio::spawn(discovery::run(shared.clone(), drain.watch(), restored));
+                tokio::spawn(health::run(shared.clone(), drain.watch()));
             }
         }
         // Does nothing without an identity token.
@@ -111,8 +115,7 @@ fn run(config: Config) -> anyhow::Result<()> {
                 _ => anyhow::bail!("the data path stopped unexpectedly"),
             },
         }
-        drain.signal();
-        drain.wait().await;
+        shutdown::run(&shared, drain).await;
         anyhow::Ok(())
     })?;
     // Everything has drained; tasks still parked (idle pooled connections) go.

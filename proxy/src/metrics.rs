@@ -138,6 +138,26 @@ fn describe() {
         "Configuration pushes applied, by resource type and result (ack or nack)."
     );
     describe_gauge!("weft_config_resources", "Resources held, by type.");
+    describe_counter!(
+        "weft_config_resources_received_total",
+        "Resources received in configuration pushes, by type (a resumed stream receives only what changed)."
+    );
+    describe_gauge!(
+        "weft_config_stale",
+        "1 while the config served was loaded from the state directory and the control plane has not answered since."
+    );
+    describe_counter!(
+        "weft_config_state_errors_total",
+        "State-directory config files that could not be loaded or saved, by operation."
+    );
+    describe_counter!(
+        "weft_health_checks_total",
+        "Active health checks of the proxy's own application, by result."
+    );
+    describe_gauge!(
+        "weft_workload_healthy",
+        "1 while the active health check finds the proxy's own application healthy."
+    );
     describe_gauge!(
         "weft_config_version",
         "Highest resource version held, by type."

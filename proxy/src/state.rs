@@ -39,6 +39,47 @@ pub struct Rejected {
     pub message: String,
 }
 
+/// Where the config being served came from, as `/config_dump` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigSource {
+    /// Nothing applied yet.
+    #[default]
+    None,
+    ControlPlane,
+    /// Loaded from `--state-dir` at start, the control plane not reached since.
+    StateDir,
+    /// `--static-config`: never from a control plane.
+    StaticFile,
+}
+
+/// The state of the workload this proxy fronts, reported on the discovery stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkloadHealth {
+    Healthy,
+    /// The active health check failed; the reason is for operators.
+    Unhealthy(String),
+    /// Shutting down: the endpoint must leave every view now.
+    Draining,
+}
+
+impl WorkloadHealth {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WorkloadHealth::Healthy => "healthy",
+            WorkloadHealth::Unhealthy(_) => "unhealthy",
+            WorkloadHealth::Draining => "draining",
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            WorkloadHealth::Unhealthy(reason) => reason,
+            _ => "",
+        }
+    }
+}
+
 pub struct Shared {
     pub config: Config,
     pub snapshot: watch::Sender<Arc<Snapshot>>,
@@ -49,6 +90,12 @@ pub struct Shared {
     pub connection: Mutex<Connection>,
     /// The certificate, key and roots; empty while identity is disabled or pending.
     pub identity: IdentityState,
+    /// Where the served config came from; stale while it is the state directory's.
+    // A std Mutex: read and written whole, never across an await.
+    pub source: Mutex<ConfigSource>,
+    /// Set by the health checker and by the drain; the discovery client reports
+    /// every change. Draining is final: the checker never overrides it.
+    pub workload_health: watch::Sender<WorkloadHealth>,
 }
 
 impl Shared {
@@ -61,6 +108,8 @@ impl Shared {
             snapshot,
             configured: AtomicBool::new(false),
             connection: Mutex::new(Connection::default()),
+            source: Mutex::new(ConfigSource::None),
+            workload_health: watch::channel(WorkloadHealth::Healthy).0,
         })
     }
 
@@ -73,6 +122,10 @@ impl Shared {
     }
 
     pub fn not_ready_reason(&self) -> Option<&'static str> {
+        // Kubernetes takes a draining pod out of its Services as well.
+        if *self.workload_health.borrow() == WorkloadHealth::Draining {
+            return Some("draining");
+        }
         if !self.configured.load(Ordering::Acquire) {
             return Some("no configuration received yet");
         }
@@ -80,6 +133,37 @@ impl Shared {
             return Some("no certificate yet");
         }
         None
+    }
+
+    pub fn source(&self) -> ConfigSource {
+        self.source.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// The config served did not come from a live control plane since start.
+    pub fn is_stale(&self) -> bool {
+        self.source() == ConfigSource::StateDir
+    }
+
+    pub fn set_source(&self, source: ConfigSource) {
+        if let Ok(mut current) = self.source.lock() {
+            *current = source;
+        }
+        metrics::gauge!("weft_config_stale").set(if source == ConfigSource::StateDir {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    /// Reports a health check's verdict, unless the proxy is draining.
+    pub fn set_workload_health(&self, health: WorkloadHealth) {
+        self.workload_health.send_if_modified(|current| {
+            if *current == WorkloadHealth::Draining || *current == health {
+                return false;
+            }
+            *current = health;
+            true
+        });
     }
 
     pub fn connection(&self) -> Connection {

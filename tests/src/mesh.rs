@@ -108,7 +108,9 @@ impl Proxy {
         extra: &[&str],
     ) -> Proxy {
         for _ in 0..PORT_ATTEMPTS {
-            if let Some(proxy) = Proxy::try_start(logs, node_id, control_plane, inbound, extra) {
+            if let Some(proxy) =
+                Proxy::try_start(logs, node_id, control_plane, inbound, false, extra)
+            {
                 return proxy;
             }
         }
@@ -122,6 +124,7 @@ impl Proxy {
         node_id: &str,
         control_plane: &str,
         chosen_inbound: Option<SocketAddr>,
+        inbound_retryable: bool,
         extra: &[&str],
     ) -> Option<Proxy> {
         let inbound = chosen_inbound.unwrap_or_else(|| loopback(free_port()));
@@ -154,7 +157,8 @@ impl Proxy {
                 let log = proxy.proc.log_text();
                 // A taken inbound address chosen by the caller cannot be retried.
                 let inbound_taken = log.contains(&format!("{inbound} (inbound)"));
-                let retry = port_taken(&log) && !(chosen_inbound.is_some() && inbound_taken);
+                let retry = port_taken(&log)
+                    && !(chosen_inbound.is_some() && inbound_taken && !inbound_retryable);
                 assert!(retry, "{node_id} exited: {log}");
                 return Some(false);
             }
@@ -164,6 +168,28 @@ impl Proxy {
             (status == 200 && dump["node_id"] == node_id).then_some(true)
         });
         started.then_some(proxy)
+    }
+
+    /// Starts a proxy whose flags name its own inbound address (a self-registered
+    /// workload's endpoint): `flags` gets the inbound address of each attempt, so a
+    /// taken inbound port is retried on another like the other ports.
+    pub fn start_registered(
+        logs: &Path,
+        node_id: &str,
+        control_plane: &str,
+        flags: impl Fn(SocketAddr) -> Vec<String>,
+    ) -> Proxy {
+        for _ in 0..PORT_ATTEMPTS {
+            let inbound = loopback(free_port());
+            let flags = flags(inbound);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            if let Some(proxy) =
+                Proxy::try_start(logs, node_id, control_plane, Some(inbound), true, &flags)
+            {
+                return proxy;
+            }
+        }
+        panic!("{node_id}: no free ports after {PORT_ATTEMPTS} attempts");
     }
 
     pub fn is_ready(&self) -> bool {
@@ -295,4 +321,72 @@ impl App {
             addr,
         }
     }
+}
+
+/// A server-side "pod": a `weft-test-app` behind its own proxy, which registers the
+/// workload (its inbound listener) as an endpoint of `namespace/service`.
+pub struct Pod {
+    pub app: App,
+    pub proxy: Proxy,
+}
+
+impl Pod {
+    /// Starts the app, then its proxy with `--inbound-forward` to it; `proxy_extra`
+    /// adds proxy flags (drain timings, ...), `app_extra` app flags.
+    pub fn start(
+        logs: &Path,
+        control_plane: &str,
+        service: &str,
+        name: &str,
+        app_extra: &[&str],
+        proxy_extra: &[&str],
+    ) -> Pod {
+        let (namespace, service) = service.split_once('/').unwrap_or(("default", service));
+        let app = App::start(logs, name, app_extra);
+        let forward = app.addr.to_string();
+        let proxy =
+            Proxy::start_registered(logs, &format!("{name}-proxy"), control_plane, |inbound| {
+                let mut flags: Vec<String> = [
+                    "--namespace",
+                    namespace,
+                    "--service",
+                    service,
+                    "--workload-address",
+                    "127.0.0.1",
+                    "--workload-port",
+                    &inbound.port().to_string(),
+                    "--inbound-forward",
+                    &forward,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                flags.extend(proxy_extra.iter().map(|s| s.to_string()));
+                flags
+            });
+        Pod { app, proxy }
+    }
+
+    /// The endpoint other proxies see for this pod: `127.0.0.1:<inbound port>`.
+    pub fn endpoint(&self) -> String {
+        self.proxy.inbound.to_string()
+    }
+}
+
+/// The endpoints of a service in a config dump as `address -> health`.
+pub fn endpoint_health(
+    dump: &serde_json::Value,
+    name: &str,
+) -> std::collections::BTreeMap<String, String> {
+    resource(dump, "endpoints", name)
+        .and_then(|r| r["endpoints"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["address"].as_str()?.to_owned(),
+                e["health"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
 }

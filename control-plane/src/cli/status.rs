@@ -33,6 +33,10 @@ pub struct WorkloadJson {
     pub locality: Option<LocalityJson>,
     pub labels: BTreeMap<String, String>,
     pub weight: u32,
+    /// "healthy", "unhealthy" or "draining" as the proxy last reported; empty when
+    /// it never did (healthy).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub health: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,7 +84,12 @@ fn workload_summary(workload: Option<&v1::Workload>) -> String {
         (address, false) if address.contains(':') => format!(" [{address}]:{}", ports.join(",")),
         (address, false) => format!(" {address}:{}", ports.join(",")),
     };
-    format!("{}/{}{address}", w.namespace, w.service)
+    // Only a workload that is not serving says so: the common case stays short.
+    let health = match w.health.as_str() {
+        "" | "healthy" => String::new(),
+        other => format!(" ({other})"),
+    };
+    format!("{}/{}{address}{health}", w.namespace, w.service)
 }
 
 /// `3m12s`-style age of a connection, as kubectl prints ages.
@@ -163,6 +172,7 @@ pub fn to_json(proxies: &[v1::ProxyStatus]) -> Vec<ProxyJson> {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 weight: w.weight,
+                health: w.health.clone(),
             }),
             build: p.build.clone(),
             connected_at: p.connected_at,

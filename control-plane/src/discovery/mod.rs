@@ -6,6 +6,7 @@
 
 mod diff;
 mod stream;
+mod workload;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -87,6 +88,18 @@ fn validate_node(node: &v1::Node) -> Result<(), model::Invalid> {
         return Err(within(model::Invalid::new(
             "ports",
             "at least one port is needed",
+        )));
+    }
+    if !matches!(
+        workload.health.as_str(),
+        "" | "healthy" | "unhealthy" | "draining"
+    ) {
+        return Err(within(model::Invalid::new(
+            "health",
+            format!(
+                "unknown state {:?} (expected healthy, unhealthy or draining)",
+                workload.health
+            ),
         )));
     }
     for (i, port) in workload.ports.iter().enumerate() {

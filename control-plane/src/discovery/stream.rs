@@ -11,6 +11,7 @@ use weft_proto::v1;
 use weft_proto::v1::discovery_request::Request as Req;
 
 use super::diff::{owes, quick_diff, sweep, Held, Interest};
+use super::workload::{report, HEALTH_DRAINING};
 use crate::registry::{Proxy, Registry, TypeSync};
 use crate::store::Store;
 use crate::view::{Entry, TypeView, View};
@@ -148,7 +149,12 @@ pub async fn run(
 ) {
     let proxy = context.registry.connect(&node);
     tracing::info!(node = %node.id, "proxy connected");
-    if let Some(workload) = &proxy.workload {
+    // The workload as last reported; a draining one is never (re-)registered.
+    let mut workload = proxy
+        .workload
+        .clone()
+        .filter(|w| w.health != HEALTH_DRAINING);
+    if let Some(workload) = &workload {
         if let Err(e) = context
             .store
             .register(&node.id, workload.encode_to_vec())
@@ -183,6 +189,9 @@ pub async fn run(
                 stream.publish_status(&proxy, &view, true);
             }
             message = inbound.message() => match message {
+                Ok(Some(v1::DiscoveryRequest { request: Some(Req::Status(status)) })) => {
+                    report(&context, &proxy, &mut workload, &status).await;
+                }
                 Ok(Some(request)) => {
                     if let Err(status) = stream.handle(request) {
                         let _ = tx.send(Err(status)).await;
@@ -404,6 +413,8 @@ impl StreamState {
                 }
             }
             Some(Req::Subscription(subscription)) => self.subscribe(&subscription),
+            // Handled by the stream's loop, which owns the registration.
+            Some(Req::Status(_)) => {}
             Some(Req::Hello(_)) => {
                 return Err(Status::invalid_argument(
                     "Hello may only be the first message",

@@ -99,3 +99,71 @@ fn a_rebuild_after_restart_gives_unchanged_resources_the_same_versions() {
     let after_restart = build(&contents, None);
     assert_eq!(before.types, after_restart.types);
 }
+
+#[test]
+fn health_verdicts_mark_declared_and_registered_endpoints() {
+    let declared = v1::Endpoints {
+        namespace: "shop".into(),
+        name: "orders".into(),
+        endpoints: vec![
+            v1::Endpoint {
+                address: "10.0.0.7".into(),
+                port: 80,
+                ..Default::default()
+            },
+            v1::Endpoint {
+                address: "10.0.0.8".into(),
+                port: 80,
+                ..Default::default()
+            },
+        ],
+    };
+    let mut sick = registration("node-b", 4, 8081);
+    let mut workload = v1::Workload::decode(sick.workload.as_slice()).expect("decodes");
+    workload.health = "unhealthy".into();
+    sick.workload = workload.encode_to_vec();
+    let contents = Contents {
+        revision: 4,
+        records: vec![Record {
+            kind: Kind::Endpoints,
+            name: "shop/orders".into(),
+            version: 2,
+            body: declared.encode_to_vec(),
+        }],
+        registrations: vec![registration("node-a", 3, 8080), sick],
+    };
+    let healthy = |view: &View| -> Vec<String> {
+        let entry = view
+            .of(Kind::Endpoints)
+            .get("shop/orders")
+            .cloned()
+            .expect("present");
+        v1::Endpoints::decode(entry.body.value.as_slice())
+            .expect("decodes")
+            .endpoints
+            .iter()
+            .map(|e| format!("{}:{} {}", e.address, e.port, e.health))
+            .collect()
+    };
+    let plain = build(&contents, None);
+    assert_eq!(
+        healthy(&plain),
+        [
+            "10.0.0.7:80 ",
+            "10.0.0.8:80 ",
+            "10.0.0.1:8080 ",
+            "10.0.0.1:8081 unhealthy"
+        ]
+    );
+    let unhealthy = BTreeSet::from([(
+        "shop/orders".to_owned(),
+        "10.0.0.8:80".parse().expect("addr"),
+    )]);
+    let checked = build_checked(&contents, Some(&plain), &unhealthy);
+    assert_eq!(healthy(&checked)[1], "10.0.0.8:80 unhealthy");
+    assert!(
+        version(&checked, Kind::Endpoints, "shop/orders")
+            > version(&plain, Kind::Endpoints, "shop/orders"),
+        "a verdict is a change proxies are pushed"
+    );
+}

@@ -152,6 +152,87 @@ pub struct ServiceSpec {
     pub circuit_breakers: Option<CircuitBreakersSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<LocalityPolicySpec>,
+    /// The active check each proxy of the service runs against its application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// `healthCheck:` one of `http`, `grpc` or `tcp`, and the timing; zero or absent
+/// values take the defaults (see `model::HealthCheck`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheckSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheckSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcCheckSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpCheckSpec>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub interval_ms: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeout_ms: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub healthy_threshold: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpCheckSpec {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expected_status: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcCheckSpec {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service: String,
+}
+
+/// `tcp: {}`: nothing to configure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpCheckSpec {}
+
+impl HealthCheckSpec {
+    fn to_proto(&self) -> v1::HealthCheck {
+        v1::HealthCheck {
+            http: self.http.as_ref().map(|h| v1::HttpHealthCheck {
+                path: h.path.clone(),
+                expected_status: h.expected_status,
+            }),
+            grpc: self.grpc.as_ref().map(|g| v1::GrpcHealthCheck {
+                service: g.service.clone(),
+            }),
+            tcp: self.tcp.as_ref().map(|_| v1::TcpHealthCheck {}),
+            interval_ms: self.interval_ms,
+            timeout_ms: self.timeout_ms,
+            healthy_threshold: self.healthy_threshold,
+            unhealthy_threshold: self.unhealthy_threshold,
+        }
+    }
+
+    fn from_proto(message: &v1::HealthCheck) -> HealthCheckSpec {
+        HealthCheckSpec {
+            http: message.http.as_ref().map(|h| HttpCheckSpec {
+                path: h.path.clone(),
+                expected_status: h.expected_status,
+            }),
+            grpc: message.grpc.as_ref().map(|g| GrpcCheckSpec {
+                service: g.service.clone(),
+            }),
+            tcp: message.tcp.as_ref().map(|_| TcpCheckSpec {}),
+            interval_ms: message.interval_ms,
+            timeout_ms: message.timeout_ms,
+            healthy_threshold: message.healthy_threshold,
+            unhealthy_threshold: message.unhealthy_threshold,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -388,6 +469,11 @@ impl ServiceDocument {
                 .locality
                 .as_ref()
                 .map(LocalityPolicySpec::to_proto),
+            health_check: self
+                .spec
+                .health_check
+                .as_ref()
+                .map(HealthCheckSpec::to_proto),
         }
     }
 
@@ -427,6 +513,10 @@ impl ServiceDocument {
                     .locality
                     .as_ref()
                     .map(LocalityPolicySpec::from_proto),
+                health_check: message
+                    .health_check
+                    .as_ref()
+                    .map(HealthCheckSpec::from_proto),
             },
         }
     }

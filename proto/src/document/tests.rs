@@ -353,3 +353,43 @@ spec:
     assert_eq!(back.spec, service.spec);
     assert!(parse(&text.replace("maxRequests", "maxRequest")).is_err());
 }
+
+#[test]
+fn a_health_check_maps_to_its_message_and_back() {
+    let text = r#"
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports: [{port: 80, protocol: http1}]
+  healthCheck:
+    http: {path: /health, expectedStatus: 204}
+    intervalMs: 500
+    unhealthyThreshold: 2
+"#;
+    let documents = parse(text).expect("parse");
+    let Document::Service(service) = &documents[0] else {
+        panic!("not a service");
+    };
+    let message = service.to_proto();
+    let check = message.health_check.clone().expect("health check");
+    assert_eq!(
+        check.http,
+        Some(v1::HttpHealthCheck {
+            path: "/health".into(),
+            expected_status: 204
+        })
+    );
+    assert_eq!((check.interval_ms, check.unhealthy_threshold), (500, 2));
+    let model = crate::model::Service::try_from(&message).expect("valid");
+    assert_eq!(
+        model.health_check.map(|c| c.interval),
+        Some(std::time::Duration::from_millis(500))
+    );
+    assert_eq!(
+        ServiceDocument::from_proto(&message, None).to_proto(),
+        message
+    );
+    let (_, error) =
+        parse_error("kind: Service\nmetadata: {name: web}\nspec:\n  healthCheck: {exec: {}}\n");
+    assert!(error.contains("exec"), "{error}");
+}

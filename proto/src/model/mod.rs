@@ -6,6 +6,7 @@
 
 mod endpoints;
 mod error;
+mod health_check;
 mod identity;
 mod name;
 mod resilience;
@@ -15,6 +16,7 @@ mod tests;
 
 pub use endpoints::{Endpoint, Endpoints, Health, Locality};
 pub use error::Invalid;
+pub use health_check::{HealthCheck, Probe};
 pub use identity::{SpiffeId, TrustBundle, TrustDomain, TRUST_BUNDLE_NAME, TRUST_BUNDLE_NAMESPACE};
 pub use name::{validate_label, ResourceName};
 pub use resilience::{

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::{validate_label, Invalid, Resilience, ResourceName};
+use super::{validate_label, HealthCheck, Invalid, Resilience, ResourceName};
 use crate::v1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub struct Service {
     pub mtls: MtlsMode,
     /// Shared: every proxy destination of the service holds it.
     pub resilience: Arc<Resilience>,
+    /// The active check each proxy of the service runs against its own application.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// How a service's workloads accept connections, and whether callers encrypt.
@@ -223,6 +225,12 @@ impl TryFrom<&v1::Service> for Service {
             load_balancer: PolicyName::try_from(msg.load_balancer.as_str())?,
             mtls: MtlsMode::try_from(msg.mtls.as_str())?,
             resilience: Arc::new(Resilience::from_proto(msg)?),
+            health_check: msg
+                .health_check
+                .as_ref()
+                .map(HealthCheck::try_from)
+                .transpose()
+                .map_err(|e| e.within("health_check"))?,
         })
     }
 }
@@ -267,6 +275,7 @@ impl Service {
                 MtlsMode::Permissive => String::new(),
                 mode => mode.as_str().to_owned(),
             },
+            health_check: self.health_check.as_ref().map(HealthCheck::to_proto),
             ..Default::default()
         };
         self.resilience.to_proto(&mut msg);

@@ -8,6 +8,7 @@
 
 mod backoff;
 mod resources;
+pub mod state_dir;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -25,10 +26,11 @@ use weft_proto::v1::discovery_request::Request as Req;
 
 pub use backoff::Backoff;
 pub use resources::Resources;
+pub use state_dir::restore;
 
 use crate::config::ControlPlaneAddr;
 use crate::drain::Watch;
-use crate::state::{ConnectionState, Rejected, Shared};
+use crate::state::{ConfigSource, ConnectionState, Rejected, Shared};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -72,10 +74,9 @@ pub(crate) async fn dial(
     connect(&addresses).await
 }
 
-pub async fn run(shared: Arc<Shared>, mut drain: Watch) {
+pub async fn run(shared: Arc<Shared>, mut drain: Watch, mut resources: Resources) {
     let resolver = resolver();
     let mut backoff = Backoff::new(FIRST_RETRY, shared.config.reconnect_max);
-    let mut resources = Resources::default();
     loop {
         let mut progressed = false;
         let result = tokio::select! {
@@ -125,7 +126,12 @@ async fn session(
     // The first certificate usually arrives after the first Hello (the trust domain
     // comes over this stream), so a change of identity reopens the stream.
     let mut identity = shared.identity.subscribe();
-    let node = node(shared, announced_identity(&mut identity).as_deref());
+    let mut health = shared.workload_health.subscribe();
+    let node = node(
+        shared,
+        announced_identity(&mut identity).as_deref(),
+        health.borrow_and_update().as_str(),
+    );
     let announced = node.workload.as_ref().map(|w| w.identity.clone());
     let hello = v1::DiscoveryRequest {
         request: Some(Req::Hello(v1::Hello {
@@ -164,6 +170,26 @@ async fn session(
                 }
                 continue;
             }
+            changed = health.changed(), if announced.is_some() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let status = {
+                    let now = health.borrow_and_update();
+                    v1::WorkloadStatus {
+                        health: now.as_str().to_owned(),
+                        reason: now.reason().to_owned(),
+                    }
+                };
+                tracing::info!(health = %status.health, reason = %status.reason, "reporting the workload's state");
+                let request = v1::DiscoveryRequest {
+                    request: Some(Req::Status(status)),
+                };
+                if tx.send(request).await.is_err() {
+                    break;
+                }
+                continue;
+            }
         };
         *progressed = true;
         let kind = Kind::from_type_url(&response.type_url);
@@ -181,7 +207,16 @@ async fn session(
             complete.extend(kind);
             if Kind::ALL.iter().all(|k| complete.contains(k)) {
                 shared.configured.store(true, Ordering::Release);
+                if shared.source() != ConfigSource::ControlPlane {
+                    if shared.is_stale() {
+                        tracing::info!(
+                            "in sync with the control plane again; the config is no longer stale"
+                        );
+                    }
+                    shared.set_source(ConfigSource::ControlPlane);
+                }
             }
+            save(shared, resources).await;
         }
         record(shared, resources, kind, &response, &errors);
         let answer = if errors.is_empty() {
@@ -207,6 +242,23 @@ async fn session(
     Ok(())
 }
 
+/// Writes the last good config to the state directory, if there is one. A failure is
+/// logged and counted: the data path does not depend on it.
+async fn save(shared: &Shared, resources: &Resources) {
+    let Some(dir) = shared.config.state_dir.clone() else {
+        return;
+    };
+    let resources = resources.clone();
+    let saved = tokio::task::spawn_blocking(move || state_dir::save(&dir, &resources)).await;
+    let error = match saved {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(%error, "saving the config to the state directory failed");
+    metrics::counter!("weft_config_state_errors_total", "operation" => "save").increment(1);
+}
+
 /// The SPIFFE ID to announce: the current certificate's, marked seen.
 fn announced_identity(
     identity: &mut tokio::sync::watch::Receiver<Option<Arc<crate::identity::Identity>>>,
@@ -217,7 +269,7 @@ fn announced_identity(
         .map(|i| i.spiffe_id.to_string())
 }
 
-fn node(shared: &Shared, identity: Option<&str>) -> v1::Node {
+fn node(shared: &Shared, identity: Option<&str>, health: &str) -> v1::Node {
     let config = &shared.config;
     let workload = config.workload.as_ref().map(|w| v1::Workload {
         namespace: config.namespace.clone(),
@@ -242,6 +294,7 @@ fn node(shared: &Shared, identity: Option<&str>) -> v1::Node {
             .collect(),
         weight: w.weight,
         identity: identity.unwrap_or_default().to_owned(),
+        health: health.to_owned(),
     });
     v1::Node {
         id: config.node_id.clone(),
@@ -262,6 +315,9 @@ fn record(
     let result = if errors.is_empty() { "ack" } else { "nack" };
     metrics::counter!("weft_config_updates_total", "type" => type_label, "result" => result)
         .increment(1);
+    // Shows that a reconnect resumes: only the difference is sent again.
+    metrics::counter!("weft_config_resources_received_total", "type" => type_label)
+        .increment(response.resources.len() as u64);
     if let Some(kind) = kind {
         metrics::gauge!("weft_config_resources", "type" => type_label)
             .set(resources.count(kind) as f64);

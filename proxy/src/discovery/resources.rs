@@ -19,6 +19,9 @@ pub struct Resources {
     endpoints: BTreeMap<ResourceName, Arc<EndpointsView>>,
     /// Not part of the data path's snapshot: the identity manager takes the roots.
     trust_bundles: BTreeMap<ResourceName, Arc<TrustBundleView>>,
+    /// Every accepted resource as it came (type, name) -> envelope: what the state
+    /// directory keeps, so a restarted proxy validates it again like a push.
+    accepted: BTreeMap<(Kind, String), v1::Resource>,
 }
 
 /// A trust bundle as accepted from the control plane.
@@ -40,7 +43,12 @@ impl Resources {
                 .collect();
         };
         for resource in &response.resources {
-            match accept(kind, resource) {
+            let accepted = accept(kind, resource);
+            if accepted.is_ok() {
+                self.accepted
+                    .insert((kind, resource.name.clone()), resource.clone());
+            }
+            match accepted {
                 Ok(Accepted::Service(view)) => {
                     self.services
                         .insert(view.service.name.clone(), Arc::new(view));
@@ -60,6 +68,7 @@ impl Resources {
             }
         }
         for name in &response.removed {
+            self.accepted.remove(&(kind, name.clone()));
             let Ok(name) = ResourceName::parse(name) else {
                 continue;
             };
@@ -84,6 +93,26 @@ impl Resources {
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         Snapshot::new(services, endpoints)
+    }
+
+    /// Every accepted resource, grouped as one push per type: the state directory's
+    /// content, replayed through [`Resources::apply`] when it is loaded.
+    pub fn pushes(&self) -> Vec<v1::DiscoveryResponse> {
+        Kind::ALL
+            .iter()
+            .map(|kind| v1::DiscoveryResponse {
+                nonce: String::new(),
+                type_url: kind.type_url().to_owned(),
+                resources: self
+                    .accepted
+                    .range((*kind, String::new())..)
+                    .take_while(|((k, _), _)| k == kind)
+                    .map(|(_, r)| r.clone())
+                    .collect(),
+                removed: Vec::new(),
+                more: false,
+            })
+            .collect()
     }
 
     /// What to announce in a Hello, so that only the difference is sent.
