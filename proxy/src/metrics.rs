@@ -9,7 +9,8 @@
 //! Names follow Prometheus conventions (`weft_` prefix, `_total`, `_seconds`,
 //! `_bytes`); labels stay low-cardinality: `direction`, `service` (`namespace/name`,
 //! empty for passthrough traffic), `route` (empty until routes exist), `status_code`,
-//! `grpc_status`, `error`, `state`.
+//! `grpc_status`, `error`, `state`, `policy` (an authorization policy's
+//! `namespace/name`).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -31,6 +32,8 @@ const TCP_SENT: &str = "weft_tcp_sent_bytes_total";
 const PASSTHROUGH: &str = "weft_outbound_passthrough_connections_total";
 const ENDPOINTS: &str = "weft_endpoints";
 const BUILD_INFO: &str = "weft_build_info";
+const AUTHZ_ALLOWED: &str = "weft_authz_allowed_total";
+const AUTHZ_DENIED: &str = "weft_authz_denied_total";
 
 /// Upper bounds of the latency buckets: 0.5 ms (a loopback hop) up to 30 s (a
 /// slow streaming call), roughly doubling.
@@ -99,6 +102,14 @@ fn describe() {
         "Captured connections to a destination that is no mesh service, forwarded unchanged."
     );
     describe_gauge!(ENDPOINTS, "Endpoints of each service, by health state.");
+    describe_counter!(
+        AUTHZ_ALLOWED,
+        "Inbound requests and TCP connections an authorization policy let through, by policy and protected service."
+    );
+    describe_counter!(
+        AUTHZ_DENIED,
+        "Inbound requests (answered 403 or PERMISSION_DENIED) and TCP connections (closed) an authorization policy refused, by policy and protected service."
+    );
     // The discovery client's metrics, described here so that every series on
     // /metrics has HELP text (`promtool check metrics` fails without it).
     // Describing is first-wins and idempotent, so the discovery module may add
@@ -253,6 +264,22 @@ impl ServiceMetrics {
                 )
             })
             .increment(1);
+        }
+    }
+}
+
+/// The decision counters of one authorization policy on this proxy.
+#[derive(Debug)]
+pub struct AuthzMetrics {
+    pub allowed: Counter,
+    pub denied: Counter,
+}
+
+impl AuthzMetrics {
+    pub fn new(policy: String, service: String) -> AuthzMetrics {
+        AuthzMetrics {
+            allowed: metrics::counter!(AUTHZ_ALLOWED, "policy" => policy.clone(), "service" => service.clone()),
+            denied: metrics::counter!(AUTHZ_DENIED, "policy" => policy, "service" => service),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! converted once with `TryFrom` into these types; a failure names the field and the
 //! reason. Nothing past the edge handles a proto type or re-checks a value.
 
+mod authorization;
 mod endpoints;
 mod error;
 mod identity;
@@ -12,6 +13,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub use authorization::{decide, AuthorizationPolicy, Decision, DefaultAction, IdentityPattern};
 pub use endpoints::{Endpoint, Endpoints, Health, Locality};
 pub use error::Invalid;
 pub use identity::{SpiffeId, TrustBundle, TrustDomain, TRUST_BUNDLE_NAME, TRUST_BUNDLE_NAMESPACE};

@@ -35,6 +35,11 @@ pub enum ForwardError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    /// The caller's identity is not allowed by the local service's policies. The
+    /// message does not name the policy: the caller learns it was refused, the
+    /// operator reads which policy refused it in the metrics and the debug log.
+    #[error("the caller's identity is not authorized for this service")]
+    Denied,
 }
 
 /// The classes the rescue table knows; the discriminant is the metric slot.
@@ -45,15 +50,17 @@ pub enum Class {
     Connect = 2,
     ConnectTimeout = 3,
     Upstream = 4,
+    Denied = 5,
 }
 
 impl Class {
-    pub const ALL: [Class; 5] = [
+    pub const ALL: [Class; 6] = [
         Class::NoRoute,
         Class::NoEndpoint,
         Class::Connect,
         Class::ConnectTimeout,
         Class::Upstream,
+        Class::Denied,
     ];
 
     pub fn label(self) -> &'static str {
@@ -63,17 +70,19 @@ impl Class {
             Class::Connect => "connect",
             Class::ConnectTimeout => "connect_timeout",
             Class::Upstream => "upstream",
+            Class::Denied => "denied",
         }
     }
 
     /// 404 for an unknown host (as Envoy and Linkerd answer), 502 when the service
     /// has nowhere to send the request or the upstream failed, 504 when connecting
-    /// timed out.
+    /// timed out, 403 when an authorization policy refused the caller.
     pub fn status(self) -> StatusCode {
         match self {
             Class::NoRoute => StatusCode::NOT_FOUND,
             Class::NoEndpoint | Class::Connect | Class::Upstream => StatusCode::BAD_GATEWAY,
             Class::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Class::Denied => StatusCode::FORBIDDEN,
         }
     }
 
@@ -81,8 +90,10 @@ impl Class {
     pub fn grpc_status(self) -> u16 {
         const UNIMPLEMENTED: u16 = 12;
         const UNAVAILABLE: u16 = 14;
+        const PERMISSION_DENIED: u16 = 7;
         match self {
             Class::NoRoute => UNIMPLEMENTED,
+            Class::Denied => PERMISSION_DENIED,
             _ => UNAVAILABLE,
         }
     }
@@ -96,6 +107,7 @@ impl ForwardError {
             ForwardError::Connect { .. } | ForwardError::Handshake { .. } => Class::Connect,
             ForwardError::ConnectTimeout { .. } => Class::ConnectTimeout,
             ForwardError::Upstream { .. } => Class::Upstream,
+            ForwardError::Denied => Class::Denied,
         }
     }
 }
@@ -174,6 +186,10 @@ mod tests {
         assert_eq!(response.headers()["grpc-status"], "14");
         let response = rescue(&error, &metrics, false);
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let denied = rescue(&ForwardError::Denied, &metrics, true);
+        assert_eq!(denied.headers()["grpc-status"], "7");
+        let denied = rescue(&ForwardError::Denied, &metrics, false);
+        assert_eq!(denied.status(), StatusCode::FORBIDDEN);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use weft_proto::model::{ResourceName, TrustBundle, TRUST_BUNDLE_NAME, TRUST_BUND
 use weft_proto::resource::{self, Body, Kind};
 use weft_proto::v1;
 
-use crate::snapshot::{EndpointsView, Policy, ServiceView, Snapshot};
+use crate::snapshot::{EndpointsView, Policy, PolicyView, ServiceView, Snapshot};
 
 #[derive(Debug, Default, Clone)]
 pub struct Resources {
@@ -19,6 +19,7 @@ pub struct Resources {
     endpoints: BTreeMap<ResourceName, Arc<EndpointsView>>,
     /// Not part of the data path's snapshot: the identity manager takes the roots.
     trust_bundles: BTreeMap<ResourceName, Arc<TrustBundleView>>,
+    policies: BTreeMap<ResourceName, Arc<PolicyView>>,
 }
 
 /// A trust bundle as accepted from the control plane.
@@ -53,6 +54,10 @@ impl Resources {
                     self.trust_bundles
                         .insert(view.bundle.name.clone(), Arc::new(view));
                 }
+                Ok(Accepted::AuthorizationPolicy(view)) => {
+                    self.policies
+                        .insert(view.policy.name.clone(), Arc::new(view));
+                }
                 Err(message) => {
                     tracing::warn!(name = %resource.name, version = resource.version, %message, "rejected a resource; keeping the last good one");
                     errors.push(reject(resource, message));
@@ -67,6 +72,7 @@ impl Resources {
                 Kind::Service => self.services.remove(&name).map(|_| ()),
                 Kind::Endpoints => self.endpoints.remove(&name).map(|_| ()),
                 Kind::TrustBundle => self.trust_bundles.remove(&name).map(|_| ()),
+                Kind::AuthorizationPolicy => self.policies.remove(&name).map(|_| ()),
             };
         }
         errors
@@ -83,7 +89,7 @@ impl Resources {
             .iter()
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        Snapshot::new(services, endpoints)
+        Snapshot::new(services, endpoints).with_policies(self.policies.clone())
     }
 
     /// What to announce in a Hello, so that only the difference is sent.
@@ -103,7 +109,16 @@ impl Resources {
             name: n.to_string(),
             version: v.version,
         });
-        services.chain(endpoints).chain(bundles).collect()
+        let policies = self.policies.iter().map(|(n, v)| v1::ResourceVersion {
+            type_url: Kind::AuthorizationPolicy.type_url().to_owned(),
+            name: n.to_string(),
+            version: v.version,
+        });
+        services
+            .chain(endpoints)
+            .chain(bundles)
+            .chain(policies)
+            .collect()
     }
 
     /// The mesh's trust bundle, once the control plane has sent it.
@@ -120,6 +135,7 @@ impl Resources {
             Kind::Service => self.services.len(),
             Kind::Endpoints => self.endpoints.len(),
             Kind::TrustBundle => self.trust_bundles.len(),
+            Kind::AuthorizationPolicy => self.policies.len(),
         }
     }
 
@@ -128,6 +144,7 @@ impl Resources {
             Kind::Service => self.services.values().map(|v| v.version).max(),
             Kind::Endpoints => self.endpoints.values().map(|v| v.version).max(),
             Kind::TrustBundle => self.trust_bundles.values().map(|v| v.version).max(),
+            Kind::AuthorizationPolicy => self.policies.values().map(|v| v.version).max(),
         }
         .unwrap_or(0)
     }
@@ -137,6 +154,7 @@ enum Accepted {
     Service(ServiceView),
     Endpoints(EndpointsView),
     TrustBundle(TrustBundleView),
+    AuthorizationPolicy(PolicyView),
 }
 
 fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
@@ -165,6 +183,10 @@ fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
         })),
         Body::TrustBundle(bundle) => Ok(Accepted::TrustBundle(TrustBundleView {
             bundle,
+            version: resource.version,
+        })),
+        Body::AuthorizationPolicy(policy) => Ok(Accepted::AuthorizationPolicy(PolicyView {
+            policy,
             version: resource.version,
         })),
     }

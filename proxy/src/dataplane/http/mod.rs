@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::drain;
 
+use super::authz::Caller;
 use super::destination::Destination;
 use super::detect::Detected;
 use super::io::Counted;
@@ -27,8 +28,13 @@ pub use forward::Handler;
 
 /// Where the requests of one connection go.
 pub enum Route {
-    /// Every request to one service port (or the local app).
+    /// Every request to one service port.
     Fixed(Arc<Destination>),
+    /// Every request to the local app, each one authorized for `caller` first.
+    Inbound {
+        destination: Arc<Destination>,
+        caller: Caller,
+    },
     /// Each request by its Host/`:authority`; a request for no known service goes
     /// to `fallback` (the original destination of a captured connection) or is
     /// answered 404 when there is none.
