@@ -20,8 +20,8 @@ use crate::snapshot::{PolicyView, Snapshot};
 pub struct Caller {
     /// From the client certificate; `None` for a plaintext (PERMISSIVE) client.
     pub identity: Option<SpiffeId>,
-    /// The local app port the connection goes to.
-    pub app_port: u16,
+    /// The workload port the client dialled (as announced in the endpoints).
+    pub port: u16,
 }
 
 /// A denial: the policy that decided it, for the log (the client is not told which).
@@ -39,8 +39,8 @@ pub struct InboundPolicies {
 #[derive(Debug)]
 struct Protecting {
     view: Arc<PolicyView>,
-    /// The local app ports the policy's service port maps to; `None`: every port.
-    app_ports: Option<Vec<u16>>,
+    /// The workload ports the policy's service port maps to; `None`: every port.
+    ports: Option<Vec<u16>>,
     metrics: Arc<AuthzMetrics>,
 }
 
@@ -67,7 +67,7 @@ impl InboundPolicies {
             .values()
             .filter(|view| view.policy.service == *service)
             .map(|view| {
-                let app_ports = view.policy.port.map(|port| {
+                let ports = view.policy.port.map(|port| {
                     workload_ports
                         .iter()
                         .filter(|local| {
@@ -89,7 +89,7 @@ impl InboundPolicies {
                     .clone();
                 Protecting {
                     view: view.clone(),
-                    app_ports,
+                    ports,
                     metrics,
                 }
             })
@@ -100,9 +100,9 @@ impl InboundPolicies {
     /// Decides for one caller and counts the decision under the deciding policy.
     pub fn check(&self, caller: &Caller) -> Result<(), Denied> {
         let applicable = self.policies.iter().filter(|p| {
-            p.app_ports
+            p.ports
                 .as_ref()
-                .is_none_or(|ports| ports.contains(&caller.app_port))
+                .is_none_or(|ports| ports.contains(&caller.port))
         });
         match decide(applicable, caller.identity.as_ref()) {
             Decision::Open => Ok(()),
@@ -185,11 +185,11 @@ mod tests {
         }
     }
 
-    fn caller(sa: &str, app_port: u16) -> Caller {
+    fn caller(sa: &str, port: u16) -> Caller {
         let domain = TrustDomain::new("cluster.local").expect("domain");
         Caller {
             identity: Some(SpiffeId::new(domain, "shop", sa).expect("id")),
-            app_port,
+            port,
         }
     }
 
@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(denied.policy.to_string(), "shop/db-callers");
         let plaintext = Caller {
             identity: None,
-            app_port: 15432,
+            port: 15432,
         };
         assert!(policies.check(&plaintext).is_err());
     }

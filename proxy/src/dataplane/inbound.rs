@@ -31,6 +31,7 @@ pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
         );
         return;
     };
+    let dialled = dialled_port(&cx, &stream);
     let (stream, identity) = match secure(&cx, stream).await {
         Ok(Some(secured)) => secured,
         Ok(None) => return,
@@ -59,7 +60,7 @@ pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
     });
     let caller = Caller {
         identity,
-        app_port: target.port(),
+        port: dialled,
     };
     let destination = cx.registry.inbound(target, protocol);
     if protocol == Protocol::Tcp {
@@ -83,6 +84,16 @@ pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
         drain,
     )
     .await;
+}
+
+/// The port the client dialled: the workload port it found in the endpoints (the
+/// original destination under iptables, else this listener's own port), which is
+/// what a policy's port maps to, whatever port the app listens on.
+fn dialled_port(cx: &Context, stream: &TcpStream) -> u16 {
+    match (cx.original_dst)(stream) {
+        Ok(dst) => dst.port(),
+        Err(_) => stream.local_addr().map(|a| a.port()).unwrap_or(0),
+    }
 }
 
 fn target(cx: &Context, stream: &TcpStream) -> Option<SocketAddr> {
