@@ -393,3 +393,12 @@ pub fn raw_exchange(addr: SocketAddr) -> std::io::Result<String> {
     stream.read_to_string(&mut answer)?;
     Ok(answer)
 }
+
+/// The root fingerprints (64 hex digits) `weftctl ca status` lists, in its order.
+pub fn ca_fingerprints(cp: &ControlPlane) -> Vec<String> {
+    weftctl_ok(&cp.address(), &["ca", "status"], None)
+        .split_whitespace()
+        .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .collect()
+}
