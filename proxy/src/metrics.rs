@@ -131,6 +131,18 @@ fn describe() {
         "weft_config_version",
         "Highest resource version held, by type."
     );
+    describe_gauge!(
+        "weft_identity_cert_expiry_timestamp_seconds",
+        "When the proxy's current certificate expires, in seconds since the Unix epoch."
+    );
+    describe_counter!(
+        "weft_identity_renewals_total",
+        "Certificate requests to the control plane, by result (success or failure)."
+    );
+    describe_counter!(
+        "weft_tls_connections_total",
+        "mTLS handshakes completed, by direction and the peer's SPIFFE ID."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the labels describe this build.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

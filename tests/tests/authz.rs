@@ -12,7 +12,7 @@ use weft_e2e::mesh::{
     http_app, identified_proxy, metric_value, raw_exchange, wait_for_identity, weftctl, weftctl_ok,
     ControlPlane, Proxy,
 };
-use weft_e2e::{free_port, http_get, loopback, run, wait_for};
+use weft_e2e::{free_port, http_get, loopback, promtool_check, run, wait_for};
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
@@ -245,6 +245,7 @@ fn identities_are_allowed_or_denied_over_http_grpc_and_tcp_and_a_policy_update_a
         metric_value(&metrics, &["weft_request_errors_total", "error=\"denied\""]),
         Some(1.0)
     );
+    promtool_check(&metrics);
 
     // Allowing the stranger applies to its next request.
     let opened = POLICIES.replace(
