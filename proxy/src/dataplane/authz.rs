@@ -118,10 +118,6 @@ impl InboundPolicies {
             }
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.policies.is_empty()
-    }
 }
 
 #[cfg(test)]
