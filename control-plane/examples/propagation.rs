@@ -243,7 +243,7 @@ async fn simulated_proxy(
                     hit |= resource.name == name
                         && message.endpoints.first().map(|e| e.port) == Some(port);
                 }
-                Some(Kind::TrustBundle) | None => {}
+                Some(Kind::TrustBundle | Kind::AuthorizationPolicy) | None => {}
             }
         }
         std::hint::black_box(decoded);

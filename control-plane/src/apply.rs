@@ -2,7 +2,8 @@
 //!
 //! Each body is decoded and validated on its own (weft-proto's model), then checked
 //! against the rest of the mesh: endpoints need their service and must name its ports;
-//! two services may not claim the same virtual address or host name. Bodies are stored
+//! two services may not claim the same virtual address or host name; an authorization
+//! policy must protect an existing service (and one of its ports). Bodies are stored
 //! re-encoded from the validated value, so equivalent documents are byte-identical and
 //! applying the same file twice changes nothing. Writes are serialized, so the checks
 //! and the write see the same state.
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use prost::Message;
 use tokio::sync::Mutex;
 use tonic::Status;
-use weft_proto::model::{Endpoints, Service};
+use weft_proto::model::{AuthorizationPolicy, Endpoints, Service};
 use weft_proto::resource::{self, Body, Kind};
 use weft_proto::v1;
 
@@ -76,8 +77,10 @@ impl Applier {
         let services = self.services_after(&bodies).await?;
         check_services(&services)?;
         for body in &bodies {
-            if let Body::Endpoints(endpoints) = body {
-                check_endpoints(endpoints, &services)?;
+            match body {
+                Body::Endpoints(endpoints) => check_endpoints(endpoints, &services)?,
+                Body::AuthorizationPolicy(policy) => check_policy(policy, &services)?,
+                _ => {}
             }
         }
         let writes = bodies
@@ -190,6 +193,33 @@ fn check_endpoints(
             return Err(ApplyError::Invalid(format!(
                 "Endpoints {name}: endpoints[{i}].port_name: {:?} is not a port of service {name} (ports: {})",
                 endpoint.port_name,
+                ports.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A policy for a service that does not exist would protect nothing, most likely
+/// because of a typo; refusing it is safer than letting the operator believe the
+/// service is closed. Deleting the service later leaves the policy in place, so that
+/// a re-created service is protected again at once.
+fn check_policy(
+    policy: &AuthorizationPolicy,
+    services: &BTreeMap<String, Service>,
+) -> Result<(), ApplyError> {
+    let name = &policy.name;
+    let target = policy.service.to_string();
+    let Some(service) = services.get(&target) else {
+        return Err(ApplyError::Invalid(format!(
+            "AuthorizationPolicy {name}: service: service {target} does not exist (apply the Service first, or in the same request)"
+        )));
+    };
+    if let Some(port) = policy.port {
+        if !service.ports.iter().any(|p| p.port == port) {
+            let ports: Vec<String> = service.ports.iter().map(|p| p.port.to_string()).collect();
+            return Err(ApplyError::Invalid(format!(
+                "AuthorizationPolicy {name}: port: {port} is not a port of service {target} (ports: {})",
                 ports.join(", ")
             )));
         }

@@ -22,16 +22,23 @@ pub enum Kind {
     Endpoints,
     /// Published by the control plane's CA, never applied by operators.
     TrustBundle,
+    AuthorizationPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Service, Kind::Endpoints, Kind::TrustBundle];
+    pub const ALL: [Kind; 4] = [
+        Kind::Service,
+        Kind::Endpoints,
+        Kind::TrustBundle,
+        Kind::AuthorizationPolicy,
+    ];
 
     pub fn type_url(self) -> &'static str {
         match self {
             Kind::Service => "type.googleapis.com/weft.v1.Service",
             Kind::Endpoints => "type.googleapis.com/weft.v1.Endpoints",
             Kind::TrustBundle => "type.googleapis.com/weft.v1.TrustBundle",
+            Kind::AuthorizationPolicy => "type.googleapis.com/weft.v1.AuthorizationPolicy",
         }
     }
 
@@ -41,6 +48,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Endpoints => "Endpoints",
             Kind::TrustBundle => "TrustBundle",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 
@@ -48,12 +56,16 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.type_url() == type_url)
     }
 
-    /// Accepts the YAML kind and the usual CLI spellings (`service`, `svc`, `endpoints`, `ep`).
+    /// Accepts the YAML kind and the usual CLI spellings (`service`, `svc`, `endpoints`,
+    /// `ep`, `authz`).
     pub fn parse(text: &str) -> Option<Kind> {
         match text.to_ascii_lowercase().as_str() {
             "service" | "services" | "svc" => Some(Kind::Service),
             "endpoints" | "endpoint" | "ep" => Some(Kind::Endpoints),
             "trustbundle" | "trustbundles" | "trust-bundle" | "tb" => Some(Kind::TrustBundle),
+            "authorizationpolicy" | "authorizationpolicies" | "authz" | "authzpolicy" => {
+                Some(Kind::AuthorizationPolicy)
+            }
             _ => None,
         }
     }
@@ -71,6 +83,7 @@ pub enum Body {
     Service(model::Service),
     Endpoints(model::Endpoints),
     TrustBundle(model::TrustBundle),
+    AuthorizationPolicy(model::AuthorizationPolicy),
 }
 
 impl Body {
@@ -79,6 +92,7 @@ impl Body {
             Body::Service(_) => Kind::Service,
             Body::Endpoints(_) => Kind::Endpoints,
             Body::TrustBundle(_) => Kind::TrustBundle,
+            Body::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
         }
     }
 
@@ -87,6 +101,7 @@ impl Body {
             Body::Service(s) => &s.name,
             Body::Endpoints(e) => &e.name,
             Body::TrustBundle(b) => &b.name,
+            Body::AuthorizationPolicy(p) => &p.name,
         }
     }
 
@@ -95,6 +110,7 @@ impl Body {
             Body::Service(s) => to_any(Kind::Service, &s.to_proto()),
             Body::Endpoints(e) => to_any(Kind::Endpoints, &e.to_proto()),
             Body::TrustBundle(b) => to_any(Kind::TrustBundle, &b.to_proto()),
+            Body::AuthorizationPolicy(p) => to_any(Kind::AuthorizationPolicy, &p.to_proto()),
         }
     }
 
@@ -104,6 +120,7 @@ impl Body {
             Body::Service(s) => s.to_proto().encode_to_vec(),
             Body::Endpoints(e) => e.to_proto().encode_to_vec(),
             Body::TrustBundle(b) => b.to_proto().encode_to_vec(),
+            Body::AuthorizationPolicy(p) => p.to_proto().encode_to_vec(),
         }
     }
 }
@@ -154,6 +171,12 @@ pub fn decode(any: &Any) -> Result<Body, DecodeError> {
             let msg = v1::TrustBundle::decode(any.value.as_slice()).map_err(malformed)?;
             model::TrustBundle::try_from(&msg)
                 .map(Body::TrustBundle)
+                .map_err(|e| invalid(&msg.namespace, &msg.name, e))
+        }
+        Kind::AuthorizationPolicy => {
+            let msg = v1::AuthorizationPolicy::decode(any.value.as_slice()).map_err(malformed)?;
+            model::AuthorizationPolicy::try_from(&msg)
+                .map(Body::AuthorizationPolicy)
                 .map_err(|e| invalid(&msg.namespace, &msg.name, e))
         }
     }

@@ -178,7 +178,23 @@ fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
         })
         .collect();
     endpoints.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    json!({ "services": services, "endpoints": endpoints })
+    // Already sorted by name.
+    let policies: Vec<_> = snapshot
+        .policies
+        .iter()
+        .map(|(name, view)| {
+            let p = &view.policy;
+            json!({
+                "name": name.to_string(),
+                "version": view.version,
+                "service": p.service.to_string(),
+                "port": p.port,
+                "allow": p.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "default_action": p.default_action.as_str(),
+            })
+        })
+        .collect();
+    json!({ "services": services, "endpoints": endpoints, "authorization_policies": policies })
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

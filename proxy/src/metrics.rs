@@ -9,7 +9,8 @@
 //! Names follow Prometheus conventions (`weft_` prefix, `_total`, `_seconds`,
 //! `_bytes`); labels stay low-cardinality: `direction`, `service` (`namespace/name`,
 //! empty for passthrough traffic), `route` (empty until routes exist), `status_code`,
-//! `grpc_status`, `error`, `state`.
+//! `grpc_status`, `error`, `state`, `policy` (an authorization policy's
+//! `namespace/name`).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -36,6 +37,8 @@ const BUDGET_EXHAUSTED: &str = "weft_retry_budget_exhausted_total";
 const EJECTIONS: &str = "weft_outlier_ejections_total";
 const EJECTED: &str = "weft_outlier_ejected_endpoints";
 const OVERFLOWS: &str = "weft_circuit_breaker_overflows_total";
+const AUTHZ_ALLOWED: &str = "weft_authz_allowed_total";
+const AUTHZ_DENIED: &str = "weft_authz_denied_total";
 
 /// Upper bounds of the latency buckets: 0.5 ms (a loopback hop) up to 30 s (a
 /// slow streaming call), roughly doubling.
@@ -121,6 +124,14 @@ fn describe() {
         OVERFLOWS,
         "Requests refused at once because a circuit-breaker limit was reached, by limit."
     );
+    describe_counter!(
+        AUTHZ_ALLOWED,
+        "Inbound requests and TCP connections an authorization policy let through, by policy and protected service."
+    );
+    describe_counter!(
+        AUTHZ_DENIED,
+        "Inbound requests (answered 403 or PERMISSION_DENIED) and TCP connections (closed) an authorization policy refused, by policy and protected service."
+    );
     // The discovery client's metrics, described here so that every series on
     // /metrics has HELP text (`promtool check metrics` fails without it).
     // Describing is first-wins and idempotent, so the discovery module may add
@@ -161,6 +172,18 @@ fn describe() {
     describe_gauge!(
         "weft_config_version",
         "Highest resource version held, by type."
+    );
+    describe_gauge!(
+        "weft_identity_cert_expiry_timestamp_seconds",
+        "When the proxy's current certificate expires, in seconds since the Unix epoch."
+    );
+    describe_counter!(
+        "weft_identity_renewals_total",
+        "Certificate requests to the control plane, by result (success or failure)."
+    );
+    describe_counter!(
+        "weft_tls_connections_total",
+        "mTLS handshakes completed, by direction and the peer's SPIFFE ID."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the labels describe this build.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -329,6 +352,22 @@ impl ServiceMetrics {
                 )
             })
             .increment(1);
+        }
+    }
+}
+
+/// The decision counters of one authorization policy on this proxy.
+#[derive(Debug)]
+pub struct AuthzMetrics {
+    pub allowed: Counter,
+    pub denied: Counter,
+}
+
+impl AuthzMetrics {
+    pub fn new(policy: String, service: String) -> AuthzMetrics {
+        AuthzMetrics {
+            allowed: metrics::counter!(AUTHZ_ALLOWED, "policy" => policy.clone(), "service" => service.clone()),
+            denied: metrics::counter!(AUTHZ_DENIED, "policy" => policy, "service" => service),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use weft_proto::model::{Endpoints, ResourceName, Service};
+use weft_proto::model::{AuthorizationPolicy, Endpoints, ResourceName, Service};
 use weft_proto::resource::Kind;
 
 /// A load-balancing policy this proxy build implements.
@@ -61,6 +61,15 @@ pub struct Snapshot {
     pub by_virtual_address: HashMap<SocketAddr, Target>,
     /// Lower-case host name (without port) to service, for HTTP authority routing.
     pub by_hostname: HashMap<String, ResourceName>,
+    /// Every authorization policy, sorted by name (the order decisions are made in).
+    pub policies: BTreeMap<ResourceName, Arc<PolicyView>>,
+}
+
+/// An authorization policy as accepted from the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyView {
+    pub policy: AuthorizationPolicy,
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +113,13 @@ impl Snapshot {
             endpoints,
             by_virtual_address,
             by_hostname,
+            policies: BTreeMap::new(),
         }
+    }
+
+    pub fn with_policies(mut self, policies: BTreeMap<ResourceName, Arc<PolicyView>>) -> Snapshot {
+        self.policies = policies;
+        self
     }
 
     /// Every resource's version, keyed by type and name (what a reconnecting proxy
@@ -118,7 +133,11 @@ impl Snapshot {
             .endpoints
             .iter()
             .map(|(n, v)| ((Kind::Endpoints, n.to_string()), v.version));
-        services.chain(endpoints).collect()
+        let policies = self
+            .policies
+            .iter()
+            .map(|(n, v)| ((Kind::AuthorizationPolicy, n.to_string()), v.version));
+        services.chain(endpoints).chain(policies).collect()
     }
 
     /// The service a host name (an HTTP Host or :authority, possibly with a port) names.

@@ -1,10 +1,14 @@
 //! Starting the mesh's real binaries for a test: a control plane on a free port with
-//! its own data directory, proxies with free admin/inbound/outbound ports, and weftctl.
+//! its own data directory, proxies with free admin/inbound/outbound ports (with a mesh
+//! identity from a join token when asked), weftctl, and small applications to put
+//! behind them.
 
-use std::io::Write;
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{bin, free_port, http_get, loopback, wait_for, Proc};
@@ -388,5 +392,143 @@ pub fn endpoint_health(
                 e["health"].as_str()?.to_owned(),
             ))
         })
+        .collect()
+}
+
+/// Issues a join token for `namespace`/`account` and writes it to a file, for
+/// `--identity-token-file`.
+pub fn token_file(cp: &ControlPlane, dir: &Path, namespace: &str, account: &str) -> PathBuf {
+    let secret = weftctl_ok(
+        &cp.address(),
+        &[
+            "token",
+            "create",
+            "--namespace",
+            namespace,
+            "--service-account",
+            account,
+        ],
+        None,
+    );
+    let path = dir.join(format!("{namespace}-{account}.token"));
+    std::fs::write(&path, secret.trim()).expect("write token");
+    path
+}
+
+/// A proxy with a mesh identity (`namespace`/`account`, from a fresh join token).
+/// With `workload = Some((service, app))` it fronts that app: it registers its
+/// inbound listener as an endpoint of `service` and forwards inbound traffic to
+/// `app`. `extra` adds flags (`--upstream` for a client).
+pub fn identified_proxy(
+    cp: &ControlPlane,
+    dir: &Path,
+    node_id: &str,
+    (namespace, account): (&str, &str),
+    workload: Option<(&str, SocketAddr)>,
+    extra: &[&str],
+) -> Proxy {
+    let token = token_file(cp, dir, namespace, account);
+    let token = token.to_str().expect("utf-8 path").to_owned();
+    let mut args: Vec<String> = [
+        "--namespace",
+        namespace,
+        "--service-account",
+        account,
+        "--identity-token-file",
+        &token,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let Some((service, app)) = workload else {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        return Proxy::start(dir, node_id, &cp.address(), &args);
+    };
+    let inbound = loopback(free_port());
+    args.extend(
+        [
+            "--service",
+            service,
+            "--workload-address",
+            "127.0.0.1",
+            "--workload-port",
+            &inbound.port().to_string(),
+            "--inbound-forward",
+            &app.to_string(),
+        ]
+        .map(str::to_owned),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proxy::start_with_inbound(dir, node_id, &cp.address(), inbound, &args)
+}
+
+/// Waits until `proxy` holds endpoints of `service` carrying `identity` (a client
+/// then dials them with mTLS).
+pub fn wait_for_identity(proxy: &Proxy, service: &str, identity: &str) {
+    wait_for(
+        &format!("{} to see {identity} on {service}", proxy.node_id),
+        Duration::from_secs(20),
+        || {
+            let endpoints = resource(&proxy.config_dump(), "endpoints", service)?;
+            (endpoints["endpoints"][0]["identity"] == identity).then_some(())
+        },
+    );
+}
+
+/// A minimal HTTP/1.1 application on a free port answering every request with
+/// `body`, then closing (each request is its own connection). It counts the
+/// connections it accepted, so a test can tell that a refused one never arrived.
+pub fn http_app(body: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind app");
+    let addr = listener.local_addr().expect("app address");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let Ok(clone) = stream.try_clone() else {
+                    return;
+                };
+                let mut reader = BufReader::new(clone);
+                let mut writer = stream;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = writer.write_all(reply.as_bytes());
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// One HTTP/1.1 request on a fresh raw TCP connection, read to the end: what an
+/// opaque (`tcp`) service returns from [`http_app`]. Empty when the connection was
+/// closed without an answer.
+pub fn raw_exchange(addr: SocketAddr) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: app\r\nconnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// The root fingerprints (64 hex digits) `weftctl ca status` lists, in its order.
+pub fn ca_fingerprints(cp: &ControlPlane) -> Vec<String> {
+    weftctl_ok(&cp.address(), &["ca", "status"], None)
+        .split_whitespace()
+        .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
         .collect()
 }

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use weft_e2e::mesh::{endpoint_addresses, metric_value, weftctl_ok, ControlPlane, Proxy};
-use weft_e2e::{free_port, http_get, loopback, wait_for};
+use weft_e2e::{free_port, http_get, loopback, promtool_check, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -181,25 +181,4 @@ fn requests_cross_two_proxies_configured_by_the_control_plane() {
     for text in [&outbound, &inbound] {
         promtool_check(text);
     }
-}
-
-/// Fails (never skips) when promtool is missing.
-fn promtool_check(text: &str) {
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run promtool (install the Debian package `prometheus`)");
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(text.as_bytes()).expect("feed promtool");
-    }
-    let output = child.wait_with_output().expect("promtool output");
-    assert!(
-        output.status.success(),
-        "promtool check metrics: {}{}\n---\n{text}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
-use weft_e2e::mesh::{metric_value, weftctl, weftctl_ok, ControlPlane, Proxy};
+use weft_e2e::mesh::{ca_fingerprints, metric_value, weftctl, weftctl_ok, ControlPlane, Proxy};
 use weft_e2e::{free_port, run, wait_for};
 use weft_proto::v1;
 use weft_proto::v1::identity_client::IdentityClient;
@@ -43,15 +43,6 @@ fn renewals(proxy: &Proxy) -> f64 {
         &["weft_identity_renewals_total", "result=\"success\""],
     )
     .unwrap_or(0.0)
-}
-
-/// The 64-hex-digit fingerprints `weftctl ca status` lists.
-fn ca_fingerprints(cp: &ControlPlane) -> Vec<String> {
-    weftctl_ok(&cp.address(), &["ca", "status"], None)
-        .split_whitespace()
-        .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_owned)
-        .collect()
 }
 
 fn openssl(args: &[&str], dir: &Path) -> String {

@@ -106,7 +106,7 @@ enum CaCommand {
 
 fn parse_kind(text: &str) -> Result<Kind, String> {
     Kind::parse(text).ok_or_else(|| {
-        format!("unknown kind {text:?} (expected service, services, svc, endpoints or ep)")
+        format!("unknown kind {text:?} (expected service (svc), endpoints (ep), trustbundle (tb) or authorizationpolicy (authz))")
     })
 }
 
@@ -206,6 +206,7 @@ async fn run(args: Args) -> Result<(), CliError> {
                     Kind::Service => "services",
                     Kind::Endpoints => "endpoints",
                     Kind::TrustBundle => "trust bundles",
+                    Kind::AuthorizationPolicy => "authorization policies",
                 };
                 eprintln!("No {plural} found.");
                 return Ok(());

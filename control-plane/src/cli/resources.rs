@@ -3,7 +3,10 @@
 
 use weft_proto::resource::Kind;
 
-use super::document::{self, Document, EndpointsDocument, ServiceDocument, TrustBundleDocument};
+use super::document::{
+    self, AuthorizationPolicyDocument, Document, EndpointsDocument, ServiceDocument,
+    TrustBundleDocument,
+};
 use super::table::Table;
 use super::Format;
 
@@ -51,12 +54,22 @@ pub fn table(kind: Kind, documents: &[Document]) -> Table {
             "ADDRESSES",
         ]),
         Kind::TrustBundle => Table::new(["NAMESPACE", "NAME", "VERSION", "TRUST DOMAIN", "ROOTS"]),
+        Kind::AuthorizationPolicy => Table::new([
+            "NAMESPACE",
+            "NAME",
+            "VERSION",
+            "SERVICE",
+            "PORT",
+            "ALLOW",
+            "DEFAULT",
+        ]),
     };
     for document in documents {
         match document {
             Document::Service(service) => table.row(service_row(service)),
             Document::Endpoints(endpoints) => table.row(endpoints_row(endpoints)),
             Document::TrustBundle(bundle) => table.row(trust_bundle_row(bundle)),
+            Document::AuthorizationPolicy(policy) => table.row(policy_row(policy)),
         };
     }
     table
@@ -148,6 +161,26 @@ fn trust_bundle_row(bundle: &TrustBundleDocument) -> Vec<String> {
     row
 }
 
+fn policy_row(policy: &AuthorizationPolicyDocument) -> Vec<String> {
+    let spec = &policy.spec;
+    let port = match spec.port {
+        0 => "*".to_owned(),
+        port => port.to_string(),
+    };
+    let default_action = match spec.default_action.as_str() {
+        "" => "deny".to_owned(),
+        action => action.to_owned(),
+    };
+    let mut row = common(&policy.metadata).to_vec();
+    row.extend([
+        spec.service.clone(),
+        port,
+        or_none(spec.allow.clone()),
+        default_action,
+    ]);
+    row
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +213,7 @@ spec:
                 Document::Service(d) => d.metadata.version = Some(i as u64 + 1),
                 Document::Endpoints(d) => d.metadata.version = Some(i as u64 + 1),
                 Document::TrustBundle(d) => d.metadata.version = Some(i as u64 + 1),
+                Document::AuthorizationPolicy(d) => d.metadata.version = Some(i as u64 + 1),
             }
         }
         documents

@@ -142,6 +142,7 @@ fn kind_header(kind: Kind) -> &'static str {
         Kind::Service => "SERVICES",
         Kind::Endpoints => "ENDPOINTS",
         Kind::TrustBundle => "BUNDLE",
+        Kind::AuthorizationPolicy => "AUTHZ",
     }
 }
 
@@ -261,6 +262,7 @@ mod tests {
                 "SERVICES",
                 "ENDPOINTS",
                 "BUNDLE",
+                "AUTHZ",
                 "PENDING",
                 "AGE"
             ]
@@ -275,6 +277,7 @@ mod tests {
                 "7/9",
                 "4/4",
                 "-",
+                "-",
                 "1",
                 "3m12s"
             ]
@@ -282,7 +285,7 @@ mod tests {
         assert_eq!(lines[2], format!("    NACK weft.v1.Service: {nack}"));
         assert_eq!(
             lines[3].split_whitespace().collect::<Vec<_>>(),
-            ["client-1", "-", "SYNCED", "-", "-", "-", "0", "3m12s"]
+            ["client-1", "-", "SYNCED", "-", "-", "-", "-", "0", "3m12s"]
         );
     }
 

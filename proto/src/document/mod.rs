@@ -48,6 +48,75 @@ pub enum Document {
     Service(ServiceDocument),
     Endpoints(EndpointsDocument),
     TrustBundle(TrustBundleDocument),
+    AuthorizationPolicy(AuthorizationPolicyDocument),
+}
+
+/// Which callers may reach a service:
+/// ```yaml
+/// kind: AuthorizationPolicy
+/// metadata: {name: orders-callers, namespace: shop}
+/// spec:
+///   service: shop/orders        # or `orders`, in the policy's namespace
+///   port: 8080                  # optional: one port of the service
+///   allow:
+///   - spiffe://cluster.local/ns/shop/sa/web
+///   - spiffe://cluster.local/ns/billing/*
+///   defaultAction: deny         # the default; or allow
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationPolicyDocument {
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: AuthorizationPolicySpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthorizationPolicySpec {
+    #[serde(default)]
+    pub service: String,
+    /// 0 (absent): every port of the service.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub port: u32,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// deny (the default when absent) | allow.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub default_action: String,
+}
+
+impl AuthorizationPolicyDocument {
+    pub fn to_proto(&self) -> v1::AuthorizationPolicy {
+        v1::AuthorizationPolicy {
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone(),
+            service: self.spec.service.clone(),
+            port: self.spec.port,
+            allow: self.spec.allow.clone(),
+            default_action: self.spec.default_action.clone(),
+        }
+    }
+
+    pub fn from_proto(
+        message: &v1::AuthorizationPolicy,
+        version: Option<u64>,
+    ) -> AuthorizationPolicyDocument {
+        AuthorizationPolicyDocument {
+            kind: Kind::AuthorizationPolicy.as_str().to_owned(),
+            metadata: Metadata {
+                name: message.name.clone(),
+                namespace: message.namespace.clone(),
+                version,
+            },
+            spec: AuthorizationPolicySpec {
+                service: message.service.clone(),
+                port: message.port,
+                allow: message.allow.clone(),
+                default_action: message.default_action.clone(),
+            },
+        }
+    }
 }
 
 /// Published by the control plane; `get` shows it, `apply` of one is refused by the
@@ -339,6 +408,9 @@ pub fn parse(text: &str) -> Result<Vec<Document>, ParseError> {
             Some(Kind::TrustBundle) => documents.push(Document::TrustBundle(
                 TrustBundleDocument::deserialize(document).map_err(error)?,
             )),
+            Some(Kind::AuthorizationPolicy) => documents.push(Document::AuthorizationPolicy(
+                AuthorizationPolicyDocument::deserialize(document).map_err(error)?,
+            )),
         }
     }
     if documents.is_empty() {
@@ -369,6 +441,7 @@ impl Document {
             Document::Service(_) => Kind::Service,
             Document::Endpoints(_) => Kind::Endpoints,
             Document::TrustBundle(_) => Kind::TrustBundle,
+            Document::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
         }
     }
 
@@ -377,6 +450,7 @@ impl Document {
             Document::Service(d) => &d.metadata,
             Document::Endpoints(d) => &d.metadata,
             Document::TrustBundle(d) => &d.metadata,
+            Document::AuthorizationPolicy(d) => &d.metadata,
         }
     }
 
@@ -392,6 +466,7 @@ impl Document {
             Document::Service(d) => to_any(Kind::Service, &d.to_proto()),
             Document::Endpoints(d) => to_any(Kind::Endpoints, &d.to_proto()),
             Document::TrustBundle(d) => to_any(Kind::TrustBundle, &d.to_proto()),
+            Document::AuthorizationPolicy(d) => to_any(Kind::AuthorizationPolicy, &d.to_proto()),
         };
         v1::Resource {
             name: self.name(),
@@ -428,6 +503,13 @@ impl Document {
             Kind::TrustBundle => {
                 let message = v1::TrustBundle::decode(any.value.as_slice()).map_err(malformed)?;
                 Document::TrustBundle(TrustBundleDocument::from_proto(&message, version))
+            }
+            Kind::AuthorizationPolicy => {
+                let message =
+                    v1::AuthorizationPolicy::decode(any.value.as_slice()).map_err(malformed)?;
+                Document::AuthorizationPolicy(AuthorizationPolicyDocument::from_proto(
+                    &message, version,
+                ))
             }
         })
     }

@@ -393,3 +393,34 @@ spec:
         parse_error("kind: Service\nmetadata: {name: web}\nspec:\n  healthCheck: {exec: {}}\n");
     assert!(error.contains("exec"), "{error}");
 }
+
+#[test]
+fn authorization_policies_round_trip_through_yaml() {
+    let text = r#"
+kind: AuthorizationPolicy
+metadata: {name: orders-callers, namespace: shop}
+spec:
+  service: shop/orders
+  port: 8080
+  allow: [spiffe://cluster.local/ns/shop/sa/web, spiffe://cluster.local/ns/billing/*]
+  defaultAction: allow
+"#;
+    let documents = parse(text).expect("parse");
+    let Document::AuthorizationPolicy(policy) = &documents[0] else {
+        panic!("not a policy: {documents:?}");
+    };
+    let message = policy.to_proto();
+    assert_eq!(message.service, "shop/orders");
+    assert_eq!(message.port, 8080);
+    assert_eq!(message.allow.len(), 2);
+    assert_eq!(message.default_action, "allow");
+    let resource = documents[0].to_resource();
+    assert_eq!(resource.name, "shop/orders-callers");
+    let back = Document::from_resource(&resource).expect("document");
+    let reparsed = parse(&to_yaml(&[back]).expect("yaml")).expect("parse");
+    assert_eq!(reparsed[0].to_resource(), resource);
+    let (_, message) = parse_error(
+        "kind: AuthorizationPolicy\nmetadata: {name: p}\nspec: {service: orders, allowed: []}\n",
+    );
+    assert!(message.contains("allowed"), "{message}");
+}

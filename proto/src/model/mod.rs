@@ -4,6 +4,7 @@
 //! converted once with `TryFrom` into these types; a failure names the field and the
 //! reason. Nothing past the edge handles a proto type or re-checks a value.
 
+mod authorization;
 mod endpoints;
 mod error;
 mod health_check;
@@ -14,6 +15,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub use authorization::{decide, AuthorizationPolicy, Decision, DefaultAction, IdentityPattern};
 pub use endpoints::{Endpoint, Endpoints, Health, Locality};
 pub use error::Invalid;
 pub use health_check::{HealthCheck, Probe};

@@ -42,6 +42,11 @@ pub enum ForwardError {
     /// before the response headers.
     #[error("request timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// The caller's identity is not allowed by the local service's policies. The
+    /// message does not name the policy: the caller learns it was refused, the
+    /// operator reads which policy refused it in the metrics and the debug log.
+    #[error("the caller's identity is not authorized for this service")]
+    Denied,
 }
 
 /// The classes the rescue table knows; the discriminant is the metric slot.
@@ -54,10 +59,11 @@ pub enum Class {
     Upstream = 4,
     Overflow = 5,
     Timeout = 6,
+    Denied = 7,
 }
 
 impl Class {
-    pub const ALL: [Class; 7] = [
+    pub const ALL: [Class; 8] = [
         Class::NoRoute,
         Class::NoEndpoint,
         Class::Connect,
@@ -65,6 +71,7 @@ impl Class {
         Class::Upstream,
         Class::Overflow,
         Class::Timeout,
+        Class::Denied,
     ];
 
     pub fn label(self) -> &'static str {
@@ -76,18 +83,21 @@ impl Class {
             Class::Upstream => "upstream",
             Class::Overflow => "overflow",
             Class::Timeout => "timeout",
+            Class::Denied => "denied",
         }
     }
 
     /// 404 for an unknown host (as Envoy and Linkerd answer), 502 when the service
     /// has nowhere to send the request or the upstream failed, 503 when a circuit
-    /// breaker refused it, 504 when connecting or the request timed out.
+    /// breaker refused it, 504 when connecting or the request timed out, 403 when an
+    /// authorization policy refused the caller.
     pub fn status(self) -> StatusCode {
         match self {
             Class::NoRoute => StatusCode::NOT_FOUND,
             Class::NoEndpoint | Class::Connect | Class::Upstream => StatusCode::BAD_GATEWAY,
             Class::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             Class::ConnectTimeout | Class::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Class::Denied => StatusCode::FORBIDDEN,
         }
     }
 
@@ -96,9 +106,11 @@ impl Class {
         const DEADLINE_EXCEEDED: u16 = 4;
         const UNIMPLEMENTED: u16 = 12;
         const UNAVAILABLE: u16 = 14;
+        const PERMISSION_DENIED: u16 = 7;
         match self {
             Class::NoRoute => UNIMPLEMENTED,
             Class::Timeout => DEADLINE_EXCEEDED,
+            Class::Denied => PERMISSION_DENIED,
             _ => UNAVAILABLE,
         }
     }
@@ -114,6 +126,7 @@ impl ForwardError {
             ForwardError::Upstream { .. } => Class::Upstream,
             ForwardError::Overflow(_) => Class::Overflow,
             ForwardError::Timeout(_) => Class::Timeout,
+            ForwardError::Denied => Class::Denied,
         }
     }
 }
@@ -192,6 +205,10 @@ mod tests {
         assert_eq!(response.headers()["grpc-status"], "14");
         let response = rescue(&error, &metrics, false);
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let denied = rescue(&ForwardError::Denied, &metrics, true);
+        assert_eq!(denied.headers()["grpc-status"], "7");
+        let denied = rescue(&ForwardError::Denied, &metrics, false);
+        assert_eq!(denied.status(), StatusCode::FORBIDDEN);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! The target is `--inbound-forward` when set, otherwise the port the client
 //! dialled (the original destination under iptables) on 127.0.0.1. The protocol is
 //! the one the mesh declares for that port of the local service; undeclared ports
-//! are detected.
+//! are detected. The local service's authorization policies are checked with the
+//! caller's identity from the handshake: per request for HTTP (so a policy change
+//! applies to the next request on an open connection), once for a TCP connection.
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -12,10 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use weft_proto::model::{MtlsMode, Protocol};
+use weft_proto::model::{MtlsMode, Protocol, SpiffeId};
 
 use crate::{drain, tls};
 
+use super::authz::Caller;
 use super::detect::{detect, Detected};
 use super::http::{self, Route};
 use super::io::{Conn, Counted};
@@ -28,8 +31,9 @@ pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
         );
         return;
     };
-    let stream = match secure(&cx, stream).await {
-        Ok(Some(stream)) => stream,
+    let dialled = dialled_port(&cx, &stream);
+    let (stream, identity) = match secure(&cx, stream).await {
+        Ok(Some(secured)) => secured,
         Ok(None) => return,
         Err(e) => {
             tracing::debug!(error = %e, "inbound handshake failed");
@@ -54,19 +58,42 @@ pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
         Detected::Http2 => Protocol::Http2,
         Detected::Opaque => Protocol::Tcp,
     });
+    let caller = Caller {
+        identity,
+        port: dialled,
+    };
     let destination = cx.registry.inbound(target, protocol);
-    let client = Counted::new(stream, destination.metrics.clone());
     if protocol == Protocol::Tcp {
+        // Closed before anything reaches the app; the client sees the connection end.
+        if let Err(denied) = cx.registry.authorize(&caller) {
+            tracing::debug!(policy = %denied.policy, caller = ?caller.identity, "TCP connection denied");
+            return;
+        }
+        let client = Counted::new(stream, destination.metrics.clone());
         return tcp::proxy(&cx, client, &destination, drain).await;
     }
+    let client = Counted::new(stream, destination.metrics.clone());
     http::serve(
         cx.clone(),
         client,
-        Route::Fixed(destination),
+        Route::Inbound {
+            destination,
+            caller,
+        },
         detected,
         drain,
     )
     .await;
+}
+
+/// The port the client dialled: the workload port it found in the endpoints (the
+/// original destination under iptables, else this listener's own port), which is
+/// what a policy's port maps to, whatever port the app listens on.
+fn dialled_port(cx: &Context, stream: &TcpStream) -> u16 {
+    match (cx.original_dst)(stream) {
+        Ok(dst) => dst.port(),
+        Err(_) => stream.local_addr().map(|a| a.port()).unwrap_or(0),
+    }
 }
 
 fn target(cx: &Context, stream: &TcpStream) -> Option<SocketAddr> {
@@ -92,14 +119,18 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first byte of a TLS record carrying a handshake (a ClientHello).
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// Applies the local service's mTLS mode: the connection as the app may see it, or
-/// `None` when the mode closes it.
-async fn secure(cx: &Context, stream: TcpStream) -> std::io::Result<Option<Conn>> {
+/// Applies the local service's mTLS mode: the connection as the app may see it and
+/// the client's verified identity (none in plaintext), or `None` when the mode
+/// closes it.
+async fn secure(
+    cx: &Context,
+    stream: TcpStream,
+) -> std::io::Result<Option<(Conn, Option<SpiffeId>)>> {
     let mode = cx.registry.local_mtls();
     let configs = cx.tls.current();
     let configs = match (mode, configs) {
         (MtlsMode::Disabled, _) | (MtlsMode::Permissive, None) => {
-            return Ok(Some(Conn::Plain(stream)))
+            return Ok(Some((Conn::Plain(stream), None)))
         }
         (MtlsMode::Strict, None) => {
             tracing::debug!("STRICT mTLS but no certificate yet; closing");
@@ -107,7 +138,7 @@ async fn secure(cx: &Context, stream: TcpStream) -> std::io::Result<Option<Conn>
         }
         (MtlsMode::Permissive, Some(configs)) => {
             if !starts_with_tls(&stream, cx.settings.detect_timeout).await {
-                return Ok(Some(Conn::Plain(stream)));
+                return Ok(Some((Conn::Plain(stream), None)));
             }
             configs
         }
@@ -126,10 +157,10 @@ async fn secure(cx: &Context, stream: TcpStream) -> std::io::Result<Option<Conn>
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(|leaf| tls::verify::peer_identity(leaf));
-    let peer = peer.map(|id| id.to_string()).unwrap_or_default();
-    metrics::counter!("weft_tls_connections_total", "direction" => "inbound", "peer_identity" => peer)
+    let label = peer.as_ref().map(|id| id.to_string()).unwrap_or_default();
+    metrics::counter!("weft_tls_connections_total", "direction" => "inbound", "peer_identity" => label)
         .increment(1);
-    Ok(Some(Conn::Server(Box::new(stream))))
+    Ok(Some((Conn::Server(Box::new(stream)), peer)))
 }
 
 /// Whether the client's first byte opens a TLS handshake. A client that says

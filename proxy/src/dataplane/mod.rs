@@ -6,6 +6,8 @@
 //!   listeners and runs their accept loops until the drain signal.
 //! - [`outbound`] / [`inbound`]: decide where an accepted connection goes (original
 //!   destination, virtual IP, host name, local app) and with which protocol.
+//! - [`authz`]: on the inbound side, whether the caller's identity may reach the
+//!   local app (per HTTP request, per TCP connection).
 //! - [`detect`]: peeks at the first bytes when the protocol is not declared.
 //! - [`tcp`]: opaque connections, one balancing decision each, copied both ways.
 //! - [`http`]: HTTP/1 and HTTP/2 (gRPC), one balancing decision per request over
@@ -18,6 +20,7 @@
 //! Everything here runs on the worker runtime; nothing blocks, and the only locks
 //! (connection pools, the inbound cache) are held for a push or a pop.
 
+pub mod authz;
 pub mod destination;
 pub mod detect;
 pub mod endpoint;

@@ -15,11 +15,12 @@ use arc_swap::ArcSwap;
 use weft_proto::model::{Health, Locality, MtlsMode, Protocol, ResourceName, Service, SpiffeId};
 
 use crate::drain;
-use crate::metrics::{Direction, EndpointGauges, ServiceMetrics};
+use crate::metrics::{AuthzMetrics, Direction, EndpointGauges, ServiceMetrics};
 use crate::resilience::locality;
 use crate::snapshot::{Snapshot, Target};
 use crate::state::Shared;
 
+use super::authz::{Caller, Denied, InboundPolicies};
 use super::destination::{self, Destination, EndpointSet, Tier};
 use super::endpoint::Endpoint;
 use super::Context;
@@ -32,6 +33,8 @@ pub struct Routes {
     pub by_target: HashMap<Target, Arc<Destination>>,
     /// Endpoint state by service and address, for reuse by the next snapshot.
     endpoints: HashMap<(ResourceName, SocketAddr, Option<SpiffeId>), Arc<Endpoint>>,
+    /// The authorization policies protecting the local workload.
+    pub inbound_policies: InboundPolicies,
 }
 
 impl Routes {
@@ -96,6 +99,7 @@ pub struct Registry {
     // across an await.
     metrics: Mutex<HashMap<(Direction, String), Arc<ServiceMetrics>>>,
     gauges: Mutex<HashMap<ResourceName, EndpointGauges>>,
+    authz_metrics: Mutex<HashMap<ResourceName, Arc<AuthzMetrics>>>,
     /// Inbound destinations by local address and protocol, made on first use so
     /// their connection pools are shared by every inbound connection.
     inbound: Mutex<HashMap<(SocketAddr, Protocol), Arc<Destination>>>,
@@ -109,6 +113,7 @@ impl Registry {
             current: ArcSwap::from_pointee(Routes::default()),
             metrics: Mutex::new(HashMap::new()),
             gauges: Mutex::new(HashMap::new()),
+            authz_metrics: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
         });
         let snapshot = registry.shared.snapshot.borrow().clone();
@@ -172,6 +177,12 @@ impl Registry {
             .get(&name)
             .map(|view| view.service.mtls)
             .unwrap_or_default()
+    }
+
+    /// Whether the local service's authorization policies let `caller` through, as
+    /// of the current snapshot (a policy change applies to the next request).
+    pub fn authorize(&self, caller: &Caller) -> Result<(), Denied> {
+        self.routes().inbound_policies.check(caller)
     }
 
     /// Rebuilds the routing tables from a snapshot.
@@ -282,6 +293,13 @@ impl Registry {
                 gauge.healthy.set(0.0);
                 gauge.unhealthy.set(0.0);
             }
+        }
+        if let (Some(local), Some(workload)) =
+            (self.local_service(), self.shared.config.workload.as_ref())
+        {
+            let mut metrics = self.authz_metrics.lock().unwrap_or_else(|e| e.into_inner());
+            routes.inbound_policies =
+                InboundPolicies::build(&snapshot, &local, &workload.ports, &mut metrics);
         }
         self.current.store(Arc::new(routes));
     }

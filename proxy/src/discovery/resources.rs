@@ -11,7 +11,7 @@ use weft_proto::model::{ResourceName, TrustBundle, TRUST_BUNDLE_NAME, TRUST_BUND
 use weft_proto::resource::{self, Body, Kind};
 use weft_proto::v1;
 
-use crate::snapshot::{EndpointsView, Policy, ServiceView, Snapshot};
+use crate::snapshot::{EndpointsView, Policy, PolicyView, ServiceView, Snapshot};
 
 #[derive(Debug, Default, Clone)]
 pub struct Resources {
@@ -22,6 +22,7 @@ pub struct Resources {
     /// Every accepted resource as it came (type, name) -> envelope: what the state
     /// directory keeps, so a restarted proxy validates it again like a push.
     accepted: BTreeMap<(Kind, String), v1::Resource>,
+    policies: BTreeMap<ResourceName, Arc<PolicyView>>,
 }
 
 /// A trust bundle as accepted from the control plane.
@@ -61,6 +62,10 @@ impl Resources {
                     self.trust_bundles
                         .insert(view.bundle.name.clone(), Arc::new(view));
                 }
+                Ok(Accepted::AuthorizationPolicy(view)) => {
+                    self.policies
+                        .insert(view.policy.name.clone(), Arc::new(view));
+                }
                 Err(message) => {
                     tracing::warn!(name = %resource.name, version = resource.version, %message, "rejected a resource; keeping the last good one");
                     errors.push(reject(resource, message));
@@ -76,6 +81,7 @@ impl Resources {
                 Kind::Service => self.services.remove(&name).map(|_| ()),
                 Kind::Endpoints => self.endpoints.remove(&name).map(|_| ()),
                 Kind::TrustBundle => self.trust_bundles.remove(&name).map(|_| ()),
+                Kind::AuthorizationPolicy => self.policies.remove(&name).map(|_| ()),
             };
         }
         errors
@@ -92,7 +98,7 @@ impl Resources {
             .iter()
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        Snapshot::new(services, endpoints)
+        Snapshot::new(services, endpoints).with_policies(self.policies.clone())
     }
 
     /// Every accepted resource, grouped as one push per type: the state directory's
@@ -132,7 +138,16 @@ impl Resources {
             name: n.to_string(),
             version: v.version,
         });
-        services.chain(endpoints).chain(bundles).collect()
+        let policies = self.policies.iter().map(|(n, v)| v1::ResourceVersion {
+            type_url: Kind::AuthorizationPolicy.type_url().to_owned(),
+            name: n.to_string(),
+            version: v.version,
+        });
+        services
+            .chain(endpoints)
+            .chain(bundles)
+            .chain(policies)
+            .collect()
     }
 
     /// The mesh's trust bundle, once the control plane has sent it.
@@ -149,6 +164,7 @@ impl Resources {
             Kind::Service => self.services.len(),
             Kind::Endpoints => self.endpoints.len(),
             Kind::TrustBundle => self.trust_bundles.len(),
+            Kind::AuthorizationPolicy => self.policies.len(),
         }
     }
 
@@ -157,6 +173,7 @@ impl Resources {
             Kind::Service => self.services.values().map(|v| v.version).max(),
             Kind::Endpoints => self.endpoints.values().map(|v| v.version).max(),
             Kind::TrustBundle => self.trust_bundles.values().map(|v| v.version).max(),
+            Kind::AuthorizationPolicy => self.policies.values().map(|v| v.version).max(),
         }
         .unwrap_or(0)
     }
@@ -166,6 +183,7 @@ enum Accepted {
     Service(ServiceView),
     Endpoints(EndpointsView),
     TrustBundle(TrustBundleView),
+    AuthorizationPolicy(PolicyView),
 }
 
 fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
@@ -194,6 +212,10 @@ fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
         })),
         Body::TrustBundle(bundle) => Ok(Accepted::TrustBundle(TrustBundleView {
             bundle,
+            version: resource.version,
+        })),
+        Body::AuthorizationPolicy(policy) => Ok(Accepted::AuthorizationPolicy(PolicyView {
+            policy,
             version: resource.version,
         })),
     }

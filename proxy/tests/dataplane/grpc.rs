@@ -10,66 +10,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::support::mesh::{service, snapshot};
 use crate::support::{recorder, require, run, sample, Proxy};
 
-const SCRIPT: &str = r#"
-import json, sys
-from concurrent import futures
-import grpc
-
-SERVICE = "weft.test.Echo"
-OPTIONS = [("grpc.enable_http_proxy", 0)]
-
-def unary(request, context):
-    if request == b"fail":
-        context.set_trailing_metadata((("x-reason", "asked-to-fail"),))
-        context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
-    context.set_trailing_metadata((("x-served-by", "python"),))
-    return b"echo:" + request
-
-def stream(request, context):
-    for i in range(int(request.decode())):
-        yield ("item-%06d;" % i).encode() * 100
-
-def serve():
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=OPTIONS)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
-        "Unary": grpc.unary_unary_rpc_method_handler(unary),
-        "Stream": grpc.unary_stream_rpc_method_handler(stream),
-    }),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(port, flush=True)
-    server.wait_for_termination()
-
-def client(target, empty_target):
-    out = {}
-    with grpc.insecure_channel(target, options=OPTIONS) as channel:
-        call_unary = channel.unary_unary("/%s/Unary" % SERVICE)
-        response, call = call_unary.with_call(b"hello", timeout=10)
-        out["unary"] = response.decode()
-        out["unary_trailers"] = dict(call.trailing_metadata())
-        try:
-            call_unary(b"fail", timeout=10)
-            out["fail"] = "no error"
-        except grpc.RpcError as e:
-            out["fail"] = {"code": e.code().name, "details": e.details(),
-                           "trailers": dict(e.trailing_metadata() or ())}
-        items = list(channel.unary_stream("/%s/Stream" % SERVICE)(b"2000", timeout=30))
-        out["stream_count"] = len(items)
-        out["stream_bytes"] = sum(len(i) for i in items)
-        out["stream_last"] = items[-1][:12].decode()
-    with grpc.insecure_channel(empty_target, options=OPTIONS) as channel:
-        try:
-            channel.unary_unary("/%s/Unary" % SERVICE)(b"x", timeout=10)
-            out["empty"] = "no error"
-        except grpc.RpcError as e:
-            out["empty"] = e.code().name
-    print(json.dumps(out), flush=True)
-
-if sys.argv[1] == "serve":
-    serve()
-else:
-    client(sys.argv[2], sys.argv[3])
-"#;
+/// Shared with the end-to-end tests (tests/tests/authz.rs).
+const SCRIPT: &str = include_str!("../../../tests/scripts/grpc_echo.py");
 
 #[tokio::test]
 async fn grpcio_unary_streaming_and_errors_cross_two_proxies() {

@@ -127,6 +127,13 @@ impl Handler {
         };
         let metrics = &destination.metrics;
         metrics.requests.increment(1);
+        if let Route::Inbound { caller, .. } = &self.route {
+            if let Err(denied) = self.cx.registry.authorize(caller) {
+                tracing::debug!(policy = %denied.policy, caller = ?caller.identity, "request denied");
+                metrics.duration.record(started.elapsed().as_secs_f64());
+                return rescue(&ForwardError::Denied, metrics, grpc);
+            }
+        }
         let version = request.version();
         match self.forward(&destination, request, started, grpc).await {
             Ok(mut response) => {
@@ -143,7 +150,9 @@ impl Handler {
 
     fn destination(&self, request: &Request<Incoming>) -> Result<Arc<Destination>, ForwardError> {
         match &self.route {
-            Route::Fixed(destination) => Ok(destination.clone()),
+            Route::Fixed(destination) | Route::Inbound { destination, .. } => {
+                Ok(destination.clone())
+            }
             Route::ByHost {
                 fallback,
                 default_port,

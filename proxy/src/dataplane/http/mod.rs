@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::drain;
 
+use super::authz::Caller;
 use super::destination::Destination;
 use super::detect::Detected;
 use super::io::Counted;
@@ -28,8 +29,13 @@ pub use forward::Handler;
 
 /// Where the requests of one connection go.
 pub enum Route {
-    /// Every request to one service port (or the local app).
+    /// Every request to one service port.
     Fixed(Arc<Destination>),
+    /// Every request to the local app, each one authorized for `caller` first.
+    Inbound {
+        destination: Arc<Destination>,
+        caller: Caller,
+    },
     /// Each request by its Host/`:authority`; a request for no known service goes
     /// to `fallback` (the original destination of a captured connection) or is
     /// answered 404 when there is none.
@@ -53,7 +59,9 @@ pub async fn serve(
     // timeout runs from the moment it waits for the next request head): the
     // service's idle timeout when the listener serves one service, else the proxy's.
     let idle = match &route {
-        Route::Fixed(destination) => destination.endpoints().policy.timeouts.idle,
+        Route::Fixed(destination) | Route::Inbound { destination, .. } => {
+            destination.endpoints().policy.timeouts.idle
+        }
         Route::ByHost { .. } => None,
     }
     .unwrap_or(cx.settings.downstream_idle_timeout);
