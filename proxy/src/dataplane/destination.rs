@@ -16,12 +16,13 @@ use weft_proto::model::{Protocol, Resilience};
 
 use crate::balance::Picker;
 use crate::metrics::ServiceMetrics;
-use crate::resilience::breaker::Breakers;
+use crate::resilience::breaker::{Breakers, Limit};
 use crate::resilience::budget::RetryBudget;
 use crate::resilience::{locality, outlier};
 use crate::snapshot::Policy;
 
 use super::endpoint::Endpoint;
+use super::error::ForwardError;
 
 #[derive(Debug)]
 pub struct Destination {
@@ -184,6 +185,46 @@ impl Destination {
             }
             None => false,
         }
+    }
+
+    /// Picks an endpoint for a new attempt (a request, or a TCP connection): from
+    /// the nearest locality tiers that have enough endpoints available, avoiding
+    /// ejected endpoints and the indices in `failed` (tried already). Returns the
+    /// index to add to `failed`.
+    pub fn pick(&self, set: &EndpointSet, failed: &[usize]) -> Option<(usize, Arc<Endpoint>)> {
+        let now = crate::balance::now();
+        let any_ejected = self.any_ejected(now);
+        let usable = set.usable(now, any_ejected);
+        let candidates = &set.endpoints[..usable];
+        let mut rng = rand::rng();
+        let index = if any_ejected {
+            let mut avoid = failed.to_vec();
+            avoid.extend((0..usable).filter(|i| candidates[*i].outlier.is_ejected(now)));
+            set.picker.pick(candidates, &avoid, now, &mut rng)
+        } else {
+            set.picker.pick(candidates, failed, now, &mut rng)
+        }?;
+        Some((index, candidates[index].clone()))
+    }
+
+    /// Feeds an attempt's outcome to outlier detection, counting an ejection.
+    pub fn observe(&self, set: &EndpointSet, endpoint: &Endpoint, success: bool) {
+        if self.record(set, endpoint, success, crate::balance::now()) {
+            let resilience = self.metrics.resilience();
+            resilience.ejections.increment(1);
+            resilience.ejected.increment(1.0);
+            tracing::info!(
+                service = self.metrics.service(),
+                endpoint = %endpoint.address,
+                "endpoint ejected after consecutive failures"
+            );
+        }
+    }
+
+    /// The error for a request or connection a circuit breaker refused, counted.
+    pub fn overflow(&self, limit: Limit) -> ForwardError {
+        self.metrics.resilience().overflows[limit as usize].increment(1);
+        ForwardError::Overflow(limit.label())
     }
 
     /// Endpoints ejected at `now`, for the gauge.

@@ -19,6 +19,7 @@ use super::error::ForwardError;
 use super::io::{Conn, Counted};
 use super::splice::Pipes;
 use super::Context;
+use crate::resilience::breaker::{Limit, Permit};
 
 /// Per-direction buffer of the user-space fallback copy. 64 KiB moves a bulk
 /// transfer in few syscalls; it lives only as long as its connection.
@@ -82,7 +83,11 @@ pub async fn proxy(
     destination: &Destination,
     mut drain: drain::Watch,
 ) {
-    let (mut upstream, _in_flight) = match connect_balanced(cx, destination).await {
+    let Upstream {
+        conn: mut upstream,
+        in_flight: _in_flight,
+        permit: _permit,
+    } = match connect_balanced(cx, destination).await {
         Ok(connected) => connected,
         Err(e) => {
             let class = e.class();
@@ -133,38 +138,56 @@ pub async fn proxy(
     }
 }
 
+/// An upstream connection for one downstream connection, with what it holds: its
+/// endpoint's in-flight count and its place under the destination's connection
+/// limit, both released when it is dropped.
+pub struct Upstream {
+    pub conn: Conn,
+    pub in_flight: InFlight,
+    pub permit: Option<Permit>,
+}
+
 /// Picks an endpoint and connects, moving on to another endpoint when connecting
-/// fails. The returned guard counts the connection as in flight on the endpoint.
+/// fails. The service's settings apply as on the HTTP path: its connection limit
+/// (beyond it the connection is refused at once), its locality preference, outlier
+/// ejection (a failed connect counts against its endpoint, and ejected endpoints
+/// are avoided) and its connect timeout.
 pub async fn connect_balanced(
     cx: &Context,
     destination: &Destination,
-) -> Result<(Conn, InFlight), ForwardError> {
+) -> Result<Upstream, ForwardError> {
+    let set = destination.endpoints_full();
+    let permit = match set.policy.circuit_breakers.max_connections {
+        u32::MAX => None,
+        max => Some(
+            destination
+                .breakers
+                .admit(Limit::Connections, max)
+                .ok_or_else(|| destination.overflow(Limit::Connections))?,
+        ),
+    };
     let mut failed = Vec::new();
     let mut last_error = ForwardError::NoEndpoint;
     for _ in 0..CONNECT_ATTEMPTS {
-        let endpoint = {
-            let set = destination.endpoints();
-            let picked = set.picker.pick(
-                &set.endpoints,
-                &failed,
-                crate::balance::now(),
-                &mut rand::rng(),
-            );
-            match picked {
-                Some(i) => {
-                    failed.push(i);
-                    set.endpoints[i].clone()
-                }
-                None => return Err(ForwardError::NoEndpoint),
-            }
+        let Some((index, endpoint)) = destination.pick(&set, &failed) else {
+            break;
         };
+        failed.push(index);
         let in_flight = InFlight::begin(endpoint);
         match connect_endpoint(cx, in_flight.endpoint(), Alpn::None).await {
-            Ok(stream) => {
+            Ok(conn) => {
                 in_flight.observe();
-                return Ok((stream, in_flight));
+                destination.observe(&set, in_flight.endpoint(), true);
+                return Ok(Upstream {
+                    conn,
+                    in_flight,
+                    permit,
+                });
             }
-            Err(e) => last_error = e,
+            Err(e) => {
+                destination.observe(&set, in_flight.endpoint(), false);
+                last_error = e;
+            }
         }
     }
     Err(last_error)

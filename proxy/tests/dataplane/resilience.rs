@@ -243,3 +243,91 @@ async fn an_idle_downstream_keep_alive_connection_is_closed() {
     .await;
     assert!(closed.is_ok(), "the idle connection stayed open");
 }
+
+/// Echoes `payload` over a new connection through `addr`: what came back (empty
+/// when the proxy closed the connection without reaching the echo server).
+async fn echo_once(addr: std::net::SocketAddr, payload: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    if stream.write_all(payload).await.is_err() {
+        return Vec::new();
+    }
+    let _ = stream.shutdown().await;
+    let mut back = Vec::new();
+    let _ = stream.read_to_end(&mut back).await;
+    back
+}
+
+#[tokio::test]
+async fn a_tcp_service_refuses_connections_beyond_its_limit() {
+    let echo = crate::support::upstream::tcp_echo().await;
+    let l4 = service("tcp-breaker", "tcp").endpoint(echo).with(|s| {
+        s.circuit_breakers = Some(v1::CircuitBreakers {
+            max_connections: 1,
+            ..Default::default()
+        })
+    });
+    let proxy = Proxy::start(
+        snapshot(&[l4]),
+        &["--upstream", "shop/tcp-breaker=127.0.0.1:0"],
+    )
+    .await;
+    let addr = proxy.upstreams[0];
+    // The first connection is held open: it fills the limit.
+    let mut held = TcpStream::connect(addr).await.expect("connect");
+    {
+        use tokio::io::AsyncWriteExt;
+        held.write_all(b"ping").await.expect("write");
+        let mut four = [0; 4];
+        held.read_exact(&mut four).await.expect("echo");
+        assert_eq!(&four, b"ping");
+    }
+    assert_eq!(echo_once(addr, b"refused").await, b"");
+    let overflows = crate::support::sample(
+        &crate::support::recorder().render(),
+        "weft_circuit_breaker_overflows_total",
+        &[("service", "shop/tcp-breaker"), ("limit", "connections")],
+    );
+    assert_eq!(overflows, Some(1.0));
+    // Once the held connection is gone, a new one gets through again.
+    drop(held);
+    wait_until("the limit to free up", Duration::from_secs(5), || async {
+        echo_once(addr, b"again").await == b"again"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tcp_endpoint_refusing_connections_is_ejected_and_connections_fail_over() {
+    let echo = crate::support::upstream::tcp_echo().await;
+    let dead = crate::support::upstream::closed_port().await;
+    let l4 = service("tcp-outlier", "tcp")
+        .policy("round_robin")
+        .endpoint(dead)
+        .endpoint(echo)
+        .with(|s| {
+            s.outlier_detection = Some(v1::OutlierDetection {
+                consecutive_failures: Some(1),
+                max_ejection_percent: Some(50),
+                ..Default::default()
+            })
+        });
+    let proxy = Proxy::start(
+        snapshot(&[l4]),
+        &["--upstream", "shop/tcp-outlier=127.0.0.1:0"],
+    )
+    .await;
+    let addr = proxy.upstreams[0];
+    for i in 0..10 {
+        let payload = format!("connection {i}");
+        assert_eq!(
+            echo_once(addr, payload.as_bytes()).await,
+            payload.as_bytes()
+        );
+    }
+    let text = crate::support::recorder().render();
+    let series = |name| crate::support::sample(&text, name, &[("service", "shop/tcp-outlier")]);
+    // Refused once, ejected, and not tried again within its ejection time.
+    assert_eq!(series("weft_outlier_ejections_total"), Some(1.0), "{text}");
+    assert_eq!(series("weft_outlier_ejected_endpoints"), Some(1.0));
+}

@@ -145,18 +145,13 @@ fn admit_connection(
         .breakers
         .admit(Limit::Pending, limits.max_pending_requests)
     else {
-        return Err(Failure::Refused(overflow(destination, Limit::Pending)));
+        return Err(Failure::Refused(destination.overflow(Limit::Pending)));
     };
     match destination
         .breakers
         .admit(Limit::Connections, limits.max_connections)
     {
         Some(permit) => Ok((Some(pending), Some(permit))),
-        None => Err(Failure::Refused(overflow(destination, Limit::Connections))),
+        None => Err(Failure::Refused(destination.overflow(Limit::Connections))),
     }
-}
-
-pub(super) fn overflow(destination: &Destination, limit: Limit) -> ForwardError {
-    destination.metrics.resilience().overflows[limit as usize].increment(1);
-    ForwardError::Overflow(limit.label())
 }

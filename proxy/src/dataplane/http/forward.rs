@@ -27,11 +27,11 @@ use crate::metrics::Direction;
 use crate::resilience::breaker::Limit;
 use crate::resilience::{backoff, deadline};
 
-use super::super::destination::{Destination, EndpointSet};
+use super::super::destination::Destination;
 use super::super::endpoint::{Endpoint, InFlight};
 use super::super::error::{rescue, ForwardError};
 use super::super::Context;
-use super::attempt::{self, overflow, Failure, Sent};
+use super::attempt::{self, Failure, Sent};
 use super::body::{grpc_status, Completion, ProxyBody, Recording, RequestBody};
 use super::headers::{self, strip_hop_by_hop};
 use super::Route;
@@ -181,7 +181,7 @@ impl Handler {
             .breakers
             .admit(Limit::Requests, limits.max_requests)
         else {
-            return Err(overflow(destination, Limit::Requests));
+            return Err(destination.overflow(Limit::Requests));
         };
         destination.budget.deposit(seconds());
         let deadline = request_deadline(&policy, request.headers(), grpc, started);
@@ -222,7 +222,9 @@ impl Handler {
                 break;
             };
             let set = destination.endpoints_full();
-            let (index, endpoint) = pick(destination, &set, &failed[..attempt])?;
+            let (index, endpoint) = destination
+                .pick(&set, &failed[..attempt])
+                .ok_or(ForwardError::NoEndpoint)?;
             failed[attempt] = index;
             let in_flight = InFlight::begin(endpoint);
             let endpoint = in_flight.endpoint().clone();
@@ -255,7 +257,7 @@ impl Handler {
                     Err(_) => {
                         let overall = deadline.is_some_and(|d| at >= d);
                         let error = ForwardError::Timeout(at - started);
-                        self.outcome(destination, &set, &endpoint, false);
+                        destination.observe(&set, &endpoint, false);
                         if attempt > 0 {
                             resilience.retry_failure.increment(1);
                         }
@@ -275,7 +277,7 @@ impl Handler {
                     let status = response.status().as_u16();
                     let grpc_code = grpc_status(response.headers());
                     let failure = status >= 500 || grpc_code == Some(14);
-                    self.outcome(destination, &set, &endpoint, !failure);
+                    destination.observe(&set, &endpoint, !failure);
                     if attempt > 0 {
                         match failure {
                             true => resilience.retry_failure.increment(1),
@@ -298,7 +300,7 @@ impl Handler {
                 }
                 Err(Failure::NotSent(unsent, error)) => {
                     tracing::debug!(endpoint = %endpoint.address, %error, "not sent; trying again");
-                    self.outcome(destination, &set, &endpoint, false);
+                    destination.observe(&set, &endpoint, false);
                     if attempt > 0 {
                         resilience.retry_failure.increment(1);
                     }
@@ -314,7 +316,7 @@ impl Handler {
                     delay_next = false;
                 }
                 Err(Failure::Sent(error)) => {
-                    self.outcome(destination, &set, &endpoint, false);
+                    destination.observe(&set, &endpoint, false);
                     if attempt > 0 {
                         resilience.retry_failure.increment(1);
                     }
@@ -357,26 +359,6 @@ impl Handler {
         }
         let reuse = reuse.map(|sender| (endpoint, sender));
         respond(destination, response, reuse, started, upgrade)
-    }
-
-    /// Feeds an attempt's outcome to outlier detection, counting an ejection.
-    fn outcome(
-        &self,
-        destination: &Destination,
-        set: &EndpointSet,
-        endpoint: &Endpoint,
-        success: bool,
-    ) {
-        if destination.record(set, endpoint, success, crate::balance::now()) {
-            let resilience = destination.metrics.resilience();
-            resilience.ejections.increment(1);
-            resilience.ejected.increment(1.0);
-            tracing::info!(
-                service = destination.metrics.service(),
-                endpoint = %endpoint.address,
-                "endpoint ejected after consecutive failures"
-            );
-        }
     }
 }
 
@@ -467,27 +449,6 @@ fn retries_grpc(policy: &Resilience) -> bool {
 /// Whether a body may be small enough to record: not one announced larger.
 fn fits(body: &Incoming) -> bool {
     body.size_hint().lower() <= MAX_BUFFERED
-}
-
-fn pick(
-    destination: &Destination,
-    set: &EndpointSet,
-    failed: &[usize],
-) -> Result<(usize, Arc<Endpoint>), ForwardError> {
-    let now = crate::balance::now();
-    let any_ejected = destination.any_ejected(now);
-    let usable = set.usable(now, any_ejected);
-    let candidates = &set.endpoints[..usable];
-    let mut rng = rand::rng();
-    let index = if any_ejected {
-        let mut avoid = failed.to_vec();
-        avoid.extend((0..usable).filter(|i| candidates[*i].outlier.is_ejected(now)));
-        set.picker.pick(candidates, &avoid, now, &mut rng)
-    } else {
-        set.picker.pick(candidates, failed, now, &mut rng)
-    }
-    .ok_or(ForwardError::NoEndpoint)?;
-    Ok((index, candidates[index].clone()))
 }
 
 /// The upstream response as sent downstream, counted and observed to its end.
