@@ -327,6 +327,23 @@ impl App {
     }
 }
 
+/// A client proxy with an explicit listener on a free port for `service`
+/// (`namespace/name`), via `--upstream`; `extra` adds flags. Returns the proxy and
+/// that listener's address.
+pub fn client_proxy(
+    logs: &Path,
+    control_plane: &str,
+    node_id: &str,
+    service: &str,
+    extra: &[&str],
+) -> (Proxy, SocketAddr) {
+    let listen = loopback(free_port());
+    let upstream = format!("{service}={listen}");
+    let mut flags = vec!["--upstream", upstream.as_str()];
+    flags.extend_from_slice(extra);
+    (Proxy::start(logs, node_id, control_plane, &flags), listen)
+}
+
 /// A server-side "pod": a `weft-test-app` behind its own proxy, which registers the
 /// workload (its inbound listener) as an endpoint of `namespace/service`.
 pub struct Pod {
@@ -350,21 +367,8 @@ impl Pod {
         let forward = app.addr.to_string();
         let proxy =
             Proxy::start_registered(logs, &format!("{name}-proxy"), control_plane, |inbound| {
-                let mut flags: Vec<String> = [
-                    "--namespace",
-                    namespace,
-                    "--service",
-                    service,
-                    "--workload-address",
-                    "127.0.0.1",
-                    "--workload-port",
-                    &inbound.port().to_string(),
-                    "--inbound-forward",
-                    &forward,
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+                let mut flags = vec!["--namespace".to_owned(), namespace.to_owned()];
+                flags.extend(workload_flags(service, inbound, &forward));
                 flags.extend(proxy_extra.iter().map(|s| s.to_string()));
                 flags
             });
@@ -398,21 +402,43 @@ pub fn endpoint_health(
 /// Issues a join token for `namespace`/`account` and writes it to a file, for
 /// `--identity-token-file`.
 pub fn token_file(cp: &ControlPlane, dir: &Path, namespace: &str, account: &str) -> PathBuf {
-    let secret = weftctl_ok(
-        &cp.address(),
-        &[
-            "token",
-            "create",
-            "--namespace",
-            namespace,
-            "--service-account",
-            account,
-        ],
-        None,
-    );
+    let secret = join_token(cp, namespace, account, &[]);
     let path = dir.join(format!("{namespace}-{account}.token"));
-    std::fs::write(&path, secret.trim()).expect("write token");
+    std::fs::write(&path, secret).expect("write token");
     path
+}
+
+/// Issues a join token for `namespace`/`account` with `weftctl token create` and
+/// returns the secret, trimmed; `extra` adds flags (`--ttl 1s`, ...).
+pub fn join_token(cp: &ControlPlane, namespace: &str, account: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "token",
+        "create",
+        "--namespace",
+        namespace,
+        "--service-account",
+        account,
+    ];
+    args.extend_from_slice(extra);
+    weftctl_ok(&cp.address(), &args, None).trim().to_owned()
+}
+
+/// The flags that make a proxy front a workload: register its `inbound` listener
+/// as an endpoint of `service` (a name within the proxy's `--namespace`) and
+/// forward inbound traffic to `forward` (the app's address).
+pub fn workload_flags(service: &str, inbound: SocketAddr, forward: &str) -> Vec<String> {
+    [
+        "--service",
+        service,
+        "--workload-address",
+        "127.0.0.1",
+        "--workload-port",
+        &inbound.port().to_string(),
+        "--inbound-forward",
+        forward,
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// A proxy with a mesh identity (`namespace`/`account`, from a fresh join token).
@@ -445,21 +471,48 @@ pub fn identified_proxy(
         return Proxy::start(dir, node_id, &cp.address(), &args);
     };
     let inbound = loopback(free_port());
-    args.extend(
-        [
-            "--service",
-            service,
-            "--workload-address",
-            "127.0.0.1",
-            "--workload-port",
-            &inbound.port().to_string(),
-            "--inbound-forward",
-            &app.to_string(),
-        ]
-        .map(str::to_owned),
-    );
+    args.extend(workload_flags(service, inbound, &app.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Proxy::start_with_inbound(dir, node_id, &cp.address(), inbound, &args)
+}
+
+/// The two identified proxies of an mTLS test: `orders-1` (identity shop/orders)
+/// in front of `app` as an endpoint of shop/orders, and `frontend-1` (identity
+/// shop/frontend) with a listener for shop/orders.
+/// Returns the server, the client and the client's listener once both are ready
+/// and the client sees the server's identity (until then its endpoint has none,
+/// and a PERMISSIVE server would rightly be reached in plaintext).
+pub fn orders_and_frontend(
+    cp: &ControlPlane,
+    dir: &Path,
+    app: SocketAddr,
+) -> (Proxy, Proxy, SocketAddr) {
+    let server = identified_proxy(
+        cp,
+        dir,
+        "orders-1",
+        ("shop", "orders"),
+        Some(("orders", app)),
+        &[],
+    );
+    let listen = loopback(free_port());
+    let upstream = format!("shop/orders={listen}");
+    let client = identified_proxy(
+        cp,
+        dir,
+        "frontend-1",
+        ("shop", "frontend"),
+        None,
+        &["--upstream", &upstream],
+    );
+    server.wait_ready();
+    client.wait_ready();
+    wait_for_identity(
+        &client,
+        "shop/orders",
+        "spiffe://cluster.local/ns/shop/sa/orders",
+    );
+    (server, client, listen)
 }
 
 /// Waits until `proxy` holds endpoints of `service` carrying `identity` (a client
@@ -492,14 +545,8 @@ pub fn http_app(body: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
                 };
                 let mut reader = BufReader::new(clone);
                 let mut writer = stream;
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    match reader.read_line(&mut line) {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) if line == "\r\n" => break,
-                        Ok(_) => {}
-                    }
+                if !read_request_head(&mut reader) {
+                    return;
                 }
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -510,6 +557,21 @@ pub fn http_app(body: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, accepted)
+}
+
+/// Reads one HTTP/1.1 request head (up to its empty line) from `reader`; the test
+/// apps' requests carry no body. False when the connection ended (or failed)
+/// before a whole head arrived.
+pub fn read_request_head(reader: &mut impl BufRead) -> bool {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) if line == "\r\n" => return true,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// One HTTP/1.1 request on a fresh raw TCP connection, read to the end: what an

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use weft_e2e::load::{Load, Options, Report};
 use weft_e2e::mesh::{
-    endpoint_addresses, metric_value, resource, weftctl_ok, App, ControlPlane, Proxy,
+    client_proxy, endpoint_addresses, metric_value, resource, weftctl_ok, App, ControlPlane, Proxy,
 };
-use weft_e2e::{free_port, http_get, loopback, wait_for};
+use weft_e2e::{free_port, http_get, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -43,14 +43,7 @@ impl Mesh {
             .iter()
             .map(|(name, flags)| App::start(dir.path(), name, flags))
             .collect();
-        let listen = loopback(free_port());
-        let upstream = format!("shop/web={listen}");
-        let client = Proxy::start(
-            dir.path(),
-            "client",
-            &cp.address(),
-            &["--upstream", &upstream],
-        );
+        let (client, listen) = client_proxy(dir.path(), &cp.address(), "client", "shop/web", &[]);
         let mut yaml = format!(
             "kind: Service
 metadata: {{name: web, namespace: shop}}

@@ -2,12 +2,15 @@
 //! and a server-side proxy (the real `weft-proxy` binaries) configured by the real
 //! control plane through `weftctl apply`, and follows endpoint changes live.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use weft_e2e::mesh::{endpoint_addresses, metric_value, weftctl_ok, ControlPlane, Proxy};
-use weft_e2e::{free_port, http_get, loopback, promtool_check, wait_for};
+use weft_e2e::mesh::{
+    client_proxy, endpoint_addresses, metric_value, read_request_head, weftctl_ok, ControlPlane,
+    Proxy,
+};
+use weft_e2e::{free_port, http_get, promtool_check, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -21,17 +24,8 @@ fn app(name: &'static str) -> SocketAddr {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                 let mut writer = stream;
-                loop {
-                    let mut line = String::new();
-                    // Read a request head (these requests have no body).
-                    loop {
-                        line.clear();
-                        match reader.read_line(&mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) if line == "\r\n" => break,
-                            Ok(_) => {}
-                        }
-                    }
+                // One request head after another (keep-alive; these requests have no body).
+                while read_request_head(&mut reader) {
                     let reply = format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-app: {name}\r\n\r\n{name}",
                         name.len()
@@ -94,14 +88,7 @@ fn requests_cross_two_proxies_configured_by_the_control_plane() {
     );
 
     // Client side: an explicit listener for shop/web.
-    let listen = loopback(free_port());
-    let upstream = format!("shop/web={listen}");
-    let client = Proxy::start(
-        dir.path(),
-        "client",
-        &cp.address(),
-        &["--upstream", &upstream],
-    );
+    let (client, listen) = client_proxy(dir.path(), &cp.address(), "client", "shop/web", &[]);
 
     weftctl_ok(
         &cp.address(),

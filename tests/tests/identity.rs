@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
-use weft_e2e::mesh::{ca_fingerprints, metric_value, weftctl, weftctl_ok, ControlPlane, Proxy};
+use weft_e2e::mesh::{
+    ca_fingerprints, join_token, metric_value, weftctl, weftctl_ok, ControlPlane, Proxy,
+};
 use weft_e2e::{free_port, run, wait_for};
 use weft_proto::v1;
 use weft_proto::v1::identity_client::IdentityClient;
@@ -15,22 +17,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const ORDERS: &str = "spiffe://cluster.local/ns/shop/sa/orders";
 
 fn token(cp: &ControlPlane, namespace: &str, service_account: &str, ttl: &str) -> String {
-    weftctl_ok(
-        &cp.address(),
-        &[
-            "token",
-            "create",
-            "--namespace",
-            namespace,
-            "--service-account",
-            service_account,
-            "--ttl",
-            ttl,
-        ],
-        None,
-    )
-    .trim()
-    .to_owned()
+    join_token(cp, namespace, service_account, &["--ttl", ttl])
 }
 
 fn identity(proxy: &Proxy) -> serde_json::Value {

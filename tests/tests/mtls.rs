@@ -1,9 +1,9 @@
 //! mTLS between proxies end to end: endpoint identities announced by real proxies
 //! and declared with weftctl.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,8 +11,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
 };
-use weft_e2e::mesh::{metric_value, resource, weftctl, weftctl_ok, ControlPlane, Proxy};
-use weft_e2e::{free_port, http_get, loopback, run, wait_for};
+use weft_e2e::mesh::{
+    http_app, metric_value, orders_and_frontend, token_file, wait_for_identity, weftctl,
+    weftctl_ok, ControlPlane, Proxy,
+};
+use weft_e2e::{free_port, http_get, run, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 const ORDERS: &str = "spiffe://cluster.local/ns/shop/sa/orders";
@@ -32,20 +35,7 @@ fn a_certified_proxy_announces_its_identity_on_its_endpoint() {
     let path = dir.path();
     let cp = ControlPlane::start(path, &path.join("data"), free_port(), &[]);
     weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(MESH));
-    let secret = weftctl_ok(
-        &cp.address(),
-        &[
-            "token",
-            "create",
-            "--namespace",
-            "shop",
-            "--service-account",
-            "orders",
-        ],
-        None,
-    );
-    let token_file = path.join("token");
-    std::fs::write(&token_file, secret.trim()).expect("write token");
+    let token_file = token_file(&cp, path, "shop", "orders");
     let proxy = Proxy::start(
         path,
         "orders-1",
@@ -67,10 +57,7 @@ fn a_certified_proxy_announces_its_identity_on_its_endpoint() {
     );
     proxy.wait_ready();
     // The certificate comes after the first Hello; the proxy reannounces.
-    wait_for("the endpoint to carry the identity", WAIT, || {
-        let endpoints = resource(&proxy.config_dump(), "endpoints", "shop/orders")?;
-        (endpoints["endpoints"][0]["identity"] == ORDERS).then_some(())
-    });
+    wait_for_identity(&proxy, "shop/orders", ORDERS);
     let service = weftctl_ok(
         &cp.address(),
         &["get", "service", "shop/orders", "-o", "yaml"],
@@ -98,36 +85,6 @@ fn weftctl_refuses_a_malformed_identity_or_mode() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("mtls"), "{stderr}");
-}
-
-/// A minimal HTTP/1.1 application answering every request with `name`, then
-/// closing (each test request is its own connection).
-fn app(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind app");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                let mut writer = stream;
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    match reader.read_line(&mut line) {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) if line == "\r\n" => break,
-                        Ok(_) => {}
-                    }
-                }
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-                let _ = writer.write_all(reply.as_bytes());
-            });
-        }
-    });
-    addr
 }
 
 /// An operator CA the test holds the key of, so it can sign leaves the mesh
@@ -238,24 +195,6 @@ fn server_identity(dir: &Path, output: &str) -> String {
     String::from_utf8_lossy(&text.stdout).into_owned()
 }
 
-fn token_file(cp: &ControlPlane, dir: &Path, namespace: &str, account: &str) -> PathBuf {
-    let secret = weftctl_ok(
-        &cp.address(),
-        &[
-            "token",
-            "create",
-            "--namespace",
-            namespace,
-            "--service-account",
-            account,
-        ],
-        None,
-    );
-    let path = dir.join(format!("{account}.token"));
-    std::fs::write(&path, secret.trim()).expect("write token");
-    path
-}
-
 /// Two proxies with mesh certificates: `frontend-1` with an explicit port for
 /// shop/orders, and `orders-1` in front of the orders app, registered with its
 /// identity, in a service of the given mTLS mode.
@@ -300,57 +239,9 @@ fn start_mesh_with(path: &Path, mode: &str, cert_ttl: &str, protocol: &str) -> M
     );
 
     // The server: the orders app behind a proxy that registers itself.
-    let app = app("orders-app").to_string();
-    let inbound = loopback(free_port());
-    let orders_token = token_file(&cp, path, "shop", "orders");
-    let server = Proxy::start_with_inbound(
-        path,
-        "orders-1",
-        &cp.address(),
-        inbound,
-        &[
-            "--namespace",
-            "shop",
-            "--service-account",
-            "orders",
-            "--identity-token-file",
-            orders_token.to_str().expect("utf-8"),
-            "--service",
-            "orders",
-            "--workload-address",
-            "127.0.0.1",
-            "--workload-port",
-            &inbound.port().to_string(),
-            "--inbound-forward",
-            &app,
-        ],
-    );
-    // The client: another identity, with an explicit port for shop/orders.
-    let frontend_token = token_file(&cp, path, "shop", "frontend");
-    let listen = loopback(free_port());
-    let client = Proxy::start(
-        path,
-        "frontend-1",
-        &cp.address(),
-        &[
-            "--namespace",
-            "shop",
-            "--service-account",
-            "frontend",
-            "--identity-token-file",
-            frontend_token.to_str().expect("utf-8"),
-            "--upstream",
-            &format!("shop/orders={listen}"),
-        ],
-    );
-    server.wait_ready();
-    client.wait_ready();
-    // Until the server has announced its identity, its endpoint has none and a
-    // PERMISSIVE server is rightly reached in plaintext: wait for it.
-    wait_for("the client to see the server's identity", WAIT, || {
-        let endpoints = resource(&client.config_dump(), "endpoints", "shop/orders")?;
-        (endpoints["endpoints"][0]["identity"] == ORDERS).then_some(())
-    });
+    let (app, _) = http_app("orders-app");
+    let (server, client, listen) = orders_and_frontend(&cp, path, app);
+    let inbound = server.inbound;
 
     Mesh {
         cp,

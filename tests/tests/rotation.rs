@@ -16,13 +16,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use weft_e2e::mesh::{
-    ca_fingerprints, http_app, identified_proxy, metric_value, raw_exchange, wait_for_identity,
-    weftctl_ok, ControlPlane, Proxy,
+    ca_fingerprints, http_app, metric_value, orders_and_frontend, raw_exchange, weftctl_ok,
+    ControlPlane, Proxy,
 };
-use weft_e2e::{free_port, loopback, run, wait_for};
+use weft_e2e::{free_port, run, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
-const ORDERS: &str = "spiffe://cluster.local/ns/shop/sa/orders";
 const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
 const BODY: &str = "orders-app";
 /// Concurrent clients: enough to keep handshakes in flight at any moment, few
@@ -51,27 +50,7 @@ fn start_mesh(path: &Path, cert_ttl: &str) -> Mesh {
     );
     weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(MESH));
     let (app, _) = http_app(BODY);
-    let server = identified_proxy(
-        &cp,
-        path,
-        "orders-1",
-        ("shop", "orders"),
-        Some(("orders", app)),
-        &[],
-    );
-    let listen = loopback(free_port());
-    let upstream = format!("shop/orders={listen}");
-    let client = identified_proxy(
-        &cp,
-        path,
-        "frontend-1",
-        ("shop", "frontend"),
-        None,
-        &["--upstream", &upstream],
-    );
-    server.wait_ready();
-    client.wait_ready();
-    wait_for_identity(&client, "shop/orders", ORDERS);
+    let (server, client, listen) = orders_and_frontend(&cp, path, app);
     wait_for("a first answer over mTLS", WAIT, || {
         raw_exchange(listen).ok().filter(|a| a.ends_with(BODY))
     });

@@ -7,12 +7,12 @@
 //! listener for shop/web that the load is sent to.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use weft_e2e::load::{Load, Options, Report};
 use weft_e2e::mesh::{
-    endpoint_addresses, endpoint_health, metric_value, weftctl_ok, App, ControlPlane, Pod, Proxy,
+    client_proxy, endpoint_addresses, endpoint_health, metric_value, weftctl_ok, App, ControlPlane,
+    Pod, Proxy,
 };
 use weft_e2e::{free_port, http, loopback, wait_for};
 
@@ -31,13 +31,16 @@ spec:
     )
 }
 
-/// A client proxy with an explicit listener for shop/web; returns it and the listener.
-fn client(logs: &Path, cp: &str, node_id: &str, extra: &[&str]) -> (Proxy, SocketAddr) {
-    let listen = loopback(free_port());
-    let upstream = format!("{SERVICE}={listen}");
-    let mut flags = vec!["--upstream", upstream.as_str()];
-    flags.extend_from_slice(extra);
-    (Proxy::start(logs, node_id, cp, &flags), listen)
+/// A control plane on a free port keeping its store in `data` (so that a test can
+/// start it again on the same data), holding shop/web with round robin.
+fn control_plane_serving_web(logs: &std::path::Path, data: &std::path::Path) -> ControlPlane {
+    let cp = ControlPlane::start(logs, data, free_port(), &[]);
+    weftctl_ok(
+        &cp.address(),
+        &["apply", "-f", "-"],
+        Some(&service("round_robin", "")),
+    );
+    cp
 }
 
 /// Waits until `proxy` routes to exactly these endpoints.
@@ -85,16 +88,11 @@ const OUTAGE_REQUESTS: usize = 30 * 200;
 fn control_plane_outage_under_load_fails_nothing_and_later_changes_reach_every_proxy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut cp = ControlPlane::start(dir.path(), &data, free_port(), &[]);
+    let mut cp = control_plane_serving_web(dir.path(), &data);
     let port = cp.port;
-    weftctl_ok(
-        &cp.address(),
-        &["apply", "-f", "-"],
-        Some(&service("round_robin", "")),
-    );
     let a = Pod::start(dir.path(), &cp.address(), SERVICE, "web-a", &[], &[]);
     let b = Pod::start(dir.path(), &cp.address(), SERVICE, "web-b", &[], &[]);
-    let (client, listen) = client(dir.path(), &cp.address(), "client", &[]);
+    let (client, listen) = client_proxy(dir.path(), &cp.address(), "client", SERVICE, &[]);
     client.wait_ready();
     wait_for_endpoints(&client, &[&a, &b]);
     let proxies = [&client, &a.proxy, &b.proxy];
@@ -161,18 +159,11 @@ fn a_proxy_restarted_without_its_control_plane_routes_from_its_state_directory()
     let data = dir.path().join("data");
     let state = dir.path().join("state");
     let state_flag = state.display().to_string();
-    let mut cp = ControlPlane::start(dir.path(), &data, free_port(), &[]);
+    let mut cp = control_plane_serving_web(dir.path(), &data);
     let port = cp.port;
-    weftctl_ok(
-        &cp.address(),
-        &["apply", "-f", "-"],
-        Some(&service("round_robin", "")),
-    );
     let a = Pod::start(dir.path(), &cp.address(), SERVICE, "web-a", &[], &[]);
-    let listen = loopback(free_port());
-    let upstream = format!("{SERVICE}={listen}");
-    let flags = ["--upstream", &upstream, "--state-dir", &state_flag];
-    let mut client = Proxy::start(dir.path(), "client", &cp.address(), &flags);
+    let flags = ["--state-dir", state_flag.as_str()];
+    let (mut client, listen) = client_proxy(dir.path(), &cp.address(), "client", SERVICE, &flags);
     client.wait_ready();
     wait_for_endpoints(&client, &[&a]);
     assert_eq!(client.config_dump()["config_source"], "control-plane");
@@ -187,6 +178,14 @@ fn a_proxy_restarted_without_its_control_plane_routes_from_its_state_directory()
 
     cp.proc.kill();
     client.proc.kill();
+    // The same listener and state directory as before.
+    let upstream = format!("{SERVICE}={listen}");
+    let flags = [
+        "--upstream",
+        upstream.as_str(),
+        "--state-dir",
+        state_flag.as_str(),
+    ];
     let client = Proxy::start(dir.path(), "client-restarted", &cp.address(), &flags);
     client.wait_ready();
     let dump = client.config_dump();
@@ -298,7 +297,7 @@ fn rolling_restart_of_every_server_pod_under_load_fails_nothing() {
         .iter()
         .map(|name| Pod::start(dir.path(), &cp.address(), SERVICE, name, &[], &drain))
         .collect();
-    let (client, listen) = client(dir.path(), &cp.address(), "client", &[]);
+    let (client, listen) = client_proxy(dir.path(), &cp.address(), "client", SERVICE, &[]);
     client.wait_ready();
     wait_for_endpoints(&client, &pods.iter().collect::<Vec<_>>());
 
@@ -336,21 +335,44 @@ fn rolling_restart_of_every_server_pod_under_load_fails_nothing() {
     assert_no_failures("rolling restart", &report);
 }
 
+/// A ready pod whose app answers after 1.5 s, behind a proxy that drains for
+/// 300 ms once told to shut down: a request sent to it is in flight when the
+/// drain starts.
+fn slow_draining_pod(logs: &std::path::Path, cp: &str, name: &str) -> Pod {
+    let pod = Pod::start(
+        logs,
+        cp,
+        SERVICE,
+        name,
+        &["--delay-ms", "1500"],
+        &["--drain-delay-ms", "300"],
+    );
+    pod.proxy.wait_ready();
+    pod
+}
+
+/// Waits until `pod`'s proxy holds a request (it counts one once the request's
+/// head was read, before forwarding it), then asks it to shut down; the admin
+/// endpoint must accept (202).
+fn shutdown_once_a_request_arrived(pod: &Pod) {
+    wait_for("the request to reach the app", WAIT, || {
+        metric_value(
+            &pod.proxy.metrics(),
+            &["weft_requests_total", "direction=\"inbound\""],
+        )
+        .filter(|v| *v >= 1.0)
+    });
+    let (status, _) = http("POST", pod.proxy.admin, "/shutdown").expect("POST /shutdown");
+    assert_eq!(status, 202);
+}
+
 /// An in-flight request finishes during the drain and its response says
 /// `Connection: close`; the proxy then exits 0.
 #[test]
 fn a_drain_finishes_requests_in_flight_and_closes_keep_alive() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
-    let mut pod = Pod::start(
-        dir.path(),
-        &cp.address(),
-        SERVICE,
-        "slow",
-        &["--delay-ms", "1500"],
-        &["--drain-delay-ms", "300"],
-    );
-    pod.proxy.wait_ready();
+    let mut pod = slow_draining_pod(dir.path(), &cp.address(), "slow");
     let inbound = pod.proxy.inbound;
     let request = std::thread::spawn(move || {
         use std::io::{Read, Write};
@@ -364,16 +386,7 @@ fn a_drain_finishes_requests_in_flight_and_closes_keep_alive() {
         stream.read_to_string(&mut response).expect("read");
         response
     });
-    wait_for("the request to reach the app", WAIT, || {
-        // Counted once the request's head was read, before it is forwarded.
-        metric_value(
-            &pod.proxy.metrics(),
-            &["weft_requests_total", "direction=\"inbound\""],
-        )
-        .filter(|v| *v >= 1.0)
-    });
-    let (status, _) = http("POST", pod.proxy.admin, "/shutdown").expect("POST /shutdown");
-    assert_eq!(status, 202);
+    shutdown_once_a_request_arrived(&pod);
     let response = request.join().expect("request thread");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(
@@ -390,15 +403,7 @@ fn a_drain_finishes_requests_in_flight_and_closes_keep_alive() {
 fn a_drain_sends_goaway_to_http2_clients() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
-    let mut pod = Pod::start(
-        dir.path(),
-        &cp.address(),
-        SERVICE,
-        "slow-h2",
-        &["--delay-ms", "1500"],
-        &["--drain-delay-ms", "300"],
-    );
-    pod.proxy.wait_ready();
+    let mut pod = slow_draining_pod(dir.path(), &cp.address(), "slow-h2");
     // nghttp speaks h2c with prior knowledge to an http:// URI; -v prints frames.
     let client = std::process::Command::new("nghttp")
         .args(["-v", &format!("http://{}/", pod.proxy.inbound)])
@@ -406,15 +411,7 @@ fn a_drain_sends_goaway_to_http2_clients() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run nghttp (Debian package nghttp2-client)");
-    wait_for("the request to reach the app", WAIT, || {
-        metric_value(
-            &pod.proxy.metrics(),
-            &["weft_requests_total", "direction=\"inbound\""],
-        )
-        .filter(|v| *v >= 1.0)
-    });
-    let (status, _) = http("POST", pod.proxy.admin, "/shutdown").expect("POST /shutdown");
-    assert_eq!(status, 202);
+    shutdown_once_a_request_arrived(&pod);
     let output = client.wait_with_output().expect("nghttp output");
     let frames = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{frames}");
@@ -450,7 +447,7 @@ fn an_unhealthy_app_stops_receiving_traffic_and_comes_back() {
         &["--unhealthy-file", &down_flag],
         &[],
     );
-    let (client, listen) = client(dir.path(), &cp.address(), "client", &[]);
+    let (client, listen) = client_proxy(dir.path(), &cp.address(), "client", SERVICE, &[]);
     client.wait_ready();
     wait_for_endpoints(&client, &[&a, &b]);
 
@@ -544,7 +541,7 @@ spec:
         b.addr.port()
     );
     weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&mesh));
-    let (client, listen) = client(dir.path(), &cp.address(), "client", &[]);
+    let (client, listen) = client_proxy(dir.path(), &cp.address(), "client", SERVICE, &[]);
     client.wait_ready();
     let health_of = |app: &App| {
         endpoint_health(&client.config_dump(), SERVICE)

@@ -56,11 +56,14 @@ async fn a_grpc_client_deadline_gets_deadline_exceeded() {
     assert_eq!(reply.headers["grpc-status"], "4", "{reply:?}");
 }
 
-#[tokio::test]
-async fn a_failing_response_is_retried_on_another_endpoint() {
+/// A proxy for `shop/<name>` balancing round robin over two upstreams, "good" and
+/// "bad" (which answers 503 to `/fail-if/bad`), retrying 5xx; outlier detection is
+/// off so that only retries are under test. The upstreams are returned to be kept
+/// alive for the test's duration.
+async fn retrying_good_and_bad(name: &str) -> (HttpUpstream, HttpUpstream, Proxy) {
     let good = HttpUpstream::start("good").await;
     let bad = HttpUpstream::start("bad").await;
-    let web = service("retry", "http1")
+    let web = service(name, "http1")
         .policy("round_robin")
         .endpoint(good.addr)
         .endpoint(bad.addr)
@@ -69,13 +72,19 @@ async fn a_failing_response_is_retried_on_another_endpoint() {
                 retry_on: vec!["5xx".into()],
                 ..Default::default()
             });
-            // Only retries are under test here.
             s.outlier_detection = Some(v1::OutlierDetection {
                 consecutive_failures: Some(0),
                 ..Default::default()
             });
         });
-    let proxy = Proxy::start(snapshot(&[web]), &["--upstream", "shop/retry=127.0.0.1:0"]).await;
+    let upstream = format!("shop/{name}=127.0.0.1:0");
+    let proxy = Proxy::start(snapshot(&[web]), &["--upstream", &upstream]).await;
+    (good, bad, proxy)
+}
+
+#[tokio::test]
+async fn a_failing_response_is_retried_on_another_endpoint() {
+    let (_good, _bad, proxy) = retrying_good_and_bad("retry").await;
     let mut client = Client::connect(proxy.upstreams[0]).await;
     // Round robin sends every other request to "bad", which answers 503.
     for _ in 0..10 {
@@ -86,23 +95,7 @@ async fn a_failing_response_is_retried_on_another_endpoint() {
 
 #[tokio::test]
 async fn a_post_is_retried_only_when_marked_retryable() {
-    let good = HttpUpstream::start("good").await;
-    let bad = HttpUpstream::start("bad").await;
-    let web = service("post", "http1")
-        .policy("round_robin")
-        .endpoint(good.addr)
-        .endpoint(bad.addr)
-        .with(|s| {
-            s.retries = Some(v1::Retries {
-                retry_on: vec!["5xx".into()],
-                ..Default::default()
-            });
-            s.outlier_detection = Some(v1::OutlierDetection {
-                consecutive_failures: Some(0),
-                ..Default::default()
-            });
-        });
-    let proxy = Proxy::start(snapshot(&[web]), &["--upstream", "shop/post=127.0.0.1:0"]).await;
+    let (_good, _bad, proxy) = retrying_good_and_bad("post").await;
     let mut client = Client::connect(proxy.upstreams[0]).await;
     let post = |marked: bool| {
         let mut request = Request::post("/fail-if/bad").header("host", "x");

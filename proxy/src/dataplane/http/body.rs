@@ -24,6 +24,9 @@ use crate::metrics::ServiceMetrics;
 
 use super::super::endpoint::Endpoint;
 
+/// What polling one of the proxy's bodies (either direction) for a frame yields.
+type PolledFrame = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+
 pub struct ProxyBody(Kind);
 
 enum Kind {
@@ -187,10 +190,7 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         match &mut *self {
             RequestBody::Streaming(inner) => Pin::new(inner).poll_frame(cx),
             RequestBody::Recorded(inner, recording) => {
@@ -247,10 +247,7 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         match &mut self.0 {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => {
