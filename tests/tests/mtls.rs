@@ -13,7 +13,7 @@ use rcgen::{
 };
 use weft_e2e::mesh::{
     http_app, metric_value, orders_and_frontend, token_file, wait_for_identity, weftctl,
-    weftctl_ok, ControlPlane, Proxy,
+    weftctl_ok, App, ControlPlane, Proxy,
 };
 use weft_e2e::{free_port, http_get, run, wait_for};
 
@@ -439,4 +439,37 @@ fn opaque_tcp_crosses_the_mesh_over_mtls() {
     });
     assert!(tls_count(&mesh.client, "outbound", ORDERS) >= 1.0);
     assert!(tls_count(&mesh.server, "inbound", FRONTEND) >= 1.0);
+}
+
+/// HTTP/1.1 between two mTLS proxies is multiplexed: eight slow requests at once
+/// from the app's eight connections cross as eight streams of one HTTP/2 connection
+/// (one handshake on each side). That the server proxy hands them to its app as
+/// HTTP/1.1 the other tests show: their app (`http_app`) speaks nothing else.
+#[test]
+fn http1_between_proxies_is_multiplexed_over_one_mtls_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let cp = ControlPlane::start(path, &path.join("data"), free_port(), &[]);
+    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(MESH));
+    let app = App::start(path, "orders-app", &["--delay-ms", "300"]);
+    let (server, client, listen) = orders_and_frontend(&cp, path, app.addr);
+    let requests: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || http_get(listen, "/")))
+        .collect();
+    for request in requests {
+        let (status, body) = request.join().expect("thread").expect("GET");
+        assert_eq!((status, body.as_str()), (200, "orders-app\n"));
+    }
+    assert_eq!(
+        tls_count(&client, "outbound", ORDERS),
+        1.0,
+        "{}",
+        client.metrics()
+    );
+    assert_eq!(
+        tls_count(&server, "inbound", FRONTEND),
+        1.0,
+        "{}",
+        server.metrics()
+    );
 }

@@ -40,7 +40,9 @@ pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
             return;
         }
     };
-    let declared = cx.registry.local_protocol(target.port());
+    // The workload port the client dialled names the service port, as for
+    // authorization: with --inbound-forward the app's own port is another one.
+    let declared = cx.registry.local_protocol(dialled);
     let detected = match (&stream, declared) {
         (_, Some(Protocol::Tcp)) => Detected::Opaque,
         (Conn::Plain(plain), _) => detect(plain, cx.settings.detect_timeout).await,

@@ -228,11 +228,20 @@ impl Handler {
             failed[attempt] = index;
             let in_flight = InFlight::begin(endpoint);
             let endpoint = in_flight.endpoint().clone();
-            if !http1 && attempt_request.version() != Version::HTTP_2 {
-                headers::to_http2(&mut attempt_request, &endpoint.address.to_string());
+            // Between two proxies speaking mTLS, HTTP/1.1 rides the one multiplexed
+            // HTTP/2 connection to the endpoint (ALPN h2); the peer proxy turns it
+            // back into HTTP/1.1 for its app. An upgrade keeps a connection of its own.
+            let over_h2 =
+                !http1 || (!upgrade && endpoint.tls.is_some() && self.cx.tls.current().is_some());
+            match (over_h2, attempt_request.version() == Version::HTTP_2) {
+                (true, false) => {
+                    headers::to_http2(&mut attempt_request, &endpoint.address.to_string())
+                }
+                (false, true) => headers::to_http1(&mut attempt_request),
+                _ => {}
             }
             let send = async {
-                if http1 {
+                if !over_h2 {
                     attempt::send_http1(
                         &self.cx,
                         destination,
