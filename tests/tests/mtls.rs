@@ -473,3 +473,67 @@ fn http1_between_proxies_is_multiplexed_over_one_mtls_connection() {
         server.metrics()
     );
 }
+
+/// Static stability with an identity: a client proxy restarted while the control
+/// plane is down gets its routes and its certificate back from its state directory
+/// (the key file readable by its owner only) and still reaches a STRICT server.
+#[test]
+fn a_proxy_restarted_without_its_control_plane_keeps_its_identity_from_the_state_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let mut cp = ControlPlane::start(path, &path.join("data"), free_port(), &[]);
+    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(MESH));
+    let (app, _) = http_app("orders-app");
+    let server = weft_e2e::mesh::identified_proxy(
+        &cp,
+        path,
+        "orders-1",
+        ("shop", "orders"),
+        Some(("orders", app)),
+        &[],
+    );
+    let token = token_file(&cp, path, "shop", "frontend");
+    let state = path.join("frontend-state");
+    let listen = weft_e2e::loopback(free_port());
+    let flags = [
+        "--namespace".to_owned(),
+        "shop".to_owned(),
+        "--service-account".to_owned(),
+        "frontend".to_owned(),
+        "--identity-token-file".to_owned(),
+        token.display().to_string(),
+        "--state-dir".to_owned(),
+        state.display().to_string(),
+        "--upstream".to_owned(),
+        format!("shop/orders={listen}"),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let client = Proxy::start(path, "frontend-1", &cp.address(), &flags);
+    server.wait_ready();
+    client.wait_ready();
+    wait_for_identity(&client, "shop/orders", ORDERS);
+    wait_for("an answer over mTLS", WAIT, || {
+        matches!(http_get(listen, "/"), Ok((200, body)) if body == "orders-app").then_some(())
+    });
+    let serial = client.config_dump()["identity"]["serial"].clone();
+    let key = path.join("frontend-state/identity.key");
+    let mode = std::fs::metadata(&key)
+        .expect("the saved key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    cp.proc.kill();
+    drop(client);
+    let client = Proxy::start(path, "frontend-2", &cp.address(), &flags);
+    client.wait_ready();
+    assert_eq!(client.config_dump()["identity"]["serial"], serial);
+    let (status, body) = http_get(listen, "/").expect("GET through the restarted proxy");
+    assert_eq!((status, body.as_str()), (200, "orders-app"));
+    assert!(
+        tls_count(&client, "outbound", ORDERS) >= 1.0,
+        "{}",
+        client.metrics()
+    );
+}

@@ -63,7 +63,17 @@ pub async fn run(shared: Arc<Shared>, mut drain: Watch) {
     let resolver = discovery::resolver();
     let mut backoff = Backoff::new(FIRST_RETRY, shared.config.reconnect_max);
     let mut bundles = state.bundle_changes();
-    let mut current: Option<Certified> = None;
+    let mut current = restore(&shared, &config);
+    if let Some(certified) = &current {
+        metrics::gauge!("weft_identity_cert_expiry_timestamp_seconds")
+            .set(unix_seconds(certified.not_after));
+        tracing::info!(
+            spiffe_id = %certified.spiffe_id,
+            serial = %certified.serial,
+            "identity restored from the state directory; renewing it now"
+        );
+        republish(state, current.as_ref());
+    }
     let mut renew_at = Instant::now();
     loop {
         // Before the first certificate the trust domain is unknown: wait for a bundle.
@@ -94,6 +104,7 @@ pub async fn run(shared: Arc<Shared>, mut drain: Watch) {
                             "certified"
                         );
                         state.set_error(None);
+                        keep(&shared, &certified).await;
                         current = Some(certified);
                         // Roots from the answer are as fresh as any pushed bundle.
                         state.set_trust_bundle(Arc::new(bundle));
@@ -198,6 +209,16 @@ fn accept(
         .into_iter()
         .map(CertificateDer::from)
         .collect();
+    Ok((check_leaf(chain, expected, key)?, bundle))
+}
+
+/// Checks that a chain's leaf names exactly `expected`, and reads its validity.
+fn check_leaf(
+    chain: Vec<CertificateDer<'static>>,
+    expected: &SpiffeId,
+    key: PrivatePkcs8KeyDer<'static>,
+) -> Result<Certified, CertifyError> {
+    let answer = |m: String| CertifyError::Answer(m);
     let leaf = chain
         .first()
         .ok_or_else(|| answer("an empty certificate chain".into()))?;
@@ -236,7 +257,60 @@ fn accept(
         chain,
         key,
     };
-    Ok((certified, bundle))
+    Ok(certified)
+}
+
+/// The identity saved in the state directory, if it is this proxy's (same
+/// namespace and service account) and still valid. A damaged file is logged and
+/// ignored: the proxy then certifies as if it had none.
+fn restore(shared: &Shared, config: &IdentityConfig) -> Option<Certified> {
+    let dir = shared.config.state_dir.as_ref()?;
+    let saved = match super::saved::load(dir) {
+        Ok(saved) => saved?,
+        Err(e) => {
+            tracing::warn!(path = %super::saved::path(dir).display(), error = %e, "ignoring the saved identity");
+            return None;
+        }
+    };
+    let chain: Vec<CertificateDer<'static>> =
+        saved.chain.into_iter().map(CertificateDer::from).collect();
+    let (_, leaf) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+    let named = leaf
+        .subject_alternative_name()
+        .ok()
+        .flatten()?
+        .value
+        .general_names
+        .iter()
+        .find_map(|n| match n {
+            GeneralName::URI(uri) => SpiffeId::parse(uri).ok(),
+            _ => None,
+        })?;
+    if named.namespace != shared.config.namespace || named.service_account != config.service_account
+    {
+        tracing::info!(saved = %named, "the saved identity is another workload's; not using it");
+        return None;
+    }
+    let certified = check_leaf(chain, &named, PrivatePkcs8KeyDer::from(saved.key)).ok()?;
+    (SystemTime::now() < certified.not_after).then_some(certified)
+}
+
+/// Saves a new certificate and its key in the state directory, if there is one.
+async fn keep(shared: &Shared, certified: &Certified) {
+    let Some(dir) = shared.config.state_dir.clone() else {
+        return;
+    };
+    let saved = super::saved::Saved {
+        key: certified.key.secret_pkcs8_der().to_vec(),
+        chain: certified.chain.iter().map(|c| c.to_vec()).collect(),
+    };
+    match tokio::task::spawn_blocking(move || super::saved::save(&dir, &saved)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not save the identity in the state directory")
+        }
+        Err(e) => tracing::warn!(error = %e, "saving the identity failed"),
+    }
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {

@@ -9,6 +9,7 @@
 //! The key exists only in this process's memory; it is never logged, dumped or sent.
 
 pub mod manager;
+pub mod saved;
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
