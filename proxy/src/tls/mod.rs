@@ -131,6 +131,12 @@ impl Tls {
         self.current.load_full()
     }
 
+    /// Whether the proxy holds a certificate, without taking a reference to the
+    /// configs (asked for every request to an mTLS peer).
+    pub fn holds_certificate(&self) -> bool {
+        self.current.load().is_some()
+    }
+
     fn update(&self, identity: Option<Arc<Identity>>) {
         let Some(identity) = identity else {
             self.current.store(None);

@@ -194,9 +194,9 @@ impl Handler {
         } else {
             None
         };
-        if http1 && request.version() == Version::HTTP_2 {
-            headers::to_http1(&mut request);
-        }
+        // The request's version is set per attempt, below: an HTTP/2 request for an
+        // HTTP/1 service that goes to an mTLS peer stays HTTP/2 and is not
+        // converted twice.
         let marked = request
             .headers_mut()
             .remove(RETRYABLE)
@@ -232,7 +232,7 @@ impl Handler {
             // HTTP/2 connection to the endpoint (ALPN h2); the peer proxy turns it
             // back into HTTP/1.1 for its app. An upgrade keeps a connection of its own.
             let over_h2 =
-                !http1 || (!upgrade && endpoint.tls.is_some() && self.cx.tls.current().is_some());
+                !http1 || (!upgrade && endpoint.tls.is_some() && self.cx.tls.holds_certificate());
             match (over_h2, attempt_request.version() == Version::HTTP_2) {
                 (true, false) => {
                     headers::to_http2(&mut attempt_request, &endpoint.address.to_string())
