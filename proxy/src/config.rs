@@ -390,9 +390,17 @@ fn parse_control_plane(text: &str) -> Result<ControlPlaneAddr, String> {
 }
 
 fn parse_workload(args: &Args, errors: &mut Vec<String>) -> Option<Workload> {
-    let Some(service) = args.service.clone() else {
-        if args.workload_address.is_some() || !args.workload_ports.is_empty() {
-            errors.push("--workload-address/--workload-port need --service".to_owned());
+    // An empty value counts as unset: a Kubernetes pod template fills these from
+    // the pod's annotations, which a client-only pod does not have. The address
+    // alone (the pod IP, always there) makes no workload.
+    let workload_ports: Vec<&String> = args
+        .workload_ports
+        .iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    let Some(service) = args.service.clone().filter(|s| !s.is_empty()) else {
+        if !workload_ports.is_empty() {
+            errors.push("--workload-port needs --service".to_owned());
         }
         return None;
     };
@@ -409,11 +417,11 @@ fn parse_workload(args: &Args, errors: &mut Vec<String>) -> Option<Workload> {
             IpAddr::from([0, 0, 0, 0])
         }
     };
-    if args.workload_ports.is_empty() {
+    if workload_ports.is_empty() {
         errors.push("--service needs at least one --workload-port".to_owned());
     }
     let mut ports = Vec::new();
-    for spec in &args.workload_ports {
+    for spec in workload_ports {
         let (name, port) = spec.split_once('=').unwrap_or(("", spec));
         match port.parse::<u16>() {
             Ok(port) if port != 0 => ports.push(WorkloadPort {
@@ -545,6 +553,25 @@ mod tests {
             .expect("valid")
             .identity
             .is_none());
+    }
+
+    #[test]
+    fn empty_workload_values_mean_no_workload() {
+        // What a pod template gives a client-only pod: no service annotation, no
+        // ports annotation, but always the pod IP.
+        let config = Config::from_args(args(&[
+            "--service",
+            "",
+            "--workload-port",
+            "",
+            "--workload-address",
+            "10.1.2.3",
+        ]))
+        .expect("valid");
+        assert!(config.workload.is_none());
+        let errors = Config::from_args(args(&["--workload-port", "http=8080"]))
+            .expect_err("ports without a service");
+        assert_eq!(errors, ["--workload-port needs --service"]);
     }
 
     #[test]

@@ -1,0 +1,355 @@
+//! The README's first command, run as a user runs it: `deploy/demo/run.sh` for a bounded
+//! time, with chaos on, against the binaries the build step made. What it reports
+//! (its summary and each sidecar's last `/metrics`) must show the shop working through
+//! the mesh, and nothing it started may be left behind.
+//!
+//! Also checks the Kubernetes twin against the local demo's config: same mesh file,
+//! same virtual IPs, the identities its policies allow.
+//!
+//! Needs root for the capture mode (network namespaces and iptables), as CI has.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use weft_e2e::bin_dir;
+
+/// One demo at a time: its namespaces, ports and run directory have fixed names.
+static DEMO: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+struct Run {
+    stdout: String,
+    summary: serde_json::Value,
+    /// Each sidecar's last /metrics text, by pod name.
+    metrics: BTreeMap<String, String>,
+}
+
+fn run_demo(args: &[&str]) -> Run {
+    let summary_dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new("bash")
+        .arg(repo().join("deploy/demo/run.sh"))
+        .args(args)
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--summary-dir")
+        .arg(summary_dir.path())
+        .current_dir(repo())
+        .output()
+        .expect("run deploy/demo/run.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "run.sh {args:?} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let text = std::fs::read_to_string(summary_dir.path().join("summary.json"))
+        .unwrap_or_else(|e| panic!("no summary.json ({e}):\n{stdout}\n{stderr}"));
+    let summary: serde_json::Value = serde_json::from_str(&text).expect("summary.json is JSON");
+    let mut metrics = BTreeMap::new();
+    for entry in std::fs::read_dir(summary_dir.path().join("metrics")).expect("metrics dir") {
+        let path = entry.expect("dir entry").path();
+        let pod = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("pod name")
+            .to_owned();
+        metrics.insert(pod, std::fs::read_to_string(&path).expect("metrics file"));
+    }
+    Run {
+        stdout,
+        summary,
+        metrics,
+    }
+}
+
+/// Sum of the samples of `name` whose labels contain every one of `labels`.
+fn sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+const SERVICE_PODS: [&str; 6] = [
+    "users",
+    "products-1",
+    "products-2",
+    "cart",
+    "orders-1",
+    "orders-2",
+];
+
+/// What the demo must show in either mode: every journey and call succeeded, and
+/// every replica of every service served traffic over mTLS only.
+fn assert_the_shop_worked(run: &Run) {
+    let summary = &run.summary;
+    let journeys = &summary["journeys"];
+    assert!(
+        journeys["ok"].as_u64() > Some(0),
+        "no journey succeeded: {summary:#}\n{}",
+        run.stdout
+    );
+    assert_eq!(
+        journeys["failed"].as_u64(),
+        Some(0),
+        "failed journeys: {summary:#}\n{}",
+        run.stdout
+    );
+    for service in ["users", "products", "orders", "cart"] {
+        let calls = &summary["calls"][service];
+        assert!(
+            calls["ok"].as_u64() > Some(0),
+            "no call to {service}: {summary:#}"
+        );
+        assert_eq!(calls["failed"].as_u64(), Some(0), "{service}: {summary:#}");
+    }
+    for pod in SERVICE_PODS {
+        let metrics = run
+            .metrics
+            .get(pod)
+            .unwrap_or_else(|| panic!("no metrics from {pod}'s sidecar"));
+        let over_tls = sum(
+            metrics,
+            "weft_requests_total",
+            &["direction=\"inbound\"", "tls=\"true\""],
+        );
+        let plaintext = sum(
+            metrics,
+            "weft_requests_total",
+            &["direction=\"inbound\"", "tls=\"false\""],
+        );
+        assert!(over_tls > 0.0, "{pod} served nothing over mTLS:\n{metrics}");
+        assert_eq!(plaintext, 0.0, "{pod} served plaintext:\n{metrics}");
+    }
+    let shopper = run.metrics.get("shopper").expect("the shopper's metrics");
+    assert!(
+        sum(
+            shopper,
+            "weft_tls_connections_total",
+            &["direction=\"outbound\""]
+        ) > 0.0,
+        "the shopper's sidecar made no mTLS connection:\n{shopper}"
+    );
+    let by_replica = &summary["orders_by_replica"];
+    for replica in ["orders-1", "orders-2"] {
+        assert!(
+            by_replica[replica].as_u64() > Some(0),
+            "{replica} took no order: {summary:#}"
+        );
+    }
+}
+
+/// Nothing the demo started is left: no namespace, no process, no rule in the host's
+/// own tables (compared with `before`), no run directory.
+fn assert_nothing_left(iptables_before: &str) {
+    let namespaces = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let namespaces = String::from_utf8_lossy(&namespaces.stdout);
+    assert!(
+        !namespaces.contains("weft-demo-"),
+        "namespaces left:\n{namespaces}"
+    );
+    let bin = bin_dir();
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Ok(entry) = entry else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !(cmdline.contains("weft-demo")
+                || cmdline.contains(&format!("{}/weft-shop", bin.display()))),
+            "process {} left: {cmdline}",
+            entry.file_name().to_string_lossy()
+        );
+    }
+    assert_eq!(iptables(), iptables_before, "the host's iptables changed");
+    let run_dir = std::env::temp_dir().join("weft-demo");
+    assert!(!run_dir.exists(), "{} left", run_dir.display());
+}
+
+/// The host namespace's rules, without counters.
+fn iptables() -> String {
+    let output = Command::new("iptables-save")
+        .output()
+        .expect("iptables-save");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(" [").next().unwrap_or(l).to_owned() + "\n")
+        .collect()
+}
+
+#[test]
+fn the_demo_serves_the_shop_through_the_mesh_and_loses_nothing_when_a_replica_dies() {
+    let _one = DEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let before = iptables();
+    let run = run_demo(&["--duration", "20", "--chaos"]);
+    assert_eq!(
+        run.summary["capture"].as_bool(),
+        Some(true),
+        "as root the demo captures traffic with iptables:\n{}",
+        run.stdout
+    );
+    assert_the_shop_worked(&run);
+    let chaos: Vec<&str> = run.summary["chaos"]
+        .as_array()
+        .expect("chaos events")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert!(
+        chaos.iter().any(|e| e.contains("SIGKILL orders-2"))
+            && chaos.iter().any(|e| e.contains("orders-2 is back")),
+        "the replica was not killed and brought back: {chaos:?}\n{}",
+        run.stdout
+    );
+    // The table showed the replica leave and return.
+    let orders_endpoints: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("shop/orders "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let left = orders_endpoints.iter().position(|e| *e == "1");
+    assert!(
+        left.is_some_and(|at| orders_endpoints[at..].contains(&"2")),
+        "orders' endpoints never went 2 -> 1 -> 2 in the table: {orders_endpoints:?}\n{}",
+        run.stdout
+    );
+    let first = run.summary["seconds_to_first_success"].as_f64();
+    assert!(first.is_some(), "{:#}", run.summary);
+    assert_nothing_left(&before);
+}
+
+#[test]
+fn without_capture_the_demo_uses_explicit_upstream_ports() {
+    let _one = DEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let before = iptables();
+    let run = run_demo(&["--duration", "6", "--no-capture"]);
+    assert_eq!(run.summary["capture"].as_bool(), Some(false));
+    assert!(
+        run.stdout.contains("no capture"),
+        "it says so:\n{}",
+        run.stdout
+    );
+    assert_the_shop_worked(&run);
+    assert_nothing_left(&before);
+}
+
+fn documents(path: &Path) -> Vec<serde_yaml::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml::Value::deserialize(doc).expect("YAML"))
+        .collect()
+}
+
+fn field<'a>(value: &'a serde_yaml::Value, path: &[&str]) -> &'a serde_yaml::Value {
+    path.iter().fold(value, |v, key| &v[*key])
+}
+
+#[test]
+fn the_kubernetes_twin_runs_the_same_shop_from_the_same_mesh_config() {
+    let demo = repo().join("deploy/demo");
+    let kustomization = &documents(&demo.join("kustomization.yaml"))[0];
+    // The mesh config is the local demo's file, not a copy.
+    let files = field(kustomization, &["configMapGenerator"])[0]["files"]
+        .as_sequence()
+        .expect("configMapGenerator files");
+    assert_eq!(files, &[serde_yaml::Value::from("shop.yaml")]);
+
+    let mesh = documents(&demo.join("shop.yaml"));
+    let manifests = documents(&demo.join("k8s/shop.yaml"));
+    let of_kind = |docs: &'_ [serde_yaml::Value], kind: &str| -> Vec<serde_yaml::Value> {
+        docs.iter()
+            .filter(|d| d["kind"].as_str() == Some(kind))
+            .cloned()
+            .collect()
+    };
+    let services = of_kind(&mesh, "Service");
+    assert_eq!(services.len(), 4);
+    let accounts: Vec<String> = of_kind(&manifests, "ServiceAccount")
+        .iter()
+        .filter_map(|a| a["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    for service in &services {
+        let name = service["metadata"]["name"].as_str().expect("name");
+        // Its Kubernetes Service has the virtual IP the mesh config declares.
+        let k8s_service = of_kind(&manifests, "Service")
+            .into_iter()
+            .find(|s| s["metadata"]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no Kubernetes Service {name}"));
+        assert_eq!(
+            k8s_service["spec"]["clusterIP"], service["spec"]["virtualIPs"][0],
+            "{name}"
+        );
+        // Its Deployment is labelled for the sidecar and announces the port by the
+        // name the mesh config gives it.
+        let deployment = of_kind(&manifests, "Deployment")
+            .into_iter()
+            .find(|d| d["metadata"]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no Deployment {name}"));
+        assert_eq!(
+            deployment["metadata"]["labels"]["weft.io/inject"].as_str(),
+            Some("enabled"),
+            "{name}"
+        );
+        let annotations = field(
+            &deployment,
+            &["spec", "template", "metadata", "annotations"],
+        );
+        assert_eq!(annotations["weft.io/service"].as_str(), Some(name));
+        let port_name = service["spec"]["ports"][0]["name"]
+            .as_str()
+            .expect("port name");
+        assert_eq!(
+            annotations["weft.io/workload-ports"].as_str(),
+            Some(format!("{port_name}=8080").as_str()),
+            "{name}"
+        );
+    }
+    // Every identity the policies allow is a service account of the twin.
+    for policy in of_kind(&mesh, "AuthorizationPolicy") {
+        for allowed in policy["spec"]["allow"].as_sequence().expect("allow") {
+            let account = allowed
+                .as_str()
+                .and_then(|id| id.strip_prefix("spiffe://cluster.local/ns/shop/sa/"))
+                .expect("a shop identity");
+            assert!(accounts.iter().any(|a| a == account), "{account}");
+        }
+    }
+    // The sidecar patch reads the pod's fields the proxy needs.
+    let sidecar = &documents(&demo.join("k8s/sidecar.yaml"))[0];
+    let containers = field(sidecar, &["spec", "template", "spec", "containers"]);
+    let env: Vec<&str> = containers[0]["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for needed in [
+        "WEFT_CONTROL_PLANE",
+        "WEFT_NAMESPACE",
+        "WEFT_SERVICE",
+        "WEFT_SERVICE_ACCOUNT",
+        "WEFT_WORKLOAD_ADDRESS",
+        "WEFT_WORKLOAD_PORTS",
+        "WEFT_IDENTITY_TOKEN_FILE",
+    ] {
+        assert!(env.contains(&needed), "{needed} missing from {env:?}");
+    }
+}
