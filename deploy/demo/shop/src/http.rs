@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 /// The header that tells the mesh a request may be retried after it was sent.
 pub const RETRYABLE: HeaderName = HeaderName::from_static("weft-retryable");
@@ -108,13 +109,19 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Serves `handler` over HTTP/1.1 on `listener` until SIGTERM or Ctrl-C, stamping every
-/// response with `x-served-by: replica`.
+/// response with `x-served-by: replica`. On the signal it stops accepting, lets requests
+/// in flight finish (closing idle keep-alive connections at once) and returns after at
+/// most [`crate::SHUTDOWN_GRACE`].
 pub async fn serve<H: Handler>(listener: TcpListener, replica: String, handler: H) {
     let handler = Arc::new(handler);
     let replica = HeaderValue::from_str(&replica).unwrap_or(HeaderValue::from_static("unknown"));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut connections = JoinSet::new();
     let shutdown = crate::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
+        // Reap finished connections so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -124,7 +131,7 @@ pub async fn serve<H: Handler>(listener: TcpListener, replica: String, handler: 
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         let handler = handler.clone();
         let replica = replica.clone();
@@ -140,12 +147,30 @@ pub async fn serve<H: Handler>(listener: TcpListener, replica: String, handler: 
                 Ok::<_, Infallible>(reply)
             }
         });
-        tokio::spawn(async move {
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
             // A client that goes away mid-request is normal; not worth a log line.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            tokio::select! {
+                _ = &mut connection => {}
+                _ = stopped.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
         });
+    }
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(crate::SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        tracing::warn!(
+            "{} connections still busy after {:?}, closing them",
+            connections.len(),
+            crate::SHUTDOWN_GRACE
+        );
     }
 }
 

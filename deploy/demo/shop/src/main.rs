@@ -142,6 +142,9 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// How long a stopping server lets requests in flight finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Resolves on SIGTERM or Ctrl-C (SIGINT): every role stops on either and exits 0.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -170,6 +173,8 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Colour only for a person at a terminal, not in the orchestrator's log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -106,7 +106,10 @@ impl products_server::Products for Catalog {
     }
 }
 
-/// Serves the catalog and its health until SIGTERM or Ctrl-C.
+/// Serves the catalog and its health until SIGTERM or Ctrl-C; then lets calls in flight
+/// finish for at most [`crate::SHUTDOWN_GRACE`]. The bound matters: tonic's graceful
+/// shutdown otherwise waits for every client to close its connection, and a caller's
+/// idle pooled connection would keep a stopped replica alive.
 pub async fn serve(listener: TcpListener, replica: String) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProductsServer<Catalog>>().await;
@@ -114,11 +117,26 @@ pub async fn serve(listener: TcpListener, replica: String) -> anyhow::Result<()>
         products: catalog(),
         replica,
     };
-    Server::builder()
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
         .add_service(health_service)
         .add_service(ProductsServer::new(catalog))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), crate::shutdown_signal())
-        .await?;
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+            let _ = stopped.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => return Ok(served?),
+        () = crate::shutdown_signal() => {}
+    }
+    let _ = stop.send(());
+    match tokio::time::timeout(crate::SHUTDOWN_GRACE, server).await {
+        Ok(served) => served?,
+        Err(_) => tracing::warn!(
+            "calls still open after {:?}, closing them",
+            crate::SHUTDOWN_GRACE
+        ),
+    }
     Ok(())
 }
 
@@ -215,6 +233,13 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), catalog.len());
+    }
+
+    #[test]
+    fn reads_carry_the_retryable_metadata() {
+        let request = retryable(pb::GetProductRequest::default());
+        let value = request.metadata().get("weft-retryable");
+        assert_eq!(value.and_then(|v| v.to_str().ok()), Some("true"));
     }
 
     #[test]

@@ -1,162 +1,269 @@
-//! The whole shop as real processes on 127.0.0.1, no mesh in between: the shopper's
-//! journeys must all go through, touching every service, and the servers must stop
-//! cleanly on SIGTERM.
+//! The whole shop as real processes on 127.0.0.1, no mesh in between.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const SHOP: &str = env!("CARGO_BIN_EXE_weft-shop");
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-/// A child process killed when the test ends, whatever happens.
-struct Proc(Child);
+use serde_json::Value;
+use support::{free_addr, start, url, wait_listening, Proc, Relay};
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// The four services, each one process.
+struct Shop {
+    users: SocketAddr,
+    products: SocketAddr,
+    cart: SocketAddr,
+    orders: SocketAddr,
+    servers: Vec<Proc>,
+}
+
+impl Shop {
+    /// Starts the four services; orders calls users at `users_for_orders` (a relay) or
+    /// directly.
+    fn start(users_for_orders: impl FnOnce(SocketAddr) -> String) -> Shop {
+        let [users, products, cart, orders] = [(); 4].map(|()| free_addr());
+        let servers = vec![
+            start(&[
+                "users",
+                "--listen",
+                &users.to_string(),
+                "--replica",
+                "users-1",
+            ]),
+            start(&[
+                "products",
+                "--listen",
+                &products.to_string(),
+                "--replica",
+                "products-1",
+            ]),
+            start(&[
+                "cart",
+                "--listen",
+                &cart.to_string(),
+                "--replica",
+                "cart-1",
+                "--products",
+                &url(products),
+            ]),
+            start(&[
+                "orders",
+                "--listen",
+                &orders.to_string(),
+                "--replica",
+                "orders-1",
+                "--users",
+                &users_for_orders(users),
+                "--products",
+                &url(products),
+            ]),
+        ];
+        for addr in [users, products, cart, orders] {
+            wait_listening(addr);
+        }
+        Shop {
+            users,
+            products,
+            cart,
+            orders,
+            servers,
+        }
     }
 }
 
-fn start(args: &[&str]) -> Proc {
-    let child = Command::new(SHOP)
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("weft-shop starts");
-    Proc(child)
-}
-
-/// A port nothing listens on right now (bind `:0`, let go).
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind :0");
-    listener.local_addr().expect("bound address")
-}
-
-/// Polls `condition` until it holds or `timeout` passes.
-fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_exit(proc: &mut Proc, timeout: Duration) -> ExitStatus {
-    let mut status = None;
-    wait_for("the process to exit", timeout, || {
-        status = proc.0.try_wait().expect("try_wait");
-        status.is_some()
-    });
-    status.expect("exited")
+/// Runs the shopper to its end and returns its JSON summary.
+fn shop_for(
+    seconds: &str,
+    rate: &str,
+    users: &str,
+    products: &str,
+    orders: &str,
+    cart: &str,
+) -> Value {
+    // One directory per run: the tests run in parallel in one process.
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("weft-shop-test-{}-{run}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("summary.json");
+    let mut shopper = start(&[
+        "shopper",
+        "--users",
+        users,
+        "--products",
+        products,
+        "--orders",
+        orders,
+        "--cart",
+        cart,
+        "--rate",
+        rate,
+        "--duration",
+        seconds,
+        "--summary",
+        path.to_str().expect("utf-8 path"),
+    ]);
+    // The duration plus at most 5 s to finish the journeys in flight, plus slack.
+    let status = shopper.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "shopper exited with {status}");
+    let text = std::fs::read_to_string(&path).expect("summary written");
+    let _ = std::fs::remove_dir_all(&dir);
+    serde_json::from_str(&text).expect("summary is JSON")
 }
 
 #[test]
 fn shopper_journeys_cross_all_four_services() {
-    let users = free_addr();
-    let products = free_addr();
-    let cart = free_addr();
-    let orders = free_addr();
-    let url = |addr: SocketAddr| format!("http://{addr}");
-
-    let mut users_proc = start(&[
-        "users",
-        "--listen",
-        &users.to_string(),
-        "--replica",
-        "users-1",
-    ]);
-    let _products = start(&[
-        "products",
-        "--listen",
-        &products.to_string(),
-        "--replica",
-        "products-1",
-    ]);
-    let _cart = start(&[
-        "cart",
-        "--listen",
-        &cart.to_string(),
-        "--replica",
-        "cart-1",
-        "--products",
-        &url(products),
-    ]);
-    let _orders = start(&[
-        "orders",
-        "--listen",
-        &orders.to_string(),
-        "--replica",
-        "orders-1",
-        "--users",
-        &url(users),
-        "--products",
-        &url(products),
-    ]);
-    for addr in [users, products, cart, orders] {
-        wait_for(
-            &format!("{addr} to listen"),
-            Duration::from_secs(10),
-            || TcpStream::connect(addr).is_ok(),
-        );
-    }
-
-    let dir = std::env::temp_dir().join(format!("weft-shop-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let summary_path = dir.join("summary.json");
-    let mut shopper = start(&[
-        "shopper",
-        "--users",
-        &url(users),
-        "--products",
-        &url(products),
-        "--orders",
-        &url(orders),
-        "--cart",
-        &url(cart),
-        "--rate",
-        "20",
-        "--duration",
+    let mut shop = Shop::start(url);
+    let summary = shop_for(
         "3",
-        "--summary",
-        summary_path.to_str().expect("utf-8 path"),
-    ]);
-    // 3 s of traffic plus at most 5 s to finish the journeys in flight.
-    let status = wait_exit(&mut shopper, Duration::from_secs(12));
-    assert!(status.success(), "shopper exited with {status}");
+        "20",
+        &url(shop.users),
+        &url(shop.products),
+        &url(shop.orders),
+        &url(shop.cart),
+    );
 
-    let text = std::fs::read_to_string(&summary_path).expect("summary written");
-    let _ = std::fs::remove_dir_all(&dir);
-    let summary: serde_json::Value = serde_json::from_str(&text).expect("summary is JSON");
     let journeys = &summary["journeys"];
     assert!(
         journeys["ok"].as_u64() > Some(0),
-        "no journey went through: {text}"
+        "no journey went through: {summary}"
     );
-    assert_eq!(journeys["failed"].as_u64(), Some(0), "{text}");
+    assert_eq!(journeys["failed"].as_u64(), Some(0), "{summary}");
     for service in ["users", "products", "cart", "orders"] {
         let calls = &summary["calls"][service];
         assert!(
             calls["ok"].as_u64() > Some(0),
-            "{service} got no calls: {text}"
+            "{service} got no calls: {summary}"
         );
-        assert_eq!(calls["failed"].as_u64(), Some(0), "{service}: {text}");
+        assert_eq!(calls["failed"].as_u64(), Some(0), "{service}: {summary}");
     }
     // Every journey checks out once, on the one orders replica.
     assert_eq!(
         summary["orders_by_replica"],
         serde_json::json!({ "orders-1": journeys["ok"] }),
-        "{text}"
+        "{summary}"
     );
     assert!(
         summary["first_success_unix_ms"].as_u64().is_some(),
-        "{text}"
+        "{summary}"
     );
 
-    // The servers stop on SIGTERM and exit 0.
-    let pid = users_proc.0.id().to_string();
-    let sent = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-    let status = wait_exit(&mut users_proc, Duration::from_secs(5));
-    assert!(status.success(), "users exited with {status} on SIGTERM");
+    // products answers the standard gRPC health check, as a prober would ask it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for service in ["", "shop.v1.Products"] {
+        let status = runtime.block_on(async {
+            use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+            let channel = tonic::transport::Endpoint::from_shared(url(shop.products))?
+                .connect()
+                .await?;
+            let mut client = HealthClient::new(channel);
+            let request = HealthCheckRequest {
+                service: service.into(),
+            };
+            Ok::<_, Box<dyn std::error::Error>>(client.check(request).await?.into_inner().status)
+        });
+        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+        assert_eq!(status.ok(), Some(serving), "health of {service:?}");
+    }
+
+    // Closes the health client's connection, which a stopping products waits for.
+    drop(runtime);
+
+    // Every server stops on SIGTERM and exits 0.
+    for server in &shop.servers {
+        server.terminate();
+    }
+    for server in &mut shop.servers {
+        let status = server.wait_exit(Duration::from_secs(5));
+        assert!(status.success(), "a server exited with {status} on SIGTERM");
+    }
+}
+
+/// The mesh may retry a call after it was sent only when the caller says it is safe:
+/// reads and the keyed checkout say so, registering a user and adding to a cart do not.
+#[test]
+fn only_calls_safe_to_repeat_are_marked_retryable() {
+    let users_relay = std::cell::OnceCell::new();
+    let shop = Shop::start(|users| {
+        let relay = users_relay.get_or_init(|| Relay::start(users));
+        url(relay.addr)
+    });
+    let users_relay = users_relay.get().expect("started");
+    let orders_relay = Relay::start(shop.orders);
+    let cart_relay = Relay::start(shop.cart);
+    let summary = shop_for(
+        "1",
+        "10",
+        &url(users_relay.addr),
+        &url(shop.products),
+        &url(orders_relay.addr),
+        &url(cart_relay.addr),
+    );
+    let ok = summary["journeys"]["ok"].as_u64().unwrap_or(0);
+    assert!(ok > 0, "{summary}");
+    assert_eq!(summary["journeys"]["failed"].as_u64(), Some(0), "{summary}");
+
+    let retryable = |head: &String| head.contains("\r\nweft-retryable: true\r\n");
+    // users: GETs from the shopper and from orders, POSTs from the shopper.
+    let users_heads = users_relay.heads();
+    let (gets, posts): (Vec<_>, Vec<_>) = users_heads.iter().partition(|h| h.starts_with("get "));
+    assert!(gets.len() as u64 >= 2 * ok, "{users_heads:?}");
+    assert!(gets.iter().all(|h| retryable(h)), "{gets:?}");
+    assert_eq!(posts.len() as u64, ok, "{users_heads:?}");
+    assert!(posts.iter().all(|h| !retryable(h)), "{posts:?}");
+
+    let cart_heads = cart_relay.heads();
+    for head in &cart_heads {
+        assert_eq!(retryable(head), head.starts_with("get "), "{head}");
+    }
+
+    // Checkout: retryable, with a key of its own per journey.
+    let orders_heads = orders_relay.heads();
+    assert_eq!(orders_heads.len() as u64, ok, "{orders_heads:?}");
+    let mut keys: Vec<&str> = orders_heads
+        .iter()
+        .inspect(|h| assert!(h.starts_with("post /orders ") && retryable(h), "{h}"))
+        .filter_map(|h| h.lines().find_map(|l| l.strip_prefix("idempotency-key: ")))
+        .collect();
+    assert_eq!(
+        keys.len() as u64,
+        ok,
+        "every checkout has a key: {orders_heads:?}"
+    );
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len() as u64, ok, "keys are unique: {orders_heads:?}");
+}
+
+/// With nothing to talk to, every journey fails, each failure is counted, and the
+/// shopper still exits 0 with a summary: judging it is the orchestrator's job.
+#[test]
+fn failures_are_counted_and_the_shopper_still_exits_zero() {
+    let nowhere = url(free_addr());
+    let summary = shop_for("1", "10", &nowhere, &nowhere, &nowhere, &nowhere);
+    assert_eq!(summary["journeys"]["ok"].as_u64(), Some(0), "{summary}");
+    assert!(
+        summary["journeys"]["failed"].as_u64() > Some(0),
+        "{summary}"
+    );
+    // A journey starts by registering, so that is the call that fails.
+    assert_eq!(
+        summary["calls"]["users"]["failed"], summary["journeys"]["failed"],
+        "{summary}"
+    );
+    assert_eq!(
+        summary["calls"]["orders"]["ok"].as_u64(),
+        Some(0),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["orders_by_replica"],
+        serde_json::json!({}),
+        "{summary}"
+    );
+    assert!(summary["first_success_unix_ms"].is_null(), "{summary}");
 }
