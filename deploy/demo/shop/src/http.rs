@@ -228,10 +228,11 @@ impl Answer {
             .map_err(|e| CallError::Transport(format!("bad JSON in the response: {e}")))
     }
 
-    /// The first 200 bytes of the body, for a log line.
+    /// The first 200 bytes of the body on one line, for a log line.
     pub fn excerpt(&self) -> String {
         let end = self.body.len().min(200);
-        String::from_utf8_lossy(&self.body[..end]).into_owned()
+        let text = String::from_utf8_lossy(&self.body[..end]);
+        text.trim().replace(|c: char| c.is_control(), " ")
     }
 
     /// Which replica answered (`x-served-by`), if the upstream said.

@@ -4,10 +4,10 @@
 //!
 //! # Layout
 //! ```text
-//!                      ┌──HTTP/1.1──▶ users
-//! shopper ──HTTP/1.1──▶ orders ──gRPC──▶ products
-//!    │  └──HTTP/1.1──▶ cart ───gRPC──────▲
-//!    └─────gRPC──────────────────────────┘
+//! shopper ─┬─HTTP/1.1─▶ users    ◀─HTTP/1.1─ orders
+//!          ├─gRPC─────▶ products ◀─gRPC───── cart, orders
+//!          ├─HTTP/1.1─▶ cart
+//!          └─HTTP/1.1─▶ orders
 //! ```
 //! - [`users`]: register and look up users (HTTP/1.1 JSON, a leaf).
 //! - [`products`]: the catalog over gRPC (`shop.v1.Products`) plus `grpc.health.v1`;
