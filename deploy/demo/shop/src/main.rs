@@ -146,25 +146,28 @@ fn hostname() -> String {
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT): every role stops on either and exits 0.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let terminate = async {
-        match signal(SignalKind::terminate()) {
+///
+/// The handlers are installed when this is called, not when the future is first
+/// polled, so a signal that arrives in between still counts (instead of killing the
+/// process with the default action).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    let wait = |stream: std::io::Result<Signal>| async move {
+        match stream {
             Ok(mut stream) => {
                 stream.recv().await;
             }
-            // Without the handler the default action (exit) still applies.
+            // Without a handler the default action (exit) still applies.
             Err(_) => std::future::pending().await,
         }
     };
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+    async move {
+        tokio::select! {
+            () = wait(terminate) => {}
+            () = wait(interrupt) => {}
         }
-    };
-    tokio::select! {
-        () = terminate => {}
-        () = interrupt => {}
     }
 }
 

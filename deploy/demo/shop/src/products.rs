@@ -111,6 +111,7 @@ impl products_server::Products for Catalog {
 /// shutdown otherwise waits for every client to close its connection, and a caller's
 /// idle pooled connection would keep a stopped replica alive.
 pub async fn serve(listener: TcpListener, replica: String) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown_signal();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ProductsServer<Catalog>>().await;
     let catalog = Catalog {
@@ -127,7 +128,7 @@ pub async fn serve(listener: TcpListener, replica: String) -> anyhow::Result<()>
     tokio::pin!(server);
     tokio::select! {
         served = &mut server => return Ok(served?),
-        () = crate::shutdown_signal() => {}
+        () = shutdown => {}
     }
     let _ = stop.send(());
     match tokio::time::timeout(crate::SHUTDOWN_GRACE, server).await {

@@ -2,12 +2,15 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{free_addr, start, url, wait_listening, Proc, Relay};
+use support::{
+    free_addr, read_summary, start, start_logged, summary_path, url, wait_listening, Proc, Relay,
+};
 
 /// The four services, each one process.
 struct Shop {
@@ -81,12 +84,7 @@ fn shop_for(
     orders: &str,
     cart: &str,
 ) -> Value {
-    // One directory per run: the tests run in parallel in one process.
-    static RUNS: AtomicUsize = AtomicUsize::new(0);
-    let run = RUNS.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("weft-shop-test-{}-{run}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("summary.json");
+    let path = summary_path();
     let mut shopper = start(&[
         "shopper",
         "--users",
@@ -107,9 +105,7 @@ fn shop_for(
     // The duration plus at most 5 s to finish the journeys in flight, plus slack.
     let status = shopper.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "shopper exited with {status}");
-    let text = std::fs::read_to_string(&path).expect("summary written");
-    let _ = std::fs::remove_dir_all(&dir);
-    serde_json::from_str(&text).expect("summary is JSON")
+    read_summary(&path)
 }
 
 #[test]
@@ -266,4 +262,47 @@ fn failures_are_counted_and_the_shopper_still_exits_zero() {
         "{summary}"
     );
     assert!(summary["first_success_unix_ms"].is_null(), "{summary}");
+}
+
+/// The orchestrator stops an open-ended shopper with SIGTERM: it still prints and
+/// writes its summary and exits 0.
+#[test]
+fn sigterm_stops_the_shopper_with_its_summary() {
+    let nowhere = url(free_addr());
+    let path = summary_path();
+    let mut shopper = start_logged(&[
+        "shopper",
+        "--users",
+        &nowhere,
+        "--products",
+        &nowhere,
+        "--orders",
+        &nowhere,
+        "--cart",
+        &nowhere,
+        "--summary",
+        path.to_str().expect("utf-8 path"),
+    ]);
+    // Its first log line (a failed journey) says it is running, handlers installed.
+    let log = shopper.0.stderr.take().expect("stderr piped");
+    let (lines, logged) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let first = logged.recv_timeout(Duration::from_secs(10));
+    assert!(
+        first.is_ok_and(|l| l.contains("failed")),
+        "no failure logged"
+    );
+
+    shopper.terminate();
+    let status = shopper.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "shopper exited with {status} on SIGTERM");
+    let summary = read_summary(&path);
+    assert!(
+        summary["journeys"]["failed"].as_u64() > Some(0),
+        "{summary}"
+    );
 }

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,32 @@ pub fn start(args: &[&str]) -> Proc {
         .spawn()
         .expect("weft-shop starts");
     Proc(child)
+}
+
+/// Starts `weft-shop ARGS` with its log (stderr) piped to the test.
+pub fn start_logged(args: &[&str]) -> Proc {
+    let child = Command::new(SHOP)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weft-shop starts");
+    Proc(child)
+}
+
+/// A fresh path for a summary file (the tests run in parallel in one process).
+pub fn summary_path() -> std::path::PathBuf {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let name = format!("weft-shop-test-{}-{run}.json", std::process::id());
+    std::env::temp_dir().join(name)
+}
+
+/// Reads and removes a summary file.
+pub fn read_summary(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("summary written");
+    let _ = std::fs::remove_file(path);
+    serde_json::from_str(&text).expect("summary is JSON")
 }
 
 /// A port nothing listens on right now (bind `:0`, let go).
