@@ -60,7 +60,7 @@ impl Cart {
                 name: product.name.clone(),
                 quantity: wanted,
                 price_cents: product.price_cents,
-                line_cents: product.price_cents * i64::from(wanted),
+                line_cents: product.price_cents.saturating_mul(i64::from(wanted)),
             },
         );
         Ok(())
@@ -72,7 +72,9 @@ impl Cart {
     }
 
     pub fn total_cents(&self) -> i64 {
-        self.lines.values().map(|l| l.line_cents).sum()
+        self.lines
+            .values()
+            .fold(0, |sum, l| sum.saturating_add(l.line_cents))
     }
 
     fn view(&self, user: &str) -> serde_json::Value {

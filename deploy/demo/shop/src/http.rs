@@ -89,6 +89,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Reply {
 /// A 502 naming the upstream that failed, so a caller (or a human reading the shopper's
 /// log) knows which hop broke.
 pub fn upstream_error(upstream: &str, detail: impl std::fmt::Display) -> Reply {
+    tracing::warn!("call to {upstream} failed: {detail}");
     json(
         StatusCode::BAD_GATEWAY,
         &serde_json::json!({ "error": format!("{upstream}: {detail}"), "upstream": upstream }),

@@ -265,7 +265,8 @@ impl Orders {
                     format!("only {} of {:?} in stock", product.stock, product.id),
                 );
             }
-            total_cents += product.price_cents * i64::from(item.quantity);
+            let line_cents = product.price_cents.saturating_mul(i64::from(item.quantity));
+            total_cents = total_cents.saturating_add(line_cents);
         }
 
         // Only a created order is remembered under its key: a request that failed above

@@ -154,6 +154,8 @@ impl Shop {
             self.cart.get(&cart_path).await,
         )?;
 
+        // One call creates, pays and confirms: each orders replica keeps its own orders,
+        // so a separate pay call could land on the other replica and find nothing.
         // Checkout is a POST, but the idempotency key makes a repeat return the first
         // order, so the mesh may retry it even after it was sent.
         let key = format!("{number}-{:016x}", rand::random::<u64>());
