@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    free_addr, read_summary, start, start_logged, summary_path, url, wait_listening, Proc, Relay,
+    call, free_addr, read_summary, start, start_logged, summary_path, url, wait_listening, Proc,
+    Relay,
 };
 
 /// The four services, each one process.
@@ -304,5 +305,82 @@ fn sigterm_stops_the_shopper_with_its_summary() {
     assert!(
         summary["journeys"]["failed"].as_u64() > Some(0),
         "{summary}"
+    );
+}
+
+/// Each way a request can go wrong gets its own status, through real processes.
+#[test]
+fn orders_and_cart_answer_each_failure_with_its_own_status() {
+    let mut shop = Shop::start(url);
+    let (users, cart, orders) = (shop.users, shop.cart, shop.orders);
+    let (status, user) = call(users, "POST", "/users", &[], r#"{"name":"ada"}"#);
+    assert_eq!(status, 201, "{user}");
+    let id = &user["id"];
+
+    // cart: unknown product, sold out, nonsense quantity, removing what is not there.
+    let add = |body: &str| call(cart, "POST", &format!("/carts/{id}/items"), &[], body).0;
+    assert_eq!(add(r#"{"product":"teapot","quantity":1}"#), 422);
+    assert_eq!(add(r#"{"product":"espresso-machine","quantity":1}"#), 409);
+    assert_eq!(add(r#"{"product":"ceramic-mug","quantity":0}"#), 400);
+    assert_eq!(add(r#"{"product":"ceramic-mug","quantity":2}"#), 201);
+    let (status, view) = call(cart, "GET", &format!("/carts/{id}"), &[], "");
+    assert_eq!(
+        (status, &view["total_cents"]),
+        (200, &serde_json::json!(2400))
+    );
+    let remove = |product: &str| {
+        let path = format!("/carts/{id}/items/{product}");
+        call(cart, "DELETE", &path, &[], "").0
+    };
+    assert_eq!(remove("ceramic-mug"), 204);
+    assert_eq!(remove("ceramic-mug"), 404);
+
+    // orders: unknown user or product, short stock, then the state machine over HTTP.
+    let order = |user: &serde_json::Value, product: &str| {
+        format!(r#"{{"user":{user},"items":[{{"product":"{product}","quantity":1}}]}}"#)
+    };
+    let create =
+        |body: &str, headers: &[(&str, &str)]| call(orders, "POST", "/orders", headers, body);
+    assert_eq!(
+        create(&order(&serde_json::json!(999), "ceramic-mug"), &[]).0,
+        422
+    );
+    assert_eq!(create(&order(id, "teapot"), &[]).0, 422);
+    assert_eq!(create(&order(id, "espresso-machine"), &[]).0, 409);
+    let (status, created) = create(&order(id, "ceramic-mug"), &[]);
+    assert_eq!(
+        (status, &created["status"]),
+        (201, &serde_json::json!("created"))
+    );
+    let step = |what: &str| {
+        call(
+            orders,
+            "POST",
+            &format!("/orders/{}/{what}", created["id"]),
+            &[],
+            "",
+        )
+        .0
+    };
+    assert_eq!(step("confirm"), 409, "confirming an unpaid order");
+    assert_eq!(step("pay"), 200);
+    assert_eq!(step("pay"), 409, "paying twice");
+    assert_eq!(step("confirm"), 200);
+    assert_eq!(call(orders, "GET", "/orders/999", &[], "").0, 404);
+
+    // The same key twice is one order.
+    let key = [("idempotency-key", "journey-1")];
+    let (_, first) = create(&order(id, "ceramic-mug"), &key);
+    let (status, again) = create(&order(id, "ceramic-mug"), &key);
+    assert_eq!((status, &again["id"]), (201, &first["id"]), "{again}");
+
+    // With users gone, orders answers 502 and names the upstream.
+    shop.servers[0].terminate();
+    assert!(shop.servers[0].wait_exit(Duration::from_secs(5)).success());
+    let (status, error) = create(&order(id, "ceramic-mug"), &[]);
+    assert_eq!(
+        (status, &error["upstream"]),
+        (502, &serde_json::json!("users")),
+        "{error}"
     );
 }
