@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -31,6 +31,9 @@ pub const RETRYABLE: HeaderName = HeaderName::from_static("weft-retryable");
 pub const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 /// The header that makes `POST /orders` safe to repeat.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The largest request body a service reads.
+const MAX_BODY: usize = 64 * 1024;
 
 /// Every call a service or the shopper makes gives up after this long.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -177,10 +180,21 @@ pub async fn serve<H: Handler>(listener: TcpListener, replica: String, handler: 
 
 async fn read(request: Request<Incoming>) -> Result<ShopRequest, Reply> {
     let (parts, body) = request.into_parts();
-    let body = body
+    // The shop's bodies are a few hundred bytes; a bound keeps a bad client from
+    // making a service buffer without end.
+    let body = Limited::new(body, MAX_BODY)
         .collect()
         .await
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("bodies are at most {MAX_BODY} bytes"),
+                )
+            } else {
+                error(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
+            }
+        })?
         .to_bytes();
     Ok(ShopRequest {
         method: parts.method,
