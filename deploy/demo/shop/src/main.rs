@@ -25,6 +25,19 @@
 //! was given: a service address captured by iptables, or a sidecar's upstream port.
 //! Every response names the replica that served it (`x-served-by`, or `served_by` in
 //! gRPC messages), so load balancing and failover can be watched from outside.
+//!
+//! # Running it by hand, without the mesh
+//! ```text
+//! weft-shop users    --listen 127.0.0.1:8001 &
+//! weft-shop products --listen 127.0.0.1:8002 &
+//! weft-shop cart     --listen 127.0.0.1:8003 --products http://127.0.0.1:8002 &
+//! weft-shop orders   --listen 127.0.0.1:8004 --users http://127.0.0.1:8001 \
+//!                    --products http://127.0.0.1:8002 &
+//! weft-shop shopper  --users http://127.0.0.1:8001 --products http://127.0.0.1:8002 \
+//!                    --cart http://127.0.0.1:8003 --orders http://127.0.0.1:8004 \
+//!                    --rate 5 --duration 10 --summary summary.json
+//! ```
+//! `deploy/demo/run.sh` starts the same roles, each behind its own sidecar.
 
 #![forbid(unsafe_code)]
 
