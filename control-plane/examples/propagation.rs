@@ -219,6 +219,7 @@ async fn simulated_proxy(
                 id: format!("sim-{id}"),
                 workload: None,
                 build: "bench".into(),
+                admin_address: String::new(),
             }),
             known: vec![],
             subscriptions: vec![],

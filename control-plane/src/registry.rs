@@ -34,6 +34,8 @@ pub struct Proxy {
     pub node_id: String,
     pub workload: Option<v1::Workload>,
     pub build: String,
+    /// The proxy's admin endpoint as its Hello announced it ("" if unknown).
+    pub admin_address: String,
     pub connected_at: i64,
     // A std Mutex: updates are plain assignments, never held across an await.
     pub sync: Mutex<Sync>,
@@ -92,6 +94,7 @@ impl Proxy {
             connected_at: self.connected_at,
             state: state as i32,
             types,
+            admin_address: self.admin_address.clone(),
         }
     }
 }
@@ -136,6 +139,7 @@ impl Registry {
             ),
             workload,
             build: node.build.clone(),
+            admin_address: node.admin_address.clone(),
             connected_at,
             sync: Mutex::new(Sync::default()),
         });

@@ -89,6 +89,7 @@ async fn a_burst_of_writes_is_coalesced_into_few_pushes() {
                 id: "counter".into(),
                 workload: None,
                 build: "test".into(),
+                admin_address: String::new(),
             }),
             known: vec![],
             subscriptions: vec![],
@@ -213,6 +214,7 @@ async fn a_large_push_is_split_and_only_its_last_response_says_it_is_complete() 
                 id: "bulk".into(),
                 workload: None,
                 build: "test".into(),
+                admin_address: String::new(),
             }),
             known: vec![],
             subscriptions: vec![v1::Subscription {

@@ -52,6 +52,11 @@ pub struct Args {
     /// Admin HTTP listener: /live, /ready, /metrics, /config_dump, /shutdown.
     #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:15020")]
     pub admin: String,
+    /// Where operators' tools (`weftctl top`) reach the admin listener, host:port,
+    /// announced to the control plane (default: --admin, with an unspecified IP
+    /// replaced by --workload-address; empty when neither gives an address).
+    #[arg(long, env = "WEFT_ADMIN_ADVERTISE")]
+    pub admin_advertise: Option<String>,
     /// Outbound listener that iptables redirects the application's traffic to.
     #[arg(long, env = "WEFT_OUTBOUND_ADDR", default_value = "127.0.0.1:15001")]
     pub outbound: String,
@@ -115,6 +120,8 @@ pub struct Config {
     pub namespace: String,
     pub workload: Option<Workload>,
     pub admin: SocketAddr,
+    /// The admin address announced to the control plane; empty if unknown.
+    pub admin_advertise: String,
     pub outbound: SocketAddr,
     pub inbound: SocketAddr,
     pub inbound_forward: Option<SocketAddr>,
@@ -255,6 +262,7 @@ impl Config {
         }
 
         let workload = parse_workload(&args, &mut errors);
+        let admin_advertise = admin_advertise(&args, admin, &mut errors);
 
         let mut upstreams = Vec::new();
         for spec in &args.upstreams {
@@ -302,6 +310,7 @@ impl Config {
             namespace: args.namespace,
             workload,
             admin,
+            admin_advertise,
             outbound,
             inbound,
             inbound_forward,
@@ -354,6 +363,29 @@ fn parse_identity(args: &Args, errors: &mut Vec<String>) -> Option<IdentityConfi
         token,
         service_account: args.service_account.clone(),
     })
+}
+
+/// The announced admin address: the flag when given (checked as host:port), else
+/// the admin listener's, with an unspecified IP replaced by the workload's; empty
+/// when that leaves no address others can dial.
+fn admin_advertise(args: &Args, admin: SocketAddr, errors: &mut Vec<String>) -> String {
+    if let Some(value) = &args.admin_advertise {
+        if let Err(e) = weft_proto::model::validate_host_port("admin-advertise", value) {
+            errors.push(format!("--{e}"));
+        }
+        return value.clone();
+    }
+    if admin.port() == 0 {
+        return String::new();
+    }
+    if !admin.ip().is_unspecified() {
+        return admin.to_string();
+    }
+    args.workload_address
+        .as_deref()
+        .and_then(|text| text.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, admin.port()).to_string())
+        .unwrap_or_default()
 }
 
 fn default_node_id() -> String {
@@ -572,6 +604,34 @@ mod tests {
         let errors = Config::from_args(args(&["--workload-port", "http=8080"]))
             .expect_err("ports without a service");
         assert_eq!(errors, ["--workload-port needs --service"]);
+    }
+
+    #[test]
+    fn admin_advertise_defaults_to_a_dialable_admin_address() {
+        let advertised = |extra: &[&str]| {
+            Config::from_args(args(extra))
+                .expect("valid")
+                .admin_advertise
+        };
+        assert_eq!(advertised(&[]), "127.0.0.1:15020");
+        assert_eq!(advertised(&["--admin", "0.0.0.0:9000"]), "");
+        let workload = [
+            "--admin",
+            "0.0.0.0:9000",
+            "--service",
+            "web",
+            "--workload-address",
+            "10.0.0.7",
+            "--workload-port",
+            "8080",
+        ];
+        assert_eq!(advertised(&workload), "10.0.0.7:9000");
+        assert_eq!(
+            advertised(&["--admin-advertise", "web-0.shop:15020"]),
+            "web-0.shop:15020"
+        );
+        let errors = Config::from_args(args(&["--admin-advertise", "web-0"])).expect_err("no port");
+        assert!(errors[0].starts_with("--admin-advertise: "), "{errors:?}");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! `_bytes`); labels stay low-cardinality: `direction`, `service` (`namespace/name`,
 //! empty for passthrough traffic), `route` (empty until routes exist), `status_code`,
 //! `grpc_status`, `error`, `state`, `policy` (an authorization policy's
-//! `namespace/name`).
+//! `namespace/name`), and on inbound traffic series `tls` (`"true"` when the
+//! caller came in over mTLS).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -212,6 +213,10 @@ const GRPC_CODES: usize = 17;
 pub struct ServiceMetrics {
     direction: &'static str,
     service: String,
+    /// Inbound only: `"true"` when the connection came in over mTLS, else
+    /// `"false"`. Outbound handles are made per service before an endpoint (and
+    /// so whether the hop is encrypted) is picked, so they carry no `tls` label.
+    tls: Option<&'static str>,
     pub requests: Counter,
     pub duration: Histogram,
     /// By HTTP status class (index code/100 - 1), then code % 100; filled lazily.
@@ -249,13 +254,26 @@ pub struct TcpMetrics {
 }
 
 impl ServiceMetrics {
+    /// The handles of an outbound service (no `tls` label).
     pub fn new(direction: Direction, service: String) -> ServiceMetrics {
+        ServiceMetrics::with_tls(direction, service, None)
+    }
+
+    /// The handles of the local service's inbound traffic that came in over mTLS
+    /// (`tls = true`) or not.
+    pub fn inbound(service: String, tls: bool) -> ServiceMetrics {
+        ServiceMetrics::with_tls(Direction::Inbound, service, Some(tls))
+    }
+
+    fn with_tls(direction: Direction, service: String, tls: Option<bool>) -> ServiceMetrics {
         let d = direction.as_str();
+        let tls = tls.map(|t| if t { "true" } else { "false" });
         let labels = |extra: &[(&'static str, String)]| -> Vec<metrics::Label> {
             let mut labels = vec![
                 metrics::Label::new("direction", d),
                 metrics::Label::new("service", service.clone()),
             ];
+            labels.extend(tls.map(|t| metrics::Label::new("tls", t)));
             labels.extend(
                 extra
                     .iter()
@@ -280,6 +298,7 @@ impl ServiceMetrics {
             resilience: OnceLock::new(),
             direction: d,
             service,
+            tls,
         }
     }
 
@@ -328,14 +347,21 @@ impl ServiceMetrics {
     }
 
     fn register_response(&self, status: u16, grpc_status: &str) -> Counter {
-        metrics::counter!(
-            RESPONSES,
-            "direction" => self.direction,
-            "service" => self.service.clone(),
-            "route" => "",
-            "status_code" => status.to_string(),
-            "grpc_status" => grpc_status.to_owned(),
-        )
+        let mut labels = self.base_labels();
+        labels.push(metrics::Label::new("status_code", status.to_string()));
+        labels.push(metrics::Label::new("grpc_status", grpc_status.to_owned()));
+        metrics::counter!(RESPONSES, labels)
+    }
+
+    /// `direction`, `service`, `tls` (inbound only) and an empty `route`.
+    fn base_labels(&self) -> Vec<metrics::Label> {
+        let mut labels = vec![
+            metrics::Label::new("direction", self.direction),
+            metrics::Label::new("service", self.service.clone()),
+        ];
+        labels.extend(self.tls.map(|t| metrics::Label::new("tls", t)));
+        labels.push(metrics::Label::new("route", ""));
+        labels
     }
 
     /// Counts a request the proxy could not forward; `slot` and `label` come from
@@ -343,13 +369,9 @@ impl ServiceMetrics {
     pub fn error(&self, slot: usize, label: &'static str) {
         if let Some(cell) = self.errors.get(slot) {
             cell.get_or_init(|| {
-                metrics::counter!(
-                    REQUEST_ERRORS,
-                    "direction" => self.direction,
-                    "service" => self.service.clone(),
-                    "route" => "",
-                    "error" => label,
-                )
+                let mut labels = self.base_labels();
+                labels.push(metrics::Label::new("error", label));
+                metrics::counter!(REQUEST_ERRORS, labels)
             })
             .increment(1);
         }

@@ -299,6 +299,7 @@ async fn status_shows_a_proxys_nack_in_full() {
             id: "orders-1.shop".into(),
             workload: None,
             build: "scripted".into(),
+            admin_address: String::new(),
         }),
         known: vec![],
         subscriptions: vec![v1::Subscription {

@@ -17,6 +17,8 @@ pub struct ProxyJson {
     pub id: String,
     pub workload: Option<WorkloadJson>,
     pub build: String,
+    /// Where the proxy's admin HTTP (/metrics) is reached, "" if it did not say.
+    pub admin_address: String,
     /// Seconds since the Unix epoch.
     pub connected_at: i64,
     pub state: &'static str,
@@ -176,6 +178,7 @@ pub fn to_json(proxies: &[v1::ProxyStatus]) -> Vec<ProxyJson> {
                 health: w.health.clone(),
             }),
             build: p.build.clone(),
+            admin_address: p.admin_address.clone(),
             connected_at: p.connected_at,
             state: state_name(p.state),
             types: p
@@ -217,6 +220,7 @@ mod tests {
                 ..Default::default()
             }),
             build: "0.1.0".into(),
+            admin_address: "10.0.0.5:15020".into(),
             connected_at: 1_000,
             state: state as i32,
             types: vec![

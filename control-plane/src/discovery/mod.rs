@@ -78,6 +78,9 @@ fn validate_node(node: &v1::Node) -> Result<(), model::Invalid> {
     if node.id.is_empty() {
         return Err(model::Invalid::new("id", "must not be empty"));
     }
+    if !node.admin_address.is_empty() {
+        model::validate_host_port("admin_address", &node.admin_address)?;
+    }
     let Some(workload) = node.workload.as_ref().filter(|w| !w.service.is_empty()) else {
         return Ok(());
     };

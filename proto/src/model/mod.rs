@@ -4,6 +4,7 @@
 //! converted once with `TryFrom` into these types; a failure names the field and the
 //! reason. Nothing past the edge handles a proto type or re-checks a value.
 
+mod address;
 mod authorization;
 mod endpoints;
 mod error;
@@ -15,6 +16,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub use address::validate_host_port;
 pub use authorization::{decide, AuthorizationPolicy, Decision, DefaultAction, IdentityPattern};
 pub use endpoints::{Endpoint, Endpoints, Health, Locality};
 pub use error::Invalid;

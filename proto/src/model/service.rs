@@ -302,7 +302,7 @@ pub(crate) fn port_number(field: &str, value: u32) -> Result<u16, Invalid> {
     }
 }
 
-fn validate_hostname(host: &str) -> Result<(), Invalid> {
+pub(crate) fn validate_hostname(host: &str) -> Result<(), Invalid> {
     if host.is_empty() || host.len() > 253 {
         return Err(Invalid::new("", format!("{host:?} is not a host name")));
     }

@@ -64,7 +64,10 @@ pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
         identity,
         port: dialled,
     };
-    let destination = cx.registry.inbound(target, protocol);
+    // The server config requires a client certificate, so a TLS connection here
+    // is one whose caller's certificate was verified: the `tls` metric label.
+    let mtls = matches!(stream, Conn::Server(_));
+    let destination = cx.registry.inbound(target, protocol, mtls);
     if protocol == Protocol::Tcp {
         // Closed before anything reaches the app; the client sees the connection end.
         if let Err(denied) = cx.registry.authorize(&caller) {

@@ -90,6 +90,9 @@ impl Routes {
     }
 }
 
+/// Direction, service, and for inbound handles whether the caller came over mTLS.
+type MetricsKey = (Direction, String, Option<bool>);
+
 pub struct Registry {
     shared: Arc<Shared>,
     /// Bounds the idle HTTP/1 pool of every endpoint made here.
@@ -97,12 +100,15 @@ pub struct Registry {
     current: ArcSwap<Routes>,
     // std Mutexes below: cold paths (a snapshot, a new inbound port), never held
     // across an await.
-    metrics: Mutex<HashMap<(Direction, String), Arc<ServiceMetrics>>>,
+    /// Outbound handles by service; inbound ones by service and whether the
+    /// connection came in over mTLS (the `tls` label).
+    metrics: Mutex<HashMap<MetricsKey, Arc<ServiceMetrics>>>,
     gauges: Mutex<HashMap<ResourceName, EndpointGauges>>,
     authz_metrics: Mutex<HashMap<ResourceName, Arc<AuthzMetrics>>>,
-    /// Inbound destinations by local address and protocol, made on first use so
-    /// their connection pools are shared by every inbound connection.
-    inbound: Mutex<HashMap<(SocketAddr, Protocol), Arc<Destination>>>,
+    /// Inbound destinations by local address, protocol and mTLS, made on first
+    /// use so their connection pools (and metric handles) are shared by every
+    /// inbound connection of the same kind.
+    inbound: Mutex<HashMap<(SocketAddr, Protocol, bool), Arc<Destination>>>,
 }
 
 impl Registry {
@@ -129,21 +135,32 @@ impl Registry {
     pub fn metrics(&self, direction: Direction, service: &str) -> Arc<ServiceMetrics> {
         let mut cache = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry((direction, service.to_owned()))
+            .entry((direction, service.to_owned(), None))
             .or_insert_with(|| Arc::new(ServiceMetrics::new(direction, service.to_owned())))
             .clone()
     }
 
-    /// The destination for inbound traffic to the local app at `address`.
-    pub fn inbound(&self, address: SocketAddr, protocol: Protocol) -> Arc<Destination> {
+    /// The inbound metric handles of the local service, for connections that came
+    /// in over mTLS (`tls`) or not.
+    fn inbound_metrics(&self, service: &str, tls: bool) -> Arc<ServiceMetrics> {
+        let mut cache = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((Direction::Inbound, service.to_owned(), Some(tls)))
+            .or_insert_with(|| Arc::new(ServiceMetrics::inbound(service.to_owned(), tls)))
+            .clone()
+    }
+
+    /// The destination for inbound traffic to the local app at `address`; `tls`:
+    /// whether the connection came in over mTLS.
+    pub fn inbound(&self, address: SocketAddr, protocol: Protocol, tls: bool) -> Arc<Destination> {
         let service = self
             .local_service()
             .map(|s| s.to_string())
             .unwrap_or_default();
-        let metrics = self.metrics(Direction::Inbound, &service);
+        let metrics = self.inbound_metrics(&service, tls);
         let mut cache = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry((address, protocol))
+            .entry((address, protocol, tls))
             .or_insert_with(|| Destination::fixed(protocol, metrics, address, self.pool_max_idle))
             .clone()
     }
@@ -353,7 +370,7 @@ impl Registry {
                 .metrics
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .get(&(Direction::Outbound, service.to_owned()))
+                .get(&(Direction::Outbound, service.to_owned(), None))
             {
                 metrics.resilience().ejected.set(count as f64);
             }

@@ -300,6 +300,7 @@ fn node(shared: &Shared, identity: Option<&str>, health: &str) -> v1::Node {
         id: config.node_id.clone(),
         workload,
         build: env!("CARGO_PKG_VERSION").to_owned(),
+        admin_address: config.admin_advertise.clone(),
     }
 }
 
