@@ -86,7 +86,7 @@ sweep() {
   if [ -f "$run_dir/pids" ]; then
     while read -r pid; do
       # Only processes of this demo: their command line names its run directory or binaries.
-      if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -e "$run_dir" -e "$bin/weft"; then
+      if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -q -e "$run_dir" -e "$bin/weft"; then
         kill -KILL "$pid" 2>/dev/null || true
       fi
     done <"$run_dir/pids"
@@ -118,6 +118,8 @@ teardown() {
   echo "== stopped: no process, namespace or rule of the demo is left"
 }
 trap teardown EXIT
+# What a failed step printed, when it printed to a log.
+trap '[ -f "$run_dir/setup.log" ] && tail -5 "$run_dir/setup.log" >&2' ERR
 trap 'exit 130' TERM
 
 # Starts a process in the background, in a session of its own so that the terminal's
@@ -125,8 +127,9 @@ trap 'exit 130' TERM
 spawn() { # log-name command...
   local log="$run_dir/$1.log"; shift
   setsid "$@" >"$log" 2>&1 </dev/null &
-  echo $! >>"$run_dir/pids"
   last_pid=$!
+  disown "$last_pid" # the teardown stops it; no job report when it is killed
+  echo "$last_pid" >>"$run_dir/pids"
 }
 
 wait_until() { # description, command... : polls for up to 30 s
@@ -271,12 +274,14 @@ start_pod() {
 for pod in "${pods[@]}"; do
   account=${service[$pod]}; [ "$account" = - ] && account=$pod
   mkdir -p "$run_dir/pods/$pod/state"
-  ctl token create --namespace shop --service-account "$account" --ttl 24h >"$run_dir/pods/$pod/token"
+  # The token is on stdout; its id and a reminder on stderr, kept in the log.
+  ctl token create --namespace shop --service-account "$account" --ttl 24h \
+    >"$run_dir/pods/$pod/token" 2>>"$run_dir/setup.log"
   chmod 0400 "$run_dir/pods/$pod/token"
   if [ "$capture" = yes ]; then
     chown -R "$PROXY_UID:$PROXY_UID" "$run_dir/pods/$pod"
     attach "$PREFIX-$pod" "${address[$pod]}"
-    ip netns exec "$PREFIX-$pod" "$bin/weft-proxy" init --proxy-uid "$PROXY_UID" >/dev/null
+    ip netns exec "$PREFIX-$pod" "$bin/weft-proxy" init --proxy-uid "$PROXY_UID" >>"$run_dir/setup.log" 2>&1
   fi
 done
 if [ "$capture" = yes ]; then
