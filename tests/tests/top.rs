@@ -136,6 +136,7 @@ fn top_shows_a_services_golden_metrics_from_its_proxies() {
 
     // Targets from the control plane.
     let (frame, row) = top_json(&cp.address(), &[]);
+    eprintln!("weftctl top -o json:\n{frame}");
     assert_latency(&row);
     assert_eq!(frame["unreachable"], serde_json::json!([]), "{frame}");
 
