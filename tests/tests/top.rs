@@ -1,14 +1,18 @@
 //! `weftctl top` end to end: a service `default/web` (STRICT mTLS) with two
-//! endpoints, one answering half its requests with 503, steady load through a
-//! client proxy, and the live view read from the real proxies' `/metrics`, found
-//! through the control plane or named with `--proxy`.
+//! endpoints, one answering half its requests with 503, a service `default/plain`
+//! whose proxy has no identity (so it is reached in plaintext), steady load on both
+//! through a client proxy, and the live view read from the real proxies'
+//! `/metrics`, found through the control plane or named with `--proxy`.
 
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use weft_e2e::load::{Load, Options};
-use weft_e2e::mesh::{identified_proxy, resource, weftctl, weftctl_ok, App, ControlPlane, Proxy};
-use weft_e2e::{free_port, loopback, wait_for};
+use weft_e2e::mesh::{
+    identified_proxy, resource, weftctl, weftctl_ok, App, ControlPlane, Pod, Proxy,
+};
+use weft_e2e::{bin, free_port, loopback, wait_for, Proc};
 
 const WAIT: Duration = Duration::from_secs(20);
 const WEB: &str = "spiffe://cluster.local/ns/default/sa/web";
@@ -22,24 +26,38 @@ spec:
   ports: [{port: 80, protocol: http1}]
   mtls: STRICT
   loadBalancer: round_robin
+---
+kind: Service
+metadata: {name: plain, namespace: default}
+spec: {ports: [{port: 80, protocol: http1}]}
 "#;
+
+fn row(frame: &Value, service: &str) -> Option<Value> {
+    frame["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["service"] == service)
+        .cloned()
+}
 
 /// The `default/web` row of one `weftctl top --once -o json` frame, when the
 /// frame's numbers are those of the load: both endpoints, traffic, some but not
-/// all of it failed (one endpoint fails half), all of it over mTLS.
+/// all of it failed (one endpoint fails half), all of it over mTLS; and
+/// `default/plain` with its endpoint, traffic, none of it failed or over mTLS.
 fn web_row(frame: &Value) -> Option<Value> {
-    let row = frame["services"]
-        .as_array()?
-        .iter()
-        .find(|s| s["service"] == "default/web")?
-        .clone();
-    let success = row["success"].as_f64()?;
-    let ready = row["endpoints"] == 2
-        && row["rps"].as_f64()? > 0.0
+    let web = row(frame, "default/web")?;
+    let success = web["success"].as_f64()?;
+    let web_ready = web["endpoints"] == 2
+        && web["rps"].as_f64()? > 0.0
         && success > 0.0
         && success < 1.0
-        && row["tls"].as_f64()? == 1.0;
-    ready.then_some(row)
+        && web["tls"].as_f64()? == 1.0;
+    let plain = row(frame, "default/plain")?;
+    let plain_ready = plain["endpoints"] == 1
+        && plain["rps"].as_f64()? > 0.0
+        && plain["success"].as_f64()? == 1.0
+        && plain["tls"].as_f64()? == 0.0;
+    (web_ready && plain_ready).then_some(web)
 }
 
 /// Runs `weftctl top --once -o json` with `args` until a frame shows the load.
@@ -85,17 +103,21 @@ fn top_shows_a_services_golden_metrics_from_its_proxies() {
     };
     let web_a = server("web-a-proxy", &healthy);
     let web_b = server("web-b-proxy", &flaky);
+    // No identity token: its proxy accepts (and counts) plaintext only.
+    let plain = Pod::start(path, &cp.address(), "default/plain", "plain", &[], &[]);
     let listen = loopback(free_port());
+    let plain_listen = loopback(free_port());
     let upstream = format!("default/web={listen}");
+    let plain_upstream = format!("default/plain={plain_listen}");
     let client = identified_proxy(
         &cp,
         path,
         "client",
         ("default", "client"),
         None,
-        &["--upstream", &upstream],
+        &["--upstream", &upstream, "--upstream", &plain_upstream],
     );
-    let proxies: [&Proxy; 3] = [&web_a, &web_b, &client];
+    let proxies: [&Proxy; 4] = [&web_a, &web_b, &plain.proxy, &client];
     for proxy in proxies {
         proxy.wait_ready();
     }
@@ -132,7 +154,16 @@ fn top_shows_a_services_golden_metrics_from_its_proxies() {
             ..Options::default()
         },
     );
+    let plain_load = Load::start(
+        plain_listen,
+        Options {
+            rate: 20,
+            connections: 1,
+            ..Options::default()
+        },
+    );
     load.wait_for_successes(20, WAIT);
+    plain_load.wait_for_successes(5, WAIT);
 
     // Targets from the control plane.
     let (frame, row) = top_json(&cp.address(), &[]);
@@ -182,12 +213,42 @@ fn top_shows_a_services_golden_metrics_from_its_proxies() {
         .collect();
     assert_eq!(web[1], "2", "{table}");
 
+    // --count frames, one line each; Ctrl-C ends a run without a count, exit 0.
+    let counted = weftctl_ok(
+        &nowhere,
+        &[
+            "top",
+            "--count",
+            "2",
+            "--interval",
+            "100ms",
+            "-o",
+            "json",
+            "--proxy",
+            &down,
+        ],
+        None,
+    );
+    assert_eq!(counted.lines().count(), 2, "{counted}");
+    let mut endless = Proc::spawn(
+        "weftctl-top",
+        Command::new(bin("weftctl")).args(["top", "--interval", "100ms", "--proxy", &down]),
+        path,
+    );
+    wait_for("the first frame", WAIT, || {
+        endless.log_text().contains("SERVICE").then_some(())
+    });
+    endless.signal("INT");
+    assert_eq!(endless.wait_exit(WAIT), Some(0), "{}", endless.log_text());
+
     // Bad input is a clear error, not a panic.
     let bad = weftctl(&cp.address(), &["top", "--once", "--proxy", "web-a"], None);
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("is not host:port"), "{stderr}");
 
-    let report = load.stop();
-    assert!(report.succeeded() > 0, "{}", report.summary());
+    for load in [load, plain_load] {
+        let report = load.stop();
+        assert!(report.succeeded() > 0, "{}", report.summary());
+    }
 }
