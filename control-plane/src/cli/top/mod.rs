@@ -62,13 +62,15 @@ impl Top {
     /// them for the next. A target seen for the first time has no rates yet (its
     /// counters since it started are not one interval's worth); it still counts
     /// for endpoints. A target that failed keeps its last good scrape, so its next
-    /// rates cover the whole gap.
+    /// rates cover the whole gap; one no longer in the round is forgotten.
     pub fn frame(
         &mut self,
         time: String,
         round: Vec<(String, Result<Scraped, String>)>,
         namespace: Option<&str>,
     ) -> Frame {
+        self.previous
+            .retain(|target, _| round.iter().any(|(t, _)| t == target));
         let mut unreachable = Vec::new();
         let mut fresh = Vec::new();
         for (target, result) in round {

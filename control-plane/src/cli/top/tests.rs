@@ -68,6 +68,18 @@ fn the_first_round_has_no_rates_and_the_second_has() {
         ["default/web", "2", "20.0", "100.00%", "-", "-", "100%"]
     );
 
+    // A target that left the round is forgotten: back, it starts over.
+    top.frame("t2".into(), vec![], None);
+    let back = top.frame(
+        "t3".into(),
+        vec![(
+            "a:1".into(),
+            scraped(start + Duration::from_secs(3), &web(150)),
+        )],
+        None,
+    );
+    assert_eq!(back.services[0].rps, 0.0);
+
     let json = serde_json::to_value(&second).expect("json");
     assert_eq!(json["services"][0]["service"], "default/web");
     assert_eq!(json["services"][0]["success"], 1.0);
