@@ -11,8 +11,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use weft_control_plane::cli::client::{self, CliError};
 use weft_control_plane::cli::document::{self, Document, DEFAULT_NAMESPACE};
+use weft_control_plane::cli::top::run;
 use weft_control_plane::cli::{identity, resources, status, Format};
 use weft_control_plane::identity::parse_duration;
+use weft_proto::model::validate_host_port;
 use weft_proto::resource::Kind;
 use weft_proto::v1;
 use weft_proto::v1::apply_result::Outcome;
@@ -65,6 +67,33 @@ enum Command {
         /// `table` or `json`.
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+    },
+    /// Live golden metrics per service (RPS, success rate, P50/P99 latency, share of
+    /// mTLS traffic, healthy endpoints), read from the proxies' /metrics.
+    #[command(alias = "stat")]
+    Top {
+        /// Only the services of this namespace.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Time between frames (`500ms`, `1s`, `5s`).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: std::time::Duration,
+        /// Stop after this many frames (default: until Ctrl-C).
+        #[arg(long, conflicts_with = "once", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// Print one frame and stop (`--count 1`).
+        #[arg(long)]
+        once: bool,
+        /// `table` or `json` (one object per frame per line).
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+        /// Scrape these proxies' admin addresses (host:port, repeatable) instead of
+        /// every proxy the control plane lists; the control plane is then not used.
+        #[arg(long = "proxy", value_name = "HOST:PORT")]
+        proxies: Vec<String>,
+        /// How long one scrape of a proxy's /metrics may take.
+        #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Join tokens: what a proxy presents (--identity-token) to get its certificate.
     #[command(subcommand)]
@@ -151,6 +180,9 @@ async fn run(args: Args) -> Result<(), CliError> {
             "status prints a table or json, not yaml".to_owned(),
         ));
     }
+    if let Command::Top { .. } = args.command {
+        return top(args).await;
+    }
     let mut admin = client::connect(&args.control_plane).await?;
     match args.command {
         Command::Apply { .. } => {
@@ -224,6 +256,8 @@ async fn run(args: Args) -> Result<(), CliError> {
                 .await?;
             println!("{} deleted", label(kind, &full_name(&name)));
         }
+        // Returned above, before connecting.
+        Command::Top { .. } => {}
         Command::Token(command) => token(&mut admin, command).await?,
         Command::Ca(command) => {
             let status = match command {
@@ -256,6 +290,51 @@ async fn run(args: Args) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `weftctl top`: with `--proxy`, no control plane is contacted.
+async fn top(args: Args) -> Result<(), CliError> {
+    let Command::Top {
+        namespace,
+        interval,
+        count,
+        once,
+        output,
+        proxies,
+        timeout,
+    } = args.command
+    else {
+        return Ok(());
+    };
+    let output = match output {
+        Format::Table => run::Output::Table,
+        Format::Json => run::Output::Json,
+        Format::Yaml => {
+            return Err(CliError::Input(
+                "top prints a table or json, not yaml".to_owned(),
+            ))
+        }
+    };
+    for proxy in &proxies {
+        validate_host_port("--proxy", proxy).map_err(|e| CliError::Input(e.to_string()))?;
+    }
+    let targets = if proxies.is_empty() {
+        run::Targets::ControlPlane {
+            admin: client::connect(&args.control_plane).await?,
+            address: args.control_plane.clone(),
+            last: Vec::new(),
+        }
+    } else {
+        run::Targets::Fixed(proxies)
+    };
+    let options = run::Options {
+        namespace,
+        interval,
+        count: if once { Some(1) } else { count },
+        output,
+        timeout,
+    };
+    run::run(targets, options).await
 }
 
 async fn token(

@@ -9,6 +9,7 @@
 //! - [`status`]: how `status` prints the connected proxies.
 //! - [`identity`]: how `token list` and `ca ...` print.
 //! - [`table`]: a tiny aligned-column table.
+//! - [`top`]: `top`'s live per-service golden metrics from the proxies' `/metrics`.
 //! - [`client`]: the control-plane address, the Admin connection, and `weftctl`'s errors.
 
 pub mod client;
@@ -17,6 +18,7 @@ pub mod identity;
 pub mod resources;
 pub mod status;
 pub mod table;
+pub mod top;
 
 /// Output formats of `get` and `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

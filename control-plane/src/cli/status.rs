@@ -302,6 +302,7 @@ mod tests {
         assert_eq!(json[0]["types"][0]["ackedVersion"], 7);
         assert!(json[0]["types"][0].get("lastNack").is_none());
         assert_eq!(json[0]["workload"]["ports"][1]["port"], 9090);
+        assert_eq!(json[0]["adminAddress"], "10.0.0.5:15020");
     }
 
     #[test]

@@ -124,3 +124,26 @@ fn validate_node(node: &v1::Node) -> Result<(), model::Invalid> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(admin_address: &str) -> v1::Node {
+        v1::Node {
+            id: "web-0".into(),
+            admin_address: admin_address.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_announced_admin_address_must_be_host_and_port() {
+        assert!(validate_node(&node("")).is_ok());
+        assert!(validate_node(&node("10.0.0.7:15020")).is_ok());
+        assert!(validate_node(&node("web-0.shop:15020")).is_ok());
+        let error = validate_node(&node("10.0.0.7")).expect_err("no port");
+        assert_eq!(error.field, "admin_address");
+        assert!(error.reason.contains("not host:port"), "{error}");
+    }
+}

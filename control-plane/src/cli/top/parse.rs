@@ -81,9 +81,11 @@ fn parse_line(line: &str) -> Result<Sample, String> {
     })
 }
 
+type Labels = Vec<(String, String)>;
+
 /// Reads `name="value",...}` (the opening brace already consumed); returns the
 /// labels and what follows the closing brace.
-fn parse_labels(mut text: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut text: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         text = text.trim_start();

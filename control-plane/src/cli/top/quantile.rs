@@ -88,7 +88,9 @@ mod tests {
     /// For any histogram: quantiles grow with q and stay within the finite bounds.
     #[test]
     fn quantiles_are_monotonic_and_bounded_for_random_histograms() {
-        let bounds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+        let bounds = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ];
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
             // xorshift64: deterministic, so a failure reproduces.
@@ -112,7 +114,10 @@ mod tests {
             for step in 0..=20 {
                 let q = f64::from(step) / 20.0;
                 let value = histogram_quantile(q, &buckets).expect("observations");
-                assert!(value >= previous, "q={q}: {value} < {previous} in {buckets:?}");
+                assert!(
+                    value >= previous,
+                    "q={q}: {value} < {previous} in {buckets:?}"
+                );
                 assert!((0.0..=1.0).contains(&value), "{value}");
                 previous = value;
             }

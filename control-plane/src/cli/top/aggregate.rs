@@ -1,0 +1,163 @@
+//! Golden metrics per service from the proxies' counters: what `weftctl top` shows
+//! for each `namespace/name`, computed over the INBOUND series (the server side of
+//! the service, as `linkerd viz stat` shows a deployment).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::parse::Sample;
+use super::quantile::histogram_quantile;
+
+const REQUESTS: &str = "weft_requests_total";
+const RESPONSES: &str = "weft_responses_total";
+const BUCKETS: &str = "weft_request_duration_seconds_bucket";
+const ENDPOINTS: &str = "weft_endpoints";
+
+/// One target's counters over one interval: how much each grew.
+pub struct Window<'a> {
+    /// Seconds between the two scrapes.
+    pub seconds: f64,
+    pub increases: Vec<(&'a Sample, f64)>,
+}
+
+/// One row of `weftctl top`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceStats {
+    /// `namespace/name`.
+    pub service: String,
+    /// Healthy endpoints as the data path sees them: the highest count any target
+    /// reports (each proxy that routes to the service holds the same list).
+    pub endpoints: u64,
+    /// Requests per second received by the service's proxies.
+    pub rps: f64,
+    /// Share of responses that were neither 5xx nor a gRPC status other than OK;
+    /// `None` without responses.
+    pub success: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Share of requests that came in over mTLS; `None` without requests.
+    pub tls: Option<f64>,
+}
+
+#[derive(Default)]
+struct Totals {
+    rps: f64,
+    requests: f64,
+    tls_requests: f64,
+    responses: f64,
+    failures: f64,
+    /// By the bucket's `le` label, summed over targets.
+    buckets: BTreeMap<String, f64>,
+    endpoints: u64,
+}
+
+fn inbound_service(sample: &Sample) -> Option<&str> {
+    let service = sample.label("service");
+    (sample.label("direction") == "inbound" && !service.is_empty()).then_some(service)
+}
+
+/// The rows, sorted by service, for `windows` (targets scraped twice) and the
+/// current samples of every target scraped this time; `namespace` keeps only the
+/// services of one namespace.
+pub fn aggregate(
+    windows: &[Window<'_>],
+    current: &[&[Sample]],
+    namespace: Option<&str>,
+) -> Vec<ServiceStats> {
+    let mut by_service: BTreeMap<String, Totals> = BTreeMap::new();
+    for samples in current {
+        for sample in samples.iter().filter(|s| s.name == ENDPOINTS) {
+            let service = sample.label("service");
+            if service.is_empty() || sample.label("state") != "healthy" {
+                continue;
+            }
+            let totals = by_service.entry(service.to_owned()).or_default();
+            // A gauge, so no NaN/negative counts of endpoints.
+            let healthy = if sample.value.is_finite() && sample.value > 0.0 {
+                sample.value as u64
+            } else {
+                0
+            };
+            totals.endpoints = totals.endpoints.max(healthy);
+        }
+    }
+    for window in windows {
+        for (sample, increase) in &window.increases {
+            let Some(service) = inbound_service(sample) else {
+                continue;
+            };
+            let totals = by_service.entry(service.to_owned()).or_default();
+            match sample.name.as_str() {
+                REQUESTS => {
+                    totals.requests += increase;
+                    if window.seconds > 0.0 {
+                        totals.rps += increase / window.seconds;
+                    }
+                    if sample.label("tls") == "true" {
+                        totals.tls_requests += increase;
+                    }
+                }
+                // Requests the proxy answered itself (weft_request_errors_total)
+                // are not added again: its rescue path also counts the response it
+                // sends (502, 503, 504, a gRPC status), so they are already here.
+                RESPONSES => {
+                    totals.responses += increase;
+                    if is_failure(sample) {
+                        totals.failures += increase;
+                    }
+                }
+                BUCKETS => {
+                    *totals
+                        .buckets
+                        .entry(sample.label("le").to_owned())
+                        .or_default() += increase;
+                }
+                _ => {}
+            }
+        }
+    }
+    by_service
+        .into_iter()
+        .filter(|(service, _)| {
+            namespace.is_none_or(|ns| service.split_once('/').is_some_and(|(n, _)| n == ns))
+        })
+        .map(|(service, totals)| stats(service, &totals))
+        .collect()
+}
+
+/// 5xx, or a gRPC status other than OK (as Linkerd counts gRPC failures).
+fn is_failure(sample: &Sample) -> bool {
+    let status: u16 = sample.label("status_code").parse().unwrap_or(0);
+    let grpc = sample.label("grpc_status");
+    status >= 500 || (!grpc.is_empty() && grpc != "0")
+}
+
+fn stats(service: String, totals: &Totals) -> ServiceStats {
+    let share = |part: f64, whole: f64| (whole > 0.0).then(|| (part / whole).clamp(0.0, 1.0));
+    let buckets: Vec<(f64, f64)> = totals
+        .buckets
+        .iter()
+        .filter_map(|(le, count)| Some((parse_le(le)?, *count)))
+        .collect();
+    let millis = |q: f64| histogram_quantile(q, &buckets).map(|s| s * 1000.0);
+    ServiceStats {
+        service,
+        endpoints: totals.endpoints,
+        rps: totals.rps,
+        success: share(totals.responses - totals.failures, totals.responses),
+        p50_ms: millis(0.5),
+        p99_ms: millis(0.99),
+        tls: share(totals.tls_requests, totals.requests),
+    }
+}
+
+fn parse_le(le: &str) -> Option<f64> {
+    match le {
+        "+Inf" => Some(f64::INFINITY),
+        _ => le.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

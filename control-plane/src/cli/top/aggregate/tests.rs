@@ -1,0 +1,97 @@
+use super::*;
+use crate::cli::top::diff::increases;
+use crate::cli::top::parse::parse;
+
+/// A proxy of `shop/orders` after it served `requests`: `ok` 200s (half of them
+/// over mTLS), `errors` 503s, one gRPC call answered UNAVAILABLE, all within 2 ms.
+fn orders_proxy(requests: u32, ok: u32, errors: u32) -> Vec<Sample> {
+    let half = requests / 2;
+    let text = format!(
+        r#"weft_requests_total{{direction="inbound",service="shop/orders",tls="true",route=""}} {half}
+weft_requests_total{{direction="inbound",service="shop/orders",tls="false",route=""}} {rest}
+weft_requests_total{{direction="outbound",service="shop/users",route=""}} 1000
+weft_responses_total{{direction="inbound",service="shop/orders",tls="true",route="",status_code="200",grpc_status=""}} {ok}
+weft_responses_total{{direction="inbound",service="shop/orders",tls="true",route="",status_code="503",grpc_status=""}} {errors}
+weft_responses_total{{direction="inbound",service="shop/orders",tls="true",route="",status_code="200",grpc_status="14"}} 1
+weft_responses_total{{direction="outbound",service="shop/users",route="",status_code="500",grpc_status=""}} 1000
+weft_request_errors_total{{direction="inbound",service="shop/orders",tls="true",route="",error="connect"}} {errors}
+weft_request_duration_seconds_bucket{{direction="inbound",service="shop/orders",tls="true",route="",le="0.001"}} {half}
+weft_request_duration_seconds_bucket{{direction="inbound",service="shop/orders",tls="true",route="",le="0.002"}} {requests}
+weft_request_duration_seconds_bucket{{direction="inbound",service="shop/orders",tls="true",route="",le="+Inf"}} {requests}
+weft_endpoints{{service="shop/orders",state="healthy"}} 2
+weft_endpoints{{service="shop/users",state="healthy"}} 1
+weft_endpoints{{service="shop/users",state="unhealthy"}} 4
+weft_endpoints{{service="other/cart",state="healthy"}} 3
+"#,
+        rest = requests - half,
+    );
+    parse(&text).expect("parses")
+}
+
+#[test]
+fn golden_metrics_of_the_inbound_side() {
+    let before = orders_proxy(100, 90, 9);
+    let after = orders_proxy(300, 240, 59);
+    let window = Window {
+        seconds: 2.0,
+        increases: increases(&before, &after),
+    };
+    let rows = aggregate(&[window], &[&after], None);
+    let services: Vec<&str> = rows.iter().map(|r| r.service.as_str()).collect();
+    assert_eq!(services, ["other/cart", "shop/orders", "shop/users"]);
+    let orders = &rows[1];
+    assert_eq!(orders.endpoints, 2);
+    assert_eq!(orders.rps, 100.0);
+    // 150 OK out of 200 responses (50 were 503, not counted again as errors);
+    // the gRPC failure did not grow.
+    assert_eq!(orders.success, Some(0.75));
+    assert_eq!(orders.tls, Some(0.5));
+    let (p50, p99) = (orders.p50_ms.expect("p50"), orders.p99_ms.expect("p99"));
+    assert!((p50 - 1.0).abs() < 1e-9, "{p50}");
+    assert!(p50 <= p99 && p99 <= 2.0, "{p99}");
+    // Outbound series say nothing about the service's own side.
+    let users = &rows[2];
+    assert_eq!((users.endpoints, users.rps), (1, 0.0));
+    assert_eq!((users.success, users.tls, users.p50_ms), (None, None, None));
+}
+
+#[test]
+fn targets_add_up_and_endpoints_take_the_highest_view() {
+    let before = orders_proxy(100, 100, 0);
+    let after = orders_proxy(200, 200, 0);
+    let mut fewer = orders_proxy(200, 200, 0);
+    for sample in &mut fewer {
+        if sample.name == "weft_endpoints" {
+            sample.value = 1.0;
+        }
+    }
+    let windows = [
+        Window {
+            seconds: 1.0,
+            increases: increases(&before, &after),
+        },
+        Window {
+            seconds: 2.0,
+            increases: increases(&before, &fewer),
+        },
+    ];
+    let rows = aggregate(&windows, &[&after, &fewer], Some("shop"));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].service, "shop/orders");
+    assert_eq!(rows[0].rps, 150.0);
+    assert_eq!(rows[0].endpoints, 2);
+    assert_eq!(rows[0].success, Some(1.0));
+}
+
+#[test]
+fn a_restarted_proxy_counts_from_zero() {
+    let before = orders_proxy(1000, 900, 100);
+    let restarted = orders_proxy(10, 8, 2);
+    let window = Window {
+        seconds: 1.0,
+        increases: increases(&before, &restarted),
+    };
+    let rows = aggregate(&[window], &[&restarted], Some("shop"));
+    assert_eq!(rows[0].rps, 10.0);
+    assert_eq!(rows[0].success, Some(0.8));
+}

@@ -1,0 +1,57 @@
+//! Fetching one proxy's `/metrics`: a plain HTTP/1.1 GET on a fresh connection,
+//! bounded in time and size so that one stuck proxy cannot stall a frame.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+
+/// A proxy's exposition is a few hundred KiB at most; anything past this is not one.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// The text of `http://{target}/metrics`, or why it could not be had.
+pub async fn scrape(target: &str, timeout: Duration) -> Result<String, String> {
+    match tokio::time::timeout(timeout, get(target)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+async fn get(target: &str) -> Result<String, String> {
+    let stream = tokio::net::TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    // Aborted when this future ends, done or dropped by the timeout, so the
+    // socket never outlives the scrape.
+    let _driver = AbortOnDrop(tokio::spawn(connection));
+    let request = http::Request::get("/metrics")
+        .header(http::header::HOST, target)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("GET /metrics: {e}"))?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("reading /metrics: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("GET /metrics answered {status}"));
+    }
+    String::from_utf8(body.to_vec()).map_err(|_| "/metrics is not UTF-8".to_owned())
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
