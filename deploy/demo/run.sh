@@ -11,6 +11,7 @@
 #   deploy/demo/run.sh --summary-dir DIR   # keep a JSON summary and each sidecar's last /metrics
 #   deploy/demo/run.sh --no-build          # use the binaries already in target/debug
 #   deploy/demo/run.sh --bin-dir DIR       # use the binaries in DIR (implies --no-build)
+#   deploy/demo/run.sh --release           # an optimised build (slower to build, faster to run)
 #
 # As root with iptables, each service runs in its own network namespace and
 # `weft-proxy init` captures its traffic: the apps call the services' virtual IPs
@@ -20,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-duration=0 chaos=0 capture=auto summary_dir="" build=1 bin=""
+duration=0 chaos=0 capture=auto summary_dir="" build=1 bin="" profile=debug
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -29,7 +30,8 @@ while [ $# -gt 0 ]; do
     --summary-dir) summary_dir="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
     --bin-dir) bin="$2"; build=0; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --release) profile=release; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -67,10 +69,15 @@ if [ "$capture" = auto ]; then
 fi
 
 if [ "$build" = 1 ]; then
-  echo "== building weft (debug build, shared with the tests)"
-  cargo build --workspace --bins --quiet
+  if [ "$profile" = release ]; then
+    echo "== building weft (release build)"
+    cargo build --release --workspace --bins --quiet
+  else
+    echo "== building weft (debug build, shared with the tests)"
+    cargo build --workspace --bins --quiet
+  fi
 fi
-[ -n "$bin" ] || bin="$(pwd)/${CARGO_TARGET_DIR:-target}/debug"
+[ -n "$bin" ] || bin="$(pwd)/${CARGO_TARGET_DIR:-target}/$profile"
 for b in weft-control-plane weft-proxy weftctl weft-shop; do
   [ -x "$bin/$b" ] || { echo "run.sh: $bin/$b is missing (drop --no-build)" >&2; exit 1; }
 done
