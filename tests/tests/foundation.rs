@@ -424,7 +424,7 @@ fn a_proxy_reports_every_invalid_flag_at_once_and_exits_64() {
         "--admin",
         "--control-plane",
         "--upstream",
-        "--workload-address/--workload-port",
+        "--workload-port needs --service",
     ] {
         assert!(stderr.contains(flag), "{flag} missing from: {stderr}");
     }
