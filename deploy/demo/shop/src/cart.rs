@@ -15,7 +15,7 @@ use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{self, Handler, Reply, ShopRequest};
-use crate::products::{LookupError, Product, ProductsApi};
+use crate::products::{Product, ProductsApi};
 
 /// One line of a cart. The name and price are copied in when the item is added, so
 /// reading a cart needs no call to `products`.
@@ -116,13 +116,7 @@ impl Carts {
         }
         let product = match self.products.get(&item.product).await {
             Ok(product) => product,
-            Err(LookupError::NotFound(id)) => {
-                return http::error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("no product {id:?}"),
-                )
-            }
-            Err(LookupError::Upstream(e)) => return http::upstream_error("products", e),
+            Err(e) => return e.reply(),
         };
         let mut carts = self.carts.lock().unwrap_or_else(|e| e.into_inner());
         let cart = carts.entry(user.to_owned()).or_default();

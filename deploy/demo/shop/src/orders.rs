@@ -27,7 +27,7 @@ use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{self, Handler, Reply, ShopRequest, Upstream, IDEMPOTENCY_KEY};
-use crate::products::{LookupError, ProductsApi};
+use crate::products::ProductsApi;
 use crate::users::User;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -251,13 +251,7 @@ impl Orders {
         for item in &new.items {
             let product = match self.products.get(&item.product).await {
                 Ok(product) => product,
-                Err(LookupError::NotFound(id)) => {
-                    return http::error(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        format!("no product {id:?}"),
-                    )
-                }
-                Err(LookupError::Upstream(e)) => return http::upstream_error("products", e),
+                Err(e) => return e.reply(),
             };
             if product.stock < item.quantity {
                 return http::error(

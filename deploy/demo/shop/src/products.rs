@@ -150,6 +150,20 @@ pub enum LookupError {
     Upstream(String),
 }
 
+impl LookupError {
+    /// The HTTP answer of a service whose request named this product: 422 for a
+    /// product that does not exist, 502 when `products` could not be asked.
+    pub fn reply(self) -> crate::http::Reply {
+        match self {
+            LookupError::NotFound(id) => crate::http::error(
+                hyper::StatusCode::UNPROCESSABLE_ENTITY,
+                format!("no product {id:?}"),
+            ),
+            LookupError::Upstream(e) => crate::http::upstream_error("products", e),
+        }
+    }
+}
+
 /// The client side: one lazily connected channel per upstream, shared by every call
 /// (HTTP/2 multiplexes them on one connection).
 #[derive(Clone)]
