@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
@@ -41,7 +41,9 @@ pub const MAX_BUFFERED: u64 = 64 * 1024;
 
 /// The request header by which a client marks a non-idempotent request safe to
 /// repeat; removed before forwarding.
-const RETRYABLE: &str = "weft-retryable";
+const RETRYABLE: HeaderName = HeaderName::from_static("weft-retryable");
+
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Handles the requests of one downstream connection.
 pub struct Handler {
@@ -429,9 +431,9 @@ fn request_deadline(
     grpc: bool,
     started: Instant,
 ) -> Option<Instant> {
-    let client = headers
-        .get("grpc-timeout")
-        .filter(|_| grpc)
+    let client = grpc
+        .then(|| headers.get(GRPC_TIMEOUT))
+        .flatten()
         .and_then(|v| deadline::grpc_timeout(v.as_bytes()));
     let timeout = match (policy.timeouts.request, client) {
         (Some(a), Some(b)) => Some(a.min(b)),

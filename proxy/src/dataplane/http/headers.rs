@@ -17,54 +17,94 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// Removes hop-by-hop headers; `upgrade` keeps those an upgrade needs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Almost no request or response carries any of them (HTTP/2 forbids all but
-    // `TE: trailers`): one pass over the names, comparing without hashing, finds
-    // that out, and only a message that has one pays for the removals.
-    if !headers.keys().any(is_hop_by_hop) {
+    // Almost no request carries any of them (HTTP/2 forbids all but `TE:
+    // trailers`), and most HTTP/1.1 responses carry only `Connection: keep-alive`:
+    // one pass over the names, comparing without hashing, finds which are there,
+    // and only those are looked up and removed.
+    let found = headers
+        .keys()
+        .fold(0u8, |found, name| found | hop_bit(name));
+    if found == 0 {
         return;
     }
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .filter(|name| !(upgrade && name == header::UPGRADE))
-            .collect();
-        for name in named {
-            headers.remove(name);
+    if found & CONNECTION != 0 {
+        // Cheap (shared bytes), and frees `headers` for the removals below.
+        if let Some(connection) = headers.get(header::CONNECTION).cloned() {
+            for token in connection.to_str().unwrap_or("").split(',') {
+                let token = token.trim();
+                // Names removed below anyway (or kept for an upgrade) need no
+                // lookup of their own; any other named header is removed here.
+                if !names_stripped_anyway(token) {
+                    headers.remove(token);
+                }
+            }
         }
         if !upgrade {
             headers.remove(header::CONNECTION);
         }
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    if !upgrade {
+    if found & KEEP_ALIVE_BIT != 0 {
+        headers.remove(KEEP_ALIVE);
+    }
+    if found & PROXY_CONNECTION_BIT != 0 {
+        headers.remove(PROXY_CONNECTION);
+    }
+    if found & TRANSFER_ENCODING != 0 {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if found & UPGRADE != 0 && !upgrade {
         headers.remove(header::UPGRADE);
     }
-    if let Some(te) = headers.get(header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(header::TE);
+    if found & TE != 0 {
+        if let Some(te) = headers.get(header::TE) {
+            if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+                headers.remove(header::TE);
+            }
         }
     }
 }
 
-/// Whether a header name is one [`strip_hop_by_hop`] may remove. Headers that a
-/// `Connection` header names are only removed when `Connection` is present,
-/// which this also detects.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+const CONNECTION: u8 = 1;
+const TRANSFER_ENCODING: u8 = 2;
+const UPGRADE: u8 = 4;
+const TE: u8 = 8;
+const KEEP_ALIVE_BIT: u8 = 16;
+const PROXY_CONNECTION_BIT: u8 = 32;
+
+/// Which hop-by-hop header a name is (a bit of the set [`strip_hop_by_hop`]
+/// collects), 0 for any other. Headers that a `Connection` header names are only
+/// removed when `Connection` is present, which this also detects.
+fn hop_bit(name: &HeaderName) -> u8 {
+    if name == header::CONNECTION {
+        CONNECTION
+    } else if name == header::TRANSFER_ENCODING {
+        TRANSFER_ENCODING
+    } else if name == header::UPGRADE {
+        UPGRADE
+    } else if name == header::TE {
+        TE
+    } else if name == KEEP_ALIVE {
+        KEEP_ALIVE_BIT
+    } else if name == PROXY_CONNECTION {
+        PROXY_CONNECTION_BIT
+    } else {
+        0
+    }
+}
+
+/// Whether a `Connection` token names a header that [`strip_hop_by_hop`] removes
+/// (or, for `upgrade`, deliberately keeps) whatever `Connection` says. `te` and
+/// `connection` are not: naming them removes them even where the fixed rules
+/// would keep them (`TE: trailers`, an upgrade's `Connection`).
+fn names_stripped_anyway(token: &str) -> bool {
     [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
     ]
     .iter()
-    .any(|hop| hop == name)
+    .any(|name| token.eq_ignore_ascii_case(name))
 }
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
@@ -153,6 +193,21 @@ mod tests {
         headers.insert("x-end", HeaderValue::from_static("1"));
         headers.insert(header::TE, HeaderValue::from_static("gzip"));
         headers.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        strip_hop_by_hop(&mut headers, false);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-end"]);
+    }
+
+    #[test]
+    fn named_headers_go_whatever_their_case_even_te_trailers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Hop ,TE"),
+        );
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("x-end", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut headers, false);
         let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-end"]);
