@@ -162,6 +162,12 @@ impl Recording {
         self.state().complete = true;
     }
 
+    /// Whether [`Recording::replay`] would give the body, without copying it.
+    pub fn complete(&self) -> bool {
+        let state = self.state();
+        state.complete && !state.overflowed
+    }
+
     /// The whole body, if it was read to its end within the bound.
     pub fn replay(&self) -> Option<Buffered> {
         let state = self.state();
