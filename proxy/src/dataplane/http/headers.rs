@@ -28,8 +28,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         return;
     }
     if found & CONNECTION != 0 {
-        // Cheap (shared bytes), and frees `headers` for the removals below.
-        if let Some(connection) = headers.get(header::CONNECTION).cloned() {
+        // Removed at once (one lookup) unless an upgrade keeps it; a kept value is
+        // cloned (shared bytes) to free `headers` for the removals below.
+        let connection = if upgrade {
+            headers.get(header::CONNECTION).cloned()
+        } else {
+            headers.remove(header::CONNECTION)
+        };
+        if let Some(connection) = connection {
             for token in connection.to_str().unwrap_or("").split(',') {
                 let token = token.trim();
                 // Names removed below anyway (or kept for an upgrade) need no
@@ -38,9 +44,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
                     headers.remove(token);
                 }
             }
-        }
-        if !upgrade {
-            headers.remove(header::CONNECTION);
         }
     }
     if found & KEEP_ALIVE_BIT != 0 {
@@ -75,20 +78,16 @@ const PROXY_CONNECTION_BIT: u8 = 32;
 /// collects), 0 for any other. Headers that a `Connection` header names are only
 /// removed when `Connection` is present, which this also detects.
 fn hop_bit(name: &HeaderName) -> u8 {
-    if name == header::CONNECTION {
-        CONNECTION
-    } else if name == header::TRANSFER_ENCODING {
-        TRANSFER_ENCODING
-    } else if name == header::UPGRADE {
-        UPGRADE
-    } else if name == header::TE {
-        TE
-    } else if name == KEEP_ALIVE {
-        KEEP_ALIVE_BIT
-    } else if name == PROXY_CONNECTION {
-        PROXY_CONNECTION_BIT
-    } else {
-        0
+    // Names are lowercase; matching the text is a length check and at most one
+    // short comparison per header, cheaper than comparing `HeaderName` values.
+    match name.as_str() {
+        "connection" => CONNECTION,
+        "transfer-encoding" => TRANSFER_ENCODING,
+        "upgrade" => UPGRADE,
+        "te" => TE,
+        "keep-alive" => KEEP_ALIVE_BIT,
+        "proxy-connection" => PROXY_CONNECTION_BIT,
+        _ => 0,
     }
 }
 
