@@ -208,8 +208,9 @@ impl Handler {
         let deadline = request_deadline(policy, request.headers(), grpc, started);
 
         let http1 = destination.protocol == Protocol::Http1;
-        let upgrade = http1 && headers::is_upgrade(&request);
-        strip_hop_by_hop(request.headers_mut(), upgrade);
+        let present = headers::Present::scan(request.headers());
+        let upgrade = http1 && present.upgrade() && headers::is_upgrade(&request);
+        headers::strip_present(request.headers_mut(), present, upgrade);
         let downstream_upgrade = if upgrade {
             request.extensions_mut().remove::<OnUpgrade>()
         } else {
@@ -218,10 +219,11 @@ impl Handler {
         // The request's version is set per attempt, below: an HTTP/2 request for an
         // HTTP/1 service that goes to an mTLS peer stays HTTP/2 and is not
         // converted twice.
-        let marked = request
-            .headers_mut()
-            .remove(RETRYABLE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let marked = present.retryable()
+            && request
+                .headers_mut()
+                .remove(RETRYABLE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let repeatable = !upgrade
             && policy.retries.max_retries > 0
             && (idempotent(request.method()) || marked || (grpc && retries_grpc(policy)));

@@ -15,15 +15,43 @@ use http::{Request, Version};
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Which of the headers the proxy acts on a message carries: the hop-by-hop ones
+/// and `weft-retryable`. Found in one pass over the names, comparing without
+/// hashing, so that a request pays a hashed lookup only for headers it has.
+#[derive(Debug, Clone, Copy)]
+pub struct Present(u8);
+
+impl Present {
+    pub fn scan(headers: &HeaderMap) -> Present {
+        Present(
+            headers
+                .keys()
+                .fold(0u8, |found, name| found | special_bit(name)),
+        )
+    }
+
+    /// Whether there is an `Upgrade` header (see [`is_upgrade`] for the rest).
+    pub fn upgrade(self) -> bool {
+        self.0 & UPGRADE != 0
+    }
+
+    /// Whether there is a `weft-retryable` header.
+    pub fn retryable(self) -> bool {
+        self.0 & RETRYABLE != 0
+    }
+}
+
 /// Removes hop-by-hop headers; `upgrade` keeps those an upgrade needs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    strip_present(headers, Present::scan(headers), upgrade);
+}
+
+/// [`strip_hop_by_hop`] for headers already scanned (and unchanged since).
+pub fn strip_present(headers: &mut HeaderMap, present: Present, upgrade: bool) {
     // Almost no request carries any of them (HTTP/2 forbids all but `TE:
     // trailers`), and most HTTP/1.1 responses carry only `Connection: keep-alive`:
-    // one pass over the names, comparing without hashing, finds which are there,
-    // and only those are looked up and removed.
-    let found = headers
-        .keys()
-        .fold(0u8, |found, name| found | hop_bit(name));
+    // only those found are looked up and removed.
+    let found = present.0 & HOP_BY_HOP;
     if found == 0 {
         return;
     }
@@ -73,11 +101,13 @@ const UPGRADE: u8 = 4;
 const TE: u8 = 8;
 const KEEP_ALIVE_BIT: u8 = 16;
 const PROXY_CONNECTION_BIT: u8 = 32;
+const HOP_BY_HOP: u8 = 63;
+const RETRYABLE: u8 = 64;
 
-/// Which hop-by-hop header a name is (a bit of the set [`strip_hop_by_hop`]
-/// collects), 0 for any other. Headers that a `Connection` header names are only
-/// removed when `Connection` is present, which this also detects.
-fn hop_bit(name: &HeaderName) -> u8 {
+/// Which header the proxy acts on a name is (a bit of [`Present`]), 0 for any
+/// other. Headers that a `Connection` header names are only removed when
+/// `Connection` is present, which this also detects.
+fn special_bit(name: &HeaderName) -> u8 {
     // Names are lowercase; matching the text is a length check and at most one
     // short comparison per header, cheaper than comparing `HeaderName` values.
     match name.as_str() {
@@ -87,6 +117,7 @@ fn hop_bit(name: &HeaderName) -> u8 {
         "te" => TE,
         "keep-alive" => KEEP_ALIVE_BIT,
         "proxy-connection" => PROXY_CONNECTION_BIT,
+        "weft-retryable" => RETRYABLE,
         _ => 0,
     }
 }
@@ -210,6 +241,22 @@ mod tests {
         strip_hop_by_hop(&mut headers, false);
         let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-end"]);
+    }
+
+    #[test]
+    fn a_scan_finds_the_headers_the_proxy_acts_on() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-end", HeaderValue::from_static("1"));
+        let plain = Present::scan(&headers);
+        assert!(!plain.upgrade() && !plain.retryable());
+        headers.insert("Weft-Retryable", HeaderValue::from_static("true"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let marked = Present::scan(&headers);
+        assert!(marked.upgrade() && marked.retryable());
+        // weft-retryable is no hop-by-hop header: stripping leaves it alone.
+        strip_present(&mut headers, marked, false);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-end", "weft-retryable"]);
     }
 
     #[test]
