@@ -90,8 +90,15 @@ impl Load {
 /// Monotonic nanoseconds since the first call in this process: cheap to store in an
 /// atomic, unlike an `Instant`.
 pub fn now() -> u64 {
+    at(Instant::now())
+}
+
+/// [`now`] as it was at `instant`, so that a clock read made for something else
+/// (a request's start) serves here too.
+pub fn at(instant: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    let epoch = *EPOCH.get_or_init(|| instant);
+    instant.saturating_duration_since(epoch).as_nanos() as u64
 }
 
 #[cfg(test)]

@@ -192,7 +192,16 @@ impl Destination {
     /// ejected endpoints and the indices in `failed` (tried already). Returns the
     /// index to add to `failed`.
     pub fn pick(&self, set: &EndpointSet, failed: &[usize]) -> Option<(usize, Arc<Endpoint>)> {
-        let now = crate::balance::now();
+        self.pick_at(set, failed, crate::balance::now())
+    }
+
+    /// [`Destination::pick`] at `now` ([`crate::balance::now`] nanoseconds).
+    pub fn pick_at(
+        &self,
+        set: &EndpointSet,
+        failed: &[usize],
+        now: u64,
+    ) -> Option<(usize, Arc<Endpoint>)> {
         let any_ejected = self.any_ejected(now);
         let usable = set.usable(now, any_ejected);
         let candidates = &set.endpoints[..usable];
@@ -209,7 +218,12 @@ impl Destination {
 
     /// Feeds an attempt's outcome to outlier detection, counting an ejection.
     pub fn observe(&self, set: &EndpointSet, endpoint: &Endpoint, success: bool) {
-        if self.record(set, endpoint, success, crate::balance::now()) {
+        self.observe_at(set, endpoint, success, crate::balance::now());
+    }
+
+    /// [`Destination::observe`] at `now` ([`crate::balance::now`] nanoseconds).
+    pub fn observe_at(&self, set: &EndpointSet, endpoint: &Endpoint, success: bool, now: u64) {
+        if self.record(set, endpoint, success, now) {
             let resilience = self.metrics.resilience();
             resilience.ejections.increment(1);
             resilience.ejected.increment(1.0);

@@ -100,11 +100,13 @@ pub struct InFlight {
 
 impl InFlight {
     pub fn begin(endpoint: Arc<Endpoint>) -> InFlight {
+        Self::begin_at(endpoint, Instant::now())
+    }
+
+    /// Begins with a clock reading the caller already has.
+    pub fn begin_at(endpoint: Arc<Endpoint>, started: Instant) -> InFlight {
         endpoint.load.begin();
-        InFlight {
-            endpoint,
-            started: Instant::now(),
-        }
+        InFlight { endpoint, started }
     }
 
     pub fn endpoint(&self) -> &Arc<Endpoint> {
@@ -113,9 +115,15 @@ impl InFlight {
 
     /// The response (or connection) arrived: record how long it took.
     pub fn observe(&self) {
-        self.endpoint
-            .load
-            .observe(self.started.elapsed(), balance::now());
+        self.observe_at(Instant::now());
+    }
+
+    /// [`InFlight::observe`] with the time the response arrived, read by the caller.
+    pub fn observe_at(&self, now: Instant) {
+        self.endpoint.load.observe(
+            now.saturating_duration_since(self.started),
+            balance::at(now),
+        );
     }
 }
 

@@ -41,7 +41,29 @@ impl Drop for Permit {
     }
 }
 
+/// An admitted request, released on drop; borrows its counter (a request never
+/// outlives its destination), which spares a reference count per request.
+#[derive(Debug)]
+pub struct Active<'a>(&'a AtomicU32);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Breakers {
+    /// [`Breakers::admit`] for a unit that ends before the destination does.
+    pub fn admit_scoped(&self, limit: Limit, max: u32) -> Option<Active<'_>> {
+        let count = &self.counts[limit as usize];
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Active(count))
+    }
+
     /// A permit when the count is under `max`, else `None` (the breaker is open).
     pub fn admit(&self, limit: Limit, max: u32) -> Option<Permit> {
         let count = &self.counts[limit as usize];

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 
@@ -162,6 +162,12 @@ impl Recording {
         self.state().complete = true;
     }
 
+    /// Whether [`Recording::replay`] would give the body, without copying it.
+    pub fn complete(&self) -> bool {
+        let state = self.state();
+        state.complete && !state.overflowed
+    }
+
     /// The whole body, if it was read to its end within the bound.
     pub fn replay(&self) -> Option<Buffered> {
         let state = self.state();
@@ -237,8 +243,9 @@ impl Body for RequestBody {
 
 /// The `grpc-status` of a trailers (or trailers-only headers) block.
 pub fn grpc_status(headers: &HeaderMap) -> Option<u16> {
+    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
     headers
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }

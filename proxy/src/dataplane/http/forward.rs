@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
@@ -32,7 +32,7 @@ use super::super::endpoint::{Endpoint, InFlight};
 use super::super::error::{rescue, ForwardError};
 use super::super::Context;
 use super::attempt::{self, Failure, Sent};
-use super::body::{grpc_status, Completion, ProxyBody, Recording, RequestBody};
+use super::body::{grpc_status, Buffered, Completion, ProxyBody, Recording, RequestBody};
 use super::headers::{self, strip_hop_by_hop};
 use super::Route;
 
@@ -41,7 +41,9 @@ pub const MAX_BUFFERED: u64 = 64 * 1024;
 
 /// The request header by which a client marks a non-idempotent request safe to
 /// repeat; removed before forwarding.
-const RETRYABLE: &str = "weft-retryable";
+const RETRYABLE: HeaderName = HeaderName::from_static("weft-retryable");
+
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Handles the requests of one downstream connection.
 pub struct Handler {
@@ -54,7 +56,9 @@ pub struct Handler {
 /// repeatable request, copies rebuilt from its head and recorded body.
 struct Pending {
     request: Option<Request<RequestBody>>,
-    replay: Option<(Box<Parts>, Arc<Recording>)>,
+    /// The head, and the body's recording (`None`: the body was empty, which
+    /// needs no recording).
+    replay: Option<(Box<Parts>, Option<Arc<Recording>>)>,
 }
 
 impl Pending {
@@ -67,14 +71,20 @@ impl Pending {
             };
         }
         let (parts, body) = request.into_parts();
-        let recording = Arc::new(Recording::new(MAX_BUFFERED as usize, body.is_end_stream()));
         let head = Box::new(parts.clone());
+        if body.is_end_stream() {
+            return Pending {
+                request: Some(Request::from_parts(parts, RequestBody::Streaming(body))),
+                replay: Some((head, None)),
+            };
+        }
+        let recording = Arc::new(Recording::new(MAX_BUFFERED as usize, false));
         Pending {
             request: Some(Request::from_parts(
                 parts,
                 RequestBody::Recorded(body, recording.clone()),
             )),
-            replay: Some((head, recording)),
+            replay: Some((head, Some(recording))),
         }
     }
 
@@ -83,7 +93,10 @@ impl Pending {
             return Some(request);
         }
         let (parts, recording) = self.replay.as_ref()?;
-        let body = recording.replay()?;
+        let body = match recording {
+            Some(recording) => recording.replay()?,
+            None => Buffered::default(),
+        };
         Some(Request::from_parts(
             (**parts).clone(),
             RequestBody::Buffered(body),
@@ -96,9 +109,11 @@ impl Pending {
 
     /// Whether another attempt can send the request again after one sent it.
     fn replayable(&self) -> bool {
-        self.replay
-            .as_ref()
-            .is_some_and(|(_, recording)| recording.replay().is_some())
+        self.replay.as_ref().is_some_and(|(_, recording)| {
+            recording
+                .as_ref()
+                .is_none_or(|recording| recording.complete())
+        })
     }
 }
 
@@ -175,20 +190,27 @@ impl Handler {
         started: Instant,
         grpc: bool,
     ) -> Result<Response<ProxyBody>, ForwardError> {
-        let policy = destination.endpoints().policy.clone();
+        // The set as the request arrives: its policy applies to the whole request,
+        // and the first attempt picks from it; a retry loads the set again.
+        let first_set = destination.endpoints_full();
+        let policy = &first_set.policy;
         let limits = &policy.circuit_breakers;
         let Some(_active) = destination
             .breakers
-            .admit(Limit::Requests, limits.max_requests)
+            .admit_scoped(Limit::Requests, limits.max_requests)
         else {
             return Err(destination.overflow(Limit::Requests));
         };
-        destination.budget.deposit(seconds());
-        let deadline = request_deadline(&policy, request.headers(), grpc, started);
+        // One clock reading (the request's start) serves the budget, the first
+        // pick and the first attempt's latency.
+        let started_ns = crate::balance::at(started);
+        destination.budget.deposit(started_ns / 1_000_000_000);
+        let deadline = request_deadline(policy, request.headers(), grpc, started);
 
         let http1 = destination.protocol == Protocol::Http1;
-        let upgrade = http1 && headers::is_upgrade(&request);
-        strip_hop_by_hop(request.headers_mut(), upgrade);
+        let present = headers::Present::scan(request.headers());
+        let upgrade = http1 && present.upgrade() && headers::is_upgrade(&request);
+        headers::strip_present(request.headers_mut(), present, upgrade);
         let downstream_upgrade = if upgrade {
             request.extensions_mut().remove::<OnUpgrade>()
         } else {
@@ -197,13 +219,14 @@ impl Handler {
         // The request's version is set per attempt, below: an HTTP/2 request for an
         // HTTP/1 service that goes to an mTLS peer stays HTTP/2 and is not
         // converted twice.
-        let marked = request
-            .headers_mut()
-            .remove(RETRYABLE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let marked = present.retryable()
+            && request
+                .headers_mut()
+                .remove(RETRYABLE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let repeatable = !upgrade
             && policy.retries.max_retries > 0
-            && (idempotent(request.method()) || marked || (grpc && retries_grpc(&policy)));
+            && (idempotent(request.method()) || marked || (grpc && retries_grpc(policy)));
         let mut pending = Pending::new(request, repeatable);
 
         let retries = &policy.retries;
@@ -213,20 +236,26 @@ impl Handler {
         let mut failed = [usize::MAX; 12];
         let mut last = Last::None;
         let mut delay_next = false;
+        let mut later_set;
         for attempt in 0..attempts.min(failed.len()) {
-            if attempt > 0 && !may_retry(destination, &policy, attempt, delay_next, deadline).await
-            {
+            if attempt > 0 && !may_retry(destination, policy, attempt, delay_next, deadline).await {
                 break;
             }
             let Some(mut attempt_request) = pending.take() else {
                 break;
             };
-            let set = destination.endpoints_full();
+            let (set, attempt_started, now_ns) = if attempt == 0 {
+                (&first_set, started, started_ns)
+            } else {
+                let now = Instant::now();
+                later_set = destination.endpoints_full();
+                (&later_set, now, crate::balance::at(now))
+            };
             let (index, endpoint) = destination
-                .pick(&set, &failed[..attempt])
+                .pick_at(set, &failed[..attempt], now_ns)
                 .ok_or(ForwardError::NoEndpoint)?;
             failed[attempt] = index;
-            let in_flight = InFlight::begin(endpoint);
+            let in_flight = InFlight::begin_at(endpoint, attempt_started);
             let endpoint = in_flight.endpoint().clone();
             // Between two proxies speaking mTLS, HTTP/1.1 rides the one multiplexed
             // HTTP/2 connection to the endpoint (ALPN h2); the peer proxy turns it
@@ -245,20 +274,20 @@ impl Handler {
                     attempt::send_http1(
                         &self.cx,
                         destination,
-                        &policy,
+                        policy,
                         &endpoint,
                         attempt_request,
                         upgrade,
                     )
                     .await
                 } else {
-                    attempt::send_http2(&self.cx, destination, &policy, &endpoint, attempt_request)
+                    attempt::send_http2(&self.cx, destination, policy, &endpoint, attempt_request)
                         .await
                 }
             };
             let try_deadline = earliest(
                 deadline,
-                retries.per_try_timeout.map(|t| Instant::now() + t),
+                retries.per_try_timeout.map(|t| attempt_started + t),
             );
             let sent = match try_deadline {
                 Some(at) => match tokio::time::timeout_at(at.into(), send).await {
@@ -266,7 +295,7 @@ impl Handler {
                     Err(_) => {
                         let overall = deadline.is_some_and(|d| at >= d);
                         let error = ForwardError::Timeout(at - started);
-                        destination.observe(&set, &endpoint, false);
+                        destination.observe(set, &endpoint, false);
                         if attempt > 0 {
                             resilience.retry_failure.increment(1);
                         }
@@ -282,18 +311,19 @@ impl Handler {
             };
             match sent {
                 Ok((response, reuse)) => {
-                    in_flight.observe();
+                    let now = Instant::now();
+                    in_flight.observe_at(now);
                     let status = response.status().as_u16();
                     let grpc_code = grpc_status(response.headers());
                     let failure = status >= 500 || grpc_code == Some(14);
-                    destination.observe(&set, &endpoint, !failure);
+                    destination.observe_at(set, &endpoint, !failure, crate::balance::at(now));
                     if attempt > 0 {
                         match failure {
                             true => resilience.retry_failure.increment(1),
                             false => resilience.retry_success.increment(1),
                         }
                     }
-                    if pending.replayable() && retries.retries_status(status, grpc_code) {
+                    if retries.retries_status(status, grpc_code) && pending.replayable() {
                         last = Last::Response((response, reuse), endpoint);
                         delay_next = true;
                         continue;
@@ -309,7 +339,7 @@ impl Handler {
                 }
                 Err(Failure::NotSent(unsent, error)) => {
                     tracing::debug!(endpoint = %endpoint.address, %error, "not sent; trying again");
-                    destination.observe(&set, &endpoint, false);
+                    destination.observe(set, &endpoint, false);
                     if attempt > 0 {
                         resilience.retry_failure.increment(1);
                     }
@@ -325,7 +355,7 @@ impl Handler {
                     delay_next = false;
                 }
                 Err(Failure::Sent(error)) => {
-                    destination.observe(&set, &endpoint, false);
+                    destination.observe(set, &endpoint, false);
                     if attempt > 0 {
                         resilience.retry_failure.increment(1);
                     }
@@ -429,9 +459,9 @@ fn request_deadline(
     grpc: bool,
     started: Instant,
 ) -> Option<Instant> {
-    let client = headers
-        .get("grpc-timeout")
-        .filter(|_| grpc)
+    let client = grpc
+        .then(|| headers.get(GRPC_TIMEOUT))
+        .flatten()
         .and_then(|v| deadline::grpc_timeout(v.as_bytes()));
     let timeout = match (policy.timeouts.request, client) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -15,56 +15,126 @@ use http::{Request, Version};
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Which of the headers the proxy acts on a message carries: the hop-by-hop ones
+/// and `weft-retryable`. Found in one pass over the names, comparing without
+/// hashing, so that a request pays a hashed lookup only for headers it has.
+#[derive(Debug, Clone, Copy)]
+pub struct Present(u8);
+
+impl Present {
+    pub fn scan(headers: &HeaderMap) -> Present {
+        Present(
+            headers
+                .keys()
+                .fold(0u8, |found, name| found | special_bit(name)),
+        )
+    }
+
+    /// Whether there is an `Upgrade` header (see [`is_upgrade`] for the rest).
+    pub fn upgrade(self) -> bool {
+        self.0 & UPGRADE != 0
+    }
+
+    /// Whether there is a `weft-retryable` header.
+    pub fn retryable(self) -> bool {
+        self.0 & RETRYABLE != 0
+    }
+}
+
 /// Removes hop-by-hop headers; `upgrade` keeps those an upgrade needs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Almost no request or response carries any of them (HTTP/2 forbids all but
-    // `TE: trailers`): one pass over the names, comparing without hashing, finds
-    // that out, and only a message that has one pays for the removals.
-    if !headers.keys().any(is_hop_by_hop) {
+    strip_present(headers, Present::scan(headers), upgrade);
+}
+
+/// [`strip_hop_by_hop`] for headers already scanned (and unchanged since).
+pub fn strip_present(headers: &mut HeaderMap, present: Present, upgrade: bool) {
+    // Almost no request carries any of them (HTTP/2 forbids all but `TE:
+    // trailers`), and most HTTP/1.1 responses carry only `Connection: keep-alive`:
+    // only those found are looked up and removed.
+    let found = present.0 & HOP_BY_HOP;
+    if found == 0 {
         return;
     }
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .filter(|name| !(upgrade && name == header::UPGRADE))
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        if !upgrade {
-            headers.remove(header::CONNECTION);
+    if found & CONNECTION != 0 {
+        // Removed at once (one lookup) unless an upgrade keeps it; a kept value is
+        // cloned (shared bytes) to free `headers` for the removals below.
+        let connection = if upgrade {
+            headers.get(header::CONNECTION).cloned()
+        } else {
+            headers.remove(header::CONNECTION)
+        };
+        if let Some(connection) = connection {
+            for token in connection.to_str().unwrap_or("").split(',') {
+                let token = token.trim();
+                // Names removed below anyway (or kept for an upgrade) need no
+                // lookup of their own; any other named header is removed here.
+                if !names_stripped_anyway(token) {
+                    headers.remove(token);
+                }
+            }
         }
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    if !upgrade {
+    if found & KEEP_ALIVE_BIT != 0 {
+        headers.remove(KEEP_ALIVE);
+    }
+    if found & PROXY_CONNECTION_BIT != 0 {
+        headers.remove(PROXY_CONNECTION);
+    }
+    if found & TRANSFER_ENCODING != 0 {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if found & UPGRADE != 0 && !upgrade {
         headers.remove(header::UPGRADE);
     }
-    if let Some(te) = headers.get(header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(header::TE);
+    if found & TE != 0 {
+        if let Some(te) = headers.get(header::TE) {
+            if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+                headers.remove(header::TE);
+            }
         }
     }
 }
 
-/// Whether a header name is one [`strip_hop_by_hop`] may remove. Headers that a
-/// `Connection` header names are only removed when `Connection` is present,
-/// which this also detects.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+const CONNECTION: u8 = 1;
+const TRANSFER_ENCODING: u8 = 2;
+const UPGRADE: u8 = 4;
+const TE: u8 = 8;
+const KEEP_ALIVE_BIT: u8 = 16;
+const PROXY_CONNECTION_BIT: u8 = 32;
+const HOP_BY_HOP: u8 = 63;
+const RETRYABLE: u8 = 64;
+
+/// Which header the proxy acts on a name is (a bit of [`Present`]), 0 for any
+/// other. Headers that a `Connection` header names are only removed when
+/// `Connection` is present, which this also detects.
+fn special_bit(name: &HeaderName) -> u8 {
+    // Names are lowercase; matching the text is a length check and at most one
+    // short comparison per header, cheaper than comparing `HeaderName` values.
+    match name.as_str() {
+        "connection" => CONNECTION,
+        "transfer-encoding" => TRANSFER_ENCODING,
+        "upgrade" => UPGRADE,
+        "te" => TE,
+        "keep-alive" => KEEP_ALIVE_BIT,
+        "proxy-connection" => PROXY_CONNECTION_BIT,
+        "weft-retryable" => RETRYABLE,
+        _ => 0,
+    }
+}
+
+/// Whether a `Connection` token names a header that [`strip_hop_by_hop`] removes
+/// (or, for `upgrade`, deliberately keeps) whatever `Connection` says. `te` and
+/// `connection` are not: naming them removes them even where the fixed rules
+/// would keep them (`TE: trailers`, an upgrade's `Connection`).
+fn names_stripped_anyway(token: &str) -> bool {
     [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
     ]
     .iter()
-    .any(|hop| hop == name)
+    .any(|name| token.eq_ignore_ascii_case(name))
 }
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
@@ -156,6 +226,37 @@ mod tests {
         strip_hop_by_hop(&mut headers, false);
         let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-end"]);
+    }
+
+    #[test]
+    fn named_headers_go_whatever_their_case_even_te_trailers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Hop ,TE"),
+        );
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("x-end", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers, false);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-end"]);
+    }
+
+    #[test]
+    fn a_scan_finds_the_headers_the_proxy_acts_on() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-end", HeaderValue::from_static("1"));
+        let plain = Present::scan(&headers);
+        assert!(!plain.upgrade() && !plain.retryable());
+        headers.insert("Weft-Retryable", HeaderValue::from_static("true"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let marked = Present::scan(&headers);
+        assert!(marked.upgrade() && marked.retryable());
+        // weft-retryable is no hop-by-hop header: stripping leaves it alone.
+        strip_present(&mut headers, marked, false);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-end", "weft-retryable"]);
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub async fn serve(
         tokio::pin!(connection);
         tokio::select! {
             result = connection.as_mut() => result,
-            () = drain.signaled() => {
+            () = drain.signaled_on_own_wake() => {
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }
@@ -96,7 +96,7 @@ pub async fn serve(
         tokio::pin!(connection);
         tokio::select! {
             result = connection.as_mut() => result,
-            () = drain.signaled() => {
+            () = drain.signaled_on_own_wake() => {
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }
