@@ -55,7 +55,6 @@ mod proto {
 }
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -96,28 +95,8 @@ enum Role {
         products: String,
     },
     /// Drive shopping journeys through the four services and count what worked.
-    Shopper {
-        #[arg(long, value_parser = parse_url)]
-        users: String,
-        #[arg(long, value_parser = parse_url)]
-        products: String,
-        #[arg(long, value_parser = parse_url)]
-        orders: String,
-        #[arg(long, value_parser = parse_url)]
-        cart: String,
-        /// Journeys started per second.
-        #[arg(long, default_value_t = 5.0)]
-        rate: f64,
-        /// Stop after this many seconds (default: run until SIGTERM / Ctrl-C).
-        #[arg(long, value_name = "SECS")]
-        duration: Option<f64>,
-        /// Also write the summary as JSON to this file.
-        #[arg(long, value_name = "FILE")]
-        summary: Option<PathBuf>,
-        /// Most journeys in flight at once; one more counts as failed ("overloaded").
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-    },
+    /// The traffic: journeys through all four services at a fixed rate.
+    Shopper(shopper::Config),
 }
 
 #[derive(Args)]
@@ -137,7 +116,7 @@ impl Server {
 }
 
 /// The services only speak plain `http://HOST:PORT`; TLS is the sidecars' job.
-fn parse_url(text: &str) -> Result<String, String> {
+pub(crate) fn parse_url(text: &str) -> Result<String, String> {
     let uri: hyper::Uri = text
         .parse()
         .map_err(|e| format!("not a URL ({e}); expected http://HOST:PORT"))?;
@@ -145,6 +124,14 @@ fn parse_url(text: &str) -> Result<String, String> {
         return Err("expected http://HOST:PORT".into());
     }
     Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// A positive number of seconds, such as `20` or `0.5`.
+pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err("expected a positive number of seconds".into()),
+    }
 }
 
 fn hostname() -> String {
@@ -228,31 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let carts = cart::Carts::new(products::ProductsApi::new(&products)?);
             http::serve(listener, server.replica(), carts).await;
         }
-        Role::Shopper {
-            users,
-            products,
-            orders,
-            cart,
-            rate,
-            duration,
-            summary,
-            concurrency,
-        } => {
-            let duration = match duration {
-                Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
-                Some(_) => anyhow::bail!("--duration must be a positive number of seconds"),
-                None => None,
-            };
-            let config = shopper::Config {
-                users,
-                products,
-                orders,
-                cart,
-                rate,
-                duration,
-                summary,
-                concurrency,
-            };
+        Role::Shopper(config) => {
             shopper::run(config).await?;
         }
     }

@@ -30,14 +30,27 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The services, in the order the summary lists them.
 const SERVICES: [&str; 4] = ["users", "products", "cart", "orders"];
 
+#[derive(clap::Args)]
 pub struct Config {
+    #[arg(long, value_parser = crate::parse_url)]
     pub users: String,
+    #[arg(long, value_parser = crate::parse_url)]
     pub products: String,
+    #[arg(long, value_parser = crate::parse_url)]
     pub orders: String,
+    #[arg(long, value_parser = crate::parse_url)]
     pub cart: String,
+    /// Journeys started per second.
+    #[arg(long, default_value_t = 5.0)]
     pub rate: f64,
+    /// Stop after this many seconds (default: run until SIGTERM / Ctrl-C).
+    #[arg(long, value_name = "SECS", value_parser = crate::parse_seconds)]
     pub duration: Option<Duration>,
+    /// Also write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// Most journeys in flight at once; one more counts as failed ("overloaded").
+    #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
 }
 
