@@ -123,7 +123,11 @@ fn print(test: &str, report: &Report, extra: &str) {
 fn chaos_1_a_killed_endpoint_fails_no_request() {
     let mut mesh = Mesh::start(
         &[("web-1", &[]), ("web-2", &[]), ("web-3", &[])],
-        "  outlierDetection: {consecutiveFailures: 2}",
+        // Round robin keeps sending web-1 its share until it is ejected; P2C would
+        // count its first refused connection as slow and mostly avoid it before two
+        // failures in a row. This tests ejection.
+        "  loadBalancer: round_robin
+  outlierDetection: {consecutiveFailures: 2}",
     );
     let load = load(&mesh, 200, 4);
     load.wait_for_successes(300, WAIT);
@@ -153,7 +157,11 @@ fn chaos_2_an_endpoint_failing_half_its_requests_is_ejected() {
             ("web-2", &[]),
             ("web-3", &[]),
         ],
-        "  retries: {retryOn: [5xx]}
+        // Round robin: P2C counts each failure as slow and so keeps most requests
+        // away from web-1 by itself (the dataplane test
+        // `p2c_does_not_favour_an_endpoint_that_fails_fast`); this tests ejection.
+        "  loadBalancer: round_robin
+  retries: {retryOn: [5xx]}
   outlierDetection: {failurePercentageThreshold: 40, failurePercentageMinRequests: 10, baseEjectionMs: 30000}",
     );
     // The flaky app was there from the start: the fault time is the load's start.
@@ -377,7 +385,9 @@ fn chaos_2_grpc_an_endpoint_failing_half_its_calls_is_ejected() {
             ("web-3", &[]),
         ],
         "grpc",
-        "  outlierDetection: {failurePercentageThreshold: 40, failurePercentageMinRequests: 10}",
+        // Round robin, as in chaos 2: this tests ejection, not the balancer.
+        "  loadBalancer: round_robin
+  outlierDetection: {failurePercentageThreshold: 40, failurePercentageMinRequests: 10}",
     );
     let output = std::process::Command::new("python3")
         .args(["-c", GRPC_LOAD, &mesh.listen.to_string(), "200", "1000"])

@@ -5,6 +5,15 @@
 //! endpoint gets no responses, so one that was slow once is tried again later rather
 //! than starved forever.
 //!
+//! A failure counts as at least [`FAILURE_RTT`], and as twice the current estimate
+//! when that is more (up to [`FAILURE_PEAK`]), so failures in a row push an endpoint
+//! away faster than one failure does. Without that, an endpoint that answers 503 in
+//! 0.1 ms looks like the fastest of its set, and a least-latency balancer sends it
+//! most of the traffic, failing requests a healthy endpoint would have served
+//! (outlier detection only ejects after consecutive failures, which an endpoint
+//! failing every other request never reaches). Like any estimate it decays, so the
+//! endpoint is tried again once it may have recovered.
+//!
 //! Every field is an atomic and updates are plain load/store, not compare-and-swap:
 //! two responses landing at the same instant may lose one sample, which shifts an
 //! estimate by a fraction and is cheaper than contending on a lock per response.
@@ -19,6 +28,13 @@ pub const DECAY: Duration = Duration::from_secs(10);
 /// The estimate of an endpoint that has not answered yet. Linkerd uses 30 ms too:
 /// high enough that a fresh endpoint is not flooded before its first answer.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+/// The least a failed attempt counts as: as slow as an endpoint never heard from.
+pub const FAILURE_RTT: Duration = DEFAULT_RTT;
+
+/// The most that doubling on failure raises an estimate to (a failure that itself
+/// took longer still counts as long as it took).
+pub const FAILURE_PEAK: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Load {
@@ -75,6 +91,16 @@ impl Load {
         self.updated.store(now, Ordering::Relaxed);
     }
 
+    /// Records a failed attempt (a 5xx or gRPC UNAVAILABLE answer, a reset, a
+    /// connect error, a timeout) that took `rtt`.
+    pub fn observe_failure(&self, rtt: Duration, now: u64) {
+        let current =
+            f64::from_bits(self.estimate.load(Ordering::Relaxed)) * self.weight_of_old(now);
+        let doubled = (2.0 * current).min(FAILURE_PEAK.as_nanos() as f64);
+        let counted = (rtt.max(FAILURE_RTT).as_nanos() as f64).max(doubled);
+        self.observe(Duration::from_nanos(counted as u64), now);
+    }
+
     /// The cost of sending one more request here, in nanoseconds (lower is better).
     pub fn cost(&self, now: u64) -> f64 {
         let estimate = f64::from_bits(self.estimate.load(Ordering::Relaxed));
@@ -128,6 +154,30 @@ mod tests {
         let load = Load::new(0);
         load.observe(Duration::from_micros(200), MS);
         assert!(load.cost(MS) < 0.3 * MS as f64);
+    }
+
+    #[test]
+    fn a_fast_failure_costs_at_least_an_unknown_endpoint() {
+        let load = Load::new(0);
+        load.observe(Duration::from_micros(100), MS);
+        load.observe_failure(Duration::from_micros(100), 2 * MS);
+        assert!(load.cost(2 * MS) >= 29.0 * MS as f64);
+        // Failures in a row double it, up to a second...
+        load.observe_failure(Duration::from_micros(100), 3 * MS);
+        assert!(load.cost(3 * MS) >= 59.0 * MS as f64);
+        for i in 4..20 {
+            load.observe_failure(Duration::from_micros(100), i * MS);
+        }
+        let peak = load.cost(20 * MS);
+        assert!(
+            (990.0 * MS as f64..=1000.0 * MS as f64).contains(&peak),
+            "{peak}"
+        );
+        // ...and a slower failure counts as slow as it was.
+        load.observe_failure(Duration::from_secs(3), 21 * MS);
+        assert!(load.cost(21 * MS) >= 2_990.0 * MS as f64);
+        // Time still brings it back.
+        assert!(load.cost(21 * MS + 100_000 * MS) < MS as f64);
     }
 
     #[test]

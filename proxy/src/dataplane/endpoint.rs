@@ -125,6 +125,15 @@ impl InFlight {
             balance::at(now),
         );
     }
+
+    /// The attempt failed at `now`: the balancer counts it as slow
+    /// ([`balance::FAILURE_RTT`] at least).
+    pub fn observe_failure_at(&self, now: Instant) {
+        self.endpoint.load.observe_failure(
+            now.saturating_duration_since(self.started),
+            balance::at(now),
+        );
+    }
 }
 
 impl Drop for InFlight {

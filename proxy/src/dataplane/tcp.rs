@@ -6,7 +6,7 @@
 //! request/response protocols that signal "done" with a FIN still work.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
@@ -185,6 +185,7 @@ pub async fn connect_balanced(
                 });
             }
             Err(e) => {
+                in_flight.observe_failure_at(Instant::now());
                 destination.observe(&set, in_flight.endpoint(), false);
                 last_error = e;
             }

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use weft_proto::v1;
+
 use crate::support::mesh::{service, snapshot, Svc};
 use crate::support::upstream::HttpUpstream;
 use crate::support::{Client, Proxy};
@@ -89,6 +91,52 @@ async fn p2c_steers_away_from_a_slow_endpoint() {
     let slow = seen.get("slow").copied().unwrap_or(0);
     // Round robin would send it 133 of 400.
     assert!(slow < 25, "{seen:?}");
+}
+
+#[tokio::test]
+async fn p2c_does_not_favour_an_endpoint_that_fails_fast() {
+    // "broken" answers 503 at once, "healthy" 200 after 5 ms. Retries and outlier
+    // detection are off, so only the balancer keeps requests away from "broken".
+    let healthy = HttpUpstream::start_slow("healthy", Duration::from_millis(5)).await;
+    let broken = HttpUpstream::start("broken").await;
+    let svc = service("lb-p2c-failing", "http1")
+        .endpoint(healthy.addr)
+        .endpoint(broken.addr)
+        .with(|s| {
+            s.retries = Some(v1::Retries {
+                max_retries: Some(0),
+                ..Default::default()
+            });
+            s.outlier_detection = Some(v1::OutlierDetection {
+                consecutive_failures: Some(0),
+                ..Default::default()
+            });
+        });
+    let proxy = Proxy::start(
+        snapshot(&[svc]),
+        &["--upstream", "shop/lb-p2c-failing=127.0.0.1:0"],
+    )
+    .await;
+    let addr = proxy.upstreams[0];
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr).await;
+            for _ in 0..100 {
+                let reply = client.get("x", "/fail-if/broken").await;
+                assert!([200, 503].contains(&reply.status), "{reply:?}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    let failed = broken.requests.load(Ordering::SeqCst);
+    let served = healthy.requests.load(Ordering::SeqCst);
+    assert_eq!(failed + served, 400);
+    // Counting a 503 as 0.1 ms made "broken" the cheapest choice and it took most
+    // requests; round robin would send it 200 of 400.
+    assert!(failed < 40, "broken got {failed}, healthy {served}");
 }
 
 #[tokio::test]

@@ -295,6 +295,7 @@ impl Handler {
                     Err(_) => {
                         let overall = deadline.is_some_and(|d| at >= d);
                         let error = ForwardError::Timeout(at - started);
+                        in_flight.observe_failure_at(Instant::now());
                         destination.observe(set, &endpoint, false);
                         if attempt > 0 {
                             resilience.retry_failure.increment(1);
@@ -312,10 +313,13 @@ impl Handler {
             match sent {
                 Ok((response, reuse)) => {
                     let now = Instant::now();
-                    in_flight.observe_at(now);
                     let status = response.status().as_u16();
                     let grpc_code = grpc_status(response.headers());
                     let failure = status >= 500 || grpc_code == Some(14);
+                    match failure {
+                        false => in_flight.observe_at(now),
+                        true => in_flight.observe_failure_at(now),
+                    }
                     destination.observe_at(set, &endpoint, !failure, crate::balance::at(now));
                     if attempt > 0 {
                         match failure {
@@ -339,6 +343,7 @@ impl Handler {
                 }
                 Err(Failure::NotSent(unsent, error)) => {
                     tracing::debug!(endpoint = %endpoint.address, %error, "not sent; trying again");
+                    in_flight.observe_failure_at(Instant::now());
                     destination.observe(set, &endpoint, false);
                     if attempt > 0 {
                         resilience.retry_failure.increment(1);
@@ -355,6 +360,7 @@ impl Handler {
                     delay_next = false;
                 }
                 Err(Failure::Sent(error)) => {
+                    in_flight.observe_failure_at(Instant::now());
                     destination.observe(set, &endpoint, false);
                     if attempt > 0 {
                         resilience.retry_failure.increment(1);
