@@ -1,6 +1,9 @@
 //! The response body the proxy sends downstream: an upstream body streamed frame
 //! by frame (never buffered), or a small body the proxy made itself.
 //!
+//! The upstream body comes from hyper's HTTP/1 client or from the proxy's own
+//! HTTP/2 client ([`super::stream`]); [`UpstreamBody`] carries either.
+//!
 //! Streaming through [`Observed`] is where a response ends, so it is where the
 //! duration is recorded, a gRPC status is read from the trailers, and a pooled
 //! HTTP/1 connection goes back to its pool (only once its response was read to the
@@ -23,9 +26,17 @@ use hyper::client::conn::http1;
 use crate::metrics::ServiceMetrics;
 
 use super::super::endpoint::Endpoint;
+use super::stream::RecvBody;
 
-/// What polling one of the proxy's bodies (either direction) for a frame yields.
+/// What polling a downstream request body for a frame yields.
 type PolledFrame = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+
+/// An upstream body's failure, from either client: boxed, as failures are rare
+/// and the server that sends the body downstream only needs to know it failed.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What polling a response body for a frame yields.
+type PolledResponseFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
 pub struct ProxyBody(Kind);
 
@@ -43,7 +54,7 @@ impl ProxyBody {
         ProxyBody(Kind::Full(Some(bytes).filter(|b| !b.is_empty())))
     }
 
-    pub fn upstream(inner: Incoming, completion: Completion) -> ProxyBody {
+    pub fn upstream(inner: UpstreamBody, completion: Completion) -> ProxyBody {
         ProxyBody(Kind::Upstream(Observed {
             inner,
             completion: Some(completion),
@@ -64,8 +75,40 @@ pub struct Completion {
     pub reuse: Option<(Arc<Endpoint>, http1::SendRequest<RequestBody>)>,
 }
 
+/// A response body as an upstream client gives it.
+pub enum UpstreamBody {
+    Http1(Incoming),
+    Http2(RecvBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledResponseFrame {
+        match self.get_mut() {
+            UpstreamBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http1(body) => body.is_end_stream(),
+            UpstreamBody::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Http1(body) => body.size_hint(),
+            UpstreamBody::Http2(body) => body.size_hint(),
+        }
+    }
+}
+
 pub struct Observed {
-    inner: Incoming,
+    inner: UpstreamBody,
     completion: Option<Completion>,
     grpc_status: Option<u16>,
 }
@@ -252,9 +295,9 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<u16> {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledResponseFrame {
         match &mut self.0 {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => {

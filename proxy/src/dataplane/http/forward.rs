@@ -32,7 +32,9 @@ use super::super::endpoint::{Endpoint, InFlight};
 use super::super::error::{rescue, ForwardError};
 use super::super::Context;
 use super::attempt::{self, Failure, Sent};
-use super::body::{grpc_status, Buffered, Completion, ProxyBody, Recording, RequestBody};
+use super::body::{
+    grpc_status, Buffered, Completion, ProxyBody, Recording, RequestBody, UpstreamBody,
+};
 use super::headers::{self, strip_hop_by_hop};
 use super::Route;
 
@@ -344,7 +346,9 @@ impl Handler {
                         resilience.retry_failure.increment(1);
                     }
                     let reason = match error {
-                        ForwardError::Upstream { .. } => RetryOn::RefusedStream,
+                        ForwardError::Upstream { .. } | ForwardError::Http2 { .. } => {
+                            RetryOn::RefusedStream
+                        }
                         _ => RetryOn::ConnectFailure,
                     };
                     pending.give_back(*unsent);
@@ -493,7 +497,7 @@ fn fits(body: &Incoming) -> bool {
 /// The upstream response as sent downstream, counted and observed to its end.
 fn respond(
     destination: &Destination,
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     reuse: Option<(Arc<Endpoint>, http1::SendRequest<RequestBody>)>,
     started: Instant,
     upgrade: bool,

@@ -10,6 +10,7 @@ pub mod body;
 pub mod client;
 mod forward;
 pub mod headers;
+mod stream;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -1,0 +1,149 @@
+//! Single streams through the proxy's HTTP/2 client, seen from an upstream on the
+//! `h2` crate that reports every frame of a request body and every reset: a
+//! request its client drops reaches the upstream as RST_STREAM, and a stream
+//! whose response head arrives before its request body ends keeps flowing both
+//! ways until the client's reset is passed on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::{Reason, RecvStream};
+use http::{Request, Response, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::support::mesh::{service, snapshot};
+use crate::support::Proxy;
+
+/// What the upstream saw of a request body.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Data(Bytes),
+    Reset(Option<Reason>),
+    End,
+}
+
+struct Upstream {
+    addr: SocketAddr,
+    seen: mpsc::UnboundedReceiver<Seen>,
+}
+
+impl Upstream {
+    /// `answer_first`: send the response head at once and echo the body as it
+    /// comes, like a bidirectional gRPC stream; otherwise never answer.
+    async fn start(answer_first: bool) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, seen) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(serve(socket, tx.clone(), answer_first));
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    async fn next(&mut self) -> Seen {
+        tokio::time::timeout(Duration::from_secs(10), self.seen.recv())
+            .await
+            .expect("the upstream saw something within 10 s")
+            .expect("upstream running")
+    }
+}
+
+async fn serve(socket: TcpStream, tx: mpsc::UnboundedSender<Seen>, answer_first: bool) {
+    let Ok(mut connection) = h2::server::handshake(socket).await else {
+        return;
+    };
+    while let Some(Ok((request, mut respond))) = connection.accept().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut echo = match answer_first {
+                true => respond.send_response(Response::new(()), false).ok(),
+                false => None,
+            };
+            let mut body: RecvStream = request.into_body();
+            loop {
+                let seen = match body.data().await {
+                    Some(Ok(data)) => {
+                        let _ = body.flow_control().release_capacity(data.len());
+                        if let Some(echo) = echo.as_mut() {
+                            let _ = echo.send_data(data.clone(), false);
+                        }
+                        Seen::Data(data)
+                    }
+                    Some(Err(error)) => Seen::Reset(error.reason()),
+                    None => Seen::End,
+                };
+                let last = !matches!(seen, Seen::Data(_));
+                let _ = tx.send(seen);
+                if last {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn proxy_to(name: &str, upstream: &Upstream) -> (Proxy, h2::client::SendRequest<Bytes>) {
+    let svc = service(name, "http2").endpoint(upstream.addr);
+    let flag = format!("shop/{name}=127.0.0.1:0");
+    let proxy = Proxy::start(snapshot(&[svc]), &["--upstream", &flag]).await;
+    let stream = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(stream).await.expect("handshake");
+    tokio::spawn(connection);
+    (proxy, client)
+}
+
+#[tokio::test]
+async fn a_request_dropped_by_its_client_resets_the_upstream_stream() {
+    let mut upstream = Upstream::start(false).await;
+    let (_proxy, client) = proxy_to("h2-dropped", &upstream).await;
+    let mut client = client.ready().await.expect("ready");
+    let request = Request::post("http://h2-dropped.shop/upload")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("sent");
+    body.send_data(Bytes::from_static(b"first part"), false)
+        .expect("data");
+    assert_eq!(upstream.next().await, Seen::Data("first part".into()));
+
+    // The client gives up before any answer: h2 resets a stream whose handles
+    // are all dropped, and so must the proxy upstream.
+    drop((response, body));
+    assert_eq!(upstream.next().await, Seen::Reset(Some(Reason::CANCEL)));
+}
+
+#[tokio::test]
+async fn a_bidirectional_stream_flows_until_the_client_resets_it() {
+    let mut upstream = Upstream::start(true).await;
+    let (_proxy, client) = proxy_to("h2-bidi", &upstream).await;
+    let mut client = client.ready().await.expect("ready");
+    let request = Request::post("http://h2-bidi.shop/chat")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("sent");
+    // The head arrives while the request body is still open.
+    let response = response.await.expect("response head");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut replies = response.into_body();
+
+    for message in ["ping 1", "ping 2", "ping 3"] {
+        body.send_data(Bytes::from(message), false).expect("data");
+        assert_eq!(upstream.next().await, Seen::Data(message.into()));
+        let echoed = replies.data().await.expect("echo").expect("echo data");
+        let _ = replies.flow_control().release_capacity(echoed.len());
+        assert_eq!(echoed, message);
+    }
+
+    // The client's body fails: the upstream stream is reset with the client's
+    // reason, not left open.
+    body.send_reset(Reason::INTERNAL_ERROR);
+    assert_eq!(
+        upstream.next().await,
+        Seen::Reset(Some(Reason::INTERNAL_ERROR))
+    );
+}
