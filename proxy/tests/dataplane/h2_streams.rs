@@ -1,8 +1,9 @@
-//! Single streams through the proxy's HTTP/2 client, seen from an upstream on the
-//! `h2` crate that reports every frame of a request body and every reset: a
-//! request its client drops reaches the upstream as RST_STREAM, and a stream
-//! whose response head arrives before its request body ends keeps flowing both
-//! ways until the client's reset is passed on.
+//! Single streams through the proxy's HTTP/2 server and client, seen from an
+//! upstream on the `h2` crate that reports every frame of a request body and
+//! every reset: a request its client drops reaches the upstream as RST_STREAM; a
+//! stream whose response head arrives before its request body ends keeps flowing
+//! both ways until the client's reset is passed on, and across a drain; a client
+//! breaking the protocol gets GOAWAY and the proxy serves on.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2::{Reason, RecvStream};
 use http::{Request, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -74,7 +76,12 @@ async fn serve(socket: TcpStream, tx: mpsc::UnboundedSender<Seen>, answer_first:
                         Seen::Data(data)
                     }
                     Some(Err(error)) => Seen::Reset(error.reason()),
-                    None => Seen::End,
+                    None => {
+                        if let Some(echo) = echo.as_mut() {
+                            let _ = echo.send_data(Bytes::new(), true);
+                        }
+                        Seen::End
+                    }
                 };
                 let last = !matches!(seen, Seen::Data(_));
                 let _ = tx.send(seen);
@@ -146,4 +153,83 @@ async fn a_bidirectional_stream_flows_until_the_client_resets_it() {
         upstream.next().await,
         Seen::Reset(Some(Reason::INTERNAL_ERROR))
     );
+}
+
+#[tokio::test]
+async fn a_drain_lets_an_open_stream_finish_then_closes_the_connection() {
+    let mut upstream = Upstream::start(true).await;
+    let (proxy, client) = proxy_to("h2-drain", &upstream).await;
+    let mut client = client.ready().await.expect("ready");
+    let request = Request::post("http://h2-drain.shop/chat")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("sent");
+    let mut replies = response.await.expect("response head").into_body();
+    body.send_data(Bytes::from("before"), false).expect("data");
+    assert_eq!(upstream.next().await, Seen::Data("before".into()));
+
+    let drained = tokio::spawn(proxy.shutdown());
+    // The test runtime has one thread: after one yield the drain task has run
+    // and signalled, before the rest of this stream has crossed the proxy.
+    tokio::task::yield_now().await;
+    // The stream open when the drain began is served on, to its end.
+    body.send_data(Bytes::from("after"), true).expect("data");
+    assert_eq!(upstream.next().await, Seen::Data("after".into()));
+    assert_eq!(upstream.next().await, Seen::End);
+    let mut echoed = Vec::new();
+    while let Some(data) = replies.data().await {
+        let data = data.expect("echo data");
+        let _ = replies.flow_control().release_capacity(data.len());
+        echoed.extend_from_slice(&data);
+    }
+    assert_eq!(echoed, b"beforeafter");
+    // Then the connection closes and the drain completes (within its own limit).
+    drained.await.expect("drained");
+}
+
+#[tokio::test]
+async fn a_client_breaking_the_protocol_gets_goaway_and_others_are_served() {
+    let mut upstream = Upstream::start(true).await;
+    let (proxy, client) = proxy_to("h2-broken", &upstream).await;
+
+    let mut broken = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    bytes.extend_from_slice(&[0, 0, 1, 0, 0, 0, 0, 0, 0, b'x']); // DATA on stream 0
+    broken.write_all(&bytes).await.expect("write");
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), broken.read_to_end(&mut received))
+        .await
+        .expect("the proxy closed the connection within 10 s")
+        .expect("read");
+    assert_eq!(goaway_code(&received), Some(1), "GOAWAY PROTOCOL_ERROR");
+
+    // The proxy serves on.
+    let mut client = client.ready().await.expect("ready");
+    let request = Request::post("http://h2-broken.shop/chat")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("sent");
+    let response = response.await.expect("response head");
+    assert_eq!(response.status(), StatusCode::OK);
+    body.send_data(Bytes::from("still here"), true)
+        .expect("data");
+    assert_eq!(upstream.next().await, Seen::Data("still here".into()));
+}
+
+/// The error code of the first GOAWAY frame among HTTP/2 frames.
+fn goaway_code(mut frames: &[u8]) -> Option<u32> {
+    while frames.len() >= 9 {
+        let length = u32::from_be_bytes([0, frames[0], frames[1], frames[2]]) as usize;
+        let payload = frames.get(9..9 + length)?;
+        if frames[3] == 0x7 && payload.len() >= 8 {
+            return Some(u32::from_be_bytes([
+                payload[4], payload[5], payload[6], payload[7],
+            ]));
+        }
+        frames = &frames[9 + length..];
+    }
+    None
 }

@@ -15,7 +15,7 @@ use super::super::destination::Destination;
 use super::super::endpoint::Endpoint;
 use super::super::error::ForwardError;
 use super::super::Context;
-use super::body::{RequestBody, UpstreamBody};
+use super::body::{ReceivedBody, RequestBody};
 use super::client::Http1Pool;
 use super::stream::{self, Refusal};
 
@@ -29,7 +29,7 @@ pub(super) enum Failure {
 }
 
 pub(super) type Sent = (
-    Response<UpstreamBody>,
+    Response<ReceivedBody>,
     Option<http1::SendRequest<RequestBody>>,
 );
 
@@ -72,7 +72,7 @@ pub(super) async fn send_http1(
         }
         match sender.try_send_request(request).await {
             Ok(response) => {
-                let response = response.map(UpstreamBody::Http1);
+                let response = response.map(ReceivedBody::Http1);
                 return Ok((response, (!upgrade).then_some(sender)));
             }
             Err(mut e) => match e.take_message() {
@@ -123,7 +123,7 @@ pub(super) async fn send_http2(
             Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
         };
         match stream::exchange(connection.sender.clone(), request).await {
-            Ok(response) => return Ok((response.map(UpstreamBody::Http2), None)),
+            Ok(response) => return Ok((response.map(ReceivedBody::Http2), None)),
             // The connection takes no more streams (it is going away or gone):
             // retired, so that this request and the next connect anew.
             Err(Refusal::Unsent(unsent, source)) => {

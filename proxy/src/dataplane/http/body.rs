@@ -1,8 +1,9 @@
 //! The response body the proxy sends downstream: an upstream body streamed frame
 //! by frame (never buffered), or a small body the proxy made itself.
 //!
-//! The upstream body comes from hyper's HTTP/1 client or from the proxy's own
-//! HTTP/2 client ([`super::stream`]); [`UpstreamBody`] carries either.
+//! A body received from a peer (an upstream response, a downstream request)
+//! comes from hyper's HTTP/1 side or from the `h2` crate ([`super::stream`]);
+//! [`ReceivedBody`] carries either.
 //!
 //! Streaming through [`Observed`] is where a response ends, so it is where the
 //! duration is recorded, a gRPC status is read from the trailers, and a pooled
@@ -28,15 +29,13 @@ use crate::metrics::ServiceMetrics;
 use super::super::endpoint::Endpoint;
 use super::stream::RecvBody;
 
-/// What polling a downstream request body for a frame yields.
-type PolledFrame = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
-
-/// An upstream body's failure, from either client: boxed, as failures are rare
-/// and the server that sends the body downstream only needs to know it failed.
+/// A received body's failure, from either HTTP stack: boxed, as failures are
+/// rare and what sends the body on only needs to know it failed (and, for a
+/// reset, why: see [`super::stream`]).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What polling a response body for a frame yields.
-type PolledResponseFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
+/// What polling one of the proxy's bodies (either direction) for a frame yields.
+type PolledFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
 pub struct ProxyBody(Kind);
 
@@ -54,7 +53,7 @@ impl ProxyBody {
         ProxyBody(Kind::Full(Some(bytes).filter(|b| !b.is_empty())))
     }
 
-    pub fn upstream(inner: UpstreamBody, completion: Completion) -> ProxyBody {
+    pub fn upstream(inner: ReceivedBody, completion: Completion) -> ProxyBody {
         ProxyBody(Kind::Upstream(Observed {
             inner,
             completion: Some(completion),
@@ -75,40 +74,40 @@ pub struct Completion {
     pub reuse: Option<(Arc<Endpoint>, http1::SendRequest<RequestBody>)>,
 }
 
-/// A response body as an upstream client gives it.
-pub enum UpstreamBody {
+/// A body as one of the HTTP stacks received it.
+pub enum ReceivedBody {
     Http1(Incoming),
     Http2(RecvBody),
 }
 
-impl Body for UpstreamBody {
+impl Body for ReceivedBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledResponseFrame {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         match self.get_mut() {
-            UpstreamBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ReceivedBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ReceivedBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Http1(body) => body.is_end_stream(),
-            UpstreamBody::Http2(body) => body.is_end_stream(),
+            ReceivedBody::Http1(body) => body.is_end_stream(),
+            ReceivedBody::Http2(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Http1(body) => body.size_hint(),
-            UpstreamBody::Http2(body) => body.size_hint(),
+            ReceivedBody::Http1(body) => body.size_hint(),
+            ReceivedBody::Http2(body) => body.size_hint(),
         }
     }
 }
 
 pub struct Observed {
-    inner: UpstreamBody,
+    inner: ReceivedBody,
     completion: Option<Completion>,
     grpc_status: Option<u16>,
 }
@@ -142,9 +141,9 @@ impl Drop for Observed {
 
 /// A request body on its way upstream.
 pub enum RequestBody {
-    Streaming(Incoming),
+    Streaming(ReceivedBody),
     /// Streamed, and copied into the recording while it stays within its bound.
-    Recorded(Incoming, Arc<Recording>),
+    Recorded(ReceivedBody, Arc<Recording>),
     /// A recorded body sent again.
     Buffered(Buffered),
 }
@@ -237,7 +236,7 @@ pub struct Buffered {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         match &mut *self {
@@ -297,7 +296,7 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledResponseFrame {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         match &mut self.0 {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => {

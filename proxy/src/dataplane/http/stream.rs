@@ -25,7 +25,7 @@ use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::body::RequestBody;
+use super::body::{BodyError, RequestBody};
 
 /// A request the upstream did not take: whether it came back unsent.
 pub enum Refusal {
@@ -75,7 +75,7 @@ pub async fn exchange(
 /// streaming when the head arrives goes on in a task of its own.
 async fn with_body(
     mut response: ResponseFuture,
-    mut pipe: Pipe,
+    mut pipe: Pipe<RequestBody>,
 ) -> Result<Response<RecvStream>, h2::Error> {
     let mut piping = true;
     let head = poll_fn(|cx| {
@@ -100,17 +100,18 @@ fn has_payload_semantics(method: &Method) -> bool {
     )
 }
 
-/// A request body on its way into its stream.
-struct Pipe {
-    body: RequestBody,
+/// A body on its way into its stream: a request's upstream, a response's
+/// downstream ([`super::server`]).
+pub struct Pipe<B> {
+    body: B,
     stream: SendStream<Bytes>,
     /// A data frame read from the body and waiting for window, with whether it
     /// ends the body.
     waiting: Option<(Bytes, bool)>,
 }
 
-impl Pipe {
-    fn new(body: RequestBody, stream: SendStream<Bytes>) -> Pipe {
+impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
+    pub fn new(body: B, stream: SendStream<Bytes>) -> Pipe<B> {
         Pipe {
             body,
             stream,
@@ -120,11 +121,11 @@ impl Pipe {
 
     /// Ready once the body was sent to its end, or once it cannot be (the stream
     /// was reset: by the upstream, or here because the downstream body failed).
-    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             // Also registers for the upstream's RST_STREAM while waiting below.
             if let Poll::Ready(reason) = self.stream.poll_reset(cx) {
-                tracing::debug!(?reason, "upstream reset the request stream");
+                tracing::debug!(?reason, "the peer reset the stream");
                 return Poll::Ready(());
             }
             if let Some((_, end)) = &self.waiting {
@@ -171,7 +172,7 @@ impl Pipe {
                     }
                 },
                 Some(Err(error)) => {
-                    tracing::debug!(%error, "downstream request body failed; resetting the upstream stream");
+                    tracing::debug!(%error, "the body failed; resetting its stream");
                     self.stream.send_reset(reset_reason(&error));
                     return Poll::Ready(());
                 }
@@ -184,11 +185,11 @@ impl Pipe {
     }
 }
 
-/// The reason to reset the upstream stream with when the downstream body failed:
-/// the downstream's own reset reason when it reset its stream (a client's
-/// `CANCEL` goes on as `CANCEL`), else `INTERNAL_ERROR`.
-fn reset_reason(error: &hyper::Error) -> Reason {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+/// The reason to reset a stream with when the body it carries failed: the
+/// other peer's own reset reason when it reset its stream (a client's `CANCEL`
+/// goes on as `CANCEL`), else `INTERNAL_ERROR`.
+fn reset_reason(error: &BodyError) -> Reason {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
     while let Some(error) = source {
         if let Some(reason) = error
             .downcast_ref::<h2::Error>()
@@ -201,14 +202,15 @@ fn reset_reason(error: &hyper::Error) -> Reason {
     Reason::INTERNAL_ERROR
 }
 
-/// A response body from an HTTP/2 upstream.
+/// A body received on an HTTP/2 stream (a response upstream, a request
+/// downstream).
 pub struct RecvBody {
     stream: RecvStream,
     data_ended: bool,
 }
 
 impl RecvBody {
-    fn new(stream: RecvStream) -> RecvBody {
+    pub fn new(stream: RecvStream) -> RecvBody {
         RecvBody {
             stream,
             data_ended: false,
