@@ -233,3 +233,44 @@ fn goaway_code(mut frames: &[u8]) -> Option<u32> {
     }
     None
 }
+
+#[tokio::test]
+async fn an_idle_connection_gets_goaway_after_the_idle_timeout() {
+    let mut upstream = Upstream::start(true).await;
+    let svc = service("h2-idle", "http2")
+        .endpoint(upstream.addr)
+        .with(|s| {
+            s.timeouts = Some(weft_proto::v1::Timeouts {
+                idle_ms: 200,
+                ..Default::default()
+            })
+        });
+    let proxy = Proxy::start(
+        snapshot(&[svc]),
+        &["--upstream", "shop/h2-idle=127.0.0.1:0"],
+    )
+    .await;
+    let stream = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(stream).await.expect("handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = Request::get("http://h2-idle.shop/")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("sent");
+    let mut body = response.await.expect("response head").into_body();
+    assert_eq!(upstream.next().await, Seen::End);
+    while let Some(data) = body.data().await {
+        data.expect("body");
+    }
+    // Then nothing: the proxy says GOAWAY and closes, which ends the client's
+    // connection (held open by `client`, so only the proxy can end it).
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the idle connection was closed within 5 s")
+        .expect("connection task")
+        .expect("closed gracefully");
+    drop(client);
+}

@@ -60,8 +60,9 @@ pub async fn serve(
     mut drain: drain::Watch,
 ) {
     // Closes a keep-alive connection idle between requests (hyper's header-read
-    // timeout runs from the moment it waits for the next request head): the
-    // service's idle timeout when the listener serves one service, else the proxy's.
+    // timeout runs from the moment it waits for the next request head; an HTTP/2
+    // connection is idle with no stream open): the service's idle timeout when
+    // the listener serves one service, else the proxy's.
     let idle = match &route {
         Route::Fixed(destination) | Route::Inbound { destination, .. } => {
             destination.endpoints().policy.timeouts.idle
@@ -71,7 +72,7 @@ pub async fn serve(
     .unwrap_or(cx.settings.downstream_idle_timeout);
     let handler = Arc::new(Handler::new(cx, route));
     if detected == Detected::Http2 {
-        return server::serve(client, handler, &mut drain).await;
+        return server::serve(client, handler, idle, &mut drain).await;
     }
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let handler = handler.clone();

@@ -6,13 +6,14 @@
 //!
 //! A client that resets a stream before its response drops that stream's future,
 //! which resets the upstream stream in turn. A protocol error ends the connection
-//! with the GOAWAY `h2` chose; draining sends GOAWAY and lets current streams
-//! finish.
+//! with the GOAWAY `h2` chose; draining, or no stream open for the idle timeout,
+//! sends GOAWAY and lets current streams finish.
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -41,8 +42,9 @@ const MAX_CONCURRENT_STREAMS: u32 = 200;
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// Serves the streams of one HTTP/2 connection until it closes; on the drain
-/// signal, sends GOAWAY and serves the streams already open to their end.
-pub async fn serve<I>(io: I, handler: Arc<Handler>, drain: &mut drain::Watch)
+/// signal, or after `idle` without an open stream, sends GOAWAY and serves the
+/// streams already open to their end.
+pub async fn serve<I>(io: I, handler: Arc<Handler>, idle: Duration, drain: &mut drain::Watch)
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -65,6 +67,9 @@ where
     let mut streams = FuturesUnordered::new();
     let mut signaled = pin!(drain.signaled_on_own_wake());
     let mut draining = false;
+    // Armed while no stream is open; reset (one clock reading) only when the
+    // last open stream ends, not per request.
+    let mut idle_timer = pin!(tokio::time::sleep(idle));
     loop {
         tokio::select! {
             accepted = connection.accept() => match accepted {
@@ -78,7 +83,18 @@ where
                 // Closed (after a GOAWAY, once no stream was left open).
                 None => return,
             },
-            Some(()) = streams.next(), if !streams.is_empty() => {}
+            Some(()) = streams.next(), if !streams.is_empty() => {
+                if streams.is_empty() {
+                    if let Some(at) = tokio::time::Instant::now().checked_add(idle) {
+                        idle_timer.as_mut().reset(at);
+                    }
+                }
+            }
+            () = idle_timer.as_mut(), if streams.is_empty() && !draining => {
+                tracing::debug!("downstream h2 connection idle; closing it");
+                draining = true;
+                connection.graceful_shutdown();
+            }
             () = signaled.as_mut(), if !draining => {
                 draining = true;
                 connection.graceful_shutdown();
