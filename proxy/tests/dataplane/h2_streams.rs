@@ -3,7 +3,8 @@
 //! every reset: a request its client drops reaches the upstream as RST_STREAM; a
 //! stream whose response head arrives before its request body ends keeps flowing
 //! both ways until the client's reset is passed on, and across a drain; a client
-//! breaking the protocol gets GOAWAY and the proxy serves on.
+//! breaking the protocol gets GOAWAY and the proxy serves on; an idle connection
+//! gets GOAWAY; the proxy's own answers carry a `Date`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -273,4 +274,34 @@ async fn an_idle_connection_gets_goaway_after_the_idle_timeout() {
         .expect("connection task")
         .expect("closed gracefully");
     drop(client);
+}
+
+#[tokio::test]
+async fn the_proxys_own_answers_carry_a_date() {
+    let mut sick = Upstream::start(true).await;
+    let svc = service("h2-sick", "http2").unhealthy(sick.addr);
+    let proxy = Proxy::start(
+        snapshot(&[svc]),
+        &["--upstream", "shop/h2-sick=127.0.0.1:0"],
+    )
+    .await;
+    let stream = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(stream).await.expect("handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = Request::get("http://h2-sick.shop/")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("sent");
+    let response = response.await.expect("response head");
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(response.headers().contains_key("weft-proxy-error"));
+    let date = response.headers()["date"].to_str().expect("ascii date");
+    assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+    assert!(
+        sick.seen.try_recv().is_err(),
+        "the unhealthy endpoint got nothing"
+    );
 }

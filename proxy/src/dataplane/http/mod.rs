@@ -9,6 +9,7 @@
 mod attempt;
 pub mod body;
 pub mod client;
+mod date;
 mod forward;
 pub mod headers;
 mod server;

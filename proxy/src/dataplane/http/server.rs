@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::RecvStream;
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, DATE};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::drain;
 
 use super::body::ReceivedBody;
+use super::date;
 use super::stream::{Pipe, RecvBody};
 use super::Handler;
 
@@ -128,6 +129,7 @@ async fn stream(
     };
     let (head, body) = response.into_parts();
     let mut head = Response::from_parts(head, ());
+    head.headers_mut().entry(DATE).or_insert_with(date::now);
     let end = body.is_end_stream();
     if !end {
         if let Some(length) = body.size_hint().exact() {
