@@ -35,6 +35,12 @@ pub enum ForwardError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[error("HTTP/2 handshake with {addr}: {source}")]
+    Http2Handshake { addr: SocketAddr, source: h2::Error },
+    /// An HTTP/2 stream or its connection failed (the proxy's own HTTP/2 client,
+    /// [`super::http::stream`]).
+    #[error("upstream {addr}: {source}")]
+    Http2 { addr: SocketAddr, source: h2::Error },
     /// A circuit breaker is open: the request was refused without being sent.
     #[error("circuit breaker open: too many {0}")]
     Overflow(&'static str),
@@ -121,9 +127,11 @@ impl ForwardError {
         match self {
             ForwardError::NoRoute(_) => Class::NoRoute,
             ForwardError::NoEndpoint => Class::NoEndpoint,
-            ForwardError::Connect { .. } | ForwardError::Handshake { .. } => Class::Connect,
+            ForwardError::Connect { .. }
+            | ForwardError::Handshake { .. }
+            | ForwardError::Http2Handshake { .. } => Class::Connect,
             ForwardError::ConnectTimeout { .. } => Class::ConnectTimeout,
-            ForwardError::Upstream { .. } => Class::Upstream,
+            ForwardError::Upstream { .. } | ForwardError::Http2 { .. } => Class::Upstream,
             ForwardError::Overflow(_) => Class::Overflow,
             ForwardError::Timeout(_) => Class::Timeout,
             ForwardError::Denied => Class::Denied,

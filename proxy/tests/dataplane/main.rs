@@ -5,6 +5,7 @@
 
 mod balancing;
 mod grpc;
+mod h2_streams;
 mod http1;
 mod http2;
 mod resilience;

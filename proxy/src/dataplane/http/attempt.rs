@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use weft_proto::model::Resilience;
 
@@ -16,8 +15,9 @@ use super::super::destination::Destination;
 use super::super::endpoint::Endpoint;
 use super::super::error::ForwardError;
 use super::super::Context;
-use super::body::RequestBody;
+use super::body::{ReceivedBody, RequestBody};
 use super::client::Http1Pool;
+use super::stream::{self, Refusal};
 
 /// A failed attempt: whether the request came back unsent (and may go elsewhere),
 /// or was refused before any endpoint was involved. Boxed because failures are
@@ -28,7 +28,10 @@ pub(super) enum Failure {
     Refused(ForwardError),
 }
 
-pub(super) type Sent = (Response<Incoming>, Option<http1::SendRequest<RequestBody>>);
+pub(super) type Sent = (
+    Response<ReceivedBody>,
+    Option<http1::SendRequest<RequestBody>>,
+);
 
 /// Sends over a pooled connection (a new one when none is idle, or for an
 /// upgrade, which consumes its connection).
@@ -68,7 +71,10 @@ pub(super) async fn send_http1(
             return Err(Failure::NotSent(Box::new(request), error));
         }
         match sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, (!upgrade).then_some(sender))),
+            Ok(response) => {
+                let response = response.map(ReceivedBody::Http1);
+                return Ok((response, (!upgrade).then_some(sender)));
+            }
             Err(mut e) => match e.take_message() {
                 // A pooled connection closed under us: try the next one.
                 Some(unsent) if reused => request = unsent,
@@ -96,34 +102,44 @@ pub(super) async fn send_http2(
     destination: &Destination,
     policy: &Resilience,
     endpoint: &Arc<Endpoint>,
-    request: Request<RequestBody>,
+    mut request: Request<RequestBody>,
 ) -> Result<Sent, Failure> {
     let addr = endpoint.address;
     let h2 = &endpoint.clients.http2;
-    let connected = match h2.current() {
-        Some(sender) => Ok(sender),
-        None => {
-            let (_pending, permit) = admit_connection(destination, policy)?;
-            // Boxed: connecting is rare, and its large future would otherwise
-            // bloat every request's state machine.
-            Box::pin(h2.connect(cx, endpoint, permit)).await
-        }
-    };
-    let mut sender = match connected {
-        Ok(sender) => sender,
-        Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
-    };
-    match sender.try_send_request(request).await {
-        Ok(response) => Ok((response, None)),
-        Err(mut e) => {
-            let unsent = e.take_message();
-            let error = ForwardError::Upstream {
-                addr,
-                source: e.into_error(),
-            };
-            match unsent {
-                Some(unsent) => Err(Failure::NotSent(Box::new(unsent), error)),
-                None => Err(Failure::Sent(error)),
+    loop {
+        let current = h2.current();
+        let reused = current.is_some();
+        let connected = match current {
+            Some(sender) => Ok(sender),
+            None => {
+                let (_pending, permit) = admit_connection(destination, policy)?;
+                // Boxed: connecting is rare, and its large future would otherwise
+                // bloat every request's state machine.
+                Box::pin(h2.connect(cx, endpoint, permit)).await
+            }
+        };
+        let connection = match connected {
+            Ok(connection) => connection,
+            Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
+        };
+        match stream::exchange(connection.sender.clone(), request).await {
+            Ok(response) => return Ok((response.map(ReceivedBody::Http2), None)),
+            // The connection takes no more streams (it is going away or gone):
+            // retired, so that this request and the next connect anew.
+            Err(Refusal::Unsent(unsent, source)) => {
+                connection.retire();
+                if reused {
+                    request = *unsent;
+                    continue;
+                }
+                let error = ForwardError::Http2 { addr, source };
+                return Err(Failure::NotSent(unsent, error));
+            }
+            Err(Refusal::Sent(source)) => {
+                if source.is_go_away() || source.is_io() {
+                    connection.retire();
+                }
+                return Err(Failure::Sent(ForwardError::Http2 { addr, source }));
             }
         }
     }

@@ -1,6 +1,10 @@
 //! The response body the proxy sends downstream: an upstream body streamed frame
 //! by frame (never buffered), or a small body the proxy made itself.
 //!
+//! A body received from a peer (an upstream response, a downstream request)
+//! comes from hyper's HTTP/1 side or from the `h2` crate ([`super::stream`]);
+//! [`ReceivedBody`] carries either.
+//!
 //! Streaming through [`Observed`] is where a response ends, so it is where the
 //! duration is recorded, a gRPC status is read from the trailers, and a pooled
 //! HTTP/1 connection goes back to its pool (only once its response was read to the
@@ -23,9 +27,15 @@ use hyper::client::conn::http1;
 use crate::metrics::ServiceMetrics;
 
 use super::super::endpoint::Endpoint;
+use super::stream::RecvBody;
+
+/// A received body's failure, from either HTTP stack: boxed, as failures are
+/// rare and what sends the body on only needs to know it failed (and, for a
+/// reset, why: see [`super::stream`]).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What polling one of the proxy's bodies (either direction) for a frame yields.
-type PolledFrame = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+type PolledFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
 pub struct ProxyBody(Kind);
 
@@ -43,7 +53,7 @@ impl ProxyBody {
         ProxyBody(Kind::Full(Some(bytes).filter(|b| !b.is_empty())))
     }
 
-    pub fn upstream(inner: Incoming, completion: Completion) -> ProxyBody {
+    pub fn upstream(inner: ReceivedBody, completion: Completion) -> ProxyBody {
         ProxyBody(Kind::Upstream(Observed {
             inner,
             completion: Some(completion),
@@ -64,8 +74,40 @@ pub struct Completion {
     pub reuse: Option<(Arc<Endpoint>, http1::SendRequest<RequestBody>)>,
 }
 
+/// A body as one of the HTTP stacks received it.
+pub enum ReceivedBody {
+    Http1(Incoming),
+    Http2(RecvBody),
+}
+
+impl Body for ReceivedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
+        match self.get_mut() {
+            ReceivedBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ReceivedBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReceivedBody::Http1(body) => body.is_end_stream(),
+            ReceivedBody::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReceivedBody::Http1(body) => body.size_hint(),
+            ReceivedBody::Http2(body) => body.size_hint(),
+        }
+    }
+}
+
 pub struct Observed {
-    inner: Incoming,
+    inner: ReceivedBody,
     completion: Option<Completion>,
     grpc_status: Option<u16>,
 }
@@ -99,9 +141,9 @@ impl Drop for Observed {
 
 /// A request body on its way upstream.
 pub enum RequestBody {
-    Streaming(Incoming),
+    Streaming(ReceivedBody),
     /// Streamed, and copied into the recording while it stays within its bound.
-    Recorded(Incoming, Arc<Recording>),
+    Recorded(ReceivedBody, Arc<Recording>),
     /// A recorded body sent again.
     Buffered(Buffered),
 }
@@ -194,7 +236,7 @@ pub struct Buffered {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         match &mut *self {
@@ -252,7 +294,7 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<u16> {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         match &mut self.0 {

@@ -5,12 +5,17 @@
 //! connections and the rest age out through the idle timeout. An HTTP/1 connection
 //! returns to the pool only after its response was read to the end
 //! ([`super::body`]); one that is closed or not ready when taken is dropped.
+//!
+//! The HTTP/2 connection is the `h2` crate's, not hyper's: each request drives its
+//! own stream ([`super::stream`]) and one task per connection drives the rest.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 
 use super::super::endpoint::Endpoint;
 use super::super::error::ForwardError;
@@ -134,17 +139,52 @@ impl Http1Pool {
     }
 }
 
+/// Flow-control windows and limits of an upstream HTTP/2 connection: hyper's
+/// client defaults, which the proxy used before it drove `h2` itself. The `h2`
+/// crate's own defaults (64 KiB windows) would cap a large body at one window per
+/// round trip.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+const MAX_SEND_BUFFER_SIZE: usize = 1024 * 1024;
+/// Streams opened before the server's SETTINGS say how many it takes.
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+/// Streams a misbehaving server may make the proxy reset before the connection
+/// is dropped.
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
 #[derive(Debug)]
 pub struct Http2Connection {
-    current: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    current: Mutex<Option<Http2Sender>>,
     /// Serialises connecting, so a burst of first requests opens one connection.
     connecting: tokio::sync::Mutex<()>,
 }
 
+/// A handle on one upstream HTTP/2 connection.
+#[derive(Debug, Clone)]
+pub struct Http2Sender {
+    pub sender: h2::client::SendRequest<Bytes>,
+    /// Set when the connection ended, or when it took no more streams (after a
+    /// GOAWAY): `h2`'s handle cannot tell.
+    closed: Arc<AtomicBool>,
+}
+
+impl Http2Sender {
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection as taking no more requests, so that the next one
+    /// connects anew.
+    pub fn retire(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Http2Connection {
-    /// A handle on the shared connection, connecting first when there is none.
     /// The shared connection if one is open.
-    pub fn current(&self) -> Option<http2::SendRequest<RequestBody>> {
+    pub fn current(&self) -> Option<Http2Sender> {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         current.as_ref().filter(|s| !s.is_closed()).cloned()
     }
@@ -156,22 +196,35 @@ impl Http2Connection {
         cx: &Context,
         endpoint: &Endpoint,
         permit: Option<Permit>,
-    ) -> Result<http2::SendRequest<RequestBody>, ForwardError> {
+    ) -> Result<Http2Sender, ForwardError> {
         let addr = endpoint.address;
         let _connecting = self.connecting.lock().await;
         if let Some(sender) = self.current() {
             return Ok(sender);
         }
         let stream = connect_endpoint(cx, endpoint, Alpn::H2).await?;
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(stream))
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME_SIZE)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .max_send_buffer_size(MAX_SEND_BUFFER_SIZE)
+            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+            .enable_push(false)
+            .handshake::<_, Bytes>(stream)
             .await
-            .map_err(|source| ForwardError::Handshake { addr, source })?;
+            .map_err(|source| ForwardError::Http2Handshake { addr, source })?;
+        let sender = Http2Sender {
+            sender,
+            closed: Arc::new(AtomicBool::new(false)),
+        };
+        let closed = sender.closed.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream h2 connection ended");
             }
+            closed.store(true, Ordering::Relaxed);
             drop(permit);
         });
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());

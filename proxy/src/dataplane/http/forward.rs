@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Version};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -32,7 +32,9 @@ use super::super::endpoint::{Endpoint, InFlight};
 use super::super::error::{rescue, ForwardError};
 use super::super::Context;
 use super::attempt::{self, Failure, Sent};
-use super::body::{grpc_status, Buffered, Completion, ProxyBody, Recording, RequestBody};
+use super::body::{
+    grpc_status, Buffered, Completion, ProxyBody, ReceivedBody, Recording, RequestBody,
+};
 use super::headers::{self, strip_hop_by_hop};
 use super::Route;
 
@@ -63,7 +65,7 @@ struct Pending {
 
 impl Pending {
     /// A repeatable request whose body may fit the bound is recorded as it streams.
-    fn new(request: Request<Incoming>, repeatable: bool) -> Pending {
+    fn new(request: Request<ReceivedBody>, repeatable: bool) -> Pending {
         if !(repeatable && fits(request.body())) {
             return Pending {
                 request: Some(request.map(RequestBody::Streaming)),
@@ -129,7 +131,7 @@ impl Handler {
         Handler { cx, route }
     }
 
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<ReceivedBody>) -> Response<ProxyBody> {
         let started = Instant::now();
         let grpc = is_grpc(request.headers());
         let destination = match self.destination(&request) {
@@ -163,7 +165,10 @@ impl Handler {
         }
     }
 
-    fn destination(&self, request: &Request<Incoming>) -> Result<Arc<Destination>, ForwardError> {
+    fn destination(
+        &self,
+        request: &Request<ReceivedBody>,
+    ) -> Result<Arc<Destination>, ForwardError> {
         match &self.route {
             Route::Fixed(destination) | Route::Inbound { destination, .. } => {
                 Ok(destination.clone())
@@ -186,7 +191,7 @@ impl Handler {
     async fn forward(
         &self,
         destination: &Destination,
-        mut request: Request<Incoming>,
+        mut request: Request<ReceivedBody>,
         started: Instant,
         grpc: bool,
     ) -> Result<Response<ProxyBody>, ForwardError> {
@@ -349,7 +354,9 @@ impl Handler {
                         resilience.retry_failure.increment(1);
                     }
                     let reason = match error {
-                        ForwardError::Upstream { .. } => RetryOn::RefusedStream,
+                        ForwardError::Upstream { .. } | ForwardError::Http2 { .. } => {
+                            RetryOn::RefusedStream
+                        }
                         _ => RetryOn::ConnectFailure,
                     };
                     pending.give_back(*unsent);
@@ -492,14 +499,14 @@ fn retries_grpc(policy: &Resilience) -> bool {
 }
 
 /// Whether a body may be small enough to record: not one announced larger.
-fn fits(body: &Incoming) -> bool {
+fn fits(body: &ReceivedBody) -> bool {
     body.size_hint().lower() <= MAX_BUFFERED
 }
 
 /// The upstream response as sent downstream, counted and observed to its end.
 fn respond(
     destination: &Destination,
-    response: Response<Incoming>,
+    response: Response<ReceivedBody>,
     reuse: Option<(Arc<Endpoint>, http1::SendRequest<RequestBody>)>,
     started: Instant,
     upgrade: bool,

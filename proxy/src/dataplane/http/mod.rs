@@ -1,21 +1,25 @@
 //! HTTP on the data path: the downstream server side of a connection (HTTP/1 with
 //! upgrades, or h2c), and per request the forwarder in [`forward`].
 //!
-//! A connection is served in the HTTP version the client speaks; each request is
+//! A connection is served in the HTTP version the client speaks (HTTP/2 by
+//! [`server`], HTTP/1 by hyper); each request is
 //! forwarded in the version the destination declares (`http1`, or `http2`/`grpc`),
 //! so the two sides may differ and [`headers`] translates between them.
 
 mod attempt;
 pub mod body;
 pub mod client;
+mod date;
 mod forward;
 pub mod headers;
+mod server;
+mod stream;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::drain;
 
@@ -25,6 +29,7 @@ use super::detect::Detected;
 use super::io::Counted;
 use super::Context;
 
+use body::ReceivedBody;
 pub use forward::Handler;
 
 /// Where the requests of one connection go.
@@ -56,8 +61,9 @@ pub async fn serve(
     mut drain: drain::Watch,
 ) {
     // Closes a keep-alive connection idle between requests (hyper's header-read
-    // timeout runs from the moment it waits for the next request head): the
-    // service's idle timeout when the listener serves one service, else the proxy's.
+    // timeout runs from the moment it waits for the next request head; an HTTP/2
+    // connection is idle with no stream open): the service's idle timeout when
+    // the listener serves one service, else the proxy's.
     let idle = match &route {
         Route::Fixed(destination) | Route::Inbound { destination, .. } => {
             destination.endpoints().policy.timeouts.idle
@@ -66,40 +72,30 @@ pub async fn serve(
     }
     .unwrap_or(cx.settings.downstream_idle_timeout);
     let handler = Arc::new(Handler::new(cx, route));
-    let service = service_fn(move |request| {
+    if detected == Detected::Http2 {
+        return server::serve(client, handler, idle, &mut drain).await;
+    }
+    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let handler = handler.clone();
         // Boxed once here: the request's state machine is a few KiB, and hyper
-        // moves the service future (into its dispatcher, into a task per h2
-        // stream); moving a pointer instead of the state showed as memcpy in
-        // profiles.
-        Box::pin(async move { Ok::<_, Infallible>(handler.handle(request).await) })
+        // moves the service future into its dispatcher; moving a pointer instead
+        // of the state showed as memcpy in profiles.
+        Box::pin(async move {
+            let request = request.map(ReceivedBody::Http1);
+            Ok::<_, Infallible>(handler.handle(request).await)
+        })
     });
-    let io = TokioIo::new(client);
-    let result = if detected == Detected::Http2 {
-        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .serve_connection(io, service);
-        tokio::pin!(connection);
-        tokio::select! {
-            result = connection.as_mut() => result,
-            () = drain.signaled_on_own_wake() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        }
-    } else {
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(idle)
-            .serve_connection(io, service)
-            .with_upgrades();
-        tokio::pin!(connection);
-        tokio::select! {
-            result = connection.as_mut() => result,
-            () = drain.signaled_on_own_wake() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .serve_connection(TokioIo::new(client), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = drain.signaled_on_own_wake() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
         }
     };
     if let Err(e) = result {
