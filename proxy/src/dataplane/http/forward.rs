@@ -312,7 +312,9 @@ impl Handler {
             match sent {
                 Ok((response, reuse)) => {
                     let now = Instant::now();
-                    in_flight.observe_at(now);
+                    if set.picker.uses_latency() {
+                        in_flight.observe_at(now);
+                    }
                     let status = response.status().as_u16();
                     let grpc_code = grpc_status(response.headers());
                     let failure = status >= 500 || grpc_code == Some(14);
