@@ -21,6 +21,7 @@
 //! - [`static_config`]: `--static-config`, the mesh from a file instead of a
 //!   control plane.
 //! - [`metrics`]: the Prometheus recorder and the handles the data path holds.
+//! - [`workers`]: the data-path runtime (current-thread for one worker).
 //!
 //! Two runtimes: a small current-thread one for admin and discovery, and the data-path
 //! workers, so that neither can stall the other (DESIGN.md decision 10).
@@ -44,3 +45,4 @@ pub mod snapshot;
 pub mod state;
 pub mod static_config;
 pub mod tls;
+pub mod workers;

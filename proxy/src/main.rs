@@ -9,6 +9,7 @@ use weft_proxy::config::{Args, Config};
 use weft_proxy::state::{ConfigSource, Shared};
 use weft_proxy::{
     admin, dataplane, discovery, drain::Drain, health, identity, metrics, shutdown, static_config,
+    workers::Workers,
 };
 
 /// hyper allocates per request (heads, header maps, body frames); jemalloc's
@@ -46,7 +47,7 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> anyhow::Result<()> {
     let metrics = metrics::install()?;
-    let workers = match config.workers {
+    let worker_count = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
@@ -55,22 +56,20 @@ fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let shared = Shared::new(config);
-    let data_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .thread_name("weft-worker")
-        .build()?;
+    // The data-path listeners are bound before the admin port answers, so `/live`
+    // means every listener is up, and a port that is taken stops the proxy at once.
+    let (workers, listeners) = Workers::start(
+        worker_count,
+        dataplane::Listeners::bind(
+            &shared.config.outbound,
+            &shared.config.inbound,
+            &shared.config.upstreams,
+        ),
+    )?;
     // Tasks are spawned through a handle so the runtime itself stays out here and is
     // shut down after the control runtime returns (dropping it inside an async
     // context would panic).
-    let data_handle = data_runtime.handle().clone();
-    // The data-path listeners are bound before the admin port answers, so `/live`
-    // means every listener is up, and a port that is taken stops the proxy at once.
-    let listeners = data_runtime.block_on(dataplane::Listeners::bind(
-        &shared.config.outbound,
-        &shared.config.inbound,
-        &shared.config.upstreams,
-    ))?;
+    let data_handle = workers.handle().clone();
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("weft-control")
@@ -119,6 +118,6 @@ fn run(config: Config) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     // Everything has drained; tasks still parked (idle pooled connections) go.
-    data_runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    workers.shutdown();
     Ok(())
 }

@@ -448,18 +448,21 @@ fn a_taken_port_stops_the_binaries_with_its_address_and_the_harness_moves_on() {
     let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), port, &[]);
     assert_ne!(cp.port, port);
     // The proxy binds its data path before its admin port answers: a taken
-    // inbound port stops it before `/live` could say it is alive.
-    let output = weft_e2e::run(
-        std::process::Command::new(weft_e2e::bin("weft-proxy"))
-            .args(["--control-plane", &cp.address()])
-            .args(["--inbound", &format!("127.0.0.1:{port}")])
-            .args(["--admin", &weft_e2e::loopback(free_port()).to_string()])
-            .args(["--outbound", &weft_e2e::loopback(free_port()).to_string()]),
-    );
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains(&format!("127.0.0.1:{port} (inbound)")),
-        "{stderr}"
-    );
+    // inbound port stops it before `/live` could say it is alive, with one worker
+    // (a current-thread runtime) as with several.
+    for workers in ["1", "2"] {
+        let output = weft_e2e::run(
+            std::process::Command::new(weft_e2e::bin("weft-proxy"))
+                .args(["--control-plane", &cp.address(), "--workers", workers])
+                .args(["--inbound", &format!("127.0.0.1:{port}")])
+                .args(["--admin", &weft_e2e::loopback(free_port()).to_string()])
+                .args(["--outbound", &weft_e2e::loopback(free_port()).to_string()]),
+        );
+        assert!(!output.status.success(), "--workers {workers}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("127.0.0.1:{port} (inbound)")),
+            "--workers {workers}: {stderr}"
+        );
+    }
 }

@@ -337,7 +337,9 @@ fn rolling_restart_of_every_server_pod_under_load_fails_nothing() {
 
 /// A ready pod whose app answers after 1.5 s, behind a proxy that drains for
 /// 300 ms once told to shut down: a request sent to it is in flight when the
-/// drain starts.
+/// drain starts. The proxy runs one worker, on the current-thread runtime, while
+/// the rolling restart runs the default (one worker per CPU, multi-thread), so the
+/// drain is proven on both.
 fn slow_draining_pod(logs: &std::path::Path, cp: &str, name: &str) -> Pod {
     let pod = Pod::start(
         logs,
@@ -345,7 +347,7 @@ fn slow_draining_pod(logs: &std::path::Path, cp: &str, name: &str) -> Pod {
         SERVICE,
         name,
         &["--delay-ms", "1500"],
-        &["--drain-delay-ms", "300"],
+        &["--drain-delay-ms", "300", "--workers", "1"],
     );
     pod.proxy.wait_ready();
     pod

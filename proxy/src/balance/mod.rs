@@ -80,6 +80,14 @@ impl Picker {
         self.cursor.load(Ordering::Relaxed)
     }
 
+    /// Whether picks read the endpoints' latency estimates. Only `p2c_ewma` does, so
+    /// the other policies skip recording latencies (an `exp` per response). An
+    /// endpoint's estimate survives a change of policy; one never measured starts
+    /// from the default, whose first sample replaces it outright.
+    pub fn uses_latency(&self) -> bool {
+        self.policy == Policy::P2cEwma
+    }
+
     /// The index of the candidate to use, avoiding those in `avoid` (endpoints that
     /// already failed this request) while any other is left. `None` only when there
     /// are no candidates.

@@ -165,3 +165,20 @@ fn empty_and_single_sets() {
     let picker = Picker::new(Policy::RoundRobin, &[1], 0);
     assert_eq!(picker.pick(&one, &[0], 0, &mut rng), Some(0));
 }
+
+#[test]
+fn only_p2c_reads_latencies() {
+    for policy in [
+        Policy::P2cEwma,
+        Policy::RoundRobin,
+        Policy::Random,
+        Policy::Weighted,
+    ] {
+        let picker = Picker::new(policy, &[1, 1], 0);
+        assert_eq!(
+            picker.uses_latency(),
+            policy == Policy::P2cEwma,
+            "{policy:?}"
+        );
+    }
+}

@@ -176,7 +176,9 @@ pub async fn connect_balanced(
         let in_flight = InFlight::begin(endpoint);
         match connect_endpoint(cx, in_flight.endpoint(), Alpn::None).await {
             Ok(conn) => {
-                in_flight.observe();
+                if set.picker.uses_latency() {
+                    in_flight.observe();
+                }
                 destination.observe(&set, in_flight.endpoint(), true);
                 return Ok(Upstream {
                     conn,

@@ -321,9 +321,10 @@ impl Handler {
                     let status = response.status().as_u16();
                     let grpc_code = grpc_status(response.headers());
                     let failure = status >= 500 || grpc_code == Some(14);
-                    match failure {
-                        false => in_flight.observe_at(now),
-                        true => in_flight.observe_failure_at(now),
+                    match (set.picker.uses_latency(), failure) {
+                        (false, _) => {}
+                        (true, false) => in_flight.observe_at(now),
+                        (true, true) => in_flight.observe_failure_at(now),
                     }
                     destination.observe_at(set, &endpoint, !failure, crate::balance::at(now));
                     if attempt > 0 {
