@@ -349,15 +349,16 @@ declare -A peak
 for pod in "${pods[@]}"; do
   pid=${sidecar_pid[$pod]}
   if [ -f "$run_dir/restarted-$pod" ]; then read -r _ _ pid <"$run_dir/restarted-$pod"; fi
-  # VmHWM: the most resident memory the process ever had.
-  peak[$pod]=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+  # VmHWM: the most resident memory the process ever had; null for a sidecar the
+  # chaos killed and the run ended before restarting.
+  peak[$pod]=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo null)
   if [ -n "$summary_dir" ]; then
     mkdir -p "$summary_dir/metrics"
     "${cp_prefix[@]}" curl -fs "http://$(admin_of "$pod")/metrics" >"$summary_dir/metrics/$pod.prom" || true
   fi
 done
 peaks=""
-for pod in "${!peak[@]}"; do peaks+="\"$pod\": ${peak[$pod]:-0}, "; done
+for pod in "${!peak[@]}"; do peaks+="\"$pod\": ${peak[$pod]:-null}, "; done
 python3 - "$run_dir/shopper.json" "$started_ms" "$mesh_ready_ms" "$capture" "{${peaks%, }}" \
   "$run_dir/chaos.log" "${summary_dir:-}" <<'EOF'
 import json, os, sys
@@ -387,7 +388,8 @@ print("  orders by replica: %s" % summary["orders_by_replica"])
 print("  first successful journey %.1f s after the command started (mesh ready after %.1f s)"
       % (summary["seconds_to_first_success"] or -1, summary["seconds_to_mesh_ready"]))
 print("  sidecar peak RSS (MiB): " + ", ".join(
-    "%s %.1f" % (p, kib / 1024) for p, kib in sorted(summary["sidecar_peak_rss_kib"].items())))
+    "%s %.1f" % (p, kib / 1024) if kib else "%s (not running)" % p
+    for p, kib in sorted(summary["sidecar_peak_rss_kib"].items())))
 for line in chaos:
     print("  " + line)
 if summary_dir:
