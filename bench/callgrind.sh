@@ -17,6 +17,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/nginx-upstream.sh
+source "$here/nginx-upstream.sh"
 requests=20000 proxy=""
 while getopts "n:b:" opt; do
   case $opt in
@@ -37,25 +39,7 @@ out=$(mktemp -d "${TMPDIR:-/tmp}/weft-callgrind.XXXXXX")
 echo "profiles in $out"
 h1_port=23180 h2_port=23181
 
-cat > "$out/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $out/nginx.pid;
-error_log $out/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  client_body_temp_path $out;
-  server {
-    listen 127.0.0.1:$h1_port;
-    listen 127.0.0.1:$h2_port http2;
-    http2_max_requests 10000000;
-    location / { return 200 "a small static body\n"; }
-  }
-}
-CONF
+nginx_upstream_conf "$out" "$h1_port" "$h2_port" > "$out/nginx.conf"
 nginx -c "$out/nginx.conf" -p "$out" > "$out/nginx.out" 2>&1 &
 nginx_pid=$!
 trap 'kill "$nginx_pid" 2>/dev/null || true' EXIT

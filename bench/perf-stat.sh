@@ -27,28 +27,13 @@ while getopts "n:r:c:" opt; do
 done
 shift $((OPTIND - 1))
 (($# > 0)) || { echo "usage: $0 [-n REQUESTS] [-r ROUNDS] [-c H1_CONNECTIONS] PROXY_BINARY..." >&2; exit 2; }
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/nginx-upstream.sh
+source "$here/nginx-upstream.sh"
 out=$(mktemp -d "${TMPDIR:-/tmp}/weft-perf-stat.XXXXXX")
 echo "output in $out"
 
-cat > "$out/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $out/nginx.pid;
-error_log $out/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  client_body_temp_path $out;
-  server {
-    listen 127.0.0.1:24180;
-    listen 127.0.0.1:24181 http2;
-    http2_max_requests 10000000;
-    location / { return 200 "a small static body\n"; }
-  }
-}
-CONF
+nginx_upstream_conf "$out" 24180 24181 > "$out/nginx.conf"
 taskset -c 1 nginx -c "$out/nginx.conf" -p "$out" > "$out/nginx.out" 2>&1 &
 nginx_pid=$!
 pid=""
