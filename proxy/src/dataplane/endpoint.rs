@@ -92,21 +92,30 @@ impl Candidate for Arc<Endpoint> {
 }
 
 /// One request (or connection) counted as in flight on an endpoint until dropped;
-/// [`InFlight::observe`] feeds its latency to the balancer.
+/// [`InFlight::observe_at`] and [`InFlight::observe_failure`] feed its latency to
+/// the balancer when the balancer reads latencies.
 pub struct InFlight {
     endpoint: Arc<Endpoint>,
     started: Instant,
+    /// Whether the set's policy reads latencies (only `p2c_ewma` does; the others
+    /// skip the estimate's update, an `exp` per response).
+    measured: bool,
 }
 
 impl InFlight {
-    pub fn begin(endpoint: Arc<Endpoint>) -> InFlight {
-        Self::begin_at(endpoint, Instant::now())
+    /// `measured`: the set's [`balance::Picker::uses_latency`].
+    pub fn begin(endpoint: Arc<Endpoint>, measured: bool) -> InFlight {
+        Self::begin_at(endpoint, Instant::now(), measured)
     }
 
     /// Begins with a clock reading the caller already has.
-    pub fn begin_at(endpoint: Arc<Endpoint>, started: Instant) -> InFlight {
+    pub fn begin_at(endpoint: Arc<Endpoint>, started: Instant, measured: bool) -> InFlight {
         endpoint.load.begin();
-        InFlight { endpoint, started }
+        InFlight {
+            endpoint,
+            started,
+            measured,
+        }
     }
 
     pub fn endpoint(&self) -> &Arc<Endpoint> {
@@ -115,24 +124,37 @@ impl InFlight {
 
     /// The response (or connection) arrived: record how long it took.
     pub fn observe(&self) {
-        self.observe_at(Instant::now());
+        if self.measured {
+            self.observe_at(Instant::now());
+        }
     }
 
     /// [`InFlight::observe`] with the time the response arrived, read by the caller.
     pub fn observe_at(&self, now: Instant) {
-        self.endpoint.load.observe(
-            now.saturating_duration_since(self.started),
-            balance::at(now),
-        );
+        if self.measured {
+            self.endpoint.load.observe(
+                now.saturating_duration_since(self.started),
+                balance::at(now),
+            );
+        }
     }
 
-    /// The attempt failed at `now`: the balancer counts it as slow
-    /// ([`balance::FAILURE_RTT`] at least).
+    /// The attempt failed: the balancer counts it as slow ([`balance::FAILURE_RTT`]
+    /// at least).
+    pub fn observe_failure(&self) {
+        if self.measured {
+            self.observe_failure_at(Instant::now());
+        }
+    }
+
+    /// [`InFlight::observe_failure`] at `now`, read by the caller.
     pub fn observe_failure_at(&self, now: Instant) {
-        self.endpoint.load.observe_failure(
-            now.saturating_duration_since(self.started),
-            balance::at(now),
-        );
+        if self.measured {
+            self.endpoint.load.observe_failure(
+                now.saturating_duration_since(self.started),
+                balance::at(now),
+            );
+        }
     }
 }
 

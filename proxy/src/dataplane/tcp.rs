@@ -6,7 +6,7 @@
 //! request/response protocols that signal "done" with a FIN still work.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
@@ -173,12 +173,10 @@ pub async fn connect_balanced(
             break;
         };
         failed.push(index);
-        let in_flight = InFlight::begin(endpoint);
+        let in_flight = InFlight::begin(endpoint, set.picker.uses_latency());
         match connect_endpoint(cx, in_flight.endpoint(), Alpn::None).await {
             Ok(conn) => {
-                if set.picker.uses_latency() {
-                    in_flight.observe();
-                }
+                in_flight.observe();
                 destination.observe(&set, in_flight.endpoint(), true);
                 return Ok(Upstream {
                     conn,
@@ -187,7 +185,7 @@ pub async fn connect_balanced(
                 });
             }
             Err(e) => {
-                in_flight.observe_failure_at(Instant::now());
+                in_flight.observe_failure();
                 destination.observe(&set, in_flight.endpoint(), false);
                 last_error = e;
             }

@@ -260,7 +260,8 @@ impl Handler {
                 .pick_at(set, &failed[..attempt], now_ns)
                 .ok_or(ForwardError::NoEndpoint)?;
             failed[attempt] = index;
-            let in_flight = InFlight::begin_at(endpoint, attempt_started);
+            let in_flight =
+                InFlight::begin_at(endpoint, attempt_started, set.picker.uses_latency());
             let endpoint = in_flight.endpoint().clone();
             // Between two proxies speaking mTLS, HTTP/1.1 rides the one multiplexed
             // HTTP/2 connection to the endpoint (ALPN h2); the peer proxy turns it
@@ -300,7 +301,7 @@ impl Handler {
                     Err(_) => {
                         let overall = deadline.is_some_and(|d| at >= d);
                         let error = ForwardError::Timeout(at - started);
-                        in_flight.observe_failure_at(Instant::now());
+                        in_flight.observe_failure();
                         destination.observe(set, &endpoint, false);
                         if attempt > 0 {
                             resilience.retry_failure.increment(1);
@@ -321,10 +322,9 @@ impl Handler {
                     let status = response.status().as_u16();
                     let grpc_code = grpc_status(response.headers());
                     let failure = status >= 500 || grpc_code == Some(14);
-                    match (set.picker.uses_latency(), failure) {
-                        (false, _) => {}
-                        (true, false) => in_flight.observe_at(now),
-                        (true, true) => in_flight.observe_failure_at(now),
+                    match failure {
+                        false => in_flight.observe_at(now),
+                        true => in_flight.observe_failure_at(now),
                     }
                     destination.observe_at(set, &endpoint, !failure, crate::balance::at(now));
                     if attempt > 0 {
@@ -349,7 +349,7 @@ impl Handler {
                 }
                 Err(Failure::NotSent(unsent, error)) => {
                     tracing::debug!(endpoint = %endpoint.address, %error, "not sent; trying again");
-                    in_flight.observe_failure_at(Instant::now());
+                    in_flight.observe_failure();
                     destination.observe(set, &endpoint, false);
                     if attempt > 0 {
                         resilience.retry_failure.increment(1);
@@ -368,7 +368,7 @@ impl Handler {
                     delay_next = false;
                 }
                 Err(Failure::Sent(error)) => {
-                    in_flight.observe_failure_at(Instant::now());
+                    in_flight.observe_failure();
                     destination.observe(set, &endpoint, false);
                     if attempt > 0 {
                         resilience.retry_failure.increment(1);
