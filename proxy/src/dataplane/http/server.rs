@@ -71,37 +71,57 @@ where
     // Armed while no stream is open; reset (one clock reading) only when the
     // last open stream ends, not per request.
     let mut idle_timer = pin!(tokio::time::sleep(idle));
-    loop {
-        tokio::select! {
-            accepted = connection.accept() => match accepted {
-                Some(Ok((request, respond))) => {
-                    streams.push(stream(handler.clone(), request, respond));
-                }
-                Some(Err(error)) => {
-                    tracing::debug!(%error, "downstream h2 connection failed");
-                    return;
-                }
-                // Closed (after a GOAWAY, once no stream was left open).
-                None => return,
-            },
-            Some(()) = streams.next(), if !streams.is_empty() => {
-                if streams.is_empty() {
-                    if let Some(at) = tokio::time::Instant::now().checked_add(idle) {
-                        idle_timer.as_mut().reset(at);
+    poll_fn(|cx| {
+        loop {
+            // Every stream that is ready runs before the connection is polled
+            // again, and that poll writes what they all queued: one write for a
+            // batch of responses, where polling the connection after each stream
+            // wrote each response on its own.
+            let mut progressed = false;
+            loop {
+                match connection.poll_accept(cx) {
+                    Poll::Ready(Some(Ok((request, respond)))) => {
+                        streams.push(stream(handler.clone(), request, respond));
+                        progressed = true;
                     }
+                    Poll::Ready(Some(Err(error))) => {
+                        tracing::debug!(%error, "downstream h2 connection failed");
+                        return Poll::Ready(());
+                    }
+                    // Closed (after a GOAWAY, once no stream was left open).
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => break,
                 }
             }
-            () = idle_timer.as_mut(), if streams.is_empty() && !draining => {
-                tracing::debug!("downstream h2 connection idle; closing it");
-                draining = true;
-                connection.graceful_shutdown();
+            let mut ended = false;
+            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {
+                ended = true;
             }
-            () = signaled.as_mut(), if !draining => {
-                draining = true;
-                connection.graceful_shutdown();
+            if ended && streams.is_empty() {
+                if let Some(at) = tokio::time::Instant::now().checked_add(idle) {
+                    idle_timer.as_mut().reset(at);
+                }
+            }
+            if !progressed && !ended {
+                break;
             }
         }
-    }
+        if draining {
+            return Poll::Pending;
+        }
+        let idle_passed = streams.is_empty() && idle_timer.as_mut().poll(cx).is_ready();
+        if idle_passed {
+            tracing::debug!("downstream h2 connection idle; closing it");
+        }
+        if idle_passed || signaled.as_mut().poll(cx).is_ready() {
+            draining = true;
+            connection.graceful_shutdown();
+            // The GOAWAY is written by the next poll of the connection.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// One stream: the request forwarded, then the response sent.
