@@ -37,7 +37,8 @@ if [[ -z $proxy ]]; then
 fi
 out=$(mktemp -d "${TMPDIR:-/tmp}/weft-callgrind.XXXXXX")
 echo "profiles in $out"
-h1_port=23180 h2_port=23181
+read -r h1_port h2_port http_port h2c_port tcp_port l4_port admin_port outbound_port inbound_port \
+  <<< "$(free_ports 9)"
 
 nginx_upstream_conf "$out" "$h1_port" "$h2_port" > "$out/nginx.conf"
 nginx -c "$out/nginx.conf" -p "$out" > "$out/nginx.out" 2>&1 &
@@ -65,10 +66,12 @@ run() {
   shift 2
   export BENCH_OUT=$out BENCH_UPSTREAMS=127.0.0.1:$upstream BENCH_IPERF=127.0.0.1:$upstream
   export BENCH_WORKERS=1 WEFT_DRAIN_DELAY_MS=0 WEFT_PROXY=$proxy CALLGRIND_OUT=$out/callgrind.$name
-  "$here/custom-weft.sh" "$out/valgrind-proxy.sh" 23101 23102 23103 23104 > "$out/proxy.$name.log" 2>&1 &
+  export BENCH_ADMIN_PORT=$admin_port BENCH_OUTBOUND_PORT=$outbound_port BENCH_INBOUND_PORT=$inbound_port
+  "$here/custom-weft.sh" "$out/valgrind-proxy.sh" "$http_port" "$h2c_port" "$tcp_port" "$l4_port" \
+    > "$out/proxy.$name.log" 2>&1 &
   local pid=$!
   local tries=0
-  until curl -sf http://127.0.0.1:22090/ready > /dev/null; do
+  until curl -sf "http://127.0.0.1:$admin_port/ready" > /dev/null; do
     tries=$((tries + 1))
     if ((tries > 240)); then
       echo "proxy not ready, see $out/proxy.$name.log" >&2
@@ -89,12 +92,12 @@ run() {
 for scenario in "${scenarios[@]}"; do
   case $scenario in
     h1)
-      run "$scenario-startup" $h1_port
-      run "$scenario" $h1_port --h1 -n "$requests" -c 4 -m 1 http://127.0.0.1:23101/
+      run "$scenario-startup" "$h1_port"
+      run "$scenario" "$h1_port" --h1 -n "$requests" -c 4 -m 1 "http://127.0.0.1:$http_port/"
       ;;
     h2)
-      run "$scenario-startup" $h2_port
-      run "$scenario" $h2_port -n "$requests" -c 4 -m 16 http://127.0.0.1:23102/
+      run "$scenario-startup" "$h2_port"
+      run "$scenario" "$h2_port" -n "$requests" -c 4 -m 16 "http://127.0.0.1:$h2c_port/"
       ;;
     *) echo "unknown scenario $scenario (h1, h2)" >&2; exit 2 ;;
   esac

@@ -10,6 +10,8 @@
 # Usage (from bench/run.sh): custom-weft.sh PROXY_BINARY HTTP H2C TCP L4
 # WEFT_BENCH_RESILIENCE=off turns retries, outlier detection and circuit breakers
 # off in every service, to measure what they cost when nothing fails.
+# BENCH_ADMIN_PORT, BENCH_OUTBOUND_PORT and BENCH_INBOUND_PORT move the listeners
+# the harness does not use (defaults 22090, 22001, 22006).
 set -euo pipefail
 proxy=$1 http=$2 h2=$3 tcp=$4 l4=$5
 cfg=$BENCH_OUT/weft-mesh.yaml
@@ -47,9 +49,9 @@ DOC
 exec "$proxy" \
   --static-config "$cfg" \
   --workers "$BENCH_WORKERS" \
-  --admin 127.0.0.1:22090 \
-  --outbound 127.0.0.1:22001 \
-  --inbound 127.0.0.1:22006 \
+  --admin "127.0.0.1:${BENCH_ADMIN_PORT:-22090}" \
+  --outbound "127.0.0.1:${BENCH_OUTBOUND_PORT:-22001}" \
+  --inbound "127.0.0.1:${BENCH_INBOUND_PORT:-22006}" \
   --upstream "bench/http=127.0.0.1:$http" \
   --upstream "bench/h2=127.0.0.1:$h2" \
   --upstream "bench/iperf=127.0.0.1:$tcp" \

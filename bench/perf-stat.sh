@@ -14,7 +14,7 @@
 # prints one line per binary, round and scenario, then the median and range per
 # binary and scenario. Hardware counters (cycles, instructions) are often missing
 # in virtual machines, so only task-clock and context switches are read. Needs
-# perf, nginx, h2load, curl and taskset; uses ports 24001..24181.
+# perf, nginx, h2load, curl and taskset.
 set -euo pipefail
 requests=20000 rounds=5 connections=4
 while getopts "n:r:c:" opt; do
@@ -33,13 +33,14 @@ source "$here/nginx-upstream.sh"
 out=$(mktemp -d "${TMPDIR:-/tmp}/weft-perf-stat.XXXXXX")
 echo "output in $out"
 
-nginx_upstream_conf "$out" 24180 24181 > "$out/nginx.conf"
+read -r h1_port h2_port http_port h2c_port admin_port outbound_port inbound_port <<< "$(free_ports 7)"
+nginx_upstream_conf "$out" "$h1_port" "$h2_port" > "$out/nginx.conf"
 taskset -c 1 nginx -c "$out/nginx.conf" -p "$out" > "$out/nginx.out" 2>&1 &
 nginx_pid=$!
 pid=""
 trap 'kill "$nginx_pid" $pid 2>/dev/null || true' EXIT
 
-for name in http:http1:24180 h2:http2:24181; do
+for name in "http:http1:$h1_port" "h2:http2:$h2_port"; do
   IFS=: read -r service protocol port <<< "$name"
   cat <<DOC
 ---
@@ -61,12 +62,13 @@ done > "$out/mesh.yaml"
 for round in $(seq 1 "$rounds"); do
   for proxy in "$@"; do
     WEFT_DRAIN_DELAY_MS=0 taskset -c 0 "$proxy" --static-config "$out/mesh.yaml" --workers 1 \
-      --admin 127.0.0.1:24090 --outbound 127.0.0.1:24001 --inbound 127.0.0.1:24006 \
-      --upstream bench/http=127.0.0.1:24101 --upstream bench/h2=127.0.0.1:24102 \
+      --admin "127.0.0.1:$admin_port" --outbound "127.0.0.1:$outbound_port" \
+      --inbound "127.0.0.1:$inbound_port" \
+      --upstream "bench/http=127.0.0.1:$http_port" --upstream "bench/h2=127.0.0.1:$h2c_port" \
       --log warn > "$out/proxy.log" 2>&1 &
     pid=$!
     tries=0
-    until curl -sf http://127.0.0.1:24090/ready > /dev/null; do
+    until curl -sf "http://127.0.0.1:$admin_port/ready" > /dev/null; do
       kill -0 "$pid" 2>/dev/null || { echo "proxy exited, see $out/proxy.log" >&2; exit 1; }
       tries=$((tries + 1))
       ((tries < 200)) || { echo "proxy not ready, see $out/proxy.log" >&2; exit 1; }
@@ -74,8 +76,8 @@ for round in $(seq 1 "$rounds"); do
     done
     for scenario in h1 h2; do
       case $scenario in
-        h1) args=(--h1 -c "$connections" -m 1 http://127.0.0.1:24101/) ;;
-        h2) args=(-c 4 -m 16 http://127.0.0.1:24102/) ;;
+        h1) args=(--h1 -c "$connections" -m 1 "http://127.0.0.1:$http_port/") ;;
+        h2) args=(-c 4 -m 16 "http://127.0.0.1:$h2c_port/") ;;
       esac
       taskset -c 1 h2load -n 1000 "${args[@]}" > "$out/warm-up.txt"
       # With -p and a command, perf counts the proxy for as long as the command runs.
