@@ -17,12 +17,13 @@ use super::destination::Destination;
 use super::endpoint::{Endpoint, InFlight};
 use super::error::ForwardError;
 use super::io::{Conn, Counted};
-use super::splice::Pipes;
+use super::splice;
 use super::Context;
 use crate::resilience::breaker::{Limit, Permit};
 
-/// Per-direction buffer of the user-space fallback copy. 64 KiB moves a bulk
-/// transfer in few syscalls; it lives only as long as its connection.
+/// Per-direction buffer of the user-space copy (a TLS side cannot be spliced).
+/// 64 KiB moves a bulk transfer in few syscalls; it lives only as long as its
+/// connection.
 const COPY_BUFFER: usize = 64 * 1024;
 
 /// How many endpoints a connection tries before giving up (nothing was sent to
@@ -102,14 +103,10 @@ pub async fn proxy(
         tokio::time::sleep(grace).await;
     };
     // Splicing moves raw bytes, so only when neither side is TLS.
-    let pipes = match client.get_ref().plain().zip(upstream.plain()) {
-        Some(_) => Pipes::new().map_err(|e| e.to_string()),
-        None => Err("a side speaks TLS".to_owned()),
-    };
-    let result = match (pipes, client.get_ref().plain().zip(upstream.plain())) {
-        (Ok(pipes), Some((downstream, upstream))) => {
+    let result = match client.get_ref().plain().zip(upstream.plain()) {
+        Some((downstream, upstream)) => {
             let (mut received, mut sent) = (0, 0);
-            let copied = pipes.copy_bidirectional(downstream, upstream, &mut received, &mut sent);
+            let copied = splice::copy_bidirectional(downstream, upstream, &mut received, &mut sent);
             let result = tokio::select! {
                 result = copied => result,
                 () = draining => Ok(()),
@@ -117,10 +114,7 @@ pub async fn proxy(
             client.add(received, sent);
             result
         }
-        (reason, _) => {
-            if let Err(reason) = reason {
-                tracing::debug!(%reason, "no splice; copying through user space");
-            }
+        None => {
             let copied = tokio::io::copy_bidirectional_with_sizes(
                 &mut client,
                 &mut upstream,
