@@ -38,6 +38,7 @@ pub mod drain;
 pub mod health;
 pub mod identity;
 pub mod init;
+pub mod limits;
 pub mod metrics;
 pub mod resilience;
 pub mod shutdown;

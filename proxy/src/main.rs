@@ -8,8 +8,8 @@ use clap::Parser;
 use weft_proxy::config::{Args, Config};
 use weft_proxy::state::{ConfigSource, Shared};
 use weft_proxy::{
-    admin, dataplane, discovery, drain::Drain, health, identity, metrics, shutdown, static_config,
-    workers::Workers,
+    admin, dataplane, discovery, drain::Drain, health, identity, limits, metrics, shutdown,
+    static_config, workers::Workers,
 };
 
 /// hyper allocates per request (heads, header maps, body frames); jemalloc's
@@ -46,6 +46,13 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    match limits::raise_open_files() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(?before, ?after, "open files limit raised to the hard limit");
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "open files limit not raised"),
+    }
     let metrics = metrics::install()?;
     let worker_count = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
