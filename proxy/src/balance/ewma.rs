@@ -122,10 +122,16 @@ pub fn now() -> u64 {
 /// [`now`] as it was at `instant`, so that a clock read made for something else
 /// (a request's start) serves here too.
 pub fn at(instant: Instant) -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(|| instant);
     instant.saturating_duration_since(epoch).as_nanos() as u64
 }
+
+/// The instant [`now`] counts from.
+pub fn epoch() -> Instant {
+    *EPOCH.get_or_init(Instant::now)
+}
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 #[cfg(test)]
 mod tests {

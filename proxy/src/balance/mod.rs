@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::Rng;
 
-pub use ewma::{at, now, Load, DECAY, DEFAULT_RTT, FAILURE_RTT};
+pub use ewma::{at, epoch, now, Load, DECAY, DEFAULT_RTT, FAILURE_RTT};
 
 use crate::snapshot::Policy;
 

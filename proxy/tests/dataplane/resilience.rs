@@ -237,6 +237,73 @@ async fn an_idle_downstream_keep_alive_connection_is_closed() {
     assert!(closed.is_ok(), "the idle connection stayed open");
 }
 
+/// Reads until the proxy closes the connection (EOF or an error); false when it
+/// was still open after five seconds.
+async fn closed_by_proxy(stream: &mut TcpStream) -> bool {
+    let mut buffer = vec![0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn a_request_head_sent_too_slowly_is_dropped_after_the_idle_timeout() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("slow-head", "http1").endpoint(a.addr).with(|s| {
+        s.timeouts = Some(v1::Timeouts {
+            idle_ms: 200,
+            ..Default::default()
+        })
+    });
+    let proxy = Proxy::start(
+        snapshot(&[web]),
+        &["--upstream", "shop/slow-head=127.0.0.1:0"],
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    use tokio::io::AsyncWriteExt;
+    // Half a head, and never the rest.
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    assert!(
+        closed_by_proxy(&mut stream).await,
+        "a connection that never finished its request head stayed open"
+    );
+    assert_eq!(a.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_response_slower_than_the_idle_timeout_still_arrives() {
+    let a = HttpUpstream::start_slow("a", Duration::from_millis(600)).await;
+    let web = service("slow-answer", "http1").endpoint(a.addr).with(|s| {
+        s.timeouts = Some(v1::Timeouts {
+            idle_ms: 200,
+            ..Default::default()
+        })
+    });
+    let proxy = Proxy::start(
+        snapshot(&[web]),
+        &["--upstream", "shop/slow-answer=127.0.0.1:0"],
+    )
+    .await;
+    let mut client = Client::connect(proxy.upstreams[0]).await;
+    // The exchange is open while the upstream thinks: the idle timeout does not
+    // apply, on the first request or the next one on the same connection.
+    assert_eq!(client.get("x", "/").await.upstream(), "a");
+    assert_eq!(client.get("x", "/").await.upstream(), "a");
+}
+
 /// Echoes `payload` over a new connection through `addr`: what came back (empty
 /// when the proxy closed the connection without reaching the echo server).
 async fn echo_once(addr: std::net::SocketAddr, payload: &[u8]) -> Vec<u8> {

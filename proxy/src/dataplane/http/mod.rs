@@ -16,10 +16,16 @@ mod server;
 mod stream;
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use crate::drain;
 
@@ -60,10 +66,10 @@ pub async fn serve(
     detected: Detected,
     mut drain: drain::Watch,
 ) {
-    // Closes a keep-alive connection idle between requests (hyper's header-read
-    // timeout runs from the moment it waits for the next request head; an HTTP/2
-    // connection is idle with no stream open): the service's idle timeout when
-    // the listener serves one service, else the proxy's.
+    // Closes a connection idle between requests, or as slow as that to send a
+    // request head (an HTTP/1 connection with no exchange open, an HTTP/2 one with
+    // no stream open): the service's idle timeout when the listener serves one
+    // service, else the proxy's.
     let idle = match &route {
         Route::Fixed(destination) | Route::Inbound { destination, .. } => {
             destination.endpoints().policy.timeouts.idle
@@ -75,24 +81,35 @@ pub async fn serve(
     if detected == Detected::Http2 {
         return server::serve(client, handler, idle, &mut drain).await;
     }
+    let activity = Arc::new(Activity::default());
+    let watched = activity.clone();
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let handler = handler.clone();
+        let exchange = Exchange::begin(&activity);
         // Boxed once here: the request's state machine is a few KiB, and hyper
         // moves the service future into its dispatcher; moving a pointer instead
         // of the state showed as memcpy in profiles.
         Box::pin(async move {
             let request = request.map(ReceivedBody::Http1);
-            Ok::<_, Infallible>(handler.handle(request).await)
+            let response = handler.handle(request).await;
+            Ok::<_, Infallible>(response.map(|body| Tracked {
+                body,
+                _exchange: exchange,
+            }))
         })
     });
     let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(idle)
+        // The idle timeout is `Activity::idle`'s, below.
+        .header_read_timeout(None)
         .serve_connection(TokioIo::new(client), service)
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        () = watched.idle(idle) => {
+            tracing::debug!("downstream connection idle; closing it");
+            return;
+        }
         () = drain.signaled_on_own_wake() => {
             connection.as_mut().graceful_shutdown();
             connection.await
@@ -100,5 +117,91 @@ pub async fn serve(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "downstream connection ended with an error");
+    }
+}
+
+/// The exchanges of one HTTP/1 connection, for its idle timeout: how many are
+/// open (from the request head to the end of the response), and when the last
+/// one ended. It stands in for hyper's header-read timeout, which armed a timer
+/// (a clock reading, a boxed sleep, a timer-wheel entry) for every request; this
+/// one is re-armed once per idle period. The connection is served on one task,
+/// so relaxed atomics suffice (`Arc` only because hyper wants `Send` bodies).
+#[derive(Default)]
+struct Activity {
+    open: AtomicUsize,
+    /// [`crate::balance::now`] when the last exchange ended (0: none has).
+    last_end: AtomicU64,
+}
+
+impl Activity {
+    /// Resolves once no exchange has been open for `idle`: since the last one
+    /// ended, or since the connection was accepted if none has. A client still
+    /// sending a request head counts as idle, as hyper's header-read timeout did.
+    async fn idle(&self, idle: Duration) {
+        let accepted = Instant::now();
+        let mut quiet_since = accepted;
+        loop {
+            let Some(deadline) = quiet_since.checked_add(idle) else {
+                return std::future::pending().await;
+            };
+            tokio::time::sleep_until(deadline.into()).await;
+            if self.open.load(Ordering::Relaxed) > 0 {
+                quiet_since = Instant::now();
+                continue;
+            }
+            quiet_since = match self.last_end.load(Ordering::Relaxed) {
+                0 => accepted,
+                ended => crate::balance::epoch() + Duration::from_nanos(ended),
+            };
+            if quiet_since.elapsed() >= idle {
+                return;
+            }
+        }
+    }
+}
+
+/// One request's exchange, open until its response body is dropped (sent, or
+/// abandoned with the connection).
+struct Exchange(Arc<Activity>);
+
+impl Exchange {
+    fn begin(activity: &Arc<Activity>) -> Exchange {
+        activity.open.fetch_add(1, Ordering::Relaxed);
+        Exchange(activity.clone())
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // Never 0, which stands for "none ended yet".
+        let now = crate::balance::now().max(1);
+        self.0.last_end.store(now, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds its exchange open until it is dropped.
+struct Tracked {
+    body: body::ProxyBody,
+    _exchange: Exchange,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = body::BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
