@@ -35,6 +35,13 @@ pub enum ForwardError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    /// A request to an HTTP/1.1 upstream or its response failed (the proxy's own
+    /// HTTP/1.1 client, [`super::http::h1client`]).
+    #[error("upstream {addr}: {source}")]
+    Http1 {
+        addr: SocketAddr,
+        source: super::http::h1client::Error,
+    },
     #[error("HTTP/2 handshake with {addr}: {source}")]
     Http2Handshake { addr: SocketAddr, source: h2::Error },
     /// An HTTP/2 stream or its connection failed (the proxy's own HTTP/2 client,
@@ -131,7 +138,9 @@ impl ForwardError {
             | ForwardError::Handshake { .. }
             | ForwardError::Http2Handshake { .. } => Class::Connect,
             ForwardError::ConnectTimeout { .. } => Class::ConnectTimeout,
-            ForwardError::Upstream { .. } | ForwardError::Http2 { .. } => Class::Upstream,
+            ForwardError::Upstream { .. }
+            | ForwardError::Http1 { .. }
+            | ForwardError::Http2 { .. } => Class::Upstream,
             ForwardError::Overflow(_) => Class::Overflow,
             ForwardError::Timeout(_) => Class::Timeout,
             ForwardError::Denied => Class::Denied,

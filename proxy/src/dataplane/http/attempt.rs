@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::client::conn::http1;
 use weft_proto::model::Resilience;
 
 use crate::resilience::breaker::{Limit, Permit};
@@ -17,6 +16,7 @@ use super::super::error::ForwardError;
 use super::super::Context;
 use super::body::{ReceivedBody, RequestBody};
 use super::client::Http1Pool;
+use super::h1client;
 use super::stream::{self, Refusal};
 
 /// A failed attempt: whether the request came back unsent (and may go elsewhere),
@@ -28,13 +28,10 @@ pub(super) enum Failure {
     Refused(ForwardError),
 }
 
-pub(super) type Sent = (
-    Response<ReceivedBody>,
-    Option<http1::SendRequest<RequestBody>>,
-);
+pub(super) type Sent = Response<ReceivedBody>;
 
-/// Sends over a pooled connection (a new one when none is idle, or for an
-/// upgrade, which consumes its connection).
+/// Sends over a pooled connection, or a new one when none is idle. An upgrade
+/// goes over a connection of its own (see [`send_upgrade`]).
 pub(super) async fn send_http1(
     cx: &Context,
     destination: &Destination,
@@ -43,57 +40,82 @@ pub(super) async fn send_http1(
     mut request: Request<RequestBody>,
     upgrade: bool,
 ) -> Result<Sent, Failure> {
+    if upgrade {
+        return Box::pin(send_upgrade(cx, destination, policy, endpoint, request)).await;
+    }
     let pool = &endpoint.clients.http1;
     let addr = endpoint.address;
     loop {
-        let pooled = if upgrade { None } else { pool.checkout() };
+        let pooled = pool.checkout();
         let reused = pooled.is_some();
-        let mut sender = match pooled {
-            Some(sender) => sender,
+        let connection = match pooled {
+            Some(connection) => connection,
             None => {
                 let (_pending, permit) = admit_connection(destination, policy)?;
                 // Boxed: connecting is rare on a warm pool, and its large future
                 // would otherwise bloat every request's state machine.
-                match Box::pin(Http1Pool::connect(cx, endpoint, upgrade, permit)).await {
-                    Ok(sender) => sender,
+                match Box::pin(Http1Pool::connect(cx, endpoint, permit)).await {
+                    Ok(connection) => connection,
                     Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
                 }
             }
         };
-        if sender.ready().await.is_err() {
-            if reused {
-                continue;
+        match h1client::exchange(connection, request, endpoint).await {
+            Ok(response) => return Ok(response),
+            // A pooled connection failed before any of the request was written:
+            // try the next one.
+            Err(h1client::Refusal::Unsent(unsent, _)) if reused => request = *unsent,
+            Err(h1client::Refusal::Unsent(unsent, source)) => {
+                let error = ForwardError::Http1 { addr, source };
+                return Err(Failure::NotSent(unsent, error));
             }
-            let error = ForwardError::Connect {
-                addr,
-                source: std::io::ErrorKind::ConnectionReset.into(),
-            };
-            return Err(Failure::NotSent(Box::new(request), error));
-        }
-        match sender.try_send_request(request).await {
-            Ok(response) => {
-                let response = response.map(ReceivedBody::Http1);
-                return Ok((response, (!upgrade).then_some(sender)));
+            Err(h1client::Refusal::Sent(source)) => {
+                return Err(Failure::Sent(ForwardError::Http1 { addr, source }))
             }
-            Err(mut e) => match e.take_message() {
-                // A pooled connection closed under us: try the next one.
-                Some(unsent) if reused => request = unsent,
-                Some(unsent) => {
-                    let error = ForwardError::Upstream {
-                        addr,
-                        source: e.into_error(),
-                    };
-                    return Err(Failure::NotSent(Box::new(unsent), error));
-                }
-                None => {
-                    let error = ForwardError::Upstream {
-                        addr,
-                        source: e.into_error(),
-                    };
-                    return Err(Failure::Sent(error));
-                }
-            },
         }
+    }
+}
+
+/// Sends an upgrade request over a new hyper connection, which the tunnel takes
+/// over after a 101 response.
+async fn send_upgrade(
+    cx: &Context,
+    destination: &Destination,
+    policy: &Resilience,
+    endpoint: &Arc<Endpoint>,
+    request: Request<RequestBody>,
+) -> Result<Sent, Failure> {
+    let addr = endpoint.address;
+    let (_pending, permit) = admit_connection(destination, policy)?;
+    let mut sender = match Http1Pool::connect_upgrade(cx, endpoint, permit).await {
+        Ok(sender) => sender,
+        Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
+    };
+    if sender.ready().await.is_err() {
+        let error = ForwardError::Connect {
+            addr,
+            source: std::io::ErrorKind::ConnectionReset.into(),
+        };
+        return Err(Failure::NotSent(Box::new(request), error));
+    }
+    match sender.try_send_request(request).await {
+        Ok(response) => Ok(response.map(ReceivedBody::Http1)),
+        Err(mut e) => match e.take_message() {
+            Some(unsent) => {
+                let error = ForwardError::Upstream {
+                    addr,
+                    source: e.into_error(),
+                };
+                Err(Failure::NotSent(Box::new(unsent), error))
+            }
+            None => {
+                let error = ForwardError::Upstream {
+                    addr,
+                    source: e.into_error(),
+                };
+                Err(Failure::Sent(error))
+            }
+        },
     }
 }
 
@@ -123,7 +145,7 @@ pub(super) async fn send_http2(
             Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
         };
         match stream::exchange(connection.sender.clone(), request).await {
-            Ok(response) => return Ok((response.map(ReceivedBody::Http2), None)),
+            Ok(response) => return Ok(response.map(ReceivedBody::Http2)),
             // The connection takes no more streams (it is going away or gone):
             // retired, so that this request and the next connect anew.
             Err(Refusal::Unsent(unsent, source)) => {

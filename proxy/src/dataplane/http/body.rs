@@ -22,11 +22,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
 
 use crate::metrics::ServiceMetrics;
 
-use super::super::endpoint::Endpoint;
+use super::h1client::ResponseBody;
 use super::stream::RecvBody;
 
 /// A received body's failure, from either HTTP stack: boxed, as failures are
@@ -70,13 +69,13 @@ pub struct Completion {
     /// The response is gRPC and its status was not in the headers: it will be in
     /// the trailers, and the response is counted when they arrive.
     pub grpc_pending: bool,
-    /// A pooled HTTP/1 connection to return once the body was read to the end.
-    pub reuse: Option<(Arc<Endpoint>, http1::SendRequest<RequestBody>)>,
 }
 
-/// A body as one of the HTTP stacks received it.
+/// A body as one of the HTTP stacks received it: hyper's HTTP/1 server (and its
+/// client, for upgrades), the proxy's own HTTP/1.1 client, or `h2`.
 pub enum ReceivedBody {
     Http1(Incoming),
+    Http1Upstream(ResponseBody),
     Http2(RecvBody),
 }
 
@@ -87,6 +86,7 @@ impl Body for ReceivedBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         match self.get_mut() {
             ReceivedBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ReceivedBody::Http1Upstream(body) => Pin::new(body).poll_frame(cx),
             ReceivedBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
@@ -94,6 +94,7 @@ impl Body for ReceivedBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReceivedBody::Http1(body) => body.is_end_stream(),
+            ReceivedBody::Http1Upstream(body) => body.is_end_stream(),
             ReceivedBody::Http2(body) => body.is_end_stream(),
         }
     }
@@ -101,6 +102,7 @@ impl Body for ReceivedBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReceivedBody::Http1(body) => body.size_hint(),
+            ReceivedBody::Http1Upstream(body) => body.size_hint(),
             ReceivedBody::Http2(body) => body.size_hint(),
         }
     }
@@ -113,7 +115,7 @@ pub struct Observed {
 }
 
 impl Observed {
-    fn finish(&mut self, complete: bool) {
+    fn finish(&mut self) {
         let Some(completion) = self.completion.take() else {
             return;
         };
@@ -126,16 +128,12 @@ impl Observed {
                 .metrics
                 .response(completion.status, self.grpc_status);
         }
-        if let (true, Some((endpoint, sender))) = (complete, completion.reuse) {
-            endpoint.clients.http1.checkin(sender);
-        }
     }
 }
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        let complete = self.inner.is_end_stream();
-        self.finish(complete);
+        self.finish();
     }
 }
 
@@ -234,6 +232,16 @@ pub struct Buffered {
     trailers: Option<HeaderMap>,
 }
 
+#[cfg(test)]
+impl Buffered {
+    pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> Buffered {
+        Buffered {
+            data: Some(data).filter(|d| !d.is_empty()),
+            trailers,
+        }
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -276,8 +284,18 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Streaming(inner) | RequestBody::Recorded(inner, _) => inner.size_hint(),
+            // With trailers the length is not the whole story: an HTTP/1.1
+            // upstream gets the body chunked, so that the trailers go too.
             RequestBody::Buffered(b) => {
-                SizeHint::with_exact(b.data.as_ref().map_or(0, |d| d.len() as u64))
+                let len = b.data.as_ref().map_or(0, |d| d.len() as u64);
+                match b.trailers {
+                    None => SizeHint::with_exact(len),
+                    Some(_) => {
+                        let mut hint = SizeHint::new();
+                        hint.set_lower(len);
+                        hint
+                    }
+                }
             }
         }
     }
@@ -307,8 +325,7 @@ impl Body for ProxyBody {
                             body.grpc_status = grpc_status(trailers);
                         }
                     }
-                    Poll::Ready(None) => body.finish(true),
-                    Poll::Ready(Some(Err(_))) => body.finish(false),
+                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => body.finish(),
                     Poll::Pending => {}
                 }
                 polled

@@ -4,7 +4,9 @@
 //! HTTP/1 checkout is last-in first-out, so traffic concentrates on the warmest
 //! connections and the rest age out through the idle timeout. An HTTP/1 connection
 //! returns to the pool only after its response was read to the end
-//! ([`super::body`]); one that is closed or not ready when taken is dropped.
+//! ([`super::h1client::ResponseBody`]); one that the peer closed (or that has
+//! unasked bytes) when taken is dropped. Upgrade requests get a hyper connection
+//! of their own, never pooled.
 //!
 //! The HTTP/2 connection is the `h2` crate's, not hyper's: each request drives its
 //! own stream ([`super::stream`]) and one task per connection drives the rest.
@@ -22,6 +24,7 @@ use super::super::error::ForwardError;
 use super::super::tcp::connect_endpoint;
 use super::super::Context;
 use super::body::RequestBody;
+use super::h1client::Connection;
 use crate::resilience::breaker::Permit;
 use crate::tls::Alpn;
 
@@ -60,30 +63,27 @@ pub struct Http1Pool {
 
 #[derive(Debug)]
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
+    connection: Box<Connection>,
     since: Instant,
 }
 
 impl Http1Pool {
     /// The most recently used idle connection, if any is still open.
-    pub fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() {
-                return Some(entry.sender);
+    pub fn checkout(&self) -> Option<Box<Connection>> {
+        loop {
+            let entry = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            let mut connection = entry.connection;
+            if connection.usable() {
+                return Some(connection);
             }
         }
-        None
     }
 
-    pub fn checkin(&self, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    pub fn checkin(&self, connection: Box<Connection>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
             idle.push(Idle {
-                sender,
+                connection,
                 since: Instant::now(),
             });
         }
@@ -93,25 +93,34 @@ impl Http1Pool {
         self.idle.lock().map(|i| i.len()).unwrap_or(0)
     }
 
-    /// Drops (and so closes) connections idle longer than `timeout`. The oldest are
-    /// at the front, as checkins push to the back.
+    /// Drops (and so closes) connections idle longer than `timeout`, and those
+    /// the peer closed. The oldest are at the front, as checkins push to the back.
     fn sweep(&self, timeout: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let expired = idle
             .iter()
-            .position(|e| e.since.elapsed() < timeout && !e.sender.is_closed())
+            .position(|e| e.since.elapsed() < timeout)
             .unwrap_or(idle.len());
         idle.drain(..expired);
-        idle.retain(|e| !e.sender.is_closed());
+        idle.retain_mut(|e| e.connection.usable());
     }
 
-    /// Opens a new connection; `upgrades` keeps it usable after a 101 response.
-    /// `permit` counts the connection against its destination's limit for as long
-    /// as the connection lives.
+    /// Opens a new connection. `permit` counts the connection against its
+    /// destination's limit for as long as the connection lives.
     pub async fn connect(
         cx: &Context,
         endpoint: &Endpoint,
-        upgrades: bool,
+        permit: Option<Permit>,
+    ) -> Result<Box<Connection>, ForwardError> {
+        let stream = connect_endpoint(cx, endpoint, Alpn::Http1).await?;
+        Ok(Connection::new(stream, permit))
+    }
+
+    /// Opens a connection for an upgrade request, on hyper's client, which hands
+    /// the connection over after a 101 response.
+    pub async fn connect_upgrade(
+        cx: &Context,
+        endpoint: &Endpoint,
         permit: Option<Permit>,
     ) -> Result<http1::SendRequest<RequestBody>, ForwardError> {
         let addr = endpoint.address;
@@ -120,21 +129,12 @@ impl Http1Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| ForwardError::Handshake { addr, source })?;
-        if upgrades {
-            tokio::spawn(async move {
-                if let Err(e) = connection.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-                drop(permit);
-            });
-        } else {
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-                drop(permit);
-            });
-        }
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+            drop(permit);
+        });
         Ok(sender)
     }
 }

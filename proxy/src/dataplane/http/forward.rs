@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Version};
 use hyper::body::Body;
-use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use weft_proto::model::{Protocol, Resilience, RetryOn};
@@ -28,7 +27,7 @@ use crate::resilience::breaker::Limit;
 use crate::resilience::{backoff, deadline};
 
 use super::super::destination::Destination;
-use super::super::endpoint::{Endpoint, InFlight};
+use super::super::endpoint::InFlight;
 use super::super::error::{rescue, ForwardError};
 use super::super::Context;
 use super::attempt::{self, Failure, Sent};
@@ -123,7 +122,7 @@ impl Pending {
 enum Last {
     None,
     Error(ForwardError),
-    Response(Sent, Arc<Endpoint>),
+    Response(Sent),
 }
 
 impl Handler {
@@ -317,7 +316,7 @@ impl Handler {
                 None => send.await,
             };
             match sent {
-                Ok((response, reuse)) => {
+                Ok(response) => {
                     let now = Instant::now();
                     let status = response.status().as_u16();
                     let grpc_code = grpc_status(response.headers());
@@ -334,14 +333,13 @@ impl Handler {
                         }
                     }
                     if retries.retries_status(status, grpc_code) && pending.replayable() {
-                        last = Last::Response((response, reuse), endpoint);
+                        last = Last::Response(response);
                         delay_next = true;
                         continue;
                     }
                     return Ok(self.respond_upstream(
                         destination,
-                        (response, reuse),
-                        endpoint,
+                        response,
                         downstream_upgrade,
                         started,
                         upgrade,
@@ -355,9 +353,9 @@ impl Handler {
                         resilience.retry_failure.increment(1);
                     }
                     let reason = match error {
-                        ForwardError::Upstream { .. } | ForwardError::Http2 { .. } => {
-                            RetryOn::RefusedStream
-                        }
+                        ForwardError::Upstream { .. }
+                        | ForwardError::Http1 { .. }
+                        | ForwardError::Http2 { .. } => RetryOn::RefusedStream,
                         _ => RetryOn::ConnectFailure,
                     };
                     pending.give_back(*unsent);
@@ -383,14 +381,9 @@ impl Handler {
             }
         }
         match last {
-            Last::Response(sent, endpoint) => Ok(self.respond_upstream(
-                destination,
-                sent,
-                endpoint,
-                downstream_upgrade,
-                started,
-                upgrade,
-            )),
+            Last::Response(sent) => {
+                Ok(self.respond_upstream(destination, sent, downstream_upgrade, started, upgrade))
+            }
             Last::Error(error) => Err(error),
             Last::None => Err(ForwardError::NoEndpoint),
         }
@@ -399,8 +392,7 @@ impl Handler {
     fn respond_upstream(
         &self,
         destination: &Destination,
-        (mut response, reuse): Sent,
-        endpoint: Arc<Endpoint>,
+        mut response: Sent,
         downstream_upgrade: Option<OnUpgrade>,
         started: Instant,
         upgrade: bool,
@@ -410,8 +402,7 @@ impl Handler {
                 tunnel(downstream, hyper::upgrade::on(&mut response));
             }
         }
-        let reuse = reuse.map(|sender| (endpoint, sender));
-        respond(destination, response, reuse, started, upgrade)
+        respond(destination, response, started, upgrade)
     }
 }
 
@@ -508,7 +499,6 @@ fn fits(body: &ReceivedBody) -> bool {
 fn respond(
     destination: &Destination,
     response: Response<ReceivedBody>,
-    reuse: Option<(Arc<Endpoint>, http1::SendRequest<RequestBody>)>,
     started: Instant,
     upgrade: bool,
 ) -> Response<ProxyBody> {
@@ -532,7 +522,6 @@ fn respond(
         started,
         status,
         grpc_pending,
-        reuse,
     };
     Response::from_parts(parts, ProxyBody::upstream(body, completion))
 }

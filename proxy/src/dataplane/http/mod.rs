@@ -11,6 +11,7 @@ pub mod body;
 pub mod client;
 mod date;
 mod forward;
+pub mod h1client;
 pub mod headers;
 mod server;
 mod stream;
