@@ -27,8 +27,14 @@ pub enum Sending {
 
 /// Writes the request head: origin-form target, the headers as they are (the
 /// forwarder removed the hop-by-hop ones), and the framing header the body needs.
-/// `known` is the body's exact length, if it is known before it is read.
-pub fn encode_request(parts: &Parts, known: Option<u64>) -> Result<(Bytes, Sending), Error> {
+/// `known` is the body's exact length, if it is known before it is read. The head
+/// is written into `out`, the connection's buffer: once the previous head was
+/// sent and dropped, its memory serves again.
+pub fn encode_request(
+    parts: &Parts,
+    known: Option<u64>,
+    out: &mut BytesMut,
+) -> Result<(Bytes, Sending), Error> {
     let sending = match parts.headers.get(header::CONTENT_LENGTH) {
         Some(value) => Sending::Length(content_length(value).ok_or(Error::RequestLength)?),
         None => match known {
@@ -51,7 +57,8 @@ pub fn encode_request(parts: &Parts, known: Option<u64>) -> Result<(Bytes, Sendi
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum::<usize>()
         + 64;
-    let mut head = BytesMut::with_capacity(size);
+    out.reserve(size);
+    let head = out;
     head.put_slice(parts.method.as_str().as_bytes());
     head.put_u8(b' ');
     head.put_slice(target.as_bytes());
@@ -75,7 +82,7 @@ pub fn encode_request(parts: &Parts, known: Option<u64>) -> Result<(Bytes, Sendi
         _ => {}
     }
     head.put_slice(b"\r\n");
-    Ok((head.freeze(), sending))
+    Ok((head.split().freeze(), sending))
 }
 
 fn defines_body(method: &Method) -> bool {

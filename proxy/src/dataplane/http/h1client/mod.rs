@@ -88,6 +88,8 @@ pub struct Connection {
     buf: BytesMut,
     /// How much the next read asks for.
     read_size: usize,
+    /// Where request heads are written.
+    head: BytesMut,
     /// Scratch space for parsing response heads.
     spans: Vec<head::Span>,
     /// Bytes to write, in order (kept, so that its allocation serves every
@@ -103,6 +105,7 @@ impl Connection {
             io,
             buf: BytesMut::new(),
             read_size: READ_MIN,
+            head: BytesMut::new(),
             spans: Vec::new(),
             queue: VecDeque::new(),
             _permit: permit,
@@ -299,21 +302,21 @@ impl Exchange {
             true => Some(0),
             false => body.size_hint().exact(),
         };
-        match (encode_request(&parts, known), self.connection.as_mut()) {
-            (Ok((head, sending)), Some(connection)) => {
+        let Some(connection) = self.connection.as_mut() else {
+            let request = Box::new(Request::from_parts(parts, body));
+            return Err(Refusal::Unsent(request, Error::Closed));
+        };
+        match encode_request(&parts, known, &mut connection.head) {
+            Ok((head, sending)) => {
                 connection.queue.push_back(head);
                 self.upload.sending = sending;
                 self.head_request = parts.method == Method::HEAD;
                 self.state = State::Head(parts, body);
                 Ok(())
             }
-            (Err(error), _) => Err(Refusal::Unsent(
+            Err(error) => Err(Refusal::Unsent(
                 Box::new(Request::from_parts(parts, body)),
                 error,
-            )),
-            (_, None) => Err(Refusal::Unsent(
-                Box::new(Request::from_parts(parts, body)),
-                Error::Closed,
             )),
         }
     }

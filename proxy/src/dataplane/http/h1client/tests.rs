@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -399,7 +399,7 @@ fn a_request_head_names_its_framing() {
             request = request.header("content-length", length);
         }
         let (parts, ()) = request.body(()).expect("request").into_parts();
-        let (head, got) = encode_request(&parts, known).expect("encode");
+        let (head, got) = encode_request(&parts, known, &mut BytesMut::new()).expect("encode");
         let head = std::str::from_utf8(&head).expect("utf-8");
         assert_eq!(got, sending, "{method} {known:?}");
         assert_eq!(
@@ -414,7 +414,7 @@ fn a_request_head_names_its_framing() {
         .expect("request")
         .into_parts();
     assert!(matches!(
-        encode_request(&parts, None),
+        encode_request(&parts, None, &mut BytesMut::new()),
         Err(Error::RequestLength)
     ));
 }
