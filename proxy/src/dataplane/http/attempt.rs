@@ -100,22 +100,17 @@ async fn send_upgrade(
     }
     match sender.try_send_request(request).await {
         Ok(response) => Ok(response.map(ReceivedBody::Http1)),
-        Err(mut e) => match e.take_message() {
-            Some(unsent) => {
-                let error = ForwardError::Upstream {
-                    addr,
-                    source: e.into_error(),
-                };
-                Err(Failure::NotSent(Box::new(unsent), error))
+        Err(mut e) => {
+            let unsent = e.take_message();
+            let error = ForwardError::Upstream {
+                addr,
+                source: e.into_error(),
+            };
+            match unsent {
+                Some(unsent) => Err(Failure::NotSent(Box::new(unsent), error)),
+                None => Err(Failure::Sent(error)),
             }
-            None => {
-                let error = ForwardError::Upstream {
-                    addr,
-                    source: e.into_error(),
-                };
-                Err(Failure::Sent(error))
-            }
-        },
+        }
     }
 }
 

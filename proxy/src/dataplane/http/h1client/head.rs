@@ -13,11 +13,14 @@ use super::Error;
 const MAX_HEADERS: usize = 100;
 /// The largest response head (or trailer section) read before giving up.
 pub const MAX_HEAD: usize = 64 * 1024;
+/// Room asked for a request head before writing it: most fit.
+const HEAD_RESERVE: usize = 1024;
 
 /// How the request body goes on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sending {
     /// No body at all.
+    #[default]
     Empty,
     /// `Content-Length`: the bytes still to send.
     Length(u64),
@@ -35,7 +38,8 @@ pub fn encode_request(
     known: Option<u64>,
     out: &mut BytesMut,
 ) -> Result<(Bytes, Sending), Error> {
-    let sending = match parts.headers.get(header::CONTENT_LENGTH) {
+    let declared = parts.headers.get(header::CONTENT_LENGTH);
+    let sending = match declared {
         Some(value) => Sending::Length(content_length(value).ok_or(Error::RequestLength)?),
         None => match known {
             Some(0) => Sending::Empty,
@@ -49,27 +53,15 @@ pub fn encode_request(
         .map(|p| p.as_str())
         .filter(|p| !p.is_empty())
         .unwrap_or("/");
-    let size = parts.method.as_str().len()
-        + target.len()
-        + parts
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>()
-        + 64;
-    out.reserve(size);
+    // The connection's buffer usually has room already; it grows if not.
+    out.reserve(HEAD_RESERVE);
     let head = out;
     head.put_slice(parts.method.as_str().as_bytes());
     head.put_u8(b' ');
     head.put_slice(target.as_bytes());
     head.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        head.put_slice(name.as_str().as_bytes());
-        head.put_slice(b": ");
-        head.put_slice(value.as_bytes());
-        head.put_slice(b"\r\n");
-    }
-    let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+    put_fields(head, &parts.headers);
+    let has_length = declared.is_some();
     match sending {
         Sending::Chunked => head.put_slice(b"transfer-encoding: chunked\r\n"),
         Sending::Length(n) if !has_length => {
@@ -83,6 +75,16 @@ pub fn encode_request(
     }
     head.put_slice(b"\r\n");
     Ok((head.split().freeze(), sending))
+}
+
+/// Writes header fields as `name: value` lines (request heads and trailers).
+pub fn put_fields(out: &mut BytesMut, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
 }
 
 fn defines_body(method: &Method) -> bool {

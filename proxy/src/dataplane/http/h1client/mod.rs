@@ -36,7 +36,7 @@ use hyper::body::{Body, Frame};
 use tokio::io::AsyncWrite;
 
 pub use body::ResponseBody;
-use head::{encode_request, parse_response, Sending};
+use head::{encode_request, parse_response, put_fields, Sending};
 
 use super::super::endpoint::Endpoint;
 use super::super::io::Conn;
@@ -165,10 +165,7 @@ pub fn exchange(
     Exchange {
         connection: Some(connection),
         state: State::Start(request),
-        upload: Upload {
-            body: None,
-            sending: Sending::Empty,
-        },
+        upload: Upload::default(),
         head_request: false,
         endpoint: endpoint.clone(),
     }
@@ -267,13 +264,7 @@ impl Future for Exchange {
         };
         // The response came before the request was all out: its body carries on.
         let upload = match std::mem::replace(&mut this.state, State::Done) {
-            State::Body => Some(Box::new(std::mem::replace(
-                &mut this.upload,
-                Upload {
-                    body: None,
-                    sending: Sending::Empty,
-                },
-            ))),
+            State::Body => Some(Box::new(std::mem::take(&mut this.upload))),
             _ => None,
         };
         let body = ResponseBody::new(
@@ -329,6 +320,7 @@ impl Exchange {
 }
 
 /// The rest of a request body on its way out, after its head.
+#[derive(Default)]
 pub struct Upload {
     /// `None` once the body ended.
     body: Option<RequestBody>,
@@ -374,12 +366,7 @@ impl Upload {
                 // Trailers: sent only in a chunked body, which then ends.
                 if let (Sending::Chunked, Ok(trailers)) = (self.sending, frame.into_trailers()) {
                     let mut end = BytesMut::from(&b"0\r\n"[..]);
-                    for (name, value) in &trailers {
-                        end.extend_from_slice(name.as_str().as_bytes());
-                        end.extend_from_slice(b": ");
-                        end.extend_from_slice(value.as_bytes());
-                        end.extend_from_slice(b"\r\n");
-                    }
+                    put_fields(&mut end, &trailers);
                     end.extend_from_slice(b"\r\n");
                     queue.push_back(end.freeze());
                     self.sending = Sending::Empty;

@@ -123,7 +123,7 @@ async fn a_response_with_a_length_is_read_and_its_connection_reused() {
     let response = send(pooled, get("/next"), &endpoint).await;
     let body = body_of(response).await;
     assert_eq!(body, "second!");
-    let heads = served.await.expect("body");
+    let heads = served.await.expect("server task");
     assert_eq!(heads[0], "GET /a?b=c HTTP/1.1\r\nhost: svc\r\n\r\n");
     assert!(
         heads[1].starts_with("GET /next HTTP/1.1\r\n"),
@@ -252,6 +252,8 @@ async fn a_request_body_is_sent_with_its_length_or_chunked_with_trailers() {
 #[tokio::test]
 async fn an_early_answer_stops_the_upload_and_the_connection_is_not_reused() {
     let (listener, endpoint) = server().await;
+    // Held by the test: the server keeps its end open until the test ends.
+    let (_hold, held) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.expect("accept");
         read_head(&mut stream).await;
@@ -260,7 +262,8 @@ async fn an_early_answer_stops_the_upload_and_the_connection_is_not_reused() {
             .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n")
             .await
             .expect("write");
-        tokio::time::sleep(Duration::from_secs(30)).await;
+        let _ = held.await;
+        drop(stream);
     });
     // Far more than the socket buffers take: the write blocks until the answer.
     let large = Bytes::from(vec![b'x'; 64 * 1024 * 1024]);
