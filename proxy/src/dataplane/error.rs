@@ -60,6 +60,10 @@ pub enum ForwardError {
     /// operator reads which policy refused it in the metrics and the debug log.
     #[error("the caller's identity is not authorized for this service")]
     Denied,
+    /// A request the proxy cannot forward as it came (e.g. a CONNECT that is not
+    /// an HTTP/1.1 tunnel to an `http1` service).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
 }
 
 /// The classes the rescue table knows; the discriminant is the metric slot.
@@ -73,10 +77,11 @@ pub enum Class {
     Overflow = 5,
     Timeout = 6,
     Denied = 7,
+    Unsupported = 8,
 }
 
 impl Class {
-    pub const ALL: [Class; 8] = [
+    pub const ALL: [Class; 9] = [
         Class::NoRoute,
         Class::NoEndpoint,
         Class::Connect,
@@ -85,6 +90,7 @@ impl Class {
         Class::Overflow,
         Class::Timeout,
         Class::Denied,
+        Class::Unsupported,
     ];
 
     pub fn label(self) -> &'static str {
@@ -97,13 +103,15 @@ impl Class {
             Class::Overflow => "overflow",
             Class::Timeout => "timeout",
             Class::Denied => "denied",
+            Class::Unsupported => "unsupported",
         }
     }
 
     /// 404 for an unknown host (as Envoy and Linkerd answer), 502 when the service
     /// has nowhere to send the request or the upstream failed, 503 when a circuit
     /// breaker refused it, 504 when connecting or the request timed out, 403 when an
-    /// authorization policy refused the caller.
+    /// authorization policy refused the caller, 501 for a request the proxy cannot
+    /// forward as it came.
     pub fn status(self) -> StatusCode {
         match self {
             Class::NoRoute => StatusCode::NOT_FOUND,
@@ -111,6 +119,7 @@ impl Class {
             Class::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             Class::ConnectTimeout | Class::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Class::Denied => StatusCode::FORBIDDEN,
+            Class::Unsupported => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -121,7 +130,7 @@ impl Class {
         const UNAVAILABLE: u16 = 14;
         const PERMISSION_DENIED: u16 = 7;
         match self {
-            Class::NoRoute => UNIMPLEMENTED,
+            Class::NoRoute | Class::Unsupported => UNIMPLEMENTED,
             Class::Timeout => DEADLINE_EXCEEDED,
             Class::Denied => PERMISSION_DENIED,
             _ => UNAVAILABLE,
@@ -144,6 +153,7 @@ impl ForwardError {
             ForwardError::Overflow(_) => Class::Overflow,
             ForwardError::Timeout(_) => Class::Timeout,
             ForwardError::Denied => Class::Denied,
+            ForwardError::Unsupported(_) => Class::Unsupported,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! failover and the proxy's own error answers.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -172,6 +173,82 @@ async fn websocket_upgrade_is_tunnelled_end_to_end() {
         stream.read_exact(&mut echoed).await.expect("echo");
         assert_eq!(echoed, message);
     }
+}
+
+/// A CONNECT reaches the upstream with its authority-form target, and its 2xx
+/// turns both hops into one tunnel.
+#[tokio::test]
+async fn connect_is_tunnelled_end_to_end() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-connect", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(
+        snapshot(&[web]),
+        &["--upstream", "shop/h1-connect=127.0.0.1:0"],
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_head(&mut stream).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("x-connect-target: db.internal:5432"),
+        "{head}"
+    );
+    assert!(head.contains("x-upstream: a"), "{head}");
+    for message in [&b"bytes of another protocol"[..], b"\0\x01\x02 and more"] {
+        stream.write_all(message).await.expect("write");
+        let mut echoed = vec![0u8; message.len()];
+        stream.read_exact(&mut echoed).await.expect("echo");
+        assert_eq!(echoed, message);
+    }
+}
+
+/// A CONNECT the upstream refuses is answered as any response; one the proxy
+/// cannot tunnel (HTTP/1.0 has no CONNECT tunnel here) gets a 501 that says why,
+/// and never reaches the upstream.
+#[tokio::test]
+async fn a_refused_or_untunnellable_connect_gets_a_status() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-connect-no", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(
+        snapshot(&[web]),
+        &["--upstream", "shop/h1-connect-no=127.0.0.1:0"],
+    )
+    .await;
+    let mut refused = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    refused
+        .write_all(b"CONNECT refused.example:443 HTTP/1.1\r\nHost: refused.example:443\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_head(&mut refused).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    assert!(head.contains("x-upstream: a"), "{head}");
+
+    let seen = a.requests.load(Ordering::SeqCst);
+    let mut old = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    old.write_all(b"CONNECT db.internal:5432 HTTP/1.0\r\nHost: db.internal:5432\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_head(&mut old).await.to_ascii_lowercase();
+    assert_eq!(head.split_whitespace().nth(1), Some("501"), "{head}");
+    assert!(
+        head.contains("weft-proxy-error: not supported: connect"),
+        "{head}"
+    );
+    assert_eq!(
+        a.requests.load(Ordering::SeqCst),
+        seen,
+        "the untunnellable CONNECT reached the upstream"
+    );
 }
 
 async fn read_head(stream: &mut TcpStream) -> String {

@@ -213,7 +213,15 @@ impl Handler {
 
         let http1 = destination.protocol == Protocol::Http1;
         let present = headers::Present::scan(request.headers());
-        let upgrade = http1 && present.upgrade() && headers::is_upgrade(&request);
+        // A CONNECT becomes a tunnel on a 2xx, an upgrade on a 101; both need an
+        // HTTP/1.1 connection of their own on each side.
+        let connect = request.method() == Method::CONNECT;
+        let upgrade = http1 && (connect || present.upgrade()) && headers::is_upgrade(&request);
+        if connect && !upgrade {
+            return Err(ForwardError::Unsupported(
+                "CONNECT is tunnelled only from an HTTP/1.1 client to an http1 service",
+            ));
+        }
         headers::strip_present(request.headers_mut(), present, upgrade);
         let downstream_upgrade = if upgrade {
             request.extensions_mut().remove::<OnUpgrade>()
@@ -343,6 +351,7 @@ impl Handler {
                         downstream_upgrade,
                         started,
                         upgrade,
+                        connect,
                     ));
                 }
                 Err(Failure::NotSent(unsent, error)) => {
@@ -381,9 +390,14 @@ impl Handler {
             }
         }
         match last {
-            Last::Response(sent) => {
-                Ok(self.respond_upstream(destination, sent, downstream_upgrade, started, upgrade))
-            }
+            Last::Response(sent) => Ok(self.respond_upstream(
+                destination,
+                sent,
+                downstream_upgrade,
+                started,
+                upgrade,
+                connect,
+            )),
             Last::Error(error) => Err(error),
             Last::None => Err(ForwardError::NoEndpoint),
         }
@@ -396,9 +410,15 @@ impl Handler {
         downstream_upgrade: Option<OnUpgrade>,
         started: Instant,
         upgrade: bool,
+        connect: bool,
     ) -> Response<ProxyBody> {
         if let Some(downstream) = downstream_upgrade {
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let status = response.status();
+            let tunnel_from_here = match connect {
+                true => status.is_success(),
+                false => status == StatusCode::SWITCHING_PROTOCOLS,
+            };
+            if tunnel_from_here {
                 tunnel(downstream, hyper::upgrade::on(&mut response));
             }
         }
@@ -532,7 +552,8 @@ fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Joins the two upgraded connections (after a 101) and copies between them.
+/// Joins the two upgraded connections (after a 101, or a 2xx to a CONNECT) and
+/// copies between them.
 fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
     tokio::spawn(async move {
         let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {

@@ -10,7 +10,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
-use http::{Request, Version};
+use http::{Method, Request, Version};
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -137,11 +137,18 @@ fn names_stripped_anyway(token: &str) -> bool {
     .any(|name| token.eq_ignore_ascii_case(name))
 }
 
-/// Whether a request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+/// Whether an HTTP/1.1 request asks to turn its connection into a tunnel: a
+/// CONNECT (RFC 9110 section 9.3.6), or a switch of protocols (`Connection:
+/// upgrade` + `Upgrade`).
 pub fn is_upgrade<B>(request: &Request<B>) -> bool {
     let headers = request.headers();
-    request.version() == Version::HTTP_11
-        && headers.contains_key(header::UPGRADE)
+    if request.version() != Version::HTTP_11 {
+        return false;
+    }
+    if request.method() == Method::CONNECT {
+        return true;
+    }
+    headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)
             .iter()
@@ -267,6 +274,40 @@ mod tests {
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         strip_hop_by_hop(&mut headers, true);
         assert_eq!(headers.len(), 3);
+    }
+
+    #[test]
+    fn a_connect_or_an_upgrade_over_http1_1_asks_for_a_tunnel() {
+        let request = |method: Method, version: Version, upgrade: bool| {
+            let mut builder = Request::builder()
+                .method(method)
+                .uri("db.internal:5432")
+                .version(version);
+            if upgrade {
+                builder = builder
+                    .header(header::CONNECTION, "keep-alive, Upgrade")
+                    .header(header::UPGRADE, "websocket");
+            }
+            builder.body(()).expect("request")
+        };
+        assert!(is_upgrade(&request(
+            Method::CONNECT,
+            Version::HTTP_11,
+            false
+        )));
+        assert!(is_upgrade(&request(Method::GET, Version::HTTP_11, true)));
+        assert!(!is_upgrade(&request(Method::GET, Version::HTTP_11, false)));
+        assert!(!is_upgrade(&request(
+            Method::CONNECT,
+            Version::HTTP_10,
+            false
+        )));
+        assert!(!is_upgrade(&request(
+            Method::CONNECT,
+            Version::HTTP_2,
+            false
+        )));
+        assert!(!is_upgrade(&request(Method::GET, Version::HTTP_2, true)));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! HTTP paths: `/` answers the server's name; `/echo` streams the request body
 //! (and its trailers) back; `/status/N` answers status N; `/trailers` answers a
 //! body followed by trailers; `/headers` lists the request headers it received;
-//! `/ws` accepts an upgrade and echoes bytes. Every response carries
-//! `x-upstream: <name>`.
+//! `/ws` accepts an upgrade and echoes bytes. A CONNECT is accepted (200, its
+//! target in `x-connect-target`) and echoes bytes, unless its target starts with
+//! `refused.` (403). Every response carries `x-upstream: <name>`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -95,8 +96,26 @@ impl HttpUpstream {
     }
 
     fn respond(&self, mut request: Request<Incoming>) -> Response<Body> {
-        let path = request.uri().path().to_owned();
+        let path = match request.method() == Method::CONNECT {
+            true => "CONNECT".to_owned(),
+            false => request.uri().path().to_owned(),
+        };
         let mut response = match path.as_str() {
+            "CONNECT" => {
+                let target = request.uri().to_string();
+                if target.starts_with("refused.") {
+                    let mut response = text(format!("{target} refused"));
+                    *response.status_mut() = StatusCode::FORBIDDEN;
+                    response
+                } else {
+                    echo_after_upgrade(&mut request);
+                    let mut response = Response::new(empty());
+                    if let Ok(value) = HeaderValue::from_str(&target) {
+                        response.headers_mut().insert("x-connect-target", value);
+                    }
+                    response
+                }
+            }
             "/echo" => Response::new(request.into_body().map_err(Into::into).boxed()),
             "/trailers" => {
                 let mut trailers = HeaderMap::new();
@@ -122,18 +141,7 @@ impl HttpUpstream {
                 text(listed.join("\n"))
             }
             "/ws" => {
-                let upgrade = hyper::upgrade::on(&mut request);
-                tokio::spawn(async move {
-                    if let Ok(upgraded) = upgrade.await {
-                        let mut io = TokioIo::new(upgraded);
-                        let mut buf = [0u8; 1024];
-                        while let Ok(n) = io.read(&mut buf).await {
-                            if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                });
+                echo_after_upgrade(&mut request);
                 let mut response = Response::new(empty());
                 *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                 let headers = response.headers_mut();
@@ -162,6 +170,22 @@ impl HttpUpstream {
         }
         response
     }
+}
+
+/// Echoes bytes on the connection once the response has turned it into a tunnel.
+fn echo_after_upgrade(request: &mut Request<Incoming>) {
+    let upgrade = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            let mut io = TokioIo::new(upgraded);
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
 }
 
 fn text(body: String) -> Response<Body> {
