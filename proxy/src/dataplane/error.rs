@@ -60,8 +60,8 @@ pub enum ForwardError {
     /// operator reads which policy refused it in the metrics and the debug log.
     #[error("the caller's identity is not authorized for this service")]
     Denied,
-    /// A request the proxy cannot forward as it came (e.g. a CONNECT that is not
-    /// an HTTP/1.1 tunnel to an `http1` service).
+    /// A request the proxy cannot forward as it came (a CONNECT to an `http1`
+    /// service from a client that is not HTTP/1.1).
     #[error("not supported: {0}")]
     Unsupported(&'static str),
 }

@@ -217,9 +217,9 @@ impl Handler {
         // HTTP/1.1 connection of their own on each side.
         let connect = request.method() == Method::CONNECT;
         let upgrade = http1 && (connect || present.upgrade()) && headers::is_upgrade(&request);
-        if connect && !upgrade {
+        if connect && http1 && !upgrade {
             return Err(ForwardError::Unsupported(
-                "CONNECT is tunnelled only from an HTTP/1.1 client to an http1 service",
+                "CONNECT to an http1 service is tunnelled only from an HTTP/1.1 client",
             ));
         }
         headers::strip_present(request.headers_mut(), present, upgrade);
