@@ -364,3 +364,207 @@ async fn no_healthy_endpoint_and_dead_endpoints_answer_502() {
     }
     assert_eq!(a.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// One keep-alive connection, read as raw bytes: pipelined requests answered in
+/// order (a body, a 204 and a HEAD with none), then a request with a body, which
+/// hyper's server takes over, and a request after it.
+#[tokio::test]
+async fn pipelined_and_mixed_requests_on_one_connection_are_answered_in_order() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-mixed", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(
+        snapshot(&[web]),
+        &["--upstream", "shop/h1-mixed=127.0.0.1:0"],
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"GET /first HTTP/1.1\r\nHost: h1-mixed\r\n\r\n\
+              GET /status/204 HTTP/1.1\r\nHost: h1-mixed\r\n\r\n\
+              HEAD /third HTTP/1.1\r\nHost: h1-mixed\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let (head, body) = read_response(&mut stream, false).await;
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("\r\ndate: "), "{head}");
+    assert_eq!(body, b"a");
+    let (head, body) = read_response(&mut stream, true).await;
+    assert!(head.starts_with("http/1.1 204"), "{head}");
+    assert!(body.is_empty());
+    let (head, body) = read_response(&mut stream, true).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(body.is_empty(), "a HEAD response carried a body");
+
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: h1-mixed\r\ncontent-length: 5\r\n\r\nhello")
+        .await
+        .expect("write");
+    let (head, body) = read_response(&mut stream, false).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"hello");
+    stream
+        .write_all(b"GET /last HTTP/1.1\r\nHost: h1-mixed\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = read_response(&mut stream, false).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"a");
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.expect("read to close");
+    assert!(rest.is_empty(), "bytes after the last response: {rest:?}");
+    assert_eq!(a.requests.load(Ordering::SeqCst), 5);
+}
+
+/// A chunked response ends with its trailers for a client that asked for them
+/// (`TE: trailers`), and without them for one that did not.
+#[tokio::test]
+async fn response_trailers_reach_an_http1_client_that_asks_for_them() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-trailers", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(
+        snapshot(&[web]),
+        &["--upstream", "shop/h1-trailers=127.0.0.1:0"],
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /trailers HTTP/1.1\r\nHost: h1-trailers\r\nTE: trailers\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body, trailers) = read_chunked(&mut stream).await;
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert_eq!(body, b"part one, part two");
+    assert_eq!(trailers, "x-checksum: abc\r\n");
+    stream
+        .write_all(b"GET /trailers HTTP/1.1\r\nHost: h1-trailers\r\n\r\n")
+        .await
+        .expect("write");
+    let (_, body, trailers) = read_chunked(&mut stream).await;
+    assert_eq!(body, b"part one, part two");
+    assert_eq!(trailers, "");
+}
+
+/// A client that closes its connection while its request is upstream abandons
+/// the request: the proxy drops the upstream exchange rather than wait for it.
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_upstream_request() {
+    let a = HttpUpstream::start_slow("a", Duration::from_secs(60)).await;
+    let web = service("h1-gone", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(
+        snapshot(&[web]),
+        &["--upstream", "shop/h1-gone=127.0.0.1:0"],
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: h1-gone\r\n\r\n")
+        .await
+        .expect("write");
+    crate::support::wait_until(
+        "the request to reach the upstream",
+        Duration::from_secs(5),
+        || async { a.requests.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    assert_eq!(a.open_connections(), 1);
+    drop(stream);
+    crate::support::wait_until(
+        "the upstream connection to close",
+        Duration::from_secs(5),
+        || async { a.open_connections() == 0 },
+    )
+    .await;
+}
+
+/// Reads one response whose body is delimited by `Content-Length` (or absent:
+/// `bodyless`); the head comes back lower-cased.
+async fn read_response(stream: &mut TcpStream, bodyless: bool) -> (String, Vec<u8>) {
+    let head = read_head(stream).await.to_ascii_lowercase();
+    if bodyless {
+        return (head, Vec::new());
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .unwrap_or_else(|| panic!("no content-length: {head}"))
+        .trim()
+        .parse()
+        .expect("length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.expect("body");
+    (head, body)
+}
+
+/// Reads one chunked response: its head, its body, and its trailer lines.
+async fn read_chunked(stream: &mut TcpStream) -> (String, Vec<u8>, String) {
+    let head = read_head(stream).await.to_ascii_lowercase();
+    let mut body = Vec::new();
+    loop {
+        let line = read_line(stream).await;
+        let size = usize::from_str_radix(line.trim_end(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        let mut chunk = vec![0u8; size + 2];
+        stream.read_exact(&mut chunk).await.expect("chunk");
+        assert!(chunk.ends_with(b"\r\n"));
+        body.extend_from_slice(&chunk[..size]);
+    }
+    let mut trailers = String::new();
+    loop {
+        let line = read_line(stream).await;
+        if line == "\r\n" {
+            break;
+        }
+        trailers.push_str(&line.to_ascii_lowercase());
+    }
+    (head, body, trailers)
+}
+
+async fn read_line(stream: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.expect("read"), 1, "closed");
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// A request head that parses but names a target no URI can hold is answered
+/// 400 and the connection closes, as hyper's server did; nothing goes upstream.
+#[tokio::test]
+async fn a_malformed_request_target_gets_400_and_a_close() {
+    let a = HttpUpstream::start("a").await;
+    let web = service("h1-bad", "http1").endpoint(a.addr);
+    let proxy = Proxy::start(snapshot(&[web]), &["--upstream", "shop/h1-bad=127.0.0.1:0"]).await;
+    let mut stream = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"GET /a<b HTTP/1.1\r\nHost: h1-bad\r\n\r\nGET / HTTP/1.1\r\nHost: h1-bad\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .await
+        .expect("read to close");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(
+        answer.starts_with("http/1.1 400 bad request\r\n"),
+        "{answer}"
+    );
+    assert_eq!(answer.matches("http/1.1").count(), 1, "{answer}");
+    assert_eq!(a.requests.load(Ordering::SeqCst), 0);
+}

@@ -74,6 +74,8 @@ pub struct Completion {
 /// A body as one of the HTTP stacks received it: hyper's HTTP/1 server (and its
 /// client, for upgrades), the proxy's own HTTP/1.1 client, or `h2`.
 pub enum ReceivedBody {
+    /// A request that has no body (served by [`super::h1server`]).
+    Empty,
     Http1(Incoming),
     Http1Upstream(ResponseBody),
     Http2(RecvBody),
@@ -85,6 +87,7 @@ impl Body for ReceivedBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         match self.get_mut() {
+            ReceivedBody::Empty => Poll::Ready(None),
             ReceivedBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             ReceivedBody::Http1Upstream(body) => Pin::new(body).poll_frame(cx),
             ReceivedBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
@@ -93,6 +96,7 @@ impl Body for ReceivedBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
+            ReceivedBody::Empty => true,
             ReceivedBody::Http1(body) => body.is_end_stream(),
             ReceivedBody::Http1Upstream(body) => body.is_end_stream(),
             ReceivedBody::Http2(body) => body.is_end_stream(),
@@ -101,6 +105,7 @@ impl Body for ReceivedBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            ReceivedBody::Empty => SizeHint::with_exact(0),
             ReceivedBody::Http1(body) => body.size_hint(),
             ReceivedBody::Http1Upstream(body) => body.size_hint(),
             ReceivedBody::Http2(body) => body.size_hint(),

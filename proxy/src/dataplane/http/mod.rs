@@ -2,7 +2,8 @@
 //! upgrades, or h2c), and per request the forwarder in [`forward`].
 //!
 //! A connection is served in the HTTP version the client speaks (HTTP/2 by
-//! [`server`], HTTP/1 by hyper); each request is
+//! [`server`]; HTTP/1 by [`h1server`] until a request it leaves to hyper arrives,
+//! then by hyper); each request is
 //! forwarded in the version the destination declares (`http1`, or `http2`/`grpc`),
 //! so the two sides may differ and [`headers`] translates between them.
 
@@ -12,6 +13,7 @@ pub mod client;
 mod date;
 mod forward;
 pub mod h1client;
+mod h1server;
 pub mod headers;
 mod server;
 mod stream;
@@ -82,6 +84,22 @@ pub async fn serve(
     if detected == Detected::Http2 {
         return server::serve(client, handler, idle, &mut drain).await;
     }
+    let rest = match h1server::serve(client, &handler, idle, &mut drain).await {
+        h1server::Ended::Closed => return,
+        h1server::Ended::Handover(rest) => rest,
+    };
+    serve_with_hyper(rest, handler, idle, drain).await;
+}
+
+/// Serves the rest of an HTTP/1 connection with hyper: the requests
+/// [`h1server`] leaves to it (bodies, upgrades, HTTP/1.0, malformed heads) and
+/// every one after them.
+async fn serve_with_hyper(
+    client: h1server::Rewind,
+    handler: Arc<Handler>,
+    idle: Duration,
+    mut drain: drain::Watch,
+) {
     let activity = Arc::new(Activity::default());
     let watched = activity.clone();
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {

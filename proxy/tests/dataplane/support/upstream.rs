@@ -127,9 +127,14 @@ impl HttpUpstream {
                     Ok(Frame::data(Bytes::from_static(b"part two"))),
                     Ok(Frame::trailers(trailers)),
                 ];
-                Response::new(BodyExt::boxed(StreamBody::new(futures::stream::iter(
-                    frames,
-                ))))
+                let mut response = Response::new(BodyExt::boxed(StreamBody::new(
+                    futures::stream::iter(frames),
+                )));
+                // hyper's HTTP/1 server sends only the trailers announced here.
+                response
+                    .headers_mut()
+                    .insert("trailer", HeaderValue::from_static("x-checksum"));
+                response
             }
             "/headers" => {
                 let mut listed: Vec<String> = request

@@ -66,7 +66,7 @@ pub fn encode_request(
         Sending::Chunked => head.put_slice(b"transfer-encoding: chunked\r\n"),
         Sending::Length(n) if !has_length => {
             head.put_slice(b"content-length: ");
-            head.put_slice(n.to_string().as_bytes());
+            put_number(head, n, 10);
             head.put_slice(b"\r\n");
         }
         // A method that defines a body says it is empty (RFC 9110 section 8.6).
@@ -143,10 +143,25 @@ pub fn parse_response(
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // Offsets into the head, so that values can share its bytes once it is frozen.
+    record_spans(buf, response.headers, spans);
+    let head = buf.split_to(len).freeze();
+    let mut headers = header_map(&head, spans)?;
+    let (framing, keep_alive) = framing(status, version, &mut headers, head_request)?;
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// Records where each parsed field lies in `buf` (the buffer it was parsed from),
+/// so that once the head is split off and frozen, values can share its bytes.
+pub fn record_spans(buf: &[u8], parsed: &[httparse::Header<'_>], spans: &mut Vec<Span>) {
     let base = buf.as_ptr() as usize;
     spans.clear();
-    spans.extend(response.headers.iter().map(|field| {
+    spans.extend(parsed.iter().map(|field| {
         let name = field.name.as_ptr() as usize - base;
         let value = field.value.as_ptr() as usize - base;
         (
@@ -156,23 +171,35 @@ pub fn parse_response(
             value + field.value.len(),
         )
     }));
-    let head = buf.split_to(len).freeze();
+}
+
+/// The header fields at `spans` in `head`, the values sharing its bytes.
+pub fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Error> {
     let mut headers = HeaderMap::with_capacity(spans.len());
-    for &(name_start, name_end, value_start, value_end) in spans.iter() {
+    for &(name_start, name_end, value_start, value_end) in spans {
         let name =
             HeaderName::from_bytes(&head[name_start..name_end]).map_err(|_| Error::HeaderName)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
             .map_err(|_| Error::HeaderValue)?;
         headers.append(name, value);
     }
-    let (framing, keep_alive) = framing(status, version, &mut headers, head_request)?;
-    Ok(Some(ResponseHead {
-        status,
-        version,
-        headers,
-        framing,
-        keep_alive,
-    }))
+    Ok(headers)
+}
+
+/// Writes `n` in ASCII digits of base `radix` (10 for lengths, 16 for chunk sizes).
+pub fn put_number(out: &mut BytesMut, n: u64, radix: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[(n % radix) as usize];
+        n /= radix;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[at..]);
 }
 
 /// The body's delimitation and whether the connection stays open after it
@@ -228,7 +255,7 @@ fn framing(
 
 /// A `Content-Length` value: digits only (one value; a list of equal values is
 /// read by the caller as separate fields).
-fn content_length(value: &HeaderValue) -> Option<u64> {
+pub fn content_length(value: &HeaderValue) -> Option<u64> {
     let bytes = value.as_bytes();
     if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
         return None;
@@ -236,7 +263,7 @@ fn content_length(value: &HeaderValue) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
-fn has_token(value: &[u8], token: &[u8]) -> bool {
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))

@@ -36,7 +36,8 @@ use hyper::body::{Body, Frame};
 use tokio::io::AsyncWrite;
 
 pub use body::ResponseBody;
-use head::{encode_request, parse_response, put_fields, Sending};
+pub use head::{content_length, has_token, header_map, put_fields, put_number, record_spans, Span};
+use head::{encode_request, parse_response, Sending};
 
 use super::super::endpoint::Endpoint;
 use super::super::io::Conn;
