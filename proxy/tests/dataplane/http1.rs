@@ -366,8 +366,8 @@ async fn no_healthy_endpoint_and_dead_endpoints_answer_502() {
 }
 
 /// One keep-alive connection, read as raw bytes: pipelined requests answered in
-/// order (a body, a 204 and a HEAD with none), then a request with a body, which
-/// hyper's server takes over, and a request after it.
+/// order (a body, a 204 and a HEAD with none), a small body sent in two pieces,
+/// then a chunked body, which hyper's server takes over, and a request after it.
 #[tokio::test]
 async fn pipelined_and_mixed_requests_on_one_connection_are_answered_in_order() {
     let a = HttpUpstream::start("a").await;
@@ -399,13 +399,25 @@ async fn pipelined_and_mixed_requests_on_one_connection_are_answered_in_order() 
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(body.is_empty(), "a HEAD response carried a body");
 
+    stream.set_nodelay(true).expect("nodelay");
     stream
-        .write_all(b"POST /echo HTTP/1.1\r\nHost: h1-mixed\r\ncontent-length: 5\r\n\r\nhello")
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: h1-mixed\r\ncontent-length: 11\r\n\r\nhello")
         .await
         .expect("write");
+    stream.write_all(b" world").await.expect("write");
     let (head, body) = read_response(&mut stream, false).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
-    assert_eq!(body, b"hello");
+    assert_eq!(body, b"hello world");
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: h1-mixed\r\ntransfer-encoding: chunked\r\n\r\n\
+              5\r\nchunk\r\n0\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let (head, body, _) = read_chunked(&mut stream).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"chunk");
     stream
         .write_all(b"GET /last HTTP/1.1\r\nHost: h1-mixed\r\nConnection: close\r\n\r\n")
         .await
@@ -416,7 +428,7 @@ async fn pipelined_and_mixed_requests_on_one_connection_are_answered_in_order() 
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).await.expect("read to close");
     assert!(rest.is_empty(), "bytes after the last response: {rest:?}");
-    assert_eq!(a.requests.load(Ordering::SeqCst), 5);
+    assert_eq!(a.requests.load(Ordering::SeqCst), 6);
 }
 
 /// A chunked response ends with its trailers for a client that asked for them

@@ -76,6 +76,9 @@ pub struct Completion {
 pub enum ReceivedBody {
     /// A request that has no body (served by [`super::h1server`]).
     Empty,
+    /// A small request body read whole (by [`super::h1server`]) before the
+    /// request went on; `None` once it was polled.
+    Whole(Option<Bytes>),
     Http1(Incoming),
     Http1Upstream(ResponseBody),
     Http2(RecvBody),
@@ -88,6 +91,7 @@ impl Body for ReceivedBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
         match self.get_mut() {
             ReceivedBody::Empty => Poll::Ready(None),
+            ReceivedBody::Whole(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ReceivedBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             ReceivedBody::Http1Upstream(body) => Pin::new(body).poll_frame(cx),
             ReceivedBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
@@ -97,6 +101,7 @@ impl Body for ReceivedBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReceivedBody::Empty => true,
+            ReceivedBody::Whole(data) => data.is_none(),
             ReceivedBody::Http1(body) => body.is_end_stream(),
             ReceivedBody::Http1Upstream(body) => body.is_end_stream(),
             ReceivedBody::Http2(body) => body.is_end_stream(),
@@ -106,6 +111,9 @@ impl Body for ReceivedBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReceivedBody::Empty => SizeHint::with_exact(0),
+            ReceivedBody::Whole(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             ReceivedBody::Http1(body) => body.size_hint(),
             ReceivedBody::Http1Upstream(body) => body.size_hint(),
             ReceivedBody::Http2(body) => body.size_hint(),

@@ -1,5 +1,6 @@
 //! The downstream side of an HTTP/1.1 connection, for the requests that make up
-//! most keep-alive traffic: HTTP/1.1, no request body, no upgrade.
+//! most keep-alive traffic: HTTP/1.1, no request body or a small one with a
+//! `Content-Length` (read whole before the request goes on), no upgrade.
 //!
 //! hyper's server moved every request through its dispatcher: a boxed service
 //! future, a body channel, and a connection state machine that parses, encodes
@@ -8,8 +9,8 @@
 //! response head and body into one buffer that goes out in one write when the
 //! body ends or has to wait.
 //!
-//! The first request this path does not serve (a body, an upgrade or CONNECT,
-//! `Expect`, HTTP/1.0, or a head that does not parse) hands the connection, with
+//! The first request this path does not serve (a chunked or large body, an
+//! upgrade or CONNECT, `Expect`, HTTP/1.0, or a head that does not parse) hands the connection, with
 //! the bytes read but not served, to hyper's server for the rest of its life
 //! ([`Ended::Handover`]). So every HTTP/1 rule this module does not implement is
 //! still hyper's, including its answers to malformed requests.
@@ -38,7 +39,7 @@ use super::super::io::Counted;
 use super::body::{ProxyBody, ReceivedBody};
 use super::date;
 use super::h1client::{
-    content_length, has_token, header_map, put_fields, put_number, record_spans, Span,
+    content_length, decimal, has_token, header_map, put_fields, put_number, record_spans, Span,
 };
 use super::Handler;
 
@@ -47,6 +48,8 @@ use super::Handler;
 const MAX_HEADERS: usize = 100;
 /// A head still incomplete past this size goes to hyper, whose limit is larger.
 const MAX_HEAD: usize = 64 * 1024;
+/// The largest request body read whole here; a larger one goes to hyper.
+const MAX_BODY: u64 = 64 * 1024;
 /// What one read asks for while a request head is awaited.
 const READ_SIZE: usize = 8 * 1024;
 /// A data frame larger than this is written from its own buffer, not copied.
@@ -419,7 +422,8 @@ fn put_trailers(out: &mut BytesMut, fields: &HeaderMap) {
     }
 }
 
-/// A request this module serves, and what its head says about the response.
+/// A request this module serves (its body, if any, read whole), and what its head
+/// says about the response.
 struct Head {
     request: Request<ReceivedBody>,
     /// `Connection: close`: the connection ends after the response.
@@ -470,13 +474,24 @@ fn parse_request(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Hea
     };
     let mut close = false;
     let mut trailers = false;
+    let mut length = None;
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
         // By length first: most fields are none of these.
         let served = match name.len() {
-            // A body of either kind, a switch of protocol, or an expectation.
+            // A chunked body, a switch of protocol, or an expectation.
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => false,
-            14 if name.eq_ignore_ascii_case(b"content-length") => field.value == b"0",
+            // One length, however many times it is given.
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                match (decimal(field.value), length) {
+                    (Some(n), None) => {
+                        length = Some(n);
+                        true
+                    }
+                    (Some(n), Some(known)) => n == known,
+                    (None, _) => false,
+                }
+            }
             7 if name.eq_ignore_ascii_case(b"upgrade") => false,
             6 if name.eq_ignore_ascii_case(b"expect") => false,
             10 if name.eq_ignore_ascii_case(b"connection") => {
@@ -493,6 +508,15 @@ fn parse_request(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Hea
             return Err(NotServed::Other);
         }
     }
+    // A small body is read whole before the request goes on; a larger one is
+    // streamed by hyper.
+    let length = length.unwrap_or(0);
+    if length > MAX_BODY {
+        return Err(NotServed::Other);
+    }
+    if length > (buf.len() - len) as u64 {
+        return Ok(None);
+    }
     // Offsets into the head, so that the target and the values share its bytes
     // once it is frozen.
     let path_start = path.as_ptr() as usize - buf.as_ptr() as usize;
@@ -505,8 +529,12 @@ fn parse_request(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Hea
     let Ok(headers) = header_map(&head, spans) else {
         return Err(NotServed::Invalid);
     };
+    let body = match length {
+        0 => ReceivedBody::Empty,
+        length => ReceivedBody::Whole(Some(buf.split_to(length as usize).freeze())),
+    };
     let head_request = method == Method::HEAD;
-    let mut request = Request::new(ReceivedBody::Empty);
+    let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
@@ -601,7 +629,9 @@ mod tests {
     #[test]
     fn requests_for_hyper_are_left_unread() {
         for request in [
-            &b"POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc"[..],
+            &b"POST / HTTP/1.1\r\ncontent-length: 70000\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
+            b"POST / HTTP/1.1\r\ncontent-length: +3\r\n\r\nabc",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\ncontent-length: 0\r\n\r\n",
@@ -613,6 +643,23 @@ mod tests {
             assert!(matches!(parsed, Err(NotServed::Other)), "{request:?}");
             assert_eq!(&rest[..], request, "bytes consumed");
         }
+    }
+
+    #[test]
+    fn a_small_body_is_read_whole_and_waited_for_until_it_is() {
+        let (parsed, rest) = parse(b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /next");
+        let Ok(Some(head)) = parsed else {
+            panic!("not served here");
+        };
+        let ReceivedBody::Whole(Some(body)) = head.request.body() else {
+            panic!("no whole body");
+        };
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(&rest[..], b"GET /next");
+        let partial = b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel";
+        let (parsed, rest) = parse(partial);
+        assert!(matches!(parsed, Ok(None)));
+        assert_eq!(&rest[..], partial, "bytes consumed");
     }
 
     #[test]

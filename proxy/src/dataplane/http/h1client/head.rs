@@ -256,7 +256,11 @@ fn framing(
 /// A `Content-Length` value: digits only (one value; a list of equal values is
 /// read by the caller as separate fields).
 pub fn content_length(value: &HeaderValue) -> Option<u64> {
-    let bytes = value.as_bytes();
+    decimal(value.as_bytes())
+}
+
+/// A length in ASCII digits, nothing else (no sign, no spaces).
+pub fn decimal(bytes: &[u8]) -> Option<u64> {
     if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -36,7 +36,9 @@ use hyper::body::{Body, Frame};
 use tokio::io::AsyncWrite;
 
 pub use body::ResponseBody;
-pub use head::{content_length, has_token, header_map, put_fields, put_number, record_spans, Span};
+pub use head::{
+    content_length, decimal, has_token, header_map, put_fields, put_number, record_spans, Span,
+};
 use head::{encode_request, parse_response, Sending};
 
 use super::super::endpoint::Endpoint;
