@@ -3,26 +3,28 @@
 # wrk rotates over the three, round after round, so that a host whose speed
 # drifts (a shared VM) moves all three alike, and each round gives ratios.
 #
-#   bench/ab.sh [-r ROUNDS] [-d SECONDS] BINARY_A BINARY_B
+#   bench/ab.sh [-r ROUNDS] [-d SECONDS] [-s WRK_LUA_SCRIPT] BINARY_A BINARY_B
 #
 # Same layout as the shared harness: each proxy on CPU 0 with one worker, wrk
 # (1 thread, 64 connections) and three bench-upstream servers on CPU 1, weft in
 # its benchmark configuration (bench/custom-weft.sh). Prints req/s and proxy CPU
-# per request for every run, then the per-round ratios to HAProxy and their
+# per request for every run (GETs, or what the wrk script -s makes: bench/post.lua
+# sends 1 KiB POSTs), then the per-round ratios to HAProxy and their
 # medians. Needs the harness's setup.sh to have run (bench-upstream, wrk,
 # haproxy); BENCH_HOME as for the harness (default ~/.cache/weft-bench).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-rounds=6 secs=5
-while getopts "r:d:" opt; do
+rounds=6 secs=5 script=()
+while getopts "r:d:s:" opt; do
   case $opt in
     r) rounds=$OPTARG ;;
     d) secs=$OPTARG ;;
+    s) script=(-s "$(realpath "$OPTARG")") ;;
     *) exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
-[[ $# -eq 2 ]] || { echo "usage: $0 [-r ROUNDS] [-d SECONDS] BINARY_A BINARY_B" >&2; exit 2; }
+[[ $# -eq 2 ]] || { echo "usage: $0 [-r ROUNDS] [-d SECONDS] [-s SCRIPT] BINARY_A BINARY_B" >&2; exit 2; }
 a=$(realpath "$1") b=$(realpath "$2")
 upstream_bin=${BENCH_HOME:-$HOME/.cache/weft-bench}/upstream-target/release/bench-upstream
 for tool in wrk haproxy taskset "$upstream_bin"; do
@@ -83,7 +85,7 @@ tck=$(getconf CLK_TCK)
 pid_on() { ss -ltnpH "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for i in 0 1 2; do
-  taskset -c 1 wrk -t1 -c64 -d1s "http://127.0.0.1:${ports[$i]}/" > /dev/null
+  taskset -c 1 wrk -t1 -c64 -d1s "${script[@]}" "http://127.0.0.1:${ports[$i]}/" > /dev/null
 done
 echo "round proxy req/s cpu_us_per_req" | tee "$out/runs.txt"
 for round in $(seq "$rounds"); do
@@ -91,7 +93,7 @@ for round in $(seq "$rounds"); do
     k=$(( (round + j) % 3 ))
     pid=$(pid_on "${ports[$k]}")
     c0=$(cpu_ticks "$pid")
-    rps=$(taskset -c 1 wrk -t1 -c64 -d"${secs}s" "http://127.0.0.1:${ports[$k]}/" \
+    rps=$(taskset -c 1 wrk -t1 -c64 -d"${secs}s" "${script[@]}" "http://127.0.0.1:${ports[$k]}/" \
       | awk '/Requests\/sec/ {print $2}')
     c1=$(cpu_ticks "$pid")
     awk -v r="$round" -v n="${names[$k]}" -v q="$rps" -v c=$((c1 - c0)) -v hz="$tck" -v s="$secs" \

@@ -245,6 +245,35 @@ pub struct Buffered {
     trailers: Option<HeaderMap>,
 }
 
+impl Buffered {
+    /// A body of `data` alone.
+    pub fn whole(data: Bytes) -> Buffered {
+        Buffered {
+            data: Some(data).filter(|d| !d.is_empty()),
+            trailers: None,
+        }
+    }
+}
+
+impl RequestBody {
+    /// Takes the whole body when it is all in memory already (a small body the
+    /// HTTP/1.1 server read whole, or one sent again without trailers), leaving
+    /// it ended; a recording records it as if it had been polled.
+    pub fn take_whole(&mut self) -> Option<Bytes> {
+        match self {
+            RequestBody::Streaming(ReceivedBody::Whole(data)) => data.take(),
+            RequestBody::Recorded(ReceivedBody::Whole(data), recording) => {
+                let data = data.take()?;
+                recording.record(&Frame::data(data.clone()));
+                recording.finish();
+                Some(data)
+            }
+            RequestBody::Buffered(buffered) if buffered.trailers.is_none() => buffered.data.take(),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 impl Buffered {
     pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> Buffered {

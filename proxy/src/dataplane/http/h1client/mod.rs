@@ -43,7 +43,7 @@ use head::{encode_request, parse_response, Sending};
 
 use super::super::endpoint::Endpoint;
 use super::super::io::Conn;
-use super::body::{ReceivedBody, RequestBody};
+use super::body::{Buffered, ReceivedBody, RequestBody};
 use crate::resilience::breaker::Permit;
 
 /// Why an exchange failed.
@@ -78,6 +78,9 @@ pub enum Error {
     #[error("unexpected 101 Switching Protocols")]
     UnexpectedSwitch,
 }
+
+/// The largest body written with its head when it is already in memory.
+const INLINE_BODY: u64 = 16 * 1024;
 
 /// The smallest and largest amounts asked of one read: a small response costs an
 /// 8 KiB buffer, a large body grows it so that it is not read 8 KiB at a time.
@@ -215,6 +218,7 @@ impl Future for Exchange {
             if let Poll::Ready(Err(e)) = written {
                 let refusal = match std::mem::replace(&mut this.state, State::Done) {
                     State::Head(parts, body) if !wrote => {
+                        let body = this.upload.restore(body);
                         Refusal::Unsent(Box::new(Request::from_parts(parts, body)), Error::Io(e))
                     }
                     _ => Refusal::Sent(Error::Io(e)),
@@ -303,7 +307,22 @@ impl Exchange {
         match encode_request(&parts, known, &mut connection.head) {
             Ok((head, sending)) => {
                 connection.queue.push_back(head);
+                let mut body = body;
                 self.upload.sending = sending;
+                // A small body already in memory goes out with the head, in one
+                // write: an upstream that answers before reading the body then
+                // still finds it there, and keeps the connection.
+                if matches!(sending, Sending::Length(n) if n <= INLINE_BODY) {
+                    if let Some(data) = body.take_whole() {
+                        if Sending::Length(data.len() as u64) == sending {
+                            connection.queue.push_back(data.clone());
+                            self.upload.sending = Sending::Empty;
+                            self.upload.inline = Some(data);
+                        } else {
+                            body = RequestBody::Buffered(Buffered::whole(data));
+                        }
+                    }
+                }
                 self.head_request = parts.method == Method::HEAD;
                 self.state = State::Head(parts, body);
                 Ok(())
@@ -328,9 +347,20 @@ pub struct Upload {
     /// `None` once the body ended.
     body: Option<RequestBody>,
     sending: Sending,
+    /// A body queued whole with the head, kept until a byte of the request is
+    /// out so that the request can still be given back.
+    inline: Option<Bytes>,
 }
 
 impl Upload {
+    /// The request's body as it was before its data was queued with the head.
+    fn restore(&mut self, body: RequestBody) -> RequestBody {
+        match self.inline.take() {
+            Some(data) => RequestBody::Buffered(Buffered::whole(data)),
+            None => body,
+        }
+    }
+
     /// Writes what is queued and moves the body into the queue: ready once the
     /// whole request is out.
     fn poll(

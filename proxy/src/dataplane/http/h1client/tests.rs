@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::BodyExt;
+use hyper::body::Body;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -464,4 +465,32 @@ async fn an_echo_that_answers_while_the_body_is_sent_gets_all_of_it() {
     assert!(echoed == sent, "the echo differs from what was sent");
     // Sent to its end, answered to its end: the connection is good for another.
     assert_eq!(endpoint.clients.http1.idle_count(), 1);
+}
+
+/// A small body goes out with its head; a connection that fails before a byte
+/// of the request is out gives the request back with that body whole, so that
+/// another connection can send it.
+#[tokio::test]
+async fn a_request_refused_before_a_byte_went_keeps_its_inlined_body() {
+    let (listener, endpoint) = server().await;
+    let stream = TcpStream::connect(endpoint.address).await.expect("connect");
+    let (accepted, _) = listener.accept().await.expect("accept");
+    // Closed with a reset: the client's first write fails.
+    socket2::SockRef::from(&accepted)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger");
+    drop(accepted);
+    let mut probe = [0u8; 1];
+    let _ = stream.peek(&mut probe).await;
+    let connection = Connection::new(Conn::Plain(stream), None);
+    let request = post("/", Bytes::from_static(b"hello"), None);
+    let returned = match exchange(connection, request, &endpoint).await {
+        Err(Refusal::Unsent(request, _)) => request,
+        Err(Refusal::Sent(error)) => panic!("reported sent: {error}"),
+        Ok(response) => panic!("answered: {}", response.status()),
+    };
+    let body = returned.into_body();
+    assert_eq!(body.size_hint().exact(), Some(5));
+    let collected = body.collect().await.expect("body").to_bytes();
+    assert_eq!(collected, Bytes::from_static(b"hello"));
 }
