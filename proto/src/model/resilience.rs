@@ -5,8 +5,16 @@
 //! The defaults follow what Envoy (Istio) and Linkerd users expect: connect 1 s, no
 //! request timeout, two retries of requests that reached no upstream with 25 ms to
 //! 250 ms of jittered backoff, a retry budget of 20% plus 10/s, ejection after 5
-//! consecutive failures for 30 s growing to 300 s with at most 10% ejected, 1024
-//! connections / pending / active requests.
+//! consecutive failures for 30 s growing to 300 s, 1024 connections / pending /
+//! active requests.
+//!
+//! One default departs from Envoy's: `max_ejection_percent` is 100, not 10 (Linkerd
+//! has no such cap at all). With 10%, a service with most of its replicas failing
+//! keeps all but one of them in rotation, and clients see the failures that one
+//! healthy replica could have spared them. What the cap guards against, ejecting
+//! healthy endpoints on false evidence, is covered otherwise: endpoints that cannot
+//! be reached are not counted (they are out of rotation by their own rule), and a
+//! request still tries ejected endpoints when no other is left.
 
 use std::time::Duration;
 
@@ -166,7 +174,7 @@ impl Default for OutlierDetection {
             consecutive_failures: 5,
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
-            max_ejection_percent: 10,
+            max_ejection_percent: 100,
             failure_percentage_threshold: 0,
             failure_percentage_min_requests: 20,
         }
