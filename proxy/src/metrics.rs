@@ -38,6 +38,10 @@ const BUDGET_EXHAUSTED: &str = "weft_retry_budget_exhausted_total";
 const EJECTIONS: &str = "weft_outlier_ejections_total";
 const EJECTED: &str = "weft_outlier_ejected_endpoints";
 const OVERFLOWS: &str = "weft_circuit_breaker_overflows_total";
+const MOVES: &str = "weft_failover_moves_total";
+const MOVES_BOUNDED: &str = "weft_failover_bound_exhausted_total";
+const UNREACHABLE: &str = "weft_endpoint_unreachable_total";
+const UNREACHABLE_NOW: &str = "weft_endpoints_unreachable";
 const AUTHZ_ALLOWED: &str = "weft_authz_allowed_total";
 const AUTHZ_DENIED: &str = "weft_authz_denied_total";
 
@@ -121,6 +125,22 @@ fn describe() {
         "Endpoints ejected by outlier detection (consecutive failures)."
     );
     describe_gauge!(EJECTED, "Endpoints currently ejected by outlier detection.");
+    describe_counter!(
+        MOVES,
+        "Requests moved to another endpoint after a failed connect or a refused stream (no retry budget spent)."
+    );
+    describe_counter!(
+        MOVES_BOUNDED,
+        "Moves refused because the failover bound of the service was spent."
+    );
+    describe_counter!(
+        UNREACHABLE,
+        "Endpoints taken out of rotation because a connect to them failed."
+    );
+    describe_gauge!(
+        UNREACHABLE_NOW,
+        "Endpoints out of rotation until a probe connects to them again."
+    );
     describe_counter!(
         OVERFLOWS,
         "Requests refused at once because a circuit-breaker limit was reached, by limit."
@@ -237,6 +257,10 @@ pub struct ResilienceMetrics {
     pub budget_exhausted: Counter,
     pub ejections: Counter,
     pub ejected: Gauge,
+    pub moves: Counter,
+    pub moves_bounded: Counter,
+    pub unreachable: Counter,
+    pub unreachable_now: Gauge,
     /// By `resilience::breaker::Limit`.
     pub overflows: [Counter; 3],
 }
@@ -316,6 +340,10 @@ impl ServiceMetrics {
                 budget_exhausted: metrics::counter!(BUDGET_EXHAUSTED, "direction" => d, "service" => service()),
                 ejections: metrics::counter!(EJECTIONS, "direction" => d, "service" => service()),
                 ejected: metrics::gauge!(EJECTED, "direction" => d, "service" => service()),
+                moves: metrics::counter!(MOVES, "direction" => d, "service" => service()),
+                moves_bounded: metrics::counter!(MOVES_BOUNDED, "direction" => d, "service" => service()),
+                unreachable: metrics::counter!(UNREACHABLE, "direction" => d, "service" => service()),
+                unreachable_now: metrics::gauge!(UNREACHABLE_NOW, "direction" => d, "service" => service()),
                 overflows: Limit::ALL.map(overflow),
             }
         })

@@ -107,6 +107,26 @@ impl Load {
         estimate * self.weight_of_old(now) * f64::from(self.pending() + 1)
     }
 
+    /// The latency estimate at `now` in nanoseconds, decayed; `None` while nothing
+    /// was observed (the balancer then prices the endpoint like its rival).
+    pub fn estimate(&self, now: u64) -> Option<f64> {
+        if !self.measured.load(Ordering::Relaxed) {
+            return None;
+        }
+        let estimate = f64::from_bits(self.estimate.load(Ordering::Relaxed));
+        Some(estimate * self.weight_of_old(now))
+    }
+
+    /// Forgets every observation, as for an endpoint never heard from: for one that
+    /// comes back after it could not be reached, whose old estimate says nothing
+    /// about the process now answering.
+    pub fn forget(&self, now: u64) {
+        self.estimate
+            .store((DEFAULT_RTT.as_nanos() as f64).to_bits(), Ordering::Relaxed);
+        self.updated.store(now, Ordering::Relaxed);
+        self.measured.store(false, Ordering::Relaxed);
+    }
+
     fn weight_of_old(&self, now: u64) -> f64 {
         let elapsed = now.saturating_sub(self.updated.load(Ordering::Relaxed)) as f64;
         (-elapsed / DECAY.as_nanos() as f64).exp()

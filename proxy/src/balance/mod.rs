@@ -8,7 +8,9 @@
 //!
 //! Policies (`Service.load_balancer`), all honouring endpoint weights:
 //! - `p2c_ewma` (default): two weighted-random candidates, the one with the lower
-//!   peak-EWMA cost divided by its weight wins.
+//!   peak-EWMA cost divided by its weight wins (costs within [`TIE`] of each other
+//!   tie, and the one with fewer requests in flight wins). An endpoint never
+//!   measured is priced at its rival's estimate, so a new one gets its share at once.
 //! - `round_robin`: smooth weighted round robin (no bursts onto one endpoint).
 //! - `random`, `weighted`: weighted random. The two pick with the same distribution;
 //!   `weighted` is the explicit name, `random` is what an operator of another mesh
@@ -26,6 +28,13 @@ use rand::Rng;
 pub use ewma::{at, epoch, now, Load, DECAY, DEFAULT_RTT, FAILURE_RTT};
 
 use crate::snapshot::Policy;
+
+/// P2C costs closer than this factor are a tie. A peak-EWMA estimate rides at the
+/// highest recent sample, so among equal endpoints at low load the one that drew
+/// the slowest answer would lose every comparison for a whole decay period;
+/// treating differences below half again as noise keeps equal endpoints equal,
+/// while a slow or failing endpoint (several times the cost) is still avoided.
+const TIE: f64 = 1.5;
 
 /// What a picker needs to know about an endpoint.
 pub trait Candidate {
@@ -88,13 +97,14 @@ impl Picker {
         self.policy == Policy::P2cEwma
     }
 
-    /// The index of the candidate to use, avoiding those in `avoid` (endpoints that
-    /// already failed this request) while any other is left. `None` only when there
-    /// are no candidates.
+    /// The index of the candidate to use, passing over those `skip` names (endpoints
+    /// that already failed this request, or that are out of rotation). `None` when
+    /// there are no candidates or every one is skipped: what to do then (try a
+    /// skipped one anyway?) is the caller's rule, not the policy's.
     pub fn pick<C: Candidate>(
         &self,
         candidates: &[C],
-        avoid: &[usize],
+        skip: impl Fn(usize) -> bool,
         now: u64,
         rng: &mut impl Rng,
     ) -> Option<usize> {
@@ -103,21 +113,18 @@ impl Picker {
             return None;
         }
         if len == 1 {
-            return Some(0);
+            return (!skip(0)).then_some(0);
         }
         // A few fresh draws usually land elsewhere; the scan after them makes the
-        // answer certain without biasing the common case (empty `avoid`).
+        // answer certain without biasing the common case (nothing skipped).
         for _ in 0..4 {
             let index = self.pick_once(candidates, len, now, rng);
-            if !avoid.contains(&index) {
+            if !skip(index) {
                 return Some(index);
             }
         }
         let start = rng.random_range(0..len);
-        (0..len)
-            .map(|i| (start + i) % len)
-            .find(|i| !avoid.contains(i))
-            .or(Some(start))
+        (0..len).map(|i| (start + i) % len).find(|i| !skip(*i))
     }
 
     fn pick_once<C: Candidate>(
@@ -144,11 +151,29 @@ impl Picker {
                     // pick; its neighbour keeps the comparison meaningful.
                     b = (a + 1) % len;
                 }
-                let cost = |i: usize| {
-                    let c = &candidates[i];
-                    c.load().cost(now) / f64::from(c.weight().max(1))
+                let (ca, cb) = (&candidates[a], &candidates[b]);
+                let (ea, eb) = (ca.load().estimate(now), cb.load().estimate(now));
+                // An endpoint never heard from is priced at its rival's estimate,
+                // so it competes on load alone and gets its share from the first
+                // request: a made-up default would starve it (or flood it) until
+                // the default decayed, for tens of seconds after a scale-up.
+                let fallback = ea.or(eb).unwrap_or(DEFAULT_RTT.as_nanos() as f64);
+                let cost = |c: &C, estimate: Option<f64>| {
+                    estimate.unwrap_or(fallback) * f64::from(c.load().pending() + 1)
+                        / f64::from(c.weight().max(1))
                 };
-                if cost(b) < cost(a) {
+                let (cost_a, cost_b) = (cost(ca, ea), cost(cb, eb));
+                let (low, high) = (cost_a.min(cost_b), cost_a.max(cost_b));
+                let in_flight =
+                    |c: &C| f64::from(c.load().pending() + 1) / f64::from(c.weight().max(1));
+                if high < low * TIE {
+                    // A tie: requests in flight per weight decide, else the first
+                    // draw (random).
+                    match in_flight(cb) < in_flight(ca) {
+                        true => b,
+                        false => a,
+                    }
+                } else if cost_b < cost_a {
                     b
                 } else {
                     a

@@ -41,7 +41,7 @@ fn counts(policy: Policy, set: &[Endpoint], picks: usize, rng: &mut StdRng) -> V
     let mut counts = vec![0; set.len()];
     let mut in_flight = std::collections::VecDeque::new();
     for _ in 0..picks {
-        let i = picker.pick(set, &[], 0, rng).expect("non-empty");
+        let i = picker.pick(set, |_| false, 0, rng).expect("non-empty");
         counts[i] += 1;
         set[i].load.begin();
         in_flight.push_back(i);
@@ -117,9 +117,10 @@ fn avoided_endpoints_are_never_picked_while_another_is_left() {
         let avoid: Vec<usize> = (0..len).filter(|_| rng.random_bool(0.5)).collect();
         for policy in ALL {
             let picker = Picker::new(policy, &weights, 0);
-            let i = picker.pick(&set, &avoid, 0, &mut rng).expect("non-empty");
-            if avoid.len() < len {
-                assert!(!avoid.contains(&i), "{policy:?} {avoid:?} -> {i}");
+            let picked = picker.pick(&set, |i| avoid.contains(&i), 0, &mut rng);
+            match picked {
+                Some(i) => assert!(!avoid.contains(&i), "{policy:?} {avoid:?} -> {i}"),
+                None => assert_eq!(avoid.len(), len, "{policy:?}: nothing picked"),
             }
         }
     }
@@ -136,7 +137,7 @@ fn p2c_avoids_a_slow_endpoint() {
     let picker = Picker::new(Policy::P2cEwma, &[1, 1, 1], 0);
     let mut slow = 0;
     for _ in 0..10_000 {
-        if picker.pick(&set, &[], now, &mut rng) == Some(2) {
+        if picker.pick(&set, |_| false, now, &mut rng) == Some(2) {
             slow += 1;
         }
     }
@@ -153,17 +154,18 @@ fn p2c_prefers_the_endpoint_with_fewer_requests_in_flight() {
         set[0].load.begin();
     }
     let picker = Picker::new(Policy::P2cEwma, &[1, 1], 0);
-    assert_eq!(picker.pick(&set, &[], 0, &mut rng), Some(1));
+    assert_eq!(picker.pick(&set, |_| false, 0, &mut rng), Some(1));
 }
 
 #[test]
 fn empty_and_single_sets() {
     let mut rng = StdRng::seed_from_u64(7);
     let picker = Picker::new(Policy::P2cEwma, &[], 0);
-    assert_eq!(picker.pick::<Endpoint>(&[], &[], 0, &mut rng), None);
+    assert_eq!(picker.pick::<Endpoint>(&[], |_| false, 0, &mut rng), None);
     let one = endpoints(&[1]);
     let picker = Picker::new(Policy::RoundRobin, &[1], 0);
-    assert_eq!(picker.pick(&one, &[0], 0, &mut rng), Some(0));
+    assert_eq!(picker.pick(&one, |_| false, 0, &mut rng), Some(0));
+    assert_eq!(picker.pick(&one, |i| i == 0, 0, &mut rng), None);
 }
 
 #[test]
@@ -181,4 +183,60 @@ fn only_p2c_reads_latencies() {
             "{policy:?}"
         );
     }
+}
+
+/// Four equal endpoints answering in about 1 ms (with the jitter real answers
+/// have), served one request at a time (low load, nothing in flight to tell them
+/// apart): each gets its share from the first requests on, not only once a default
+/// estimate has decayed.
+#[test]
+fn fresh_endpoints_get_their_share_at_once() {
+    const MS: u64 = 1_000_000;
+    let mut rng = StdRng::seed_from_u64(8);
+    let set = endpoints(&[1, 1, 1, 1]);
+    let picker = Picker::new(Policy::P2cEwma, &[1, 1, 1, 1], 0);
+    let mut counts = [0usize; 4];
+    // 150 requests a second for one second.
+    for n in 0..150u64 {
+        let now = 1_000 * MS + n * 1_000 * MS / 150;
+        let i = picker
+            .pick(&set, |_| false, now, &mut rng)
+            .expect("non-empty");
+        counts[i] += 1;
+        let rtt = Duration::from_micros(rng.random_range(800..1_200));
+        set[i].load.observe(rtt, now + MS);
+    }
+    for c in counts {
+        let share = c as f64 / 150.0;
+        assert!((0.15..=0.35).contains(&share), "{counts:?}");
+    }
+}
+
+/// A fourth endpoint joins three that have answered for a while: it is not
+/// starved while a made-up estimate decays.
+#[test]
+fn an_endpoint_added_to_a_warm_set_gets_traffic_at_once() {
+    const MS: u64 = 1_000_000;
+    let mut rng = StdRng::seed_from_u64(9);
+    let set = endpoints(&[1, 1, 1, 1]);
+    let picker = Picker::new(Policy::P2cEwma, &[1, 1, 1, 1], 0);
+    for e in &set[..3] {
+        e.load.observe(Duration::from_millis(1), 0);
+    }
+    let mut fresh = 0;
+    for n in 0..400u64 {
+        let now = MS + n * MS;
+        let i = picker
+            .pick(&set, |_| false, now, &mut rng)
+            .expect("non-empty");
+        if i == 3 {
+            fresh += 1;
+        }
+        let rtt = Duration::from_micros(rng.random_range(800..1_200));
+        set[i].load.observe(rtt, now + MS / 2);
+    }
+    assert!(
+        (60..=140).contains(&fresh),
+        "the new endpoint got {fresh} of 400"
+    );
 }

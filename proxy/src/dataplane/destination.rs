@@ -6,6 +6,13 @@
 //! request that loaded the old set keeps using it (and its endpoints) until it is
 //! done, and the next load sees the new one. What must outlive a swap (the retry
 //! budget, the circuit-breaker counters) lives on the destination itself.
+//!
+//! Endpoints out of rotation (ejected by outlier detection, or unreachable when
+//! last tried) are passed over by every policy. When none in rotation is left that
+//! the request has not tried, it may still try one out of rotation (one may have
+//! come back before its probe or ejection timer noticed), as Envoy's panic routing
+//! does: a request is never refused for want of a healthy endpoint while the
+//! control plane lists some.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,17 +25,20 @@ use crate::balance::Picker;
 use crate::metrics::ServiceMetrics;
 use crate::resilience::breaker::{Breakers, Limit};
 use crate::resilience::budget::RetryBudget;
-use crate::resilience::{locality, outlier};
+use crate::resilience::failover::Feedback;
+use crate::resilience::{locality, outlier, reachability};
 use crate::snapshot::Policy;
 
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, InFlight};
 use super::error::ForwardError;
+use super::probe;
 
 #[derive(Debug)]
 pub struct Destination {
     /// What upstream endpoints speak.
     pub protocol: Protocol,
     pub metrics: Arc<ServiceMetrics>,
+    /// The retry budget, and the failover bound on moves beside it.
     pub budget: RetryBudget,
     pub breakers: Breakers,
     /// The latest end of an ejection among the endpoints (`balance::now` ns): while
@@ -90,7 +100,9 @@ impl EndpointSet {
 
     /// How many endpoints (a prefix of `endpoints`) a request may use: the nearest
     /// tiers that hold enough available ones, or all when no tier does.
-    pub fn usable(&self, now: u64, any_ejected: bool) -> usize {
+    /// `any_out`: whether some endpoint may be out of rotation (else none is
+    /// looked at).
+    pub fn usable(&self, now: u64, any_out: bool) -> usize {
         if self.tiers.len() <= 1 {
             return self.endpoints.len();
         }
@@ -101,8 +113,8 @@ impl EndpointSet {
             .map(|t| {
                 let range = &self.endpoints[start..t.end];
                 start = t.end;
-                let up = if any_ejected {
-                    range.iter().filter(|e| !e.outlier.is_ejected(now)).count()
+                let up = if any_out {
+                    range.iter().filter(|e| !e.out_of_rotation(now)).count()
                 } else {
                     range.len()
                 };
@@ -167,16 +179,23 @@ impl Destination {
         now < self.ejected_until.load(Ordering::Acquire)
     }
 
-    /// Records an attempt's outcome on `endpoint`; true when it ejected the endpoint.
+    /// Records an answer's outcome on `endpoint` for outlier detection; true when
+    /// it ejected the endpoint. The ejection cap counts only endpoints that are
+    /// reachable: it guards against false positives among those that answer,
+    /// and an unreachable endpoint is out of rotation anyway.
     pub fn record(&self, set: &EndpointSet, endpoint: &Endpoint, success: bool, now: u64) -> bool {
         let config = &set.policy.outlier_detection;
         let may_eject = || {
-            let ejected = set
+            let reachable = set
                 .endpoints
                 .iter()
-                .filter(|e| e.outlier.is_ejected(now))
-                .count();
-            ejected < outlier::max_ejected(set.endpoints.len(), config.max_ejection_percent)
+                .filter(|e| !e.reachability.is_unreachable());
+            let (mut total, mut ejected) = (0, 0);
+            for e in reachable {
+                total += 1;
+                ejected += usize::from(e.outlier.is_ejected(now));
+            }
+            ejected < outlier::max_ejected(total, config.max_ejection_percent)
         };
         match endpoint.outlier.record(success, now, config, may_eject) {
             Some(until) => {
@@ -188,9 +207,9 @@ impl Destination {
     }
 
     /// Picks an endpoint for a new attempt (a request, or a TCP connection): from
-    /// the nearest locality tiers that have enough endpoints available, avoiding
-    /// ejected endpoints and the indices in `failed` (tried already). Returns the
-    /// index to add to `failed`.
+    /// the nearest locality tiers that have enough endpoints in rotation, passing
+    /// over endpoints out of rotation and the indices in `failed` (tried already).
+    /// Returns the index to add to `failed`.
     pub fn pick(&self, set: &EndpointSet, failed: &[usize]) -> Option<(usize, Arc<Endpoint>)> {
         self.pick_at(set, failed, crate::balance::now())
     }
@@ -202,26 +221,60 @@ impl Destination {
         failed: &[usize],
         now: u64,
     ) -> Option<(usize, Arc<Endpoint>)> {
-        let any_ejected = self.any_ejected(now);
-        let usable = set.usable(now, any_ejected);
+        let any_out = self.any_ejected(now) || reachability::any_unreachable();
+        let usable = set.usable(now, any_out);
         let candidates = &set.endpoints[..usable];
         let mut rng = rand::rng();
-        let index = if any_ejected {
-            let mut avoid = failed.to_vec();
-            avoid.extend((0..usable).filter(|i| candidates[*i].outlier.is_ejected(now)));
-            set.picker.pick(candidates, &avoid, now, &mut rng)
-        } else {
-            set.picker.pick(candidates, failed, now, &mut rng)
-        }?;
+        let tried = |i: usize| failed.contains(&i);
+        let picker = &set.picker;
+        let index = match any_out {
+            false => picker.pick(candidates, tried, now, &mut rng),
+            true => picker
+                .pick(
+                    candidates,
+                    |i| tried(i) || candidates[i].out_of_rotation(now),
+                    now,
+                    &mut rng,
+                )
+                // Panic routing: none in rotation is left untried.
+                .or_else(|| picker.pick(candidates, tried, now, &mut rng)),
+        }
+        // Every endpoint was tried: a retry goes back to one of them.
+        .or_else(|| picker.pick(candidates, |_| false, now, &mut rng))?;
         Some((index, candidates[index].clone()))
     }
 
-    /// Feeds an attempt's outcome to outlier detection, counting an ejection.
-    pub fn observe(&self, set: &EndpointSet, endpoint: &Endpoint, success: bool) {
-        self.observe_at(set, endpoint, success, crate::balance::now());
+    /// Applies what an attempt told about its endpoint ([`Feedback`]) at `now`
+    /// ([`crate::balance::now`] nanoseconds): the latency sample, outlier
+    /// detection, or taking the endpoint out of rotation and probing it.
+    pub fn feedback(&self, set: &EndpointSet, attempt: &InFlight, feedback: Feedback, now: u64) {
+        let endpoint = attempt.endpoint();
+        match feedback {
+            Feedback::Success => {
+                attempt.observe_at(now);
+                self.observe_at(set, endpoint, true, now);
+                probe::back_in_rotation(endpoint);
+            }
+            Feedback::Failure => {
+                attempt.observe_failure_at(now);
+                self.observe_at(set, endpoint, false, now);
+            }
+            Feedback::Unreachable => {
+                if endpoint.reachability.lose() {
+                    self.metrics.resilience().unreachable.increment(1);
+                    tracing::info!(
+                        service = self.metrics.service(),
+                        endpoint = %endpoint.address,
+                        "endpoint unreachable: out of rotation until it accepts connections"
+                    );
+                    probe::spawn(endpoint);
+                }
+            }
+            Feedback::None => {}
+        }
     }
 
-    /// [`Destination::observe`] at `now` ([`crate::balance::now`] nanoseconds).
+    /// Feeds an answer's outcome to outlier detection, counting an ejection.
     pub fn observe_at(&self, set: &EndpointSet, endpoint: &Endpoint, success: bool, now: u64) {
         if self.record(set, endpoint, success, now) {
             let resilience = self.metrics.resilience();
@@ -250,6 +303,18 @@ impl Destination {
         set.endpoints
             .iter()
             .filter(|e| e.outlier.is_ejected(now))
+            .count()
+    }
+
+    /// Endpoints out of rotation for being unreachable, for the gauge.
+    pub fn unreachable_count(&self) -> usize {
+        if !reachability::any_unreachable() {
+            return 0;
+        }
+        let set = self.endpoints();
+        set.endpoints
+            .iter()
+            .filter(|e| e.reachability.is_unreachable())
             .count()
     }
 }

@@ -9,12 +9,13 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weft_proto::model::SpiffeId;
 
 use crate::balance::{self, Candidate, Load};
 use crate::resilience::outlier::Outlier;
+use crate::resilience::reachability::Reachability;
 
 use super::http::client::Clients;
 
@@ -34,6 +35,8 @@ pub struct Endpoint {
     pub clients: Clients,
     /// This proxy's passive view of the endpoint's health.
     pub outlier: Outlier,
+    /// Out of rotation while a connect to it fails (see [`super::probe`]).
+    pub reachability: Reachability,
     /// Milliseconds; the service's connect timeout, updated in place like the weight.
     connect_timeout: AtomicU64,
 }
@@ -60,6 +63,7 @@ impl Endpoint {
             load: Load::new(balance::now()),
             clients: Clients::new(pool_max_idle),
             outlier: Outlier::default(),
+            reachability: Reachability::default(),
             connect_timeout: AtomicU64::new(1000),
         })
     }
@@ -80,6 +84,12 @@ impl Endpoint {
     pub fn set_weight(&self, weight: u32) {
         self.weight.store(weight.max(1), Ordering::Relaxed);
     }
+
+    /// Whether new requests should pass this endpoint over: ejected by outlier
+    /// detection, or unreachable when last tried.
+    pub fn out_of_rotation(&self, now: u64) -> bool {
+        self.reachability.is_unreachable() || self.outlier.is_ejected(now)
+    }
 }
 
 impl Candidate for Arc<Endpoint> {
@@ -92,11 +102,13 @@ impl Candidate for Arc<Endpoint> {
 }
 
 /// One request (or connection) counted as in flight on an endpoint until dropped;
-/// [`InFlight::observe_at`] and [`InFlight::observe_failure`] feed its latency to
-/// the balancer when the balancer reads latencies.
+/// [`InFlight::observe_at`] and [`InFlight::observe_failure_at`] feed its latency
+/// to the balancer when the balancer reads latencies (usually through
+/// [`super::destination::Destination::feedback`]).
 pub struct InFlight {
     endpoint: Arc<Endpoint>,
-    started: Instant,
+    /// When it began, in [`balance::now`] nanoseconds.
+    started: u64,
     /// Whether the set's policy reads latencies (only `p2c_ewma` does; the others
     /// skip the estimate's update, an `exp` per response).
     measured: bool,
@@ -105,11 +117,12 @@ pub struct InFlight {
 impl InFlight {
     /// `measured`: the set's [`balance::Picker::uses_latency`].
     pub fn begin(endpoint: Arc<Endpoint>, measured: bool) -> InFlight {
-        Self::begin_at(endpoint, Instant::now(), measured)
+        Self::begin_at(endpoint, balance::now(), measured)
     }
 
-    /// Begins with a clock reading the caller already has.
-    pub fn begin_at(endpoint: Arc<Endpoint>, started: Instant, measured: bool) -> InFlight {
+    /// Begins at `started` ([`balance::now`] nanoseconds), a clock reading the
+    /// caller already has.
+    pub fn begin_at(endpoint: Arc<Endpoint>, started: u64, measured: bool) -> InFlight {
         endpoint.load.begin();
         InFlight {
             endpoint,
@@ -122,38 +135,21 @@ impl InFlight {
         &self.endpoint
     }
 
-    /// The response (or connection) arrived: record how long it took.
-    pub fn observe(&self) {
+    /// The response (or connection) arrived at `now` ([`balance::now`]
+    /// nanoseconds): record how long it took.
+    pub fn observe_at(&self, now: u64) {
         if self.measured {
-            self.observe_at(Instant::now());
+            let rtt = Duration::from_nanos(now.saturating_sub(self.started));
+            self.endpoint.load.observe(rtt, now);
         }
     }
 
-    /// [`InFlight::observe`] with the time the response arrived, read by the caller.
-    pub fn observe_at(&self, now: Instant) {
+    /// The attempt failed at `now`: the balancer counts it as slow
+    /// ([`balance::FAILURE_RTT`] at least).
+    pub fn observe_failure_at(&self, now: u64) {
         if self.measured {
-            self.endpoint.load.observe(
-                now.saturating_duration_since(self.started),
-                balance::at(now),
-            );
-        }
-    }
-
-    /// The attempt failed: the balancer counts it as slow ([`balance::FAILURE_RTT`]
-    /// at least).
-    pub fn observe_failure(&self) {
-        if self.measured {
-            self.observe_failure_at(Instant::now());
-        }
-    }
-
-    /// [`InFlight::observe_failure`] at `now`, read by the caller.
-    pub fn observe_failure_at(&self, now: Instant) {
-        if self.measured {
-            self.endpoint.load.observe_failure(
-                now.saturating_duration_since(self.started),
-                balance::at(now),
-            );
+            let rtt = Duration::from_nanos(now.saturating_sub(self.started));
+            self.endpoint.load.observe_failure(rtt, now);
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - [`tcp`]: opaque connections, one balancing decision each, copied both ways.
 //! - [`http`]: HTTP/1 and HTTP/2 (gRPC), one balancing decision per request over
 //!   pooled upstream connections.
+//! - [`destination`]: a service port's endpoint set, and how a pick skips endpoints
+//!   out of rotation; [`probe`] brings back an endpoint that could not be reached.
 //! - [`registry`]: turns each snapshot into [`destination::Destination`]s, keeping
 //!   endpoint state (latency, pools) across snapshot swaps.
 //! - [`error`]: the typed forwarding errors and the one table turning them into a
@@ -29,6 +31,7 @@ pub mod http;
 pub mod inbound;
 pub mod io;
 pub mod outbound;
+pub mod probe;
 pub mod registry;
 pub mod splice;
 pub mod tcp;

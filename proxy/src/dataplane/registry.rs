@@ -355,24 +355,26 @@ impl Registry {
 }
 
 impl Registry {
-    /// Sets each service's ejected-endpoints gauge (ejections end by time passing,
-    /// so the gauge is refreshed here rather than when they end).
-    fn count_ejected(&self) {
+    /// Sets each service's gauges of endpoints out of rotation, ejected or
+    /// unreachable (both end by time passing or by a probe, so the gauges are
+    /// refreshed here rather than when they end).
+    fn count_out_of_rotation(&self) {
         let now = crate::balance::now();
         let routes = self.routes();
-        let mut by_service: HashMap<&str, usize> = HashMap::new();
+        let mut by_service: HashMap<&str, (usize, usize)> = HashMap::new();
         for destination in routes.all_destinations() {
-            let count = by_service.entry(destination.metrics.service()).or_insert(0);
-            *count = (*count).max(destination.ejected_count(now));
+            let count = by_service
+                .entry(destination.metrics.service())
+                .or_insert((0, 0));
+            count.0 = count.0.max(destination.ejected_count(now));
+            count.1 = count.1.max(destination.unreachable_count());
         }
-        for (service, count) in by_service {
-            if let Some(metrics) = self
-                .metrics
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&(Direction::Outbound, service.to_owned(), None))
-            {
-                metrics.resilience().ejected.set(count as f64);
+        let metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        for (service, (ejected, unreachable)) in by_service {
+            if let Some(metrics) = metrics.get(&(Direction::Outbound, service.to_owned(), None)) {
+                let resilience = metrics.resilience();
+                resilience.ejected.set(ejected as f64);
+                resilience.unreachable_now.set(unreachable as f64);
             }
         }
     }
@@ -406,7 +408,7 @@ pub async fn maintain(cx: Arc<Context>, mut drain: drain::Watch) {
             }
             _ = sweep.tick() => {
                 cx.registry.sweep(idle);
-                cx.registry.count_ejected();
+                cx.registry.count_out_of_rotation();
             }
             () = drain.signaled() => return,
         }

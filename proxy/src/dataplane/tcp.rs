@@ -20,6 +20,7 @@ use super::io::{Conn, Counted};
 use super::splice;
 use super::Context;
 use crate::resilience::breaker::{Limit, Permit};
+use crate::resilience::failover::Feedback;
 
 /// Per-direction buffer of the user-space copy (a TLS side cannot be spliced).
 /// 64 KiB moves a bulk transfer in few syscalls; it lives only as long as its
@@ -144,8 +145,9 @@ pub struct Upstream {
 /// Picks an endpoint and connects, moving on to another endpoint when connecting
 /// fails. The service's settings apply as on the HTTP path: its connection limit
 /// (beyond it the connection is refused at once), its locality preference, outlier
-/// ejection (a failed connect counts against its endpoint, and ejected endpoints
-/// are avoided) and its connect timeout.
+/// ejection (ejected endpoints are avoided), its connect timeout, and the
+/// failover rule's fail-fast: an endpoint whose connect fails leaves rotation at
+/// once until a probe reaches it again.
 pub async fn connect_balanced(
     cx: &Context,
     destination: &Destination,
@@ -168,21 +170,21 @@ pub async fn connect_balanced(
         };
         failed.push(index);
         let in_flight = InFlight::begin(endpoint, set.picker.uses_latency());
-        match connect_endpoint(cx, in_flight.endpoint(), Alpn::None).await {
+        let connected = connect_endpoint(cx, in_flight.endpoint(), Alpn::None).await;
+        let feedback = match connected {
+            Ok(_) => Feedback::Success,
+            Err(_) => Feedback::Unreachable,
+        };
+        destination.feedback(&set, &in_flight, feedback, crate::balance::now());
+        match connected {
             Ok(conn) => {
-                in_flight.observe();
-                destination.observe(&set, in_flight.endpoint(), true);
                 return Ok(Upstream {
                     conn,
                     in_flight,
                     permit,
-                });
+                })
             }
-            Err(e) => {
-                in_flight.observe_failure();
-                destination.observe(&set, in_flight.endpoint(), false);
-                last_error = e;
-            }
+            Err(e) => last_error = e,
         }
     }
     Err(last_error)

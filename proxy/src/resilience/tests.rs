@@ -25,6 +25,21 @@ fn the_budget_allows_its_floor_and_a_share_of_requests() {
 }
 
 #[test]
+fn moves_have_a_bound_of_their_own_and_spend_no_retries() {
+    let budget = RetryBudget::default();
+    for _ in 0..100 {
+        budget.deposit(3);
+    }
+    // Every retry spent...
+    let retries = (0..100).filter(|_| budget.withdraw(3, 20, 0)).count();
+    assert_eq!(retries, 20);
+    // ...moves still go, up to their own share, then stop.
+    let moves = (0..500).filter(|_| budget.withdraw_move(3, 100, 1)).count();
+    assert_eq!(moves, 100 + 10);
+    assert!(!budget.withdraw(3, 20, 0));
+}
+
+#[test]
 fn the_budget_forgets_requests_older_than_its_window() {
     let budget = RetryBudget::default();
     for _ in 0..1000 {

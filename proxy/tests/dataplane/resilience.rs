@@ -352,20 +352,13 @@ async fn a_tcp_service_refuses_connections_beyond_its_limit() {
 }
 
 #[tokio::test]
-async fn a_tcp_endpoint_refusing_connections_is_ejected_and_connections_fail_over() {
+async fn a_tcp_endpoint_refusing_connections_leaves_rotation_and_connections_fail_over() {
     let echo = crate::support::upstream::tcp_echo().await;
     let dead = crate::support::upstream::closed_port().await;
     let l4 = service("tcp-outlier", "tcp")
         .policy("round_robin")
         .endpoint(dead)
-        .endpoint(echo)
-        .with(|s| {
-            s.outlier_detection = Some(v1::OutlierDetection {
-                consecutive_failures: Some(1),
-                max_ejection_percent: Some(50),
-                ..Default::default()
-            })
-        });
+        .endpoint(echo);
     let proxy = Proxy::start(
         snapshot(&[l4]),
         &["--upstream", "shop/tcp-outlier=127.0.0.1:0"],
@@ -381,7 +374,12 @@ async fn a_tcp_endpoint_refusing_connections_is_ejected_and_connections_fail_ove
     }
     let text = crate::support::recorder().render();
     let series = |name| crate::support::sample(&text, name, &[("service", "shop/tcp-outlier")]);
-    // Refused once, ejected, and not tried again within its ejection time.
-    assert_eq!(series("weft_outlier_ejections_total"), Some(1.0), "{text}");
-    assert_eq!(series("weft_outlier_ejected_endpoints"), Some(1.0));
+    // Refused once: out of rotation at once (no threshold of failures in a row),
+    // not tried again while it refuses, and not an ejection.
+    assert_eq!(
+        series("weft_endpoint_unreachable_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(series("weft_outlier_ejections_total"), None, "{text}");
 }

@@ -2,15 +2,17 @@
 //! (nearest locality, ejected endpoints avoided), send over a pooled connection
 //! within the per-try and request timeouts, and stream the response back.
 //!
-//! Failover (DESIGN.md decision 8): an attempt is made again, on another endpoint,
-//! when nothing of the request reached an upstream (connecting failed, a stream was
-//! refused, a pooled connection was closed before the request was written), or
-//! when the request may be repeated (an idempotent method, a `weft-retryable: true`
-//! header, or gRPC on a service that retries gRPC codes) and its body, at most
-//! [`MAX_BUFFERED`], was recorded to its end while the first attempt streamed it:
-//! then a reset, a per-try timeout or a status the service retries on is retried
-//! too. Recording never delays the first attempt (Linkerd buffers the same way). Every retry spends the destination's budget
-//! and waits a jittered backoff (not for a move after a refused connect).
+//! What happens after each attempt is the failover rule's to say
+//! ([`failover::decide`], DESIGN.md decision 8): the request *moves* to another
+//! endpoint when nothing of it reached an upstream (connecting failed, a stream was
+//! refused, a pooled connection was closed before the request was written), spending
+//! only the failover bound; it is *retried* when it may be repeated (an idempotent
+//! method, a `weft-retryable: true` header, or gRPC on a service that retries gRPC
+//! codes) and its body, at most [`MAX_BUFFERED`], was recorded to its end while the
+//! first attempt streamed it: then a reset, a per-try timeout or a status the service
+//! retries on is sent again, paid by the retry budget after a jittered backoff.
+//! Recording never delays the first attempt (Linkerd buffers the same way). This
+//! module only carries the rule out: it sends, waits, and feeds back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,11 +26,12 @@ use weft_proto::model::{Protocol, Resilience, RetryOn};
 
 use crate::metrics::Direction;
 use crate::resilience::breaker::Limit;
+use crate::resilience::failover::{self, Feedback, Next, Outcome, Progress};
 use crate::resilience::{backoff, deadline};
 
 use super::super::destination::Destination;
 use super::super::endpoint::InFlight;
-use super::super::error::{rescue, ForwardError};
+use super::super::error::{rescue, Class, ForwardError};
 use super::super::Context;
 use super::attempt::{self, Failure, Sent};
 use super::body::{
@@ -39,6 +42,10 @@ use super::Route;
 
 /// The largest request body recorded so that the request can be retried.
 pub const MAX_BUFFERED: u64 = 64 * 1024;
+
+/// Attempts of one request at most, moves and retries together (`maxRetries` is
+/// at most 10, and moves are bounded by the endpoints left untried).
+const MAX_ATTEMPTS: usize = 12;
 
 /// The request header by which a client marks a non-idempotent request safe to
 /// repeat; removed before forwarding.
@@ -116,13 +123,6 @@ impl Pending {
                 .is_none_or(|recording| recording.complete())
         })
     }
-}
-
-/// Why the last attempt did not give a final answer.
-enum Last {
-    None,
-    Error(ForwardError),
-    Response(Sent),
 }
 
 impl Handler {
@@ -242,17 +242,11 @@ impl Handler {
         let mut pending = Pending::new(request, repeatable);
 
         let retries = &policy.retries;
-        let resilience = destination.metrics.resilience();
-        // A request that reached nothing may always move once more.
-        let attempts = 1 + retries.max_retries.max(1) as usize;
-        let mut failed = [usize::MAX; 12];
-        let mut last = Last::None;
-        let mut delay_next = false;
+        let mut tried = [usize::MAX; MAX_ATTEMPTS];
+        let mut last: Option<Result<Sent, ForwardError>> = None;
+        let mut retried = 0;
         let mut later_set;
-        for attempt in 0..attempts.min(failed.len()) {
-            if attempt > 0 && !may_retry(destination, policy, attempt, delay_next, deadline).await {
-                break;
-            }
+        for attempt in 0..MAX_ATTEMPTS {
             let Some(mut attempt_request) = pending.take() else {
                 break;
             };
@@ -264,11 +258,10 @@ impl Handler {
                 (&later_set, now, crate::balance::at(now))
             };
             let (index, endpoint) = destination
-                .pick_at(set, &failed[..attempt], now_ns)
+                .pick_at(set, &tried[..attempt], now_ns)
                 .ok_or(ForwardError::NoEndpoint)?;
-            failed[attempt] = index;
-            let in_flight =
-                InFlight::begin_at(endpoint, attempt_started, set.picker.uses_latency());
+            tried[attempt] = index;
+            let in_flight = InFlight::begin_at(endpoint, now_ns, set.picker.uses_latency());
             let endpoint = in_flight.endpoint().clone();
             // Between two proxies speaking mTLS, HTTP/1.1 rides the one multiplexed
             // HTTP/2 connection to the endpoint (ALPN h2); the peer proxy turns it
@@ -303,104 +296,97 @@ impl Handler {
                 retries.per_try_timeout.map(|t| attempt_started + t),
             );
             let sent = match try_deadline {
-                Some(at) => match tokio::time::timeout_at(at.into(), send).await {
-                    Ok(sent) => sent,
-                    Err(_) => {
-                        let overall = deadline.is_some_and(|d| at >= d);
-                        let error = ForwardError::Timeout(at - started);
-                        in_flight.observe_failure();
-                        destination.observe(set, &endpoint, false);
-                        if attempt > 0 {
-                            resilience.retry_failure.increment(1);
-                        }
-                        if overall || !pending.replayable() {
-                            return Err(error);
-                        }
-                        last = Last::Error(error);
-                        delay_next = true;
-                        continue;
-                    }
-                },
-                None => send.await,
+                Some(at) => tokio::time::timeout_at(at.into(), send)
+                    .await
+                    .map_err(|_| (at, deadline.is_some_and(|d| at >= d))),
+                None => Ok(send.await),
             };
-            match sent {
-                Ok(response) => {
-                    let now = Instant::now();
+            let (outcome, result) = match sent {
+                Ok(Ok(response)) => {
                     let status = response.status().as_u16();
-                    let grpc_code = grpc_status(response.headers());
-                    let failure = status >= 500 || grpc_code == Some(14);
-                    match failure {
-                        false => in_flight.observe_at(now),
-                        true => in_flight.observe_failure_at(now),
-                    }
-                    destination.observe_at(set, &endpoint, !failure, crate::balance::at(now));
-                    if attempt > 0 {
-                        match failure {
-                            true => resilience.retry_failure.increment(1),
-                            false => resilience.retry_success.increment(1),
-                        }
-                    }
-                    if retries.retries_status(status, grpc_code) && pending.replayable() {
-                        last = Last::Response(response);
-                        delay_next = true;
-                        continue;
-                    }
-                    return Ok(self.respond_upstream(
-                        destination,
-                        response,
-                        downstream_upgrade,
-                        started,
-                        upgrade,
-                        connect,
-                    ));
+                    let grpc = grpc_status(response.headers());
+                    (Outcome::Answered { status, grpc }, Ok(response))
                 }
-                Err(Failure::NotSent(unsent, error)) => {
-                    tracing::debug!(endpoint = %endpoint.address, %error, "not sent; trying again");
-                    in_flight.observe_failure();
-                    destination.observe(set, &endpoint, false);
-                    if attempt > 0 {
-                        resilience.retry_failure.increment(1);
-                    }
-                    let reason = match error {
-                        ForwardError::Upstream { .. }
-                        | ForwardError::Http1 { .. }
-                        | ForwardError::Http2 { .. } => RetryOn::RefusedStream,
-                        _ => RetryOn::ConnectFailure,
-                    };
+                Ok(Err(Failure::NotSent(unsent, error))) => {
+                    tracing::debug!(endpoint = %endpoint.address, %error, "not sent");
                     pending.give_back(*unsent);
-                    last = Last::Error(error);
-                    if !retries.retries(reason) && retries.max_retries > 0 {
-                        break;
-                    }
-                    delay_next = false;
+                    (unsent_outcome(&error), Err(error))
                 }
-                Err(Failure::Sent(error)) => {
-                    in_flight.observe_failure();
-                    destination.observe(set, &endpoint, false);
-                    if attempt > 0 {
-                        resilience.retry_failure.increment(1);
-                    }
-                    if !(pending.replayable() && retries.retries(RetryOn::Reset)) {
-                        return Err(error);
-                    }
-                    last = Last::Error(error);
-                    delay_next = true;
+                Ok(Err(Failure::Sent(error))) => (sent_outcome(&error), Err(error)),
+                Ok(Err(Failure::Refused(error))) => (Outcome::Overflow, Err(error)),
+                Err((at, overall)) => {
+                    let outcome = match overall {
+                        true => Outcome::Expired,
+                        false => Outcome::TriedTooLong,
+                    };
+                    (outcome, Err(ForwardError::Timeout(at - started)))
                 }
-                Err(Failure::Refused(error)) => return Err(error),
+            };
+            let progress = Progress {
+                replayable: pending.replayable(),
+                retries: retried,
+                untried: set.endpoints.len().saturating_sub(attempt + 1),
+            };
+            let verdict = failover::decide(outcome, retries, progress);
+            destination.feedback(set, &in_flight, verdict.feedback, crate::balance::now());
+            if attempt > 0 {
+                let resilience = destination.metrics.resilience();
+                match verdict.feedback {
+                    Feedback::Success => resilience.retry_success.increment(1),
+                    _ => resilience.retry_failure.increment(1),
+                }
             }
+            let go_on = match verdict.next {
+                Next::Respond => false,
+                Next::Move => may_move(destination),
+                Next::Retry => may_retry(destination, policy, retried + 1, deadline).await,
+            };
+            if !go_on {
+                return self.finish(
+                    destination,
+                    result,
+                    downstream_upgrade,
+                    started,
+                    upgrade,
+                    connect,
+                );
+            }
+            retried += u32::from(verdict.next == Next::Retry);
+            last = Some(result);
         }
         match last {
-            Last::Response(sent) => Ok(self.respond_upstream(
+            Some(result) => self.finish(
                 destination,
-                sent,
+                result,
                 downstream_upgrade,
                 started,
                 upgrade,
                 connect,
-            )),
-            Last::Error(error) => Err(error),
-            Last::None => Err(ForwardError::NoEndpoint),
+            ),
+            None => Err(ForwardError::NoEndpoint),
         }
+    }
+
+    /// The client's answer from the attempt that ended the request: the upstream's
+    /// response, or the error the rescue table turns into one.
+    fn finish(
+        &self,
+        destination: &Destination,
+        result: Result<Sent, ForwardError>,
+        downstream_upgrade: Option<OnUpgrade>,
+        started: Instant,
+        upgrade: bool,
+        connect: bool,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
+        let response = result?;
+        Ok(self.respond_upstream(
+            destination,
+            response,
+            downstream_upgrade,
+            started,
+            upgrade,
+            connect,
+        ))
     }
 
     fn respond_upstream(
@@ -426,13 +412,12 @@ impl Handler {
     }
 }
 
-/// Whether retry number `attempt` may go ahead: the budget pays for it, and its
-/// backoff (after a failure that reached an upstream) ends before the deadline.
+/// Whether retry number `retry` may go ahead: the budget pays for it, and its
+/// backoff ends before the deadline (then it has waited the backoff).
 async fn may_retry(
     destination: &Destination,
     policy: &Resilience,
-    attempt: usize,
-    backoff: bool,
+    retry: u32,
     deadline: Option<Instant>,
 ) -> bool {
     let retries = &policy.retries;
@@ -449,19 +434,49 @@ async fn may_retry(
             .increment(1);
         return false;
     }
-    if backoff {
-        let pause = backoff::delay(
-            attempt as u32,
-            retries.backoff_base,
-            retries.backoff_max,
-            &mut rand::rng(),
-        );
-        if deadline.is_some_and(|at| Instant::now() + pause >= at) {
-            return false;
-        }
-        tokio::time::sleep(pause).await;
+    let pause = backoff::delay(
+        retry,
+        retries.backoff_base,
+        retries.backoff_max,
+        &mut rand::rng(),
+    );
+    if deadline.is_some_and(|at| Instant::now() + pause >= at) {
+        return false;
     }
+    tokio::time::sleep(pause).await;
     true
+}
+
+/// Whether a move (nothing was sent; another endpoint gets the request) may go
+/// ahead: it spends no retry budget, only the failover bound.
+fn may_move(destination: &Destination) -> bool {
+    let resilience = destination.metrics.resilience();
+    let moved = destination.budget.withdraw_move(
+        seconds(),
+        failover::MOVE_BUDGET_PERCENT,
+        failover::MOVE_FLOOR_PER_SECOND,
+    );
+    match moved {
+        true => resilience.moves.increment(1),
+        false => resilience.moves_bounded.increment(1),
+    }
+    moved
+}
+
+/// What a failure before anything was sent says: a failed connect (refused, timed
+/// out, a failed TLS or HTTP/2 handshake) means the endpoint cannot be reached; a
+/// refused stream or a connection closed before the write means it was reached
+/// but took nothing.
+fn unsent_outcome(error: &ForwardError) -> Outcome {
+    match error.class() {
+        Class::Connect | Class::ConnectTimeout => Outcome::Unreachable,
+        _ => Outcome::Refused,
+    }
+}
+
+/// What a failure after the request (or part of it) was sent says.
+fn sent_outcome(_error: &ForwardError) -> Outcome {
+    Outcome::Reset
 }
 
 /// Whole seconds since the process epoch, the retry budget's clock.
