@@ -6,96 +6,14 @@
 //!
 //! Run with `--nocapture` to see the figures.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use weft_e2e::load::{Load, Options, Report};
-use weft_e2e::mesh::{
-    client_proxy, endpoint_addresses, metric_value, resource, weftctl_ok, App, ControlPlane, Proxy,
-};
-use weft_e2e::{free_port, http_get, wait_for};
+use weft_e2e::mesh::resource;
+use weft_e2e::wait_for;
+use weft_e2e::web::Mesh;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A control plane, one client proxy with an explicit listener for `shop/web`, and
-/// the apps behind it as the service's endpoints.
-struct Mesh {
-    _dir: tempfile::TempDir,
-    _cp: ControlPlane,
-    client: Proxy,
-    /// Where the load goes: the client proxy's listener for shop/web.
-    listen: SocketAddr,
-    apps: Vec<App>,
-}
-
-impl Mesh {
-    /// `apps`: a name and the app's flags each; `spec` adds lines (two-space
-    /// indented) to the Service's spec.
-    fn start(apps: &[(&str, &[&str])], spec: &str) -> Mesh {
-        Mesh::start_with(apps, "http1", spec)
-    }
-
-    /// Like [`Mesh::start`] with the service port's protocol.
-    fn start_with(apps: &[(&str, &[&str])], protocol: &str, spec: &str) -> Mesh {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
-        let apps: Vec<App> = apps
-            .iter()
-            .map(|(name, flags)| App::start(dir.path(), name, flags))
-            .collect();
-        let (client, listen) = client_proxy(dir.path(), &cp.address(), "client", "shop/web", &[]);
-        let mut yaml = format!(
-            "kind: Service
-metadata: {{name: web, namespace: shop}}
-spec:
-  ports:
-  - {{port: 80, protocol: {protocol}}}
-{spec}
----
-kind: Endpoints
-metadata: {{name: web, namespace: shop}}
-spec:
-  endpoints:
-"
-        );
-        for app in &apps {
-            yaml.push_str(&format!(
-                "  - {{address: {}, port: {}}}\n",
-                app.addr.ip(),
-                app.addr.port()
-            ));
-        }
-        weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&yaml));
-        client.wait_ready();
-        wait_for("the client to see every endpoint", WAIT, || {
-            (endpoint_addresses(&client.config_dump(), "shop/web").len() == apps.len())
-                .then_some(())
-        });
-        // An app's answer (its name), even a failing one; not the proxy's own.
-        wait_for("a first answer from an app through the proxy", WAIT, || {
-            let (_, body) = http_get(listen, "/").ok()?;
-            apps.iter().any(|a| body.trim() == a.name).then_some(())
-        });
-        Mesh {
-            _dir: dir,
-            _cp: cp,
-            client,
-            listen,
-            apps,
-        }
-    }
-
-    fn metric(&self, parts: &[&str]) -> f64 {
-        metric_value(&self.client.metrics(), parts).unwrap_or(0.0)
-    }
-
-    /// Requests that reached the app (its own count).
-    fn served(&self, app: usize) -> u64 {
-        let (status, body) = http_get(self.apps[app].addr, "/served").expect("GET /served");
-        assert_eq!(status, 200, "{body}");
-        body.trim().parse().expect("a count")
-    }
-}
 
 fn load(mesh: &Mesh, rate: u32, connections: u32) -> Load {
     Load::start(
@@ -123,11 +41,9 @@ fn print(test: &str, report: &Report, extra: &str) {
 fn chaos_1_a_killed_endpoint_fails_no_request() {
     let mut mesh = Mesh::start(
         &[("web-1", &[]), ("web-2", &[]), ("web-3", &[])],
-        // Round robin keeps sending web-1 its share until it is ejected; P2C would
-        // count its first refused connection as slow and mostly avoid it before two
-        // failures in a row. This tests ejection.
-        "  loadBalancer: round_robin
-  outlierDetection: {consecutiveFailures: 2}",
+        // Round robin would keep sending web-1 its share; its first refused
+        // connect takes it out of rotation instead.
+        "  loadBalancer: round_robin",
     );
     let load = load(&mesh, 200, 4);
     load.wait_for_successes(300, WAIT);
@@ -144,8 +60,13 @@ fn chaos_1_a_killed_endpoint_fails_no_request() {
     );
     assert!(report.failed().is_empty(), "{}", report.summary());
     assert!(
-        mesh.metric(&["weft_outlier_ejections_total", "shop/web"]) >= 1.0,
-        "the dead endpoint was ejected"
+        mesh.metric(&["weft_endpoint_unreachable_total", "shop/web"]) >= 1.0,
+        "the dead endpoint left rotation"
+    );
+    assert_eq!(
+        mesh.metric(&["weft_endpoints_unreachable", "shop/web"]),
+        1.0,
+        "it stays out while it refuses"
     );
 }
 

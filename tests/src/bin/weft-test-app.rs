@@ -4,8 +4,14 @@
 //! ```text
 //! weft-test-app --listen 127.0.0.1:8080 --name users-1
 //!               [--fail-ratio 0.5] [--fail-status 503] [--delay-ms 0]
-//!               [--unhealthy-file PATH]
+//!               [--unhealthy-file PATH] [--control 127.0.0.1:8081]
 //! ```
+//! With `--control`, a test switches the app between ways of failing from outside,
+//! one line per command on that port, each answered `ok` once in effect:
+//! `up` (serve), `down` (stop listening, so connects are refused, and cut every
+//! open connection), `fail STATUS` (answer STATUS to every request), `stall`
+//! (read requests, never answer). The process stays up throughout, so a switch
+//! takes microseconds, not a restart.
 //! Every answer carries `x-served-by: NAME` and the body `NAME\n`. A share
 //! `--fail-ratio` of the requests (spread evenly, deterministic) gets `--fail-status`
 //! instead. `GET /health` answers 200, or 503 while `--unhealthy-file` exists, so a
@@ -21,7 +27,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +48,12 @@ struct App {
     delay: Duration,
     unhealthy_file: Option<PathBuf>,
     served: AtomicU64,
+    /// Set by `--control`: 0 serve, 1 stall, else answer that status to everything.
+    forced: AtomicU16,
 }
+
+const SERVE: u16 = 0;
+const STALL: u16 = 1;
 
 impl App {
     /// Whether request number `n` (from 0) is one of the failing share: the failures
@@ -74,7 +85,16 @@ impl App {
                 tokio::time::sleep(self.delay).await;
             }
             let n = self.served.fetch_add(1, Ordering::Relaxed);
-            if self.fails(n) {
+            let forced = self.forced.load(Ordering::Relaxed);
+            if forced == STALL {
+                return std::future::pending().await;
+            }
+            if let Some(status) = (forced != SERVE)
+                .then(|| StatusCode::from_u16(forced).ok())
+                .flatten()
+            {
+                status
+            } else if self.fails(n) {
                 self.fail_status
             } else {
                 StatusCode::OK
@@ -168,8 +188,14 @@ impl hyper::body::Body for Answer {
     }
 }
 
-fn parse(args: Vec<String>) -> anyhow::Result<(SocketAddr, App)> {
+struct Flags {
+    listen: SocketAddr,
+    control: Option<SocketAddr>,
+}
+
+fn parse(args: Vec<String>) -> anyhow::Result<(Flags, App)> {
     let mut listen = None;
+    let mut control = None;
     let mut app = App {
         name: "app".to_owned(),
         fail_ratio: 0.0,
@@ -177,6 +203,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<(SocketAddr, App)> {
         delay: Duration::ZERO,
         unhealthy_file: None,
         served: AtomicU64::new(0),
+        forced: AtomicU16::new(SERVE),
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -197,34 +224,126 @@ fn parse(args: Vec<String>) -> anyhow::Result<(SocketAddr, App)> {
             }
             "--delay-ms" => app.delay = Duration::from_millis(value.parse().context("--delay-ms")?),
             "--unhealthy-file" => app.unhealthy_file = Some(value.into()),
+            "--control" => control = Some(value.parse().context("--control")?),
             other => bail!("unknown flag {other}"),
         }
     }
-    Ok((listen.context("--listen is required")?, app))
+    let listen = listen.context("--listen is required")?;
+    Ok((Flags { listen, control }, app))
 }
+
+/// Whether the app listens; commands that change it wait here for their `ok`.
+type Switch = tokio::sync::mpsc::Sender<(bool, tokio::sync::oneshot::Sender<()>)>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let (listen, app) = parse(std::env::args().skip(1).collect())?;
+    let (flags, app) = parse(std::env::args().skip(1).collect())?;
     let app = Arc::new(app);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    println!("listening on {}", listener.local_addr()?);
+    let (switch, mut switches) = tokio::sync::mpsc::channel(1);
+    if let Some(control) = flags.control {
+        let listener = tokio::net::TcpListener::bind(control)
+            .await
+            .with_context(|| format!("cannot listen on {control}"))?;
+        tokio::spawn(control_loop(listener, app.clone(), switch));
+    }
+    let mut listener = Some(bind(flags.listen).await?);
+    println!("listening on {}", flags.listen);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
+        let accepted = async {
+            match &listener {
+                Some(listener) => listener.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            accepted = accepted => {
+                let (stream, _) = accepted?;
+                connections.spawn(serve(stream, app.clone()));
+            }
+            Some((up, done)) = switches.recv() => {
+                match up {
+                    true if listener.is_none() => listener = Some(bind(flags.listen).await?),
+                    true => {}
+                    false => {
+                        listener = None;
+                        connections.abort_all();
+                        while connections.join_next().await.is_some() {}
+                    }
+                }
+                let _ = done.send(());
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Binds with SO_REUSEADDR, so that listening again right after `down` works.
+async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(address)
+        .with_context(|| format!("cannot listen on {address}"))?;
+    Ok(socket.listen(1024)?)
+}
+
+async fn serve(stream: tokio::net::TcpStream, app: Arc<App>) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |request| {
         let app = app.clone();
+        async move { Ok::<_, Infallible>(app.answer(request).await) }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// Serves `--control`: one command per line, `ok` once it is in effect.
+async fn control_loop(listener: tokio::net::TcpListener, app: Arc<App>, switch: Switch) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    while let Ok((stream, _)) = listener.accept().await {
+        let (app, switch) = (app.clone(), switch.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(app.answer(request).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let (read, mut write) = stream.into_split();
+            let mut lines = tokio::io::BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let answer = match command(&line, &app, &switch).await {
+                    Ok(()) => "ok\n".to_owned(),
+                    Err(e) => format!("error: {e}\n"),
+                };
+                if write.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
         });
     }
+}
+
+async fn command(line: &str, app: &App, switch: &Switch) -> anyhow::Result<()> {
+    let mut words = line.split_whitespace();
+    let (forced, listening) = match (words.next(), words.next()) {
+        (Some("up"), None) => (SERVE, true),
+        (Some("down"), None) => (SERVE, false),
+        (Some("stall"), None) => (STALL, true),
+        (Some("fail"), Some(status)) => {
+            let status: u16 = status.parse().context("fail STATUS")?;
+            StatusCode::from_u16(status).context("fail STATUS")?;
+            (status, true)
+        }
+        _ => bail!("unknown command {line:?}"),
+    };
+    app.forced.store(forced, Ordering::Relaxed);
+    let (done, applied) = tokio::sync::oneshot::channel();
+    switch
+        .send((listening, done))
+        .await
+        .context("the app is gone")?;
+    applied.await.context("the app is gone")?;
+    Ok(())
 }
 
 #[cfg(test)]
