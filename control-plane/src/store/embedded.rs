@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 use weft_proto::resource::Kind;
 
@@ -23,6 +23,8 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// Key: secret key (`ca`, `token/<id>`); value: the secret's bytes.
 const SECRETS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("secrets");
 const REVISION: &str = "revision";
+/// The last generation handed out to a registration.
+const GENERATION: &str = "generation";
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -87,35 +89,49 @@ impl EmbeddedStore {
         expected: Option<u64>,
     ) -> Result<Option<u64>, StoreError> {
         let node_id = node_id.to_owned();
-        let generation = self
+        let (generation, revision) = self
             .blocking(move |db| {
-                let txn = db.begin_write().map_err(unavailable)?;
+                let mut txn = db.begin_write().map_err(unavailable)?;
                 let stored = stored_registration(&txn, &node_id, &workload)?;
                 if expected.is_some() && expected != stored.map(|s| s.generation) {
                     txn.abort().map_err(unavailable)?;
-                    return Ok(None);
+                    return Ok((None, None));
                 }
-                let revision = next_revision(&txn)?;
-                let version = match stored {
-                    Some(stored) if stored.same_workload => stored.version,
-                    _ => revision,
+                let generation = next_generation(&txn)?;
+                let revision = match stored {
+                    // Only the claim changes (a reconnect): no view sees it, so no new
+                    // revision, and the commit does not wait for the disk (~10 ms
+                    // each, which a thousand proxies reconnecting at once would wait
+                    // for in turn). A crash may lose it, and with it every stream and
+                    // timer that knew its generation; the generation counter then
+                    // resumes from the last durable one, above every stored generation.
+                    Some(stored) if stored.same_workload => {
+                        txn.set_durability(Durability::None).map_err(unavailable)?;
+                        None
+                    }
+                    _ => {
+                        let revision = next_revision(&txn)?;
+                        let mut table = txn.open_table(REGISTRATIONS).map_err(unavailable)?;
+                        table
+                            .insert(node_id.as_str(), encode(revision, &workload).as_slice())
+                            .map_err(unavailable)?;
+                        set_revision(&txn, revision)?;
+                        Some(revision)
+                    }
                 };
                 {
-                    let mut table = txn.open_table(REGISTRATIONS).map_err(unavailable)?;
-                    table
-                        .insert(node_id.as_str(), encode(version, &workload).as_slice())
-                        .map_err(unavailable)?;
                     let mut generations = txn.open_table(GENERATIONS).map_err(unavailable)?;
                     generations
-                        .insert(node_id.as_str(), revision)
+                        .insert(node_id.as_str(), generation)
                         .map_err(unavailable)?;
+                    let mut meta = txn.open_table(META).map_err(unavailable)?;
+                    meta.insert(GENERATION, generation).map_err(unavailable)?;
                 }
-                set_revision(&txn, revision)?;
                 txn.commit().map_err(unavailable)?;
-                Ok(Some(revision))
+                Ok((Some(generation), revision))
             })
             .await?;
-        self.published(generation);
+        self.published(revision);
         Ok(generation)
     }
 
@@ -188,7 +204,6 @@ fn record_from(key: &str, value: &[u8]) -> Result<Record, StoreError> {
 /// What a write transaction finds stored for a node before it writes a registration.
 #[derive(Clone, Copy)]
 struct Stored {
-    version: u64,
     generation: u64,
     /// The stored workload is byte-identical to the one about to be written.
     same_workload: bool,
@@ -207,10 +222,24 @@ fn stored_registration(
     let generations = txn.open_table(GENERATIONS).map_err(unavailable)?;
     let generation = generations.get(node_id).map_err(unavailable)?;
     Ok(Some(Stored {
-        version,
         generation: generation.map_or(version, |g| g.value()),
         same_workload: body == workload,
     }))
+}
+
+/// The next generation of a registration. Generations count apart from revisions (a
+/// claim of unchanged bytes moves no revision) and start from the revision of the
+/// store they were introduced to, above the generations its registrations read with.
+fn next_generation(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let meta = txn.open_table(META).map_err(unavailable)?;
+    let current = match meta.get(GENERATION).map_err(unavailable)? {
+        Some(generation) => generation.value(),
+        None => meta
+            .get(REVISION)
+            .map_err(unavailable)?
+            .map_or(0, |v| v.value()),
+    };
+    Ok(current + 1)
 }
 
 /// Reads the revision inside a write transaction and returns the next one.

@@ -10,7 +10,9 @@
 //! A registration is written and removed by whoever holds the newest claim on it (a
 //! discovery stream, the expiry of its grace period), possibly on another replica or
 //! before a restart. Its generation names the write that claimed it, and every write
-//! but a new claim is conditional on it: compare-and-set, compare-and-delete.
+//! but a new claim is conditional on it: compare-and-set, compare-and-delete. A claim
+//! that leaves the workload's bytes as they were changes nothing a proxy is served,
+//! and moves no revision.
 //!
 //! Beside them, a small table of secrets (the CA's key, join-token hashes) keyed by
 //! path-like strings (`ca`, `token/<id>`). Secrets are not part of the mesh's view:
@@ -46,8 +48,10 @@ pub struct Registration {
     /// endpoints by it, so a proxy that registers the same workload again (after a
     /// reconnect, a restart) moves no version and is sent nothing.
     pub version: u64,
-    /// The revision of the last write, unchanged bytes included: which claim the
-    /// stored registration belongs to.
+    /// Taken by every write of the registration, unchanged bytes included, from a
+    /// counter of its own that only grows: which claim the stored registration belongs
+    /// to. A claim of unchanged bytes changes nothing any view shows, so it moves no
+    /// revision.
     pub generation: u64,
     /// The encoded `weft.v1.Workload`.
     pub workload: Vec<u8>,
@@ -99,8 +103,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, kind: Kind) -> Result<Vec<Record>, StoreError>;
 
     /// Claims a node's registration: creates or replaces it whatever is stored, and
-    /// returns its new generation. Every claim takes a new revision as its generation,
-    /// even with unchanged bytes (the version then stays).
+    /// returns its new generation. Every claim takes a new generation, even with
+    /// unchanged bytes (the version and the revision then stay).
     async fn register(&self, node_id: &str, workload: Vec<u8>) -> Result<u64, StoreError>;
 
     /// Replaces a node's registration only if it is still at `generation`; returns the

@@ -74,26 +74,29 @@ async fn suite<S: Store>(open: impl Fn() -> S) {
 
     registrations(&store).await;
     let contents = store.contents().await.expect("contents");
-    assert_eq!(contents.revision, 8);
+    assert_eq!(contents.revision, 7);
     assert_eq!(contents.records.len(), 2);
     assert_eq!(contents.registrations.len(), 1);
     drop(store);
 
     // A restart loses nothing, and versions keep increasing.
     let store = open();
-    assert_eq!(*store.revision().borrow(), 8);
+    assert_eq!(*store.revision().borrow(), 7);
     let contents = store.contents().await.expect("contents");
     assert_eq!(contents.records.len(), 2);
     let pod = &contents.registrations[0];
     assert_eq!(
         (pod.node_id.as_str(), pod.version, pod.generation),
-        ("pod-1", 6, 6)
+        ("pod-1", 5, 6)
     );
+    // Generations go on from where they were, above every stored one.
+    let claimed = store.register("pod-1", b"w2".to_vec()).await;
+    assert_eq!(claimed.expect("claim"), 8);
     let results = store
         .apply(vec![write(Kind::Service, "shop/orders", b"a3")])
         .await
         .expect("apply");
-    assert_eq!(results, vec![(Outcome::Updated, 9)]);
+    assert_eq!(results, vec![(Outcome::Updated, 8)]);
 
     // Secrets: first writer wins in create, put replaces, a prefix lists in key order,
     // and none of it moves the revision (no proxy is pushed anything).
@@ -153,22 +156,23 @@ async fn registrations<S: Store>(store: &S) {
             .find(|r| r.node_id == node);
         found.map(|r| (r.version, r.generation, r.workload))
     };
+    let mut revision = store.revision();
     assert_eq!(
         store.register("pod-1", b"w".to_vec()).await.expect("claim"),
         4
     );
-    // Claimed again with the same bytes (a reconnect): a new generation, the version
-    // that views are built from stays.
+    assert_eq!(*revision.borrow_and_update(), 4);
+    // Claimed again with the same bytes (a reconnect): a new generation, and neither
+    // the version that views are built from nor the revision moves.
     assert_eq!(
         store.register("pod-1", b"w".to_vec()).await.expect("claim"),
         5
     );
+    assert!(!revision.has_changed().expect("watch alive"));
     let contents = store.contents().await.expect("contents");
-    assert_eq!(contents.revision, 5);
+    assert_eq!(contents.revision, 4);
     assert_eq!(registration(contents, "pod-1"), Some((4, 5, b"w".to_vec())));
 
-    let mut revision = store.revision();
-    revision.borrow_and_update();
     let stale = store.reregister("pod-1", b"w2".to_vec(), 4);
     assert_eq!(stale.await.expect("reregister"), None);
     assert!(
@@ -178,9 +182,10 @@ async fn registrations<S: Store>(store: &S) {
     let held = store.reregister("pod-1", b"w2".to_vec(), 5);
     assert_eq!(held.await.expect("reregister"), Some(6));
     let contents = store.contents().await.expect("contents");
+    assert_eq!(contents.revision, 5);
     assert_eq!(
         registration(contents, "pod-1"),
-        Some((6, 6, b"w2".to_vec()))
+        Some((5, 6, b"w2".to_vec()))
     );
 
     assert_eq!(
@@ -194,7 +199,7 @@ async fn registrations<S: Store>(store: &S) {
     assert!(registration(store.contents().await.expect("contents"), "pod-2").is_some());
     assert_eq!(
         store.deregister("pod-2", 7).await.expect("deregister"),
-        Some(8)
+        Some(7)
     );
     assert_eq!(
         store.deregister("pod-2", 7).await.expect("deregister"),
