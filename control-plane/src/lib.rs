@@ -6,9 +6,10 @@
 //! - [`apply`]: validation of admin writes, including checks across resources.
 //! - [`view`]: builds the versioned view every proxy is served (stored resources plus
 //!   registered workloads), debounced so a burst of writes is one rebuild.
-//! - [`discovery`]: the per-proxy delta stream (diffs, nonces, ACK/NACK).
+//! - [`discovery`]: the per-proxy delta stream (diffs, nonces, ACK/NACK), and the
+//!   self-registration of the proxies' workloads with its grace period.
 //! - [`health`]: active health checks of statically declared endpoints.
-//! - [`registry`]: connected proxies, their sync state, and registration grace.
+//! - [`registry`]: connected proxies and their sync state.
 //! - [`identity`]: the CA, join tokens and the Identity service (certificates).
 //! - [`admin`]: the Admin gRPC service.
 //! - [`server`]: wires the parts onto one gRPC port.

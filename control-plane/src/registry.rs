@@ -1,16 +1,14 @@
-//! The proxies connected to this replica: who they are, how far each is in sync, and
-//! the grace period that keeps a disconnected workload's endpoint for a moment (a proxy
-//! reconnecting to another replica, or after a blip, should not flap its endpoint).
+//! The proxies connected to this replica: who they are and how far each is in sync,
+//! for `weftctl status`. Their workloads' registrations are kept by
+//! [`crate::discovery::registration`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use weft_proto::resource::Kind;
 use weft_proto::v1;
-
-use crate::store::Store;
 
 /// How far one proxy is in sync for one resource type.
 #[derive(Debug, Clone, Default)]
@@ -100,24 +98,16 @@ impl Proxy {
 }
 
 pub struct Registry {
-    store: Arc<dyn Store>,
-    grace: Duration,
     next_stream: AtomicU64,
     // std Mutex: short critical sections, never across an await.
     proxies: Mutex<HashMap<u64, Arc<Proxy>>>,
-    /// The newest stream of each node id, so that an older stream ending (or a grace
-    /// timer firing) does not deregister a node that has reconnected.
-    latest: Mutex<HashMap<String, u64>>,
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, grace: Duration) -> Arc<Registry> {
+    pub fn new() -> Arc<Registry> {
         Arc::new(Registry {
-            store,
-            grace,
             next_stream: AtomicU64::new(1),
             proxies: Mutex::new(HashMap::new()),
-            latest: Mutex::new(HashMap::new()),
         })
     }
 
@@ -146,59 +136,13 @@ impl Registry {
         if let Ok(mut proxies) = self.proxies.lock() {
             proxies.insert(stream_id, proxy.clone());
         }
-        if let Ok(mut latest) = self.latest.lock() {
-            latest.insert(node.id.clone(), stream_id);
-        }
         proxy
     }
 
-    /// Forgets a stream; its registration is removed after the grace period unless the
-    /// node has reconnected by then.
-    pub fn disconnect(self: &Arc<Self>, proxy: &Proxy) {
+    pub fn disconnect(&self, proxy: &Proxy) {
         if let Ok(mut proxies) = self.proxies.lock() {
             proxies.remove(&proxy.stream_id);
         }
-        if proxy.workload.is_some() {
-            self.deregister_after_grace(proxy.node_id.clone(), proxy.stream_id);
-        }
-    }
-
-    /// At start-up: registrations left by the previous run are kept for the grace
-    /// period, so proxies that reconnect in time never lose their endpoint.
-    pub fn expire_leftovers(self: &Arc<Self>, node_ids: Vec<String>) {
-        for node_id in node_ids {
-            self.deregister_after_grace(node_id, 0);
-        }
-    }
-
-    fn deregister_after_grace(self: &Arc<Self>, node_id: String, stream_id: u64) {
-        let registry = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(registry.grace).await;
-            let superseded = registry
-                .latest
-                .lock()
-                .map(|latest| latest.get(&node_id).is_some_and(|s| *s != stream_id))
-                .unwrap_or(false);
-            let still_connected = registry
-                .proxies
-                .lock()
-                .map(|p| p.values().any(|p| p.node_id == node_id))
-                .unwrap_or(false);
-            if superseded || still_connected {
-                return;
-            }
-            if let Ok(mut latest) = registry.latest.lock() {
-                latest.remove(&node_id);
-            }
-            match registry.store.deregister(&node_id).await {
-                Ok(Some(_)) => {
-                    tracing::info!(node = %node_id, "workload deregistered after grace period")
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(node = %node_id, error = %e, "deregistration failed"),
-            }
-        });
     }
 
     pub fn statuses(&self) -> Vec<v1::ProxyStatus> {

@@ -19,6 +19,7 @@ use weft_proto::v1::identity_server::IdentityServer;
 
 use crate::admin::AdminService;
 use crate::apply::Applier;
+use crate::discovery::registration::Registrar;
 use crate::discovery::DiscoveryService;
 use crate::identity::{parse_duration, Ca, CaFiles, CaSource, IdentityService, Tokens};
 use crate::registry::Registry;
@@ -106,11 +107,6 @@ pub async fn run(
     let ca = Arc::new(Ca::open(ca_source, store.clone()).await?);
     let tokens = Arc::new(Tokens::new(store.clone()));
     let contents = store.contents().await?;
-    let leftovers: Vec<String> = contents
-        .registrations
-        .iter()
-        .map(|r| r.node_id.clone())
-        .collect();
     let (view_tx, view_rx) = watch::channel(Arc::new(view::build(&contents, None)));
     let (unhealthy_tx, unhealthy_rx) = watch::channel(health::Unhealthy::default());
     tokio::spawn(health::run(store.clone(), unhealthy_tx));
@@ -121,11 +117,12 @@ pub async fn run(
         unhealthy_rx,
     ));
 
-    let registry = Registry::new(
+    let registry = Registry::new();
+    let registrar = Registrar::new(
         store.clone(),
         Duration::from_millis(config.registration_grace_ms),
     );
-    registry.expire_leftovers(leftovers);
+    registrar.expire_leftovers(&contents.registrations);
 
     let admin = AdminService {
         applier: Arc::new(Applier::new(store.clone())),
@@ -141,7 +138,7 @@ pub async fn run(
     let discovery = DiscoveryService {
         view: view_rx,
         registry,
-        store,
+        registrar,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;

@@ -1,12 +1,12 @@
 //! The Discovery service: one delta stream per proxy.
 //!
-//! The handler checks the proxy's Hello, registers its workload, and hands the stream
-//! to [`stream::run`], which pushes the difference between the view and what the
-//! proxy holds every time either changes.
+//! The handler checks the proxy's Hello and hands the stream to [`stream::run`], which
+//! registers its workload ([`registration`]) and pushes the difference between the
+//! view and what the proxy holds every time either changes.
 
 mod diff;
+pub mod registration;
 mod stream;
-mod workload;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,8 +22,8 @@ use weft_proto::v1;
 pub use diff::{diff, Diff, Held, Interest};
 
 use crate::registry::Registry;
-use crate::store::Store;
 use crate::view::View;
+use registration::Registrar;
 
 /// How long a new stream may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,7 +31,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DiscoveryService {
     pub view: watch::Receiver<Arc<View>>,
     pub registry: Arc<Registry>,
-    pub store: Arc<dyn Store>,
+    pub registrar: Registrar,
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<v1::DiscoveryResponse, Status>> + Send>>;
@@ -66,7 +66,7 @@ impl v1::discovery_server::Discovery for DiscoveryService {
         let context = stream::Context {
             view: self.view.clone(),
             registry: self.registry.clone(),
-            store: self.store.clone(),
+            registrar: self.registrar.clone(),
         };
         tokio::spawn(stream::run(context, hello, node, inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 use weft_proto::resource::Kind;
@@ -11,15 +10,14 @@ use weft_proto::v1;
 use weft_proto::v1::discovery_request::Request as Req;
 
 use super::diff::{owes, quick_diff, sweep, Held, Interest};
-use super::workload::{report, HEALTH_DRAINING};
+use super::registration::Registrar;
 use crate::registry::{Proxy, Registry, TypeSync};
-use crate::store::Store;
 use crate::view::{Entry, TypeView, View};
 
 pub struct Context {
     pub view: watch::Receiver<Arc<View>>,
     pub registry: Arc<Registry>,
-    pub store: Arc<dyn Store>,
+    pub registrar: Registrar,
 }
 
 /// What this stream knows of one resource type.
@@ -149,17 +147,13 @@ pub async fn run(
 ) {
     let proxy = context.registry.connect(&node);
     tracing::info!(node = %node.id, "proxy connected");
-    // The workload as last reported; a draining one is never (re-)registered.
-    let mut workload = proxy
-        .workload
-        .clone()
-        .filter(|w| w.health != HEALTH_DRAINING);
-    if let Some(workload) = &workload {
-        if let Err(e) = context
-            .store
-            .register(&node.id, workload.encode_to_vec())
-            .await
-        {
+    let claimed = context
+        .registrar
+        .claim(&node.id, proxy.workload.clone())
+        .await;
+    let mut registration = match claimed {
+        Ok(registration) => registration,
+        Err(e) => {
             let _ = tx
                 .send(Err(Status::unavailable(format!(
                     "registering the workload failed: {e}"
@@ -168,7 +162,7 @@ pub async fn run(
             context.registry.disconnect(&proxy);
             return;
         }
-    }
+    };
 
     let mut stream = StreamState::new(&hello);
     'serve: loop {
@@ -190,7 +184,7 @@ pub async fn run(
             }
             message = inbound.message() => match message {
                 Ok(Some(v1::DiscoveryRequest { request: Some(Req::Status(status)) })) => {
-                    report(&context, &proxy, &mut workload, &status).await;
+                    registration.report(&proxy, &status).await;
                 }
                 Ok(Some(request)) => {
                     if let Err(status) = stream.handle(request) {
@@ -209,6 +203,7 @@ pub async fn run(
     }
     tracing::info!(node = %node.id, "proxy disconnected");
     context.registry.disconnect(&proxy);
+    registration.release();
 }
 
 struct StreamState {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 use weft_proto::resource::Kind;
 
@@ -15,10 +15,16 @@ use super::{Contents, Outcome, Record, Registration, Store, StoreError, Write};
 const RESOURCES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("resources");
 /// Key: node id; value: 8-byte little-endian version + encoded workload.
 const REGISTRATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("registrations");
+/// Key: node id; value: the registration's generation. A table of its own, so that a
+/// store written before generations existed reads as it was: a registration without
+/// one has its version as generation (the revision that last wrote it).
+const GENERATIONS: TableDefinition<'_, &str, u64> = TableDefinition::new("generations");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// Key: secret key (`ca`, `token/<id>`); value: the secret's bytes.
 const SECRETS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("secrets");
 const REVISION: &str = "revision";
+/// The last generation handed out to a registration.
+const GENERATION: &str = "generation";
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -38,6 +44,7 @@ impl EmbeddedStore {
         let revision = {
             txn.open_table(RESOURCES).map_err(unavailable)?;
             txn.open_table(REGISTRATIONS).map_err(unavailable)?;
+            txn.open_table(GENERATIONS).map_err(unavailable)?;
             txn.open_table(SECRETS).map_err(unavailable)?;
             let meta = txn.open_table(META).map_err(unavailable)?;
             let revision = meta.get(REVISION).map_err(unavailable)?.map(|v| v.value());
@@ -71,6 +78,61 @@ impl EmbeddedStore {
                 newer
             });
         }
+    }
+
+    /// Writes a registration as a new claim, or, with `expected`, only while the
+    /// stored one is at that generation. Returns the new generation.
+    async fn write_registration(
+        &self,
+        node_id: &str,
+        workload: Vec<u8>,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let node_id = node_id.to_owned();
+        let (generation, revision) = self
+            .blocking(move |db| {
+                let mut txn = db.begin_write().map_err(unavailable)?;
+                let stored = stored_registration(&txn, &node_id, &workload)?;
+                if expected.is_some() && expected != stored.map(|s| s.generation) {
+                    txn.abort().map_err(unavailable)?;
+                    return Ok((None, None));
+                }
+                let generation = next_generation(&txn)?;
+                let revision = match stored {
+                    // Only the claim changes (a reconnect): no view sees it, so no new
+                    // revision, and the commit does not wait for the disk (~10 ms
+                    // each, which a thousand proxies reconnecting at once would wait
+                    // for in turn). A crash may lose it, and with it every stream and
+                    // timer that knew its generation; the generation counter then
+                    // resumes from the last durable one, above every stored generation.
+                    Some(stored) if stored.same_workload => {
+                        txn.set_durability(Durability::None).map_err(unavailable)?;
+                        None
+                    }
+                    _ => {
+                        let revision = next_revision(&txn)?;
+                        let mut table = txn.open_table(REGISTRATIONS).map_err(unavailable)?;
+                        table
+                            .insert(node_id.as_str(), encode(revision, &workload).as_slice())
+                            .map_err(unavailable)?;
+                        set_revision(&txn, revision)?;
+                        Some(revision)
+                    }
+                };
+                {
+                    let mut generations = txn.open_table(GENERATIONS).map_err(unavailable)?;
+                    generations
+                        .insert(node_id.as_str(), generation)
+                        .map_err(unavailable)?;
+                    let mut meta = txn.open_table(META).map_err(unavailable)?;
+                    meta.insert(GENERATION, generation).map_err(unavailable)?;
+                }
+                txn.commit().map_err(unavailable)?;
+                Ok((Some(generation), revision))
+            })
+            .await?;
+        self.published(revision);
+        Ok(generation)
     }
 
     /// Removes one key; a removal is a change, so it takes a new revision.
@@ -137,6 +199,47 @@ fn record_from(key: &str, value: &[u8]) -> Result<Record, StoreError> {
         version,
         body: body.to_vec(),
     })
+}
+
+/// What a write transaction finds stored for a node before it writes a registration.
+#[derive(Clone, Copy)]
+struct Stored {
+    generation: u64,
+    /// The stored workload is byte-identical to the one about to be written.
+    same_workload: bool,
+}
+
+fn stored_registration(
+    txn: &redb::WriteTransaction,
+    node_id: &str,
+    workload: &[u8],
+) -> Result<Option<Stored>, StoreError> {
+    let table = txn.open_table(REGISTRATIONS).map_err(unavailable)?;
+    let Some(value) = table.get(node_id).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let (version, body) = decode(value.value())?;
+    let generations = txn.open_table(GENERATIONS).map_err(unavailable)?;
+    let generation = generations.get(node_id).map_err(unavailable)?;
+    Ok(Some(Stored {
+        generation: generation.map_or(version, |g| g.value()),
+        same_workload: body == workload,
+    }))
+}
+
+/// The next generation of a registration. Generations count apart from revisions (a
+/// claim of unchanged bytes moves no revision) and start from the revision of the
+/// store they were introduced to, above the generations its registrations read with.
+fn next_generation(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let meta = txn.open_table(META).map_err(unavailable)?;
+    let current = match meta.get(GENERATION).map_err(unavailable)? {
+        Some(generation) => generation.value(),
+        None => meta
+            .get(REVISION)
+            .map_err(unavailable)?
+            .map_or(0, |v| v.value()),
+    };
+    Ok(current + 1)
 }
 
 /// Reads the revision inside a write transaction and returns the next one.
@@ -236,43 +339,45 @@ impl Store for EmbeddedStore {
     }
 
     async fn register(&self, node_id: &str, workload: Vec<u8>) -> Result<u64, StoreError> {
+        let generation = self.write_registration(node_id, workload, None).await?;
+        generation
+            .ok_or_else(|| StoreError::Unavailable("an unconditional claim was refused".into()))
+    }
+
+    async fn reregister(
+        &self,
+        node_id: &str,
+        workload: Vec<u8>,
+        generation: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.write_registration(node_id, workload, Some(generation))
+            .await
+    }
+
+    async fn deregister(&self, node_id: &str, generation: u64) -> Result<Option<u64>, StoreError> {
         let node_id = node_id.to_owned();
-        let (version, revision) = self
+        let removed = self
             .blocking(move |db| {
                 let txn = db.begin_write().map_err(unavailable)?;
-                let revision = next_revision(&txn)?;
-                let unchanged = {
-                    let table = txn.open_table(REGISTRATIONS).map_err(unavailable)?;
-                    let value = table.get(node_id.as_str()).map_err(unavailable)?;
-                    match value {
-                        Some(value) => {
-                            let (version, body) = decode(value.value())?;
-                            (body == workload.as_slice()).then_some(version)
-                        }
-                        None => None,
-                    }
-                };
-                if let Some(version) = unchanged {
+                let stored = stored_registration(&txn, &node_id, &[])?;
+                if stored.map(|s| s.generation) != Some(generation) {
                     txn.abort().map_err(unavailable)?;
-                    return Ok((version, None));
+                    return Ok(None);
                 }
+                let revision = next_revision(&txn)?;
                 {
                     let mut table = txn.open_table(REGISTRATIONS).map_err(unavailable)?;
-                    table
-                        .insert(node_id.as_str(), encode(revision, &workload).as_slice())
-                        .map_err(unavailable)?;
+                    table.remove(node_id.as_str()).map_err(unavailable)?;
+                    let mut generations = txn.open_table(GENERATIONS).map_err(unavailable)?;
+                    generations.remove(node_id.as_str()).map_err(unavailable)?;
                 }
                 set_revision(&txn, revision)?;
                 txn.commit().map_err(unavailable)?;
-                Ok((revision, Some(revision)))
+                Ok(Some(revision))
             })
             .await?;
-        self.published(revision);
-        Ok(version)
-    }
-
-    async fn deregister(&self, node_id: &str) -> Result<Option<u64>, StoreError> {
-        self.remove(REGISTRATIONS, node_id.to_owned()).await
+        self.published(removed);
+        Ok(removed)
     }
 
     async fn contents(&self) -> Result<Contents, StoreError> {
@@ -292,12 +397,15 @@ impl Store for EmbeddedStore {
             }
             let mut registrations = Vec::new();
             let table = txn.open_table(REGISTRATIONS).map_err(unavailable)?;
+            let generations = txn.open_table(GENERATIONS).map_err(unavailable)?;
             for entry in table.iter().map_err(unavailable)? {
                 let (key, value) = entry.map_err(unavailable)?;
                 let (version, workload) = decode(value.value())?;
+                let generation = generations.get(key.value()).map_err(unavailable)?;
                 registrations.push(Registration {
                     node_id: key.value().to_owned(),
                     version,
+                    generation: generation.map_or(version, |g| g.value()),
                     workload: workload.to_vec(),
                 });
             }

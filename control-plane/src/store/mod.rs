@@ -2,10 +2,17 @@
 //! default) and etcd (for several replicas) are interchangeable and pass one suite.
 //!
 //! What is stored: resources (kind, name, encoded body, version) and workload
-//! registrations (node id, encoded workload, version). Every committed change bumps a
-//! single store-wide revision and stamps what it wrote with it, so versions only ever
-//! increase, across restarts too. Bodies are opaque bytes here; validation happens
-//! before a write reaches the store.
+//! registrations (node id, encoded workload, version, generation). Every committed
+//! change bumps a single store-wide revision and stamps what it wrote with it, so
+//! versions only ever increase, across restarts too. Bodies are opaque bytes here;
+//! validation happens before a write reaches the store.
+//!
+//! A registration is written and removed by whoever holds the newest claim on it (a
+//! discovery stream, the expiry of its grace period), possibly on another replica or
+//! before a restart. Its generation names the write that claimed it, and every write
+//! but a new claim is conditional on it: compare-and-set, compare-and-delete. A claim
+//! that leaves the workload's bytes as they were changes nothing a proxy is served,
+//! and moves no revision.
 //!
 //! Beside them, a small table of secrets (the CA's key, join-token hashes) keyed by
 //! path-like strings (`ca`, `token/<id>`). Secrets are not part of the mesh's view:
@@ -37,7 +44,15 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     pub node_id: String,
+    /// The revision at which the workload's bytes last changed: views version
+    /// endpoints by it, so a proxy that registers the same workload again (after a
+    /// reconnect, a restart) moves no version and is sent nothing.
     pub version: u64,
+    /// Taken by every write of the registration, unchanged bytes included, from a
+    /// counter of its own that only grows: which claim the stored registration belongs
+    /// to. A claim of unchanged bytes changes nothing any view shows, so it moves no
+    /// revision.
+    pub generation: u64,
     /// The encoded `weft.v1.Workload`.
     pub workload: Vec<u8>,
 }
@@ -87,11 +102,23 @@ pub trait Store: Send + Sync + 'static {
     /// Every resource of a kind, sorted by name.
     async fn list(&self, kind: Kind) -> Result<Vec<Record>, StoreError>;
 
-    /// Creates or replaces a node's registration (unchanged bytes write nothing).
+    /// Claims a node's registration: creates or replaces it whatever is stored, and
+    /// returns its new generation. Every claim takes a new generation, even with
+    /// unchanged bytes (the version and the revision then stay).
     async fn register(&self, node_id: &str, workload: Vec<u8>) -> Result<u64, StoreError>;
 
-    /// Removes a node's registration; `Some(revision)` when it existed.
-    async fn deregister(&self, node_id: &str) -> Result<Option<u64>, StoreError>;
+    /// Replaces a node's registration only if it is still at `generation`; returns the
+    /// new generation, or `None` when a newer claim replaced it or it is gone.
+    async fn reregister(
+        &self,
+        node_id: &str,
+        workload: Vec<u8>,
+        generation: u64,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Removes a node's registration only if it is still at `generation`;
+    /// `Some(revision)` when it was removed.
+    async fn deregister(&self, node_id: &str, generation: u64) -> Result<Option<u64>, StoreError>;
 
     /// A consistent read of everything.
     async fn contents(&self) -> Result<Contents, StoreError>;

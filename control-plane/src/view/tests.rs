@@ -24,6 +24,7 @@ fn registration(node: &str, version: u64, port: u32) -> Registration {
     Registration {
         node_id: node.to_owned(),
         version,
+        generation: version,
         workload: workload.encode_to_vec(),
     }
 }
