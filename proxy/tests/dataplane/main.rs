@@ -12,3 +12,4 @@ mod resilience;
 mod support;
 mod tcp;
 mod telemetry;
+mod upstream_faults;

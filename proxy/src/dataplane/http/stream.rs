@@ -9,7 +9,10 @@
 //! gRPC bidirectional stream, an early answer to an upload) does the rest of the
 //! body move to a task of its own, since the request's future ends with the head.
 //! Dropping the future before then drops the stream's handles, which resets the
-//! stream (`RST_STREAM CANCEL`), as does a downstream body that fails.
+//! stream (`RST_STREAM CANCEL`), as does a downstream body that fails: that is
+//! the client's failure ([`Refusal::Client`]), not the upstream's. The wait for
+//! the head, and for each frame of the response body, is bounded by the response
+//! inactivity timeout ([`IdleTimer`]); when it runs out the stream is reset.
 //!
 //! [`RecvBody`] is the response body: the stream's data frames, then its
 //! trailers, with the window given back as each frame is handed on.
@@ -17,6 +20,7 @@
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
@@ -26,6 +30,7 @@ use http::{HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::body::{BodyError, RequestBody};
+use super::idle::{Idle, IdleTimer};
 
 /// A request the upstream did not take: whether it came back unsent.
 pub enum Refusal {
@@ -34,13 +39,18 @@ pub enum Refusal {
     Unsent(Box<Request<RequestBody>>, h2::Error),
     /// The stream was opened (the upstream may have seen the request) and failed.
     Sent(h2::Error),
+    /// The request body from the downstream client failed; the stream was reset.
+    Client(BodyError),
+    /// The upstream sent nothing for this long; the stream was reset.
+    Idle(Duration),
 }
 
 /// Sends `request` on a stream of `sender`'s connection and waits for the
-/// response head.
+/// response head, at most `idle` at a time with nothing moving (zero: no limit).
 pub async fn exchange(
     sender: SendRequest<Bytes>,
     request: Request<RequestBody>,
+    idle: Duration,
 ) -> Result<Response<RecvBody>, Refusal> {
     let mut sender = match sender.ready().await {
         Ok(sender) => sender,
@@ -60,32 +70,49 @@ pub async fn exchange(
     let (response, stream) = sender
         .send_request(Request::from_parts(head, ()), ended)
         .map_err(Refusal::Sent)?;
-    let response = if ended {
-        response.await
-    } else {
-        with_body(response, Pipe::new(body, stream)).await
-    };
-    match response {
-        Ok(response) => Ok(response.map(RecvBody::new)),
-        Err(error) => Err(Refusal::Sent(error)),
-    }
+    let pipe = (!ended).then(|| Pipe::new(body, stream));
+    let mut timer = IdleTimer::new(idle);
+    let response = await_head(response, pipe, &mut timer).await?;
+    timer.progress();
+    Ok(response.map(|stream| RecvBody::upstream(stream, timer)))
 }
 
 /// Waits for the response head while piping the request body; a body still
-/// streaming when the head arrives goes on in a task of its own.
-async fn with_body(
+/// streaming when the head arrives goes on in a task of its own. The wait is
+/// the upstream's (and timed) only while the body is not waiting for its
+/// client.
+async fn await_head(
     mut response: ResponseFuture,
-    mut pipe: Pipe<RequestBody>,
-) -> Result<Response<RecvStream>, h2::Error> {
-    let mut piping = true;
+    mut pipe: Option<Pipe<RequestBody>>,
+    timer: &mut IdleTimer,
+) -> Result<Response<RecvStream>, Refusal> {
     let head = poll_fn(|cx| {
-        if piping && pipe.poll_send(cx).is_ready() {
-            piping = false;
+        let mut awaiting_client = false;
+        if let Some(piping) = pipe.as_mut() {
+            let sent = piping.poll_send(cx).is_ready();
+            if let Some(error) = piping.failure.take() {
+                return Poll::Ready(Err(Refusal::Client(error)));
+            }
+            if std::mem::take(&mut piping.moved) {
+                timer.progress();
+            }
+            awaiting_client = piping.awaiting_body;
+            if sent {
+                pipe = None;
+            }
         }
-        Pin::new(&mut response).poll(cx)
+        if let Poll::Ready(head) = Pin::new(&mut response).poll(cx) {
+            return Poll::Ready(head.map_err(Refusal::Sent));
+        }
+        if awaiting_client {
+            timer.progress();
+        }
+        timer
+            .poll_expired(cx)
+            .map(|after| Err(Refusal::Idle(after)))
     })
     .await;
-    if piping && head.is_ok() {
+    if let (Some(mut pipe), true) = (pipe, head.is_ok()) {
         tokio::spawn(async move { poll_fn(|cx| pipe.poll_send(cx)).await });
     }
     head
@@ -108,6 +135,12 @@ pub struct Pipe<B> {
     /// A data frame read from the body and waiting for window, with whether it
     /// ends the body.
     waiting: Option<(Bytes, bool)>,
+    /// Data went into the stream since the last look.
+    moved: bool,
+    /// The last poll waited for the body (not for the stream's window).
+    awaiting_body: bool,
+    /// Why the body failed, if it did (the stream was reset for it).
+    failure: Option<BodyError>,
 }
 
 impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
@@ -116,12 +149,16 @@ impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
             body,
             stream,
             waiting: None,
+            moved: false,
+            awaiting_body: false,
+            failure: None,
         }
     }
 
     /// Ready once the body was sent to its end, or once it cannot be (the stream
     /// was reset: by the upstream, or here because the downstream body failed).
     pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.awaiting_body = false;
         loop {
             // Also registers for the upstream's RST_STREAM while waiting below.
             if let Poll::Ready(reason) = self.stream.poll_reset(cx) {
@@ -139,6 +176,7 @@ impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
                 let Some((data, _)) = self.waiting.take() else {
                     return Poll::Ready(());
                 };
+                self.moved = true;
                 if self.stream.send_data(data, end).is_err() || end {
                     return Poll::Ready(());
                 }
@@ -149,7 +187,11 @@ impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
             // Window is claimed only with a frame in hand (one byte: h2 raises the
             // claim to what is buffered), so an idle body pins none of the
             // connection's window that other streams may need.
-            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+            let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) else {
+                self.awaiting_body = true;
+                return Poll::Pending;
+            };
+            match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let end = self.body.is_end_stream();
@@ -174,6 +216,7 @@ impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
                 Some(Err(error)) => {
                     tracing::debug!(%error, "the body failed; resetting its stream");
                     self.stream.send_reset(reset_reason(&error));
+                    self.failure = Some(error);
                     return Poll::Ready(());
                 }
                 None => {
@@ -207,25 +250,29 @@ fn reset_reason(error: &BodyError) -> Reason {
 pub struct RecvBody {
     stream: RecvStream,
     data_ended: bool,
+    /// Bounds each wait for the upstream's next frame (a request body's waits
+    /// are not bounded here: zero).
+    idle: IdleTimer,
 }
+
+type PolledFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
 impl RecvBody {
     pub fn new(stream: RecvStream) -> RecvBody {
+        RecvBody::upstream(stream, IdleTimer::new(Duration::ZERO))
+    }
+
+    /// A response body from an upstream: a wait longer than `idle`'s timeout
+    /// fails it (and dropping it resets the stream).
+    pub fn upstream(stream: RecvStream, idle: IdleTimer) -> RecvBody {
         RecvBody {
             stream,
             data_ended: false,
+            idle,
         }
     }
-}
 
-impl Body for RecvBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+    fn poll_stream(&mut self, cx: &mut Context<'_>) -> PolledFrame {
         if !self.data_ended {
             match ready!(self.stream.poll_data(cx)) {
                 Some(Ok(data)) => {
@@ -235,14 +282,31 @@ impl Body for RecvBody {
                     let _ = self.stream.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                Some(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
                 None => self.data_ended = true,
             }
         }
         match ready!(self.stream.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
-            Err(error) => Poll::Ready(Some(Err(error))),
+            Err(error) => Poll::Ready(Some(Err(error.into()))),
+        }
+    }
+}
+
+impl Body for RecvBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
+        let polled = self.poll_stream(cx);
+        if polled.is_ready() {
+            self.idle.progress();
+            return polled;
+        }
+        match self.idle.poll_expired(cx) {
+            Poll::Ready(after) => Poll::Ready(Some(Err(Box::new(Idle(after))))),
+            Poll::Pending => polled,
         }
     }
 
