@@ -6,6 +6,7 @@
 mod balancing;
 mod grpc;
 mod h2_streams;
+mod h2_upstream_faults;
 mod http1;
 mod http2;
 mod resilience;
