@@ -312,3 +312,31 @@ async fn an_upstream_stalling_mid_body_gets_the_response_cut_and_its_connection_
     assert!(waited < Duration::from_secs(5), "{waited:?}");
     upstream.wait_closed(1).await;
 }
+
+#[tokio::test]
+async fn an_upgrade_to_a_silent_upstream_gets_a_504_after_the_idle_timeout() {
+    let upstream = RawUpstream::start(Vec::new()).await;
+    let proxy = proxy_for(
+        "edge-silent-upgrade",
+        upstream.addr,
+        &["--response-idle-timeout-ms", "300"],
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.upstreams[0])
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream))
+        .await
+        .expect("answered within 5 s")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 504 "), "{head}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}

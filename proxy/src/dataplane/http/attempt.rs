@@ -104,7 +104,23 @@ async fn send_upgrade(
         };
         return Err(Failure::NotSent(Box::new(request), error));
     }
-    match sender.try_send_request(request).await {
+    // hyper's client has no inactivity timer of its own: the wait for the answer
+    // to an upgrade is bounded whole (once upgraded, a tunnel may idle at will).
+    let idle = cx.shared.config.response_idle_timeout;
+    let sent = sender.try_send_request(request);
+    let answered = match idle.is_zero() {
+        true => sent.await,
+        false => match tokio::time::timeout(idle, sent).await {
+            Ok(answered) => answered,
+            Err(_) => {
+                return Err(Failure::Sent(ForwardError::ResponseIdle {
+                    addr,
+                    after: idle,
+                }));
+            }
+        },
+    };
+    match answered {
         Ok(response) => Ok(response.map(ReceivedBody::Http1)),
         Err(mut e) => {
             let unsent = e.take_message();
