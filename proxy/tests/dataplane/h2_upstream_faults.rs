@@ -1,7 +1,8 @@
 //! The upstream side of HTTP/2 forwarding, against an upstream on the `h2` crate
 //! that misbehaves on purpose: a silent upstream is given up after the response
 //! inactivity timeout (504), one that stalls mid-body has its stream reset while
-//! the client's stream is reset too, and a client that resets its own upload is
+//! the client's stream is reset too, a stream whose client keeps sending is not
+//! idle however quiet the upstream, and a client that resets its own upload is
 //! counted as the client's failure, not the upstream's.
 
 use std::future::poll_fn;
@@ -23,6 +24,8 @@ enum Behaviour {
     Silent,
     /// Answers a head and `abc`, then sends nothing more.
     Stall,
+    /// Answers a head, then reads the request body without a word.
+    Listen,
 }
 
 /// What the upstream saw of a stream.
@@ -55,7 +58,7 @@ impl Upstream {
                         let tx = tx.clone();
                         let _ = tx.send(Seen::Opened);
                         tokio::spawn(async move {
-                            let _request = request;
+                            let mut request = request.into_body();
                             let reason = match behaviour {
                                 Behaviour::Silent => poll_fn(|cx| respond.poll_reset(cx)).await,
                                 Behaviour::Stall => {
@@ -64,6 +67,17 @@ impl Upstream {
                                         return;
                                     };
                                     let _ = body.send_data(Bytes::from_static(b"abc"), false);
+                                    poll_fn(|cx| body.poll_reset(cx)).await
+                                }
+                                Behaviour::Listen => {
+                                    let Ok(mut body) =
+                                        respond.send_response(Response::new(()), false)
+                                    else {
+                                        return;
+                                    };
+                                    while let Some(Ok(data)) = request.data().await {
+                                        let _ = request.flow_control().release_capacity(data.len());
+                                    }
                                     poll_fn(|cx| body.poll_reset(cx)).await
                                 }
                             };
@@ -177,4 +191,45 @@ async fn a_client_resetting_its_upload_is_the_clients_failure() {
     )
     .await;
     assert_eq!(errors("h2-client-reset", "upstream"), None);
+}
+
+#[tokio::test]
+async fn a_stream_is_not_idle_while_its_client_sends_and_is_once_both_sides_are_quiet() {
+    let mut upstream = Upstream::start(Behaviour::Listen).await;
+    let proxy = proxy_to("h2-listen", &upstream).await;
+    let mut client = h2_client(&proxy).await;
+    let request = Request::post("http://h2-listen.shop/stream")
+        .body(())
+        .expect("request");
+    let (response, mut sending) = client.send_request(request, false).expect("sent");
+    let response = response.await.expect("response head");
+    assert_eq!(upstream.next().await, Seen::Opened);
+    let mut body = response.into_body();
+    let cut = tokio::spawn(async move {
+        let ended = body.data().await;
+        (Instant::now(), ended.map(|r| r.is_err()))
+    });
+    // A message every 100 ms for 600 ms, twice the timeout, the last one ending
+    // the request; the upstream says nothing all along.
+    for last in [false, false, false, false, false, true] {
+        sending
+            .send_data(Bytes::from_static(b"message"), last)
+            .expect("data");
+        if !last {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let last_sent = Instant::now();
+    assert!(!cut.is_finished(), "cut while the client was sending");
+    let (at, ended) = tokio::time::timeout(Duration::from_secs(5), cut)
+        .await
+        .expect("cut once both sides went quiet")
+        .expect("reader");
+    assert_eq!(ended, Some(true), "reset, not ended");
+    assert!(
+        at - last_sent >= Duration::from_millis(300),
+        "{:?}",
+        at - last_sent
+    );
+    assert_eq!(upstream.next().await, Seen::Reset(Reason::CANCEL));
 }

@@ -45,6 +45,14 @@ impl IdleTimer {
         self.since = None;
     }
 
+    /// Something moved at `at`, seen only now: a wait begun before then counts
+    /// from then.
+    pub fn progress_at(&mut self, at: Instant) {
+        if let Some(since) = self.since.as_mut() {
+            *since = (*since).max(at);
+        }
+    }
+
     /// To be called where the caller is about to wait for the upstream: ready,
     /// with the timeout, once this wait has lasted that long.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Duration> {

@@ -19,6 +19,8 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -28,6 +30,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
 
 use super::body::{BodyError, RequestBody};
 use super::idle::{Idle, IdleTimer};
@@ -72,9 +75,9 @@ pub async fn exchange(
         .map_err(Refusal::Sent)?;
     let pipe = (!ended).then(|| Pipe::new(body, stream));
     let mut timer = IdleTimer::new(idle);
-    let response = await_head(response, pipe, &mut timer).await?;
+    let (response, upload) = await_head(response, pipe, &mut timer).await?;
     timer.progress();
-    Ok(response.map(|stream| RecvBody::upstream(stream, timer)))
+    Ok(response.map(|stream| RecvBody::upstream(stream, timer, upload)))
 }
 
 /// Waits for the response head while piping the request body; a body still
@@ -85,7 +88,7 @@ async fn await_head(
     mut response: ResponseFuture,
     mut pipe: Option<Pipe<RequestBody>>,
     timer: &mut IdleTimer,
-) -> Result<Response<RecvStream>, Refusal> {
+) -> Result<(Response<RecvStream>, Option<Arc<Upload>>), Refusal> {
     let head = poll_fn(|cx| {
         let mut awaiting_client = false;
         if let Some(piping) = pipe.as_mut() {
@@ -111,11 +114,55 @@ async fn await_head(
             .poll_expired(cx)
             .map(|after| Err(Refusal::Idle(after)))
     })
-    .await;
-    if let (Some(mut pipe), true) = (pipe, head.is_ok()) {
-        tokio::spawn(async move { poll_fn(|cx| pipe.poll_send(cx)).await });
+    .await?;
+    let Some(mut pipe) = pipe else {
+        return Ok((head, None));
+    };
+    let upload = Arc::new(Upload::default());
+    let seen = upload.clone();
+    tokio::spawn(async move {
+        poll_fn(|cx| {
+            let sent = pipe.poll_send(cx);
+            seen.record(&mut pipe, sent.is_ready());
+            sent
+        })
+        .await
+    });
+    Ok((head, Some(upload)))
+}
+
+/// How a request body sent on by a task of its own is doing, for its response
+/// body's inactivity timer: as long as the request moves, or waits for its
+/// client, the exchange is not idle (a gRPC client stream that sends now and
+/// then while the upstream is silent until the end).
+#[derive(Default)]
+struct Upload {
+    /// When data last went upstream, in nanoseconds since `base`.
+    moved_at: AtomicU64,
+    base: OnceLock<Instant>,
+    awaiting_client: AtomicBool,
+}
+
+impl Upload {
+    fn record(&self, pipe: &mut Pipe<RequestBody>, ended: bool) {
+        self.awaiting_client
+            .store(pipe.awaiting_body && !ended, Ordering::Relaxed);
+        if std::mem::take(&mut pipe.moved) {
+            let base = *self.base.get_or_init(Instant::now);
+            let nanos = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.moved_at.store(nanos, Ordering::Relaxed);
+        }
     }
-    head
+
+    /// Tells `timer` what the request did since it last looked.
+    fn inform(&self, timer: &mut IdleTimer) {
+        if self.awaiting_client.load(Ordering::Relaxed) {
+            timer.progress();
+        } else if let Some(base) = self.base.get() {
+            let moved = Duration::from_nanos(self.moved_at.load(Ordering::Relaxed));
+            timer.progress_at(*base + moved);
+        }
+    }
 }
 
 /// `GET`, `HEAD`, `DELETE` and `CONNECT` requests have no defined body semantics,
@@ -253,22 +300,26 @@ pub struct RecvBody {
     /// Bounds each wait for the upstream's next frame (a request body's waits
     /// are not bounded here: zero).
     idle: IdleTimer,
+    /// The request body still being sent, if it was when the head arrived.
+    upload: Option<Arc<Upload>>,
 }
 
 type PolledFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
 impl RecvBody {
     pub fn new(stream: RecvStream) -> RecvBody {
-        RecvBody::upstream(stream, IdleTimer::new(Duration::ZERO))
+        RecvBody::upstream(stream, IdleTimer::new(Duration::ZERO), None)
     }
 
-    /// A response body from an upstream: a wait longer than `idle`'s timeout
-    /// fails it (and dropping it resets the stream).
-    pub fn upstream(stream: RecvStream, idle: IdleTimer) -> RecvBody {
+    /// A response body from an upstream: a wait longer than `idle`'s timeout,
+    /// with `upload` (if any) not moving either, fails it (and dropping it
+    /// resets the stream).
+    fn upstream(stream: RecvStream, idle: IdleTimer, upload: Option<Arc<Upload>>) -> RecvBody {
         RecvBody {
             stream,
             data_ended: false,
             idle,
+            upload,
         }
     }
 
@@ -304,7 +355,11 @@ impl Body for RecvBody {
             self.idle.progress();
             return polled;
         }
-        match self.idle.poll_expired(cx) {
+        let this = &mut *self;
+        if let Some(upload) = &this.upload {
+            upload.inform(&mut this.idle);
+        }
+        match this.idle.poll_expired(cx) {
             Poll::Ready(after) => Poll::Ready(Some(Err(Box::new(Idle(after))))),
             Poll::Pending => polled,
         }
