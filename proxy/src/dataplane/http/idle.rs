@@ -25,8 +25,8 @@ pub struct IdleTimer {
     timeout: Duration,
     /// When the current wait began; `None` while bytes move.
     since: Option<Instant>,
-    /// Made on the first wait, then moved along: a response that arrives whole
-    /// at once never touches the timer wheel.
+    /// Made on the first wait (an exchange that never waits costs no timer),
+    /// then moved along from the head's wait to the body's.
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -112,6 +112,19 @@ mod tests {
         timer.progress();
         let waited = expiry(&mut timer).await;
         assert!(waited >= timeout, "counted from the first wait: {waited:?}");
+    }
+
+    #[tokio::test]
+    async fn progress_seen_late_counts_from_when_it_happened() {
+        let timeout = Duration::from_millis(300);
+        let mut timer = IdleTimer::new(timeout);
+        let early = tokio::time::timeout(timeout / 2, expiry(&mut timer)).await;
+        assert!(early.is_err(), "expired early");
+        let moved = Instant::now();
+        timer.progress_at(moved - timeout / 4);
+        let waited = expiry(&mut timer).await;
+        // Counted from the first wait, it would have expired after a half.
+        assert!(waited >= timeout * 3 / 4, "{waited:?}");
     }
 
     #[tokio::test]
