@@ -87,6 +87,12 @@ pub struct Args {
     /// is left and exits (ms).
     #[arg(long, env = "WEFT_SHUTDOWN_GRACE_PERIOD_MS", default_value = "120000")]
     pub shutdown_grace_period_ms: String,
+    /// How long an upstream may send nothing, while its response head or the next
+    /// piece of its body is awaited, before the request fails (504 before the
+    /// head; after it, the response is cut) (ms; 0: no limit). Long polls and
+    /// slow streams must send something this often (Envoy's stream idle timeout).
+    #[arg(long, env = "WEFT_RESPONSE_IDLE_TIMEOUT_MS", default_value = "300000")]
+    pub response_idle_timeout_ms: String,
     /// Read the mesh once from this file (the YAML documents `weftctl apply` takes)
     /// instead of connecting to a control plane.
     #[arg(long, env = "WEFT_STATIC_CONFIG")]
@@ -133,6 +139,9 @@ pub struct Config {
     pub drain_delay: Duration,
     #[serde(with = "millis")]
     pub shutdown_grace_period: Duration,
+    /// Zero: no limit.
+    #[serde(with = "millis")]
+    pub response_idle_timeout: Duration,
     pub static_config: Option<PathBuf>,
     pub workers: usize,
     pub log: String,
@@ -293,6 +302,8 @@ impl Config {
         let drain_delay = millis("drain-delay-ms", &args.drain_delay_ms);
         let shutdown_grace_period =
             millis("shutdown-grace-period-ms", &args.shutdown_grace_period_ms);
+        let response_idle_timeout =
+            millis("response-idle-timeout-ms", &args.response_idle_timeout_ms);
         let workers = args.workers.parse::<usize>().unwrap_or_else(|_| {
             errors.push(format!("--workers: {:?} is not a number", args.workers));
             0
@@ -319,6 +330,7 @@ impl Config {
             state_dir: args.state_dir,
             drain_delay,
             shutdown_grace_period,
+            response_idle_timeout,
             static_config: args.static_config,
             workers,
             log: args.log,

@@ -4,17 +4,22 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::metrics::ServiceMetrics;
 
-use super::http::body::ProxyBody;
+use super::http::body::{BodyError, ProxyBody};
 
 /// A request could not be forwarded. Each variant says where it happened; the
 /// retry rule (DESIGN.md decision 8) only needs to know whether anything was sent,
-/// which the forwarder tracks itself.
+/// which the forwarder tracks itself, and whose failure it was ([`Class::Client`]:
+/// the downstream client's, which says nothing about the endpoint).
+///
+/// `Display` is for the proxy's own log and names upstream addresses; what the
+/// client is told is [`ForwardError::public_message`], which never does.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error("no route for host {0:?}")]
@@ -54,7 +59,16 @@ pub enum ForwardError {
     /// The request (or, with no retry left, its last attempt) ran out of time
     /// before the response headers.
     #[error("request timed out after {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(Duration),
+    /// The upstream sent nothing for the response inactivity timeout while the
+    /// response head was awaited (`--response-idle-timeout-ms`).
+    #[error("upstream {addr} sent nothing for {after:?}")]
+    ResponseIdle { addr: SocketAddr, after: Duration },
+    /// Reading the request body from the downstream client failed (malformed
+    /// chunked framing, a length that does not match, an upload cut off or reset):
+    /// the client's failure, not the upstream's.
+    #[error("request body from the client failed: {0}")]
+    Client(BodyError),
     /// The caller's identity is not allowed by the local service's policies. The
     /// message does not name the policy: the caller learns it was refused, the
     /// operator reads which policy refused it in the metrics and the debug log.
@@ -78,10 +92,13 @@ pub enum Class {
     Timeout = 6,
     Denied = 7,
     Unsupported = 8,
+    /// The downstream client failed its own request: no retry, and nothing learnt
+    /// about the endpoint.
+    Client = 9,
 }
 
 impl Class {
-    pub const ALL: [Class; 9] = [
+    pub const ALL: [Class; 10] = [
         Class::NoRoute,
         Class::NoEndpoint,
         Class::Connect,
@@ -91,6 +108,7 @@ impl Class {
         Class::Timeout,
         Class::Denied,
         Class::Unsupported,
+        Class::Client,
     ];
 
     pub fn label(self) -> &'static str {
@@ -104,6 +122,7 @@ impl Class {
             Class::Timeout => "timeout",
             Class::Denied => "denied",
             Class::Unsupported => "unsupported",
+            Class::Client => "client",
         }
     }
 
@@ -111,7 +130,7 @@ impl Class {
     /// has nowhere to send the request or the upstream failed, 503 when a circuit
     /// breaker refused it, 504 when connecting or the request timed out, 403 when an
     /// authorization policy refused the caller, 501 for a request the proxy cannot
-    /// forward as it came.
+    /// forward as it came, 400 when the client's own request body failed.
     pub fn status(self) -> StatusCode {
         match self {
             Class::NoRoute => StatusCode::NOT_FOUND,
@@ -120,11 +139,15 @@ impl Class {
             Class::ConnectTimeout | Class::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Class::Denied => StatusCode::FORBIDDEN,
             Class::Unsupported => StatusCode::NOT_IMPLEMENTED,
+            Class::Client => StatusCode::BAD_REQUEST,
         }
     }
 
     /// gRPC clients read `grpc-status`, not the HTTP status (which stays 200).
+    /// A client whose request body failed has most likely cancelled its call
+    /// (an HTTP/2 client resets its stream to do so).
     pub fn grpc_status(self) -> u16 {
+        const CANCELLED: u16 = 1;
         const DEADLINE_EXCEEDED: u16 = 4;
         const UNIMPLEMENTED: u16 = 12;
         const UNAVAILABLE: u16 = 14;
@@ -133,6 +156,7 @@ impl Class {
             Class::NoRoute | Class::Unsupported => UNIMPLEMENTED,
             Class::Timeout => DEADLINE_EXCEEDED,
             Class::Denied => PERMISSION_DENIED,
+            Class::Client => CANCELLED,
             _ => UNAVAILABLE,
         }
     }
@@ -151,9 +175,42 @@ impl ForwardError {
             | ForwardError::Http1 { .. }
             | ForwardError::Http2 { .. } => Class::Upstream,
             ForwardError::Overflow(_) => Class::Overflow,
-            ForwardError::Timeout(_) => Class::Timeout,
+            ForwardError::Timeout(_) | ForwardError::ResponseIdle { .. } => Class::Timeout,
             ForwardError::Denied => Class::Denied,
             ForwardError::Unsupported(_) => Class::Unsupported,
+            ForwardError::Client(_) => Class::Client,
+        }
+    }
+
+    /// What the client is told (the response body, `weft-proxy-error`,
+    /// `grpc-message`): the failure without the upstream's address, which stays
+    /// in the proxy's log. A client learns that the upstream failed and how,
+    /// not where the mesh's endpoints are.
+    pub fn public_message(&self) -> String {
+        match self {
+            ForwardError::Connect { source, .. } => {
+                format!("upstream connection failed: {source}")
+            }
+            ForwardError::ConnectTimeout { .. } => "upstream connect timed out".to_owned(),
+            ForwardError::Handshake { source, .. } => {
+                format!("upstream handshake failed: {source}")
+            }
+            ForwardError::Http2Handshake { source, .. } => {
+                format!("upstream handshake failed: {source}")
+            }
+            ForwardError::Upstream { source, .. } => format!("upstream failed: {source}"),
+            ForwardError::Http1 { source, .. } => format!("upstream failed: {source}"),
+            ForwardError::Http2 { source, .. } => format!("upstream failed: {source}"),
+            ForwardError::ResponseIdle { after, .. } => {
+                format!("upstream sent nothing for {after:?}")
+            }
+            ForwardError::NoRoute(_)
+            | ForwardError::NoEndpoint
+            | ForwardError::Overflow(_)
+            | ForwardError::Timeout(_)
+            | ForwardError::Denied
+            | ForwardError::Unsupported(_)
+            | ForwardError::Client(_) => self.to_string(),
         }
     }
 }
@@ -162,8 +219,8 @@ impl ForwardError {
 pub fn rescue(error: &ForwardError, metrics: &ServiceMetrics, grpc: bool) -> Response<ProxyBody> {
     let class = error.class();
     metrics.error(class as usize, class.label());
-    let message = error.to_string();
-    tracing::debug!(service = metrics.service(), error = %message, "request failed");
+    tracing::debug!(service = metrics.service(), %error, "request failed");
+    let message = error.public_message();
     let mut response = Response::new(if grpc {
         ProxyBody::empty()
     } else {
@@ -236,6 +293,62 @@ mod tests {
         assert_eq!(denied.headers()["grpc-status"], "7");
         let denied = rescue(&ForwardError::Denied, &metrics, false);
         assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn what_the_client_sees_names_no_upstream_address() {
+        use http_body_util::BodyExt;
+        let metrics = ServiceMetrics::new(crate::metrics::Direction::Outbound, "t/t".into());
+        let addr: SocketAddr = "10.1.2.3:8080".parse().expect("address");
+        let after = Duration::from_secs(300);
+        for error in [
+            ForwardError::Connect {
+                addr,
+                source: io::ErrorKind::ConnectionRefused.into(),
+            },
+            ForwardError::ConnectTimeout { addr },
+            ForwardError::Http1 {
+                addr,
+                source: super::super::http::h1client::Error::Closed,
+            },
+            ForwardError::ResponseIdle { addr, after },
+        ] {
+            // The proxy's log keeps the address.
+            assert!(error.to_string().contains("10.1.2.3:8080"), "{error}");
+            let grpc = rescue(&error, &metrics, true);
+            let message = &grpc.headers()["grpc-message"];
+            assert!(!message.to_str().expect("ascii").contains("10.1.2.3"));
+            let response = rescue(&error, &metrics, false);
+            let header = response.headers()["weft-proxy-error"].clone();
+            let body = response.into_body().collect().await.expect("body");
+            for shown in [header.as_bytes(), &body.to_bytes()[..]] {
+                let shown = String::from_utf8_lossy(shown);
+                assert!(shown.starts_with("upstream "), "{shown}");
+                assert!(
+                    !shown.contains("10.1.2.3") && !shown.contains("8080"),
+                    "{shown}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_request_body_is_the_clients_error() {
+        let metrics = ServiceMetrics::new(crate::metrics::Direction::Outbound, "t/t".into());
+        let error = ForwardError::Client(Box::new(io::Error::other("invalid chunk size")));
+        assert_eq!(error.class(), Class::Client);
+        let response = rescue(&error, &metrics, false);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let grpc = rescue(&error, &metrics, true);
+        assert_eq!(grpc.headers()["grpc-status"], "1");
+        let idle = ForwardError::ResponseIdle {
+            addr: "10.1.2.3:8080".parse().expect("address"),
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(
+            rescue(&idle, &metrics, false).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
     }
 
     #[test]

@@ -6,9 +6,11 @@
 mod balancing;
 mod grpc;
 mod h2_streams;
+mod h2_upstream_faults;
 mod http1;
 mod http2;
 mod resilience;
 mod support;
 mod tcp;
 mod telemetry;
+mod upstream_faults;

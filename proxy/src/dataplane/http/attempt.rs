@@ -1,7 +1,11 @@
 //! One attempt of a request on one endpoint: a pooled connection, or a new one
 //! within the destination's circuit-breaker limits, then the request sent and the
 //! response head back. What came of it ([`Failure`]) tells the forwarder whether
-//! the request may go elsewhere.
+//! the request may go elsewhere, and its error's class whose failure it was: a
+//! request body that failed on the client's side is [`ForwardError::Client`]
+//! (class `Client`), sent as [`Failure::Sent`]; an upstream that sent nothing for
+//! the response inactivity timeout is [`ForwardError::ResponseIdle`] (class
+//! `Timeout`), also sent.
 
 use std::sync::Arc;
 
@@ -21,7 +25,8 @@ use super::stream::{self, Refusal};
 
 /// A failed attempt: whether the request came back unsent (and may go elsewhere),
 /// or was refused before any endpoint was involved. Boxed because failures are
-/// rare and the request is large.
+/// rare and the request is large. A `Sent` failure of class `Client` says nothing
+/// about the endpoint: it is neither retried nor held against the endpoint.
 pub(super) enum Failure {
     NotSent(Box<Request<RequestBody>>, ForwardError),
     Sent(ForwardError),
@@ -60,7 +65,8 @@ pub(super) async fn send_http1(
                 }
             }
         };
-        match h1client::exchange(connection, request, endpoint).await {
+        let idle = cx.shared.config.response_idle_timeout;
+        match h1client::exchange(connection, request, endpoint, idle).await {
             Ok(response) => return Ok(response),
             // A pooled connection failed before any of the request was written:
             // try the next one.
@@ -70,7 +76,7 @@ pub(super) async fn send_http1(
                 return Err(Failure::NotSent(unsent, error));
             }
             Err(h1client::Refusal::Sent(source)) => {
-                return Err(Failure::Sent(ForwardError::Http1 { addr, source }))
+                return Err(Failure::Sent(http1_error(addr, source)))
             }
         }
     }
@@ -98,7 +104,23 @@ async fn send_upgrade(
         };
         return Err(Failure::NotSent(Box::new(request), error));
     }
-    match sender.try_send_request(request).await {
+    // hyper's client has no inactivity timer of its own: the wait for the answer
+    // to an upgrade is bounded whole (once upgraded, a tunnel may idle at will).
+    let idle = cx.shared.config.response_idle_timeout;
+    let sent = sender.try_send_request(request);
+    let answered = match idle.is_zero() {
+        true => sent.await,
+        false => match tokio::time::timeout(idle, sent).await {
+            Ok(answered) => answered,
+            Err(_) => {
+                return Err(Failure::Sent(ForwardError::ResponseIdle {
+                    addr,
+                    after: idle,
+                }));
+            }
+        },
+    };
+    match answered {
         Ok(response) => Ok(response.map(ReceivedBody::Http1)),
         Err(mut e) => {
             let unsent = e.take_message();
@@ -139,7 +161,8 @@ pub(super) async fn send_http2(
             Ok(connection) => connection,
             Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
         };
-        match stream::exchange(connection.sender.clone(), request).await {
+        let idle = cx.shared.config.response_idle_timeout;
+        match stream::exchange(connection.sender.clone(), request, idle).await {
             Ok(response) => return Ok(response.map(ReceivedBody::Http2)),
             // The connection takes no more streams (it is going away or gone):
             // retired, so that this request and the next connect anew.
@@ -158,7 +181,24 @@ pub(super) async fn send_http2(
                 }
                 return Err(Failure::Sent(ForwardError::Http2 { addr, source }));
             }
+            Err(Refusal::Client(source)) => {
+                return Err(Failure::Sent(ForwardError::Client(source)))
+            }
+            Err(Refusal::Idle(after)) => {
+                return Err(Failure::Sent(ForwardError::ResponseIdle { addr, after }))
+            }
         }
+    }
+}
+
+/// Whose failure an HTTP/1.1 exchange's was: the client's (its request body),
+/// a silent upstream's, or the upstream's in any other way.
+fn http1_error(addr: std::net::SocketAddr, source: h1client::Error) -> ForwardError {
+    match source {
+        h1client::Error::Idle(after) => ForwardError::ResponseIdle { addr, after },
+        h1client::Error::RequestBody(source) => ForwardError::Client(source),
+        source if source.from_client() => ForwardError::Client(Box::new(source)),
+        source => ForwardError::Http1 { addr, source },
     }
 }
 

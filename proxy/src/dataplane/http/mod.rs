@@ -15,6 +15,7 @@ mod forward;
 pub mod h1client;
 mod h1server;
 pub mod headers;
+mod idle;
 mod server;
 mod stream;
 

@@ -9,14 +9,20 @@
 //! gRPC bidirectional stream, an early answer to an upload) does the rest of the
 //! body move to a task of its own, since the request's future ends with the head.
 //! Dropping the future before then drops the stream's handles, which resets the
-//! stream (`RST_STREAM CANCEL`), as does a downstream body that fails.
+//! stream (`RST_STREAM CANCEL`), as does a downstream body that fails: that is
+//! the client's failure ([`Refusal::Client`]), not the upstream's. The wait for
+//! the head, and for each frame of the response body, is bounded by the response
+//! inactivity timeout ([`IdleTimer`]); when it runs out the stream is reset.
 //!
 //! [`RecvBody`] is the response body: the stream's data frames, then its
 //! trailers, with the window given back as each frame is handed on.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
@@ -24,8 +30,10 @@ use h2::{Reason, RecvStream, SendStream};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
 
 use super::body::{BodyError, RequestBody};
+use super::idle::{Idle, IdleTimer};
 
 /// A request the upstream did not take: whether it came back unsent.
 pub enum Refusal {
@@ -34,13 +42,18 @@ pub enum Refusal {
     Unsent(Box<Request<RequestBody>>, h2::Error),
     /// The stream was opened (the upstream may have seen the request) and failed.
     Sent(h2::Error),
+    /// The request body from the downstream client failed; the stream was reset.
+    Client(BodyError),
+    /// The upstream sent nothing for this long; the stream was reset.
+    Idle(Duration),
 }
 
 /// Sends `request` on a stream of `sender`'s connection and waits for the
-/// response head.
+/// response head, at most `idle` at a time with nothing moving (zero: no limit).
 pub async fn exchange(
     sender: SendRequest<Bytes>,
     request: Request<RequestBody>,
+    idle: Duration,
 ) -> Result<Response<RecvBody>, Refusal> {
     let mut sender = match sender.ready().await {
         Ok(sender) => sender,
@@ -60,35 +73,96 @@ pub async fn exchange(
     let (response, stream) = sender
         .send_request(Request::from_parts(head, ()), ended)
         .map_err(Refusal::Sent)?;
-    let response = if ended {
-        response.await
-    } else {
-        with_body(response, Pipe::new(body, stream)).await
-    };
-    match response {
-        Ok(response) => Ok(response.map(RecvBody::new)),
-        Err(error) => Err(Refusal::Sent(error)),
-    }
+    let pipe = (!ended).then(|| Pipe::new(body, stream));
+    let mut timer = IdleTimer::new(idle);
+    let (response, upload) = await_head(response, pipe, &mut timer).await?;
+    timer.progress();
+    Ok(response.map(|stream| RecvBody::upstream(stream, timer, upload)))
 }
 
 /// Waits for the response head while piping the request body; a body still
-/// streaming when the head arrives goes on in a task of its own.
-async fn with_body(
+/// streaming when the head arrives goes on in a task of its own. The wait is
+/// the upstream's (and timed) only while the body is not waiting for its
+/// client.
+async fn await_head(
     mut response: ResponseFuture,
-    mut pipe: Pipe<RequestBody>,
-) -> Result<Response<RecvStream>, h2::Error> {
-    let mut piping = true;
+    mut pipe: Option<Pipe<RequestBody>>,
+    timer: &mut IdleTimer,
+) -> Result<(Response<RecvStream>, Option<Arc<Upload>>), Refusal> {
     let head = poll_fn(|cx| {
-        if piping && pipe.poll_send(cx).is_ready() {
-            piping = false;
+        let mut awaiting_client = false;
+        if let Some(piping) = pipe.as_mut() {
+            let sent = piping.poll_send(cx).is_ready();
+            if let Some(error) = piping.failure.take() {
+                return Poll::Ready(Err(Refusal::Client(error)));
+            }
+            if std::mem::take(&mut piping.moved) {
+                timer.progress();
+            }
+            awaiting_client = piping.awaiting_body;
+            if sent {
+                pipe = None;
+            }
         }
-        Pin::new(&mut response).poll(cx)
+        if let Poll::Ready(head) = Pin::new(&mut response).poll(cx) {
+            return Poll::Ready(head.map_err(Refusal::Sent));
+        }
+        if awaiting_client {
+            timer.progress();
+        }
+        timer
+            .poll_expired(cx)
+            .map(|after| Err(Refusal::Idle(after)))
     })
-    .await;
-    if piping && head.is_ok() {
-        tokio::spawn(async move { poll_fn(|cx| pipe.poll_send(cx)).await });
+    .await?;
+    let Some(mut pipe) = pipe else {
+        return Ok((head, None));
+    };
+    let upload = Arc::new(Upload::default());
+    let seen = upload.clone();
+    tokio::spawn(async move {
+        poll_fn(|cx| {
+            let sent = pipe.poll_send(cx);
+            seen.record(&mut pipe, sent.is_ready());
+            sent
+        })
+        .await
+    });
+    Ok((head, Some(upload)))
+}
+
+/// How a request body sent on by a task of its own is doing, for its response
+/// body's inactivity timer: as long as the request moves, or waits for its
+/// client, the exchange is not idle (a gRPC client stream that sends now and
+/// then while the upstream is silent until the end).
+#[derive(Default)]
+struct Upload {
+    /// When data last went upstream, in nanoseconds since `base`.
+    moved_at: AtomicU64,
+    base: OnceLock<Instant>,
+    awaiting_client: AtomicBool,
+}
+
+impl Upload {
+    fn record(&self, pipe: &mut Pipe<RequestBody>, ended: bool) {
+        self.awaiting_client
+            .store(pipe.awaiting_body && !ended, Ordering::Relaxed);
+        if std::mem::take(&mut pipe.moved) {
+            let base = *self.base.get_or_init(Instant::now);
+            let nanos = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.moved_at.store(nanos, Ordering::Relaxed);
+        }
     }
-    head
+
+    /// Tells `timer` what the request did since it last looked.
+    fn inform(&self, timer: &mut IdleTimer) {
+        if self.awaiting_client.load(Ordering::Relaxed) {
+            timer.progress();
+        } else if let Some(base) = self.base.get() {
+            let moved = Duration::from_nanos(self.moved_at.load(Ordering::Relaxed));
+            timer.progress_at(*base + moved);
+        }
+    }
 }
 
 /// `GET`, `HEAD`, `DELETE` and `CONNECT` requests have no defined body semantics,
@@ -108,6 +182,12 @@ pub struct Pipe<B> {
     /// A data frame read from the body and waiting for window, with whether it
     /// ends the body.
     waiting: Option<(Bytes, bool)>,
+    /// Data went into the stream since the last look.
+    moved: bool,
+    /// The last poll waited for the body (not for the stream's window).
+    awaiting_body: bool,
+    /// Why the body failed, if it did (the stream was reset for it).
+    failure: Option<BodyError>,
 }
 
 impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
@@ -116,12 +196,16 @@ impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
             body,
             stream,
             waiting: None,
+            moved: false,
+            awaiting_body: false,
+            failure: None,
         }
     }
 
     /// Ready once the body was sent to its end, or once it cannot be (the stream
     /// was reset: by the upstream, or here because the downstream body failed).
     pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.awaiting_body = false;
         loop {
             // Also registers for the upstream's RST_STREAM while waiting below.
             if let Poll::Ready(reason) = self.stream.poll_reset(cx) {
@@ -139,6 +223,7 @@ impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
                 let Some((data, _)) = self.waiting.take() else {
                     return Poll::Ready(());
                 };
+                self.moved = true;
                 if self.stream.send_data(data, end).is_err() || end {
                     return Poll::Ready(());
                 }
@@ -149,7 +234,11 @@ impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
             // Window is claimed only with a frame in hand (one byte: h2 raises the
             // claim to what is buffered), so an idle body pins none of the
             // connection's window that other streams may need.
-            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+            let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) else {
+                self.awaiting_body = true;
+                return Poll::Pending;
+            };
+            match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let end = self.body.is_end_stream();
@@ -174,6 +263,7 @@ impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
                 Some(Err(error)) => {
                     tracing::debug!(%error, "the body failed; resetting its stream");
                     self.stream.send_reset(reset_reason(&error));
+                    self.failure = Some(error);
                     return Poll::Ready(());
                 }
                 None => {
@@ -207,25 +297,33 @@ fn reset_reason(error: &BodyError) -> Reason {
 pub struct RecvBody {
     stream: RecvStream,
     data_ended: bool,
+    /// Bounds each wait for the upstream's next frame (a request body's waits
+    /// are not bounded here: zero).
+    idle: IdleTimer,
+    /// The request body still being sent, if it was when the head arrived.
+    upload: Option<Arc<Upload>>,
 }
+
+type PolledFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
 impl RecvBody {
     pub fn new(stream: RecvStream) -> RecvBody {
+        RecvBody::upstream(stream, IdleTimer::new(Duration::ZERO), None)
+    }
+
+    /// A response body from an upstream: a wait longer than `idle`'s timeout,
+    /// with `upload` (if any) not moving either, fails it (and dropping it
+    /// resets the stream).
+    fn upstream(stream: RecvStream, idle: IdleTimer, upload: Option<Arc<Upload>>) -> RecvBody {
         RecvBody {
             stream,
             data_ended: false,
+            idle,
+            upload,
         }
     }
-}
 
-impl Body for RecvBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+    fn poll_stream(&mut self, cx: &mut Context<'_>) -> PolledFrame {
         if !self.data_ended {
             match ready!(self.stream.poll_data(cx)) {
                 Some(Ok(data)) => {
@@ -235,14 +333,35 @@ impl Body for RecvBody {
                     let _ = self.stream.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                Some(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
                 None => self.data_ended = true,
             }
         }
         match ready!(self.stream.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
-            Err(error) => Poll::Ready(Some(Err(error))),
+            Err(error) => Poll::Ready(Some(Err(error.into()))),
+        }
+    }
+}
+
+impl Body for RecvBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
+        let polled = self.poll_stream(cx);
+        if polled.is_ready() {
+            self.idle.progress();
+            return polled;
+        }
+        let this = &mut *self;
+        if let Some(upload) = &this.upload {
+            upload.inform(&mut this.idle);
+        }
+        match this.idle.poll_expired(cx) {
+            Poll::Ready(after) => Poll::Ready(Some(Err(Box::new(Idle(after))))),
+            Poll::Pending => polled,
         }
     }
 

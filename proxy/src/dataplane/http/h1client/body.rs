@@ -4,7 +4,10 @@
 //! the connection goes back to its endpoint's pool (when it may carry another
 //! request, its request was all sent, and nothing unasked follows the body).
 //! A request body still being sent when the response began is sent on from
-//! here, each time the body is polled.
+//! here, each time the body is polled. An upstream that sends nothing for the
+//! response inactivity timeout while the body is asked for fails the body: the
+//! downstream response is cut (HTTP/1: its connection closes mid-body; HTTP/2:
+//! `RST_STREAM`) and the upstream connection is closed.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use super::super::super::endpoint::Endpoint;
 use super::super::body::BodyError;
+use super::super::idle::IdleTimer;
 use super::head::{parse_chunk_size, parse_trailers, Framing};
 use super::{Connection, Error, Upload};
 
@@ -26,6 +30,7 @@ pub struct ResponseBody {
     /// The rest of the request, while it is being sent.
     upload: Option<Box<Upload>>,
     endpoint: Arc<Endpoint>,
+    idle: IdleTimer,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +57,7 @@ impl ResponseBody {
         keep_alive: bool,
         upload: Option<Box<Upload>>,
         endpoint: Arc<Endpoint>,
+        idle: IdleTimer,
     ) -> ResponseBody {
         let state = match framing {
             Framing::Length(n) => State::Length(n),
@@ -64,6 +70,7 @@ impl ResponseBody {
             keep_alive,
             upload,
             endpoint,
+            idle,
         };
         if let State::Length(0) = body.state {
             body.finish();
@@ -99,6 +106,39 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        let polled = this.poll_body(cx);
+        if polled.is_ready() {
+            return polled;
+        }
+        let Some(connection) = this.connection.as_mut() else {
+            return polled;
+        };
+        let awaiting_client = this.upload.as_ref().is_some_and(|u| u.awaiting_client);
+        if std::mem::take(&mut connection.moved) || awaiting_client {
+            this.idle.progress();
+        }
+        match this.idle.poll_expired(cx) {
+            Poll::Ready(after) => this.fail(Error::Idle(after)),
+            Poll::Pending => polled,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl ResponseBody {
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self;
         if let (Some(upload), Some(connection)) = (this.upload.as_mut(), this.connection.as_mut()) {
             match upload.poll(connection, cx) {
                 Poll::Ready(Ok(())) => this.upload = None,
@@ -182,18 +222,6 @@ impl Body for ResponseBody {
                 Poll::Ready(Err(e)) => return this.fail(Error::Io(e)),
                 Poll::Pending => return Poll::Pending,
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Length(n) => SizeHint::with_exact(n),
-            State::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
         }
     }
 }

@@ -132,6 +132,9 @@ pub fn parse_response(
         &mut fields,
     );
     let len = match parsed {
+        // The limit holds however the head arrived: a read brings up to 256 KiB,
+        // so a head over it may be complete in the buffer at the first look.
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(Error::HeadTooLarge),
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(Error::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -240,12 +243,20 @@ fn framing(
         return Ok((Framing::Close, false));
     }
     let mut length = None;
+    let mut fields = 0;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         let n = content_length(value).ok_or(Error::ResponseLength)?;
         if length.is_some_and(|l| l != n) {
             return Err(Error::ResponseLength);
         }
         length = Some(n);
+        fields += 1;
+    }
+    // Equal values (`5` and `005`) agree on the framing, but passed on as they
+    // came they would leave the next hop to decide again what they mean: one
+    // field goes on (RFC 9110 section 8.6).
+    if let (Some(n), 2..) = (length, fields) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     match length {
         Some(n) => Ok((Framing::Length(n), keep_alive)),
@@ -285,6 +296,9 @@ fn last_token_is_chunked(value: &[u8]) -> bool {
 pub fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let (len, parsed) = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, _))) if len > MAX_HEAD => {
+            return Err(Error::HeadTooLarge)
+        }
         Ok(httparse::Status::Complete(done)) => done,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(Error::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -302,6 +316,11 @@ pub fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Error> {
 
 /// The size on a chunk-size line (extensions ignored), if the line is complete:
 /// the size and the line's length with its line end.
+///
+/// Strict, as HAProxy is: hex digits at the very start, then nothing but an
+/// extension (`;`, after optional spaces or tabs: RFC 9112 section 7.1.1), then
+/// CRLF. A size with other whitespace around it or a stray CR is one that another
+/// parser may read differently, the stuff of response splitting.
 pub fn parse_chunk_size(buf: &[u8]) -> Result<Option<(u64, usize)>, Error> {
     let Some(end) = buf.iter().position(|&b| b == b'\n') else {
         // A size line longer than this is not a size line.
@@ -312,16 +331,23 @@ pub fn parse_chunk_size(buf: &[u8]) -> Result<Option<(u64, usize)>, Error> {
         };
     };
     let line = buf[..end].strip_suffix(b"\r").ok_or(Error::ChunkSize)?;
-    let digits = line
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
         return Err(Error::ChunkSize);
     }
+    let extension = &line[digits..];
+    if !extension.is_empty() {
+        let start = extension.iter().position(|&b| b != b' ' && b != b'\t');
+        let well_formed = start.is_some_and(|at| extension[at] == b';')
+            && !extension
+                .iter()
+                .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
+        if !well_formed {
+            return Err(Error::ChunkSize);
+        }
+    }
     let mut size = 0u64;
-    for &d in digits {
+    for &d in &line[..digits] {
         let v = (d as char).to_digit(16).ok_or(Error::ChunkSize)?;
         size = size * 16 + v as u64;
     }

@@ -16,6 +16,12 @@
 //! streams its answer while it reads, and one that answers early (a 413, say)
 //! may never read the rest. A connection whose request was not all sent when its
 //! response ended is closed, not pooled.
+//!
+//! Whose failure it was matters to the forwarder: a request body that fails
+//! ([`Error::RequestBody`], [`Error::BodyLength`]) is the downstream client's,
+//! anything else the upstream's. A wait on the upstream is bounded by the
+//! response inactivity timeout ([`IdleTimer`]), for the head here and for each
+//! piece of the body in [`ResponseBody`].
 
 mod body;
 mod head;
@@ -39,11 +45,12 @@ pub use body::ResponseBody;
 pub use head::{
     content_length, decimal, has_token, header_map, put_fields, put_number, record_spans, Span,
 };
-use head::{encode_request, parse_response, Sending};
+use head::{encode_request, parse_chunk_size, parse_response, Framing, Sending};
 
 use super::super::endpoint::Endpoint;
 use super::super::io::Conn;
 use super::body::{Buffered, ReceivedBody, RequestBody};
+use super::idle::IdleTimer;
 use crate::resilience::breaker::Permit;
 
 /// Why an exchange failed.
@@ -77,6 +84,16 @@ pub enum Error {
     RequestBody(super::body::BodyError),
     #[error("unexpected 101 Switching Protocols")]
     UnexpectedSwitch,
+    #[error("upstream sent nothing for {0:?}")]
+    Idle(std::time::Duration),
+}
+
+impl Error {
+    /// Whether the downstream client caused it: its request body failed, or did
+    /// not match its length. Nothing to hold against the upstream.
+    pub fn from_client(&self) -> bool {
+        matches!(self, Error::RequestBody(_) | Error::BodyLength)
+    }
 }
 
 /// The largest body written with its head when it is already in memory.
@@ -101,6 +118,9 @@ pub struct Connection {
     /// Bytes to write, in order (kept, so that its allocation serves every
     /// request).
     queue: VecDeque<Bytes>,
+    /// Whether bytes moved either way since the last look: the response
+    /// inactivity timer's evidence that the upstream is alive.
+    moved: bool,
     /// Counts the connection against its destination's limit while it lives.
     _permit: Option<Permit>,
 }
@@ -114,6 +134,7 @@ impl Connection {
             head: BytesMut::new(),
             spans: Vec::new(),
             queue: VecDeque::new(),
+            moved: false,
             _permit: permit,
         })
     }
@@ -146,6 +167,7 @@ impl Connection {
         let asked = self.buf.capacity() - self.buf.len();
         let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
         if let Poll::Ready(Ok(n)) = read {
+            self.moved |= n > 0;
             if n == asked {
                 self.read_size = (self.read_size * 2).min(READ_MAX);
             }
@@ -162,11 +184,14 @@ pub enum Refusal {
 }
 
 /// Sends `request` on `connection` and reads the response head. The response's
-/// body reads the rest and returns the connection to `endpoint`'s pool.
+/// body reads the rest and returns the connection to `endpoint`'s pool. Either
+/// fails with [`Error::Idle`] after waiting `idle` on a silent upstream (zero:
+/// no limit).
 pub fn exchange(
     connection: Box<Connection>,
     request: Request<RequestBody>,
     endpoint: &Arc<Endpoint>,
+    idle: std::time::Duration,
 ) -> Exchange {
     Exchange {
         connection: Some(connection),
@@ -174,6 +199,7 @@ pub fn exchange(
         upload: Upload::default(),
         head_request: false,
         endpoint: endpoint.clone(),
+        idle: IdleTimer::new(idle),
     }
 }
 
@@ -183,6 +209,7 @@ pub struct Exchange {
     upload: Upload,
     head_request: bool,
     endpoint: Arc<Endpoint>,
+    idle: IdleTimer,
 }
 
 enum State {
@@ -204,6 +231,26 @@ impl Future for Exchange {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.get_mut();
+        let polled = this.poll_exchange(cx);
+        if polled.is_ready() {
+            return polled;
+        }
+        let Some(connection) = this.connection.as_mut() else {
+            return polled;
+        };
+        if std::mem::take(&mut connection.moved) || this.upload.awaiting_client {
+            this.idle.progress();
+        }
+        match this.idle.poll_expired(cx) {
+            Poll::Ready(after) => this.fail(Error::Idle(after)),
+            Poll::Pending => polled,
+        }
+    }
+}
+
+impl Exchange {
+    fn poll_exchange(&mut self, cx: &mut Context<'_>) -> Polled {
+        let this = self;
         if let State::Start(_) = this.state {
             if let Err(refusal) = this.start() {
                 return Poll::Ready(Err(refusal));
@@ -266,6 +313,13 @@ impl Future for Exchange {
                 Poll::Pending => return Poll::Pending,
             }
         };
+        // The first chunk's size usually comes with the head: a malformed one fails
+        // the response while the client can still be told so (502).
+        if head.framing == Framing::Chunked {
+            if let Err(error) = parse_chunk_size(&connection.buf) {
+                return this.fail(error);
+            }
+        }
         let Some(connection) = this.connection.take() else {
             return Poll::Pending;
         };
@@ -274,12 +328,14 @@ impl Future for Exchange {
             State::Body => Some(Box::new(std::mem::take(&mut this.upload))),
             _ => None,
         };
+        this.idle.progress();
         let body = ResponseBody::new(
             connection,
             head.framing,
             head.keep_alive,
             upload,
             this.endpoint.clone(),
+            std::mem::replace(&mut this.idle, IdleTimer::new(std::time::Duration::ZERO)),
         );
         let mut response = Response::new(ReceivedBody::Http1Upstream(body));
         *response.status_mut() = head.status;
@@ -287,9 +343,7 @@ impl Future for Exchange {
         *response.headers_mut() = head.headers;
         Poll::Ready(Ok(response))
     }
-}
 
-impl Exchange {
     /// Queues the request head.
     fn start(&mut self) -> Result<(), Refusal> {
         let State::Start(request) = std::mem::replace(&mut self.state, State::Done) else {
@@ -350,6 +404,9 @@ pub struct Upload {
     /// A body queued whole with the head, kept until a byte of the request is
     /// out so that the request can still be given back.
     inline: Option<Bytes>,
+    /// The last poll waited for the client's next piece of body: a wait that is
+    /// not the upstream's.
+    awaiting_client: bool,
 }
 
 impl Upload {
@@ -368,6 +425,7 @@ impl Upload {
         connection: &mut Connection,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Error>> {
+        self.awaiting_client = false;
         loop {
             let mut wrote = false;
             ready!(write_queue(connection, &mut wrote, cx))?;
@@ -377,7 +435,11 @@ impl Upload {
                     .poll_flush(cx)
                     .map_err(Error::Io);
             };
-            match ready!(Pin::new(body).poll_frame(cx)) {
+            let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) else {
+                self.awaiting_client = true;
+                return Poll::Pending;
+            };
+            match frame {
                 Some(Ok(frame)) => self.queue_frame(&mut connection.queue, frame)?,
                 Some(Err(e)) => return Poll::Ready(Err(Error::RequestBody(e))),
                 None => {
@@ -450,7 +512,9 @@ fn write_queue(
     wrote: &mut bool,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
-    let Connection { io, queue, .. } = connection;
+    let Connection {
+        io, queue, moved, ..
+    } = connection;
     while !queue.is_empty() {
         let mut slices = [IoSlice::new(&[]); 16];
         let mut count = 0;
@@ -465,6 +529,7 @@ fn write_queue(
             Poll::Pending => return Poll::Pending,
         };
         *wrote = true;
+        *moved = true;
         let mut left = n;
         while left > 0 {
             let Some(front) = queue.front_mut() else {

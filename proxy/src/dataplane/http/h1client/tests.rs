@@ -12,10 +12,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::super::body::{Buffered, ReceivedBody, RequestBody};
-use super::head::{encode_request, Sending};
+use super::head::{encode_request, parse_chunk_size, parse_response, Framing, Sending};
 use super::{exchange, Connection, Error, Refusal};
 use crate::dataplane::endpoint::Endpoint;
 use crate::dataplane::io::Conn;
+
+/// The response inactivity timeout of tests that do not test it.
+const IDLE: Duration = Duration::from_secs(60);
 
 /// A server on `127.0.0.1:0` and the endpoint whose pool the client uses.
 async fn server() -> (TcpListener, Arc<Endpoint>) {
@@ -48,7 +51,7 @@ async fn send(
     request: Request<RequestBody>,
     endpoint: &Arc<Endpoint>,
 ) -> Response<ReceivedBody> {
-    match exchange(connection, request, endpoint).await {
+    match exchange(connection, request, endpoint, IDLE).await {
         Ok(response) => response,
         Err(Refusal::Unsent(_, e) | Refusal::Sent(e)) => panic!("exchange failed: {e}"),
     }
@@ -291,7 +294,7 @@ async fn a_malformed_response_or_an_early_close_fails_the_exchange() {
     ] {
         let (listener, endpoint) = server().await;
         answer_once(listener, answer, true);
-        match exchange(connect(&endpoint).await, get("/"), &endpoint).await {
+        match exchange(connect(&endpoint).await, get("/"), &endpoint, IDLE).await {
             Err(Refusal::Sent(error)) => {
                 assert!(error.to_string().contains(expected), "{error}")
             }
@@ -484,7 +487,7 @@ async fn a_request_refused_before_a_byte_went_keeps_its_inlined_body() {
     let _ = stream.peek(&mut probe).await;
     let connection = Connection::new(Conn::Plain(stream), None);
     let request = post("/", Bytes::from_static(b"hello"), None);
-    let returned = match exchange(connection, request, &endpoint).await {
+    let returned = match exchange(connection, request, &endpoint, IDLE).await {
         Err(Refusal::Unsent(request, _)) => request,
         Err(Refusal::Sent(error)) => panic!("reported sent: {error}"),
         Ok(response) => panic!("answered: {}", response.status()),
@@ -493,4 +496,153 @@ async fn a_request_refused_before_a_byte_went_keeps_its_inlined_body() {
     assert_eq!(body.size_hint().exact(), Some(5));
     let collected = body.collect().await.expect("body").to_bytes();
     assert_eq!(collected, Bytes::from_static(b"hello"));
+}
+
+#[test]
+fn chunk_sizes_are_read_strictly() {
+    for (line, size) in [
+        (&b"5\r\n"[..], 5),
+        (b"00A\r\n", 10),
+        (b"0\r\n", 0),
+        // Extensions, after optional spaces or tabs (RFC 9112 section 7.1.1).
+        (b"5;name=value\r\n", 5),
+        (b"5 ; name = \"v\"\r\n", 5),
+        (b"5\t;x\r\n", 5),
+    ] {
+        let parsed = parse_chunk_size(line).expect("accepted");
+        assert_eq!(parsed, Some((size, line.len())), "{line:?}");
+    }
+    for line in [
+        &b" 5\r\n"[..],
+        b"\x0c5\r\n",
+        b"5\r\r\n",
+        b"5 \r\n",
+        b"5\n",
+        b"\r\n",
+        b";x\r\n",
+        b"0x5\r\n",
+        b"5;a\x01b\r\n",
+        b"1000000000000000\r\n",
+    ] {
+        assert!(parse_chunk_size(line).is_err(), "{line:?} accepted");
+    }
+    assert!(matches!(parse_chunk_size(b"5;ext"), Ok(None)));
+}
+
+#[test]
+fn equal_content_lengths_collapse_into_one_and_differing_ones_fail() {
+    let mut buf =
+        BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 005\r\n\r\n"[..]);
+    let head = parse_response(&mut buf, &mut Vec::new(), false)
+        .expect("parsed")
+        .expect("complete");
+    assert_eq!(head.framing, Framing::Length(5));
+    let lengths: Vec<_> = head.headers.get_all("content-length").iter().collect();
+    assert_eq!(lengths, ["5"]);
+    let mut buf =
+        BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"[..]);
+    let parsed = parse_response(&mut buf, &mut Vec::new(), false);
+    assert!(matches!(parsed, Err(Error::ResponseLength)));
+}
+
+#[test]
+fn a_head_over_the_limit_fails_even_when_it_is_complete() {
+    let mut head = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    head.resize(head.len() + 65 * 1024, b'a');
+    head.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+    let parsed = parse_response(&mut BytesMut::from(&head[..]), &mut Vec::new(), false);
+    assert!(matches!(parsed, Err(Error::HeadTooLarge)));
+}
+
+/// Serves one connection: reads a request head, writes `pieces` `pause` apart,
+/// then waits for the client to close and reports it.
+fn serve_paced(
+    listener: TcpListener,
+    pieces: &'static [&'static [u8]],
+    pause: Duration,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (closed, on_close) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        read_head(&mut stream).await;
+        for piece in pieces {
+            stream.write_all(piece).await.expect("write");
+            tokio::time::sleep(pause).await;
+        }
+        while stream.read(&mut [0u8; 64]).await.is_ok_and(|n| n > 0) {}
+        let _ = closed.send(());
+    });
+    on_close
+}
+
+#[tokio::test]
+async fn a_silent_upstream_fails_the_exchange_after_the_idle_timeout() {
+    let (listener, endpoint) = server().await;
+    let closed = serve_paced(listener, &[], Duration::ZERO);
+    let idle = Duration::from_millis(200);
+    let started = std::time::Instant::now();
+    let result = exchange(connect(&endpoint).await, get("/"), &endpoint, idle).await;
+    let waited = started.elapsed();
+    assert!(matches!(result, Err(Refusal::Sent(Error::Idle(after))) if after == idle));
+    assert!(
+        waited >= idle && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the connection is closed")
+        .expect("server running");
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_fails_after_the_idle_timeout_and_its_connection_is_closed() {
+    let (listener, endpoint) = server().await;
+    let closed = serve_paced(
+        listener,
+        &[b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"],
+        Duration::ZERO,
+    );
+    let idle = Duration::from_millis(200);
+    let request = exchange(connect(&endpoint).await, get("/"), &endpoint, idle);
+    let Ok(response) = request.await else {
+        panic!("the head arrived");
+    };
+    let error = response
+        .into_body()
+        .collect()
+        .await
+        .expect_err("a stalled body fails");
+    assert!(error.to_string().contains("sent nothing"), "{error}");
+    assert_eq!(endpoint.clients.http1.idle_count(), 0);
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the connection is closed")
+        .expect("server running");
+}
+
+#[tokio::test]
+async fn a_slow_body_that_keeps_moving_is_not_cut() {
+    let (listener, endpoint) = server().await;
+    // Six pieces 100 ms apart: the whole takes longer than the timeout, no
+    // single wait does.
+    let _closed = serve_paced(
+        listener,
+        &[
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+            b"a",
+            b"b",
+            b"c",
+            b"d",
+            b"e",
+        ],
+        Duration::from_millis(100),
+    );
+    let idle = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let request = exchange(connect(&endpoint).await, get("/"), &endpoint, idle);
+    let Ok(response) = request.await else {
+        panic!("the head arrived");
+    };
+    assert_eq!(body_of(response).await, Bytes::from_static(b"abcde"));
+    assert!(started.elapsed() > idle, "the test proves nothing");
 }
