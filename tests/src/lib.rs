@@ -5,6 +5,7 @@
 pub mod load;
 pub mod mesh;
 pub mod netns;
+pub mod probe;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
