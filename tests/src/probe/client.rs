@@ -2,7 +2,7 @@
 //! comes back as a list of responses (leniently: it reports, the recorder judges).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::Step;
@@ -41,11 +41,19 @@ pub struct Patience {
     pub want_only: bool,
 }
 
-pub fn exchange(addr: SocketAddr, steps: &[Step], want: usize, patience: &Patience) -> Seen {
+/// Runs the steps and reads what comes back. The connection is returned still
+/// open (if the proxy has not closed it): the caller checks the upstream side
+/// first, as the client's own close would end the request there.
+pub fn exchange(
+    addr: SocketAddr,
+    steps: &[Step],
+    want: usize,
+    patience: &Patience,
+) -> (Seen, Option<TcpStream>) {
     let mut seen = Seen::default();
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
         seen.closed = true;
-        return seen;
+        return (seen, None);
     };
     let _ = stream.set_nodelay(true);
     let mut silence_from = Instant::now();
@@ -104,8 +112,7 @@ pub fn exchange(addr: SocketAddr, steps: &[Step], want: usize, patience: &Patien
         seen.closed_after = Some(silence_from.elapsed());
     }
     seen.garbage = !parse_responses(&seen.raw).1.is_empty();
-    let _ = stream.shutdown(Shutdown::Both);
-    seen
+    (seen, Some(stream))
 }
 
 /// Reads until the connection closes, or `want` responses arrived and nothing more

@@ -24,7 +24,7 @@ pub mod strict;
 mod verdict;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -112,6 +112,8 @@ pub enum Expect {
 #[derive(Debug, Clone)]
 pub struct Case {
     pub name: String,
+    /// The number in the `/tNNN/` tag of its request targets.
+    pub tag: u32,
     pub steps: Vec<Step>,
     /// The ways RFC 9112 lets a recipient read the bytes; none: nothing may be
     /// forwarded.
@@ -190,13 +192,12 @@ pub fn run(
             scope.spawn(|| loop {
                 let index = next.fetch_add(1, Ordering::SeqCst);
                 let Some(case) = cases.get(index) else { return };
-                let seen = observe(case, target, timeouts);
+                let (seen, connection) = observe(case, target, timeouts);
                 let upstream_open = match case.stall() {
-                    Some(_) => {
-                        upstream_still_open(recorder, earlier, index as u32, timeouts.margin)
-                    }
+                    Some(_) => upstream_still_open(recorder, earlier, case.tag, timeouts.margin),
                     None => 0,
                 };
+                drop(connection);
                 let live = target.live.is_none_or(live);
                 let mut all = observed.lock().unwrap_or_else(|p| p.into_inner());
                 all[index] = Some(Observed {
@@ -212,19 +213,18 @@ pub fn run(
     cases
         .iter()
         .zip(observed)
-        .enumerate()
-        .map(|(index, (case, observed))| {
+        .map(|(case, observed)| {
             let observed = observed.unwrap_or(Observed {
                 seen: Seen::default(),
                 live: false,
                 upstream_open: 0,
             });
-            judge(index as u32, case, observed, &connections, timeouts)
+            judge(case, observed, &connections, timeouts)
         })
         .collect()
 }
 
-fn observe(case: &Case, target: &Target, timeouts: &Timeouts) -> Seen {
+fn observe(case: &Case, target: &Target, timeouts: &Timeouts) -> (Seen, Option<TcpStream>) {
     let want = case.most_requests().max(1);
     let patience = Patience {
         settle: Duration::from_millis(150),

@@ -92,13 +92,12 @@ fn within(requests: &[&strict::Request], reading: &[Req]) -> bool {
 }
 
 pub(super) fn judge(
-    tag: u32,
     case: &Case,
     observed: Observed,
     connections: &[Connection],
     timeouts: &Timeouts,
 ) -> Outcome {
-    let (requests, mut problems) = recorded(tag, connections);
+    let (requests, mut problems) = recorded(case.tag, connections);
     let seen = observed.seen;
     let forwarded = requests.len();
     if !case.readings.iter().any(|r| within(&requests, r)) && !(requests.is_empty()) {
@@ -195,7 +194,7 @@ pub(super) fn judge(
             }
             if observed.upstream_open > 0 {
                 problems.push(format!(
-                    "{} upstream connection(s) still held the request after the client's",
+                    "{} upstream connection(s) still held the stalled request",
                     observed.upstream_open
                 ));
             }

@@ -88,6 +88,7 @@ impl Builder {
             .collect();
         self.cases.push(Case {
             name: name.into(),
+            tag: self.cases.len() as u32,
             steps,
             readings,
             expect,
@@ -176,6 +177,7 @@ mod tests {
         let mut names = std::collections::BTreeSet::new();
         for (index, case) in cases.iter().enumerate() {
             assert!(names.insert(case.name.clone()), "{} twice", case.name);
+            assert_eq!(case.tag as usize, index, "{}", case.name);
             let tag = format!("/t{index:03}/");
             let bytes = case.bytes();
             assert!(
