@@ -100,23 +100,10 @@ pub(super) fn judge(
     let (requests, mut problems) = recorded(case.tag, connections);
     let seen = observed.seen;
     let forwarded = requests.len();
-    if !case.readings.iter().any(|r| within(&requests, r)) && !(requests.is_empty()) {
+    if !requests.is_empty() && !case.readings.iter().any(|r| within(&requests, r)) {
         problems.push(format!(
             "forwarded what the client did not send as one request: {}",
-            requests
-                .iter()
-                .map(|r| format!(
-                    "{} {} host={:?} body={}",
-                    r.method,
-                    r.target,
-                    r.values("host")
-                        .iter()
-                        .map(|h| String::from_utf8_lossy(h))
-                        .collect::<Vec<_>>(),
-                    escape(&r.body[..r.body.len().min(80)])
-                ))
-                .collect::<Vec<_>>()
-                .join("; ")
+            describe(&requests)
         ));
     }
     if client::find(&seen.raw, STRAY_BODY).is_some() {
@@ -164,6 +151,17 @@ pub(super) fn judge(
             if answered != forwarded {
                 problems.push(format!("{answered} 2xx for {forwarded} forwarded"));
             }
+            // A 502 after the recorder refused what it got is that problem again.
+            let blamed = seen
+                .responses
+                .iter()
+                .find(|r| !ok(r) && !is_refusal(r.status));
+            if let (Some(response), true) = (blamed, problems.is_empty()) {
+                problems.push(format!(
+                    "refused with {}, which blames the upstream for the client's request",
+                    response.status
+                ));
+            }
         }
         Expect::BadGateway => {
             if answered > 0 || !(seen.closed || seen.responses.iter().any(|r| r.status >= 500)) {
@@ -208,6 +206,19 @@ pub(super) fn judge(
         forwarded,
         problems,
     }
+}
+
+fn describe(requests: &[&strict::Request]) -> String {
+    let one = |r: &&strict::Request| {
+        let hosts: Vec<_> = r
+            .values("host")
+            .iter()
+            .map(|h| String::from_utf8_lossy(h))
+            .collect();
+        let body = escape(&r.body[..r.body.len().min(80)]);
+        format!("{} {} host={hosts:?} body={body}", r.method, r.target)
+    };
+    requests.iter().map(one).collect::<Vec<_>>().join("; ")
 }
 
 fn is_refusal(status: u16) -> bool {
