@@ -9,10 +9,11 @@
 //! - [`client`]: the raw client side.
 //! - [`recorder`]: the upstream, and the misbehaviours a request can ask it for.
 //! - [`strict`]: the recorder's parser.
+//! - `verdict`: what one case's outcome means.
 //!
 //! [`run`] sends every case (several at once: each carries its own tag `/tNNN/`
 //! in every request target, so the recorder's requests can be told apart), and
-//! [`judge`] checks the rules that hold for every proxy: nothing reaches the
+//! the verdict checks the rules that hold for every proxy: nothing reaches the
 //! upstream that the client did not send as one request, nothing a strict server
 //! would refuse reaches it, no response reaches a client it was not meant for,
 //! slow and stalled peers are cut off within the timeouts, and the proxy stays up.
