@@ -1,5 +1,5 @@
 //! The probe's upstream: a plain std `TcpListener` that keeps every byte each
-//! connection brings, reads them with the [`strict`](super::strict) parser, and
+//! connection brings, reads them with the [`strict`] parser, and
 //! answers each request. The answer is a fixed small response unless the
 //! request's last path segment names a misbehaviour ([`Reply`]), so one recorder
 //! serves every case, in front of any proxy.
