@@ -5,6 +5,7 @@
 pub mod load;
 pub mod mesh;
 pub mod netns;
+pub mod probe;
 pub mod web;
 
 use std::io::{Read, Write};
