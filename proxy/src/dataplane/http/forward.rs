@@ -474,9 +474,15 @@ fn unsent_outcome(error: &ForwardError) -> Outcome {
     }
 }
 
-/// What a failure after the request (or part of it) was sent says.
-fn sent_outcome(_error: &ForwardError) -> Outcome {
-    Outcome::Reset
+/// What a failure after the request (or part of it) was sent says: the client's
+/// own (its body broke off or was malformed), an upstream that fell silent for the
+/// response inactivity timeout (as a per-try timeout), or a broken connection.
+fn sent_outcome(error: &ForwardError) -> Outcome {
+    match error {
+        ForwardError::Client(_) => Outcome::ClientFailed,
+        ForwardError::ResponseIdle { .. } => Outcome::TriedTooLong,
+        _ => Outcome::Reset,
+    }
 }
 
 /// Whole seconds since the process epoch, the retry budget's clock.
