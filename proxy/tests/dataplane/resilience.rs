@@ -381,5 +381,9 @@ async fn a_tcp_endpoint_refusing_connections_leaves_rotation_and_connections_fai
         Some(1.0),
         "{text}"
     );
-    assert_eq!(series("weft_outlier_ejections_total").unwrap_or(0.0), 0.0, "{text}");
+    assert_eq!(
+        series("weft_outlier_ejections_total").unwrap_or(0.0),
+        0.0,
+        "{text}"
+    );
 }

@@ -145,6 +145,35 @@ async fn a_malformed_chunked_request_body_is_the_clients_failure() {
     upstream.wait_closed(1).await;
 }
 
+/// Clients that break their own uploads cannot eject a healthy endpoint: their
+/// failures feed neither outlier detection nor the balancer (six in a row used to
+/// eject it with the default settings).
+#[tokio::test]
+async fn clients_breaking_their_uploads_do_not_eject_a_healthy_endpoint() {
+    let upstream =
+        RawUpstream::start(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await;
+    let proxy = proxy_for("edge-no-eject", upstream.addr, &[]).await;
+    for _ in 0..8 {
+        let reply = exchange(
+            &proxy,
+            b"POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+              5\r\nhello\r\nzz\r\n",
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+    }
+    let text = recorder().render();
+    let series = |name| sample(&text, name, &[("service", "shop/edge-no-eject")]);
+    assert_eq!(
+        series("weft_outlier_ejections_total").unwrap_or(0.0),
+        0.0,
+        "{text}"
+    );
+    // The endpoint still serves the next, well-formed request.
+    let reply = exchange(&proxy, GET).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+}
+
 #[tokio::test]
 async fn a_client_aborting_its_upload_is_the_clients_failure() {
     let upstream = RawUpstream::start(Vec::new()).await;
