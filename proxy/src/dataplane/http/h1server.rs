@@ -19,6 +19,9 @@
 //! pipelines are kept for later, and a client that closes its side ends the
 //! exchange, which cancels the upstream request (hyper's behaviour without
 //! half-close).
+//!
+//! Every head served here first meets [`headers::normalize_http1`] (a refused
+//! one gets 400 and a close).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -41,13 +44,14 @@ use super::date;
 use super::h1client::{
     content_length, decimal, has_token, header_map, put_fields, put_number, record_spans, Span,
 };
-use super::Handler;
+use super::{headers, Handler};
 
 /// Request header fields accepted, as hyper's default; a head with more goes to
 /// hyper, which answers 431.
 const MAX_HEADERS: usize = 100;
-/// A head still incomplete past this size goes to hyper, whose limit is larger.
-const MAX_HEAD: usize = 64 * 1024;
+/// A head still incomplete past this size goes to hyper, which is held to the
+/// same bound (and answers 431).
+pub const MAX_HEAD: usize = 64 * 1024;
 /// The largest request body read whole here; a larger one goes to hyper.
 const MAX_BODY: u64 = 64 * 1024;
 /// What one read asks for while a request head is awaited.
@@ -138,11 +142,16 @@ pub async fn serve(
         };
 
         let Head {
-            request,
+            mut request,
             close,
             head_request,
             trailers,
         } = head;
+        if let Err(malformed) = headers::normalize_http1(&mut request) {
+            tracing::debug!(%malformed, "request refused");
+            conn.refuse().await;
+            return Ended::Closed;
+        }
         let response = {
             let mut handled = pin!(handler.handle(request));
             poll_fn(|cx| {

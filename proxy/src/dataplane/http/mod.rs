@@ -6,6 +6,9 @@
 //! then by hyper); each request is
 //! forwarded in the version the destination declares (`http1`, or `http2`/`grpc`),
 //! so the two sides may differ and [`headers`] translates between them.
+//!
+//! An HTTP/1 head meets the same rules ([`headers::normalize_http1`]) and the
+//! same 64 KiB bound whichever server reads it.
 
 mod attempt;
 pub mod body;
@@ -26,6 +29,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::CONNECTION;
+use http::{HeaderValue, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -38,7 +43,7 @@ use super::detect::Detected;
 use super::io::Counted;
 use super::Context;
 
-use body::ReceivedBody;
+use body::{ProxyBody, ReceivedBody};
 pub use forward::Handler;
 
 /// Where the requests of one connection go.
@@ -109,8 +114,19 @@ async fn serve_with_hyper(
         // moves the service future into its dispatcher; moving a pointer instead
         // of the state showed as memcpy in profiles.
         Box::pin(async move {
-            let request = request.map(ReceivedBody::Http1);
-            let response = handler.handle(request).await;
+            let mut request = request.map(ReceivedBody::Http1);
+            let response = match headers::normalize_http1(&mut request) {
+                Ok(()) => handler.handle(request).await,
+                Err(malformed) => {
+                    tracing::debug!(%malformed, "request refused");
+                    let mut response = Response::new(ProxyBody::empty());
+                    *response.status_mut() = StatusCode::BAD_REQUEST;
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                    response
+                }
+            };
             Ok::<_, Infallible>(response.map(|body| Tracked {
                 body,
                 _exchange: exchange,
@@ -120,6 +136,9 @@ async fn serve_with_hyper(
     let connection = hyper::server::conn::http1::Builder::new()
         // The idle timeout is `Activity::idle`'s, below.
         .header_read_timeout(None)
+        // hyper's default (~400 KiB) let a slow partial head hold that much per
+        // connection; the own server's bound applies here too (431 past it).
+        .max_buf_size(h1server::MAX_HEAD)
         .serve_connection(TokioIo::new(client), service)
         .with_upgrades();
     tokio::pin!(connection);
