@@ -252,7 +252,7 @@ pub struct ResilienceMetrics {
 }
 
 /// Room for every `dataplane::error::Class`; checked by a test there.
-pub const ERROR_SLOTS: usize = 9;
+pub const ERROR_SLOTS: usize = 10;
 
 #[derive(Debug)]
 pub struct TcpMetrics {

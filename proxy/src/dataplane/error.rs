@@ -64,6 +64,10 @@ pub enum ForwardError {
     /// service from a client that is not HTTP/1.1).
     #[error("not supported: {0}")]
     Unsupported(&'static str),
+    /// The client sent no request body bytes for the request-body timeout: the
+    /// request was abandoned (the client's doing, not the upstream's).
+    #[error("no request body bytes from the client for {0:?}")]
+    BodyTimeout(std::time::Duration),
 }
 
 /// The classes the rescue table knows; the discriminant is the metric slot.
@@ -78,10 +82,11 @@ pub enum Class {
     Timeout = 6,
     Denied = 7,
     Unsupported = 8,
+    BodyTimeout = 9,
 }
 
 impl Class {
-    pub const ALL: [Class; 9] = [
+    pub const ALL: [Class; 10] = [
         Class::NoRoute,
         Class::NoEndpoint,
         Class::Connect,
@@ -91,6 +96,7 @@ impl Class {
         Class::Timeout,
         Class::Denied,
         Class::Unsupported,
+        Class::BodyTimeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -104,6 +110,7 @@ impl Class {
             Class::Timeout => "timeout",
             Class::Denied => "denied",
             Class::Unsupported => "unsupported",
+            Class::BodyTimeout => "body_timeout",
         }
     }
 
@@ -111,7 +118,7 @@ impl Class {
     /// has nowhere to send the request or the upstream failed, 503 when a circuit
     /// breaker refused it, 504 when connecting or the request timed out, 403 when an
     /// authorization policy refused the caller, 501 for a request the proxy cannot
-    /// forward as it came.
+    /// forward as it came, 408 for a client that stopped sending its body.
     pub fn status(self) -> StatusCode {
         match self {
             Class::NoRoute => StatusCode::NOT_FOUND,
@@ -120,6 +127,7 @@ impl Class {
             Class::ConnectTimeout | Class::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Class::Denied => StatusCode::FORBIDDEN,
             Class::Unsupported => StatusCode::NOT_IMPLEMENTED,
+            Class::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -154,6 +162,7 @@ impl ForwardError {
             ForwardError::Timeout(_) => Class::Timeout,
             ForwardError::Denied => Class::Denied,
             ForwardError::Unsupported(_) => Class::Unsupported,
+            ForwardError::BodyTimeout(_) => Class::BodyTimeout,
         }
     }
 }
