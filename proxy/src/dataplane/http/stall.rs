@@ -123,12 +123,7 @@ impl BodyTimeout {
     /// Abandons a request whose response had begun (and is cut short), counted.
     pub fn abandon_responding(&self, stall: &Stall) {
         stall.abandon();
-        self.count(stall.authority.as_deref());
-    }
-
-    /// Counts a request abandoned before it was forwarded, for `authority`.
-    pub fn count(&self, authority: Option<&str>) {
-        let metrics = self.metrics(authority);
+        let metrics = self.metrics(stall.authority.as_deref());
         tracing::debug!(
             service = metrics.service(),
             "request body stalled; abandoned"
@@ -137,13 +132,15 @@ impl BodyTimeout {
         metrics.error(class as usize, class.label());
     }
 
-    /// The response for a request abandoned before it was forwarded, counted.
+    /// The response for a request abandoned before it was forwarded, counted
+    /// (as a request too: the forwarder, which counts requests, never saw it).
     pub fn rescue(&self, authority: Option<&str>) -> http::Response<ProxyBody> {
         let metrics = self.metrics(authority);
         tracing::debug!(
             service = metrics.service(),
             "request body stalled; abandoned"
         );
+        metrics.requests.increment(1);
         rescue(&ForwardError::BodyTimeout(self.timeout), &metrics, false)
     }
 
