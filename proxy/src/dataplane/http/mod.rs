@@ -287,7 +287,7 @@ impl Body for Tracked {
             if timer.poll_stalled(cx).is_ready() {
                 timeouts.abandon_responding(timer.stall());
                 this.watch = None;
-                return Poll::Ready(Some(Err(Box::new(Abandoned))));
+                return Poll::Ready(Some(Err(Box::new(Abandoned::new()))));
             }
         }
         Pin::new(&mut this.body).poll_frame(cx)

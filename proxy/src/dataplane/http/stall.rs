@@ -199,10 +199,17 @@ impl Stall {
     }
 }
 
-/// Why a watched body failed: its request was abandoned.
+/// Why a watched body failed: its request was abandoned. Carries `CANCEL` as the reason an upstream stream
+/// still carrying the body is reset with ([`super::stream`] looks for it).
 #[derive(Debug, thiserror::Error)]
 #[error("request abandoned: its body stalled")]
-pub struct Abandoned;
+pub struct Abandoned(#[source] h2::Error);
+
+impl Abandoned {
+    pub fn new() -> Abandoned {
+        Abandoned(h2::Error::from(h2::Reason::CANCEL))
+    }
+}
 
 /// A downstream request body under the body timeout.
 pub struct Watched<B> {
@@ -225,14 +232,14 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let stall = &*self.stall;
         if stall.abandoned.load(Ordering::SeqCst) {
-            return Poll::Ready(Some(Err(Box::new(Abandoned))));
+            return Poll::Ready(Some(Err(Box::new(Abandoned::new()))));
         }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Pending => {
                 stall.reader.register(cx.waker());
                 if stall.abandoned.load(Ordering::SeqCst) {
-                    return Poll::Ready(Some(Err(Box::new(Abandoned))));
+                    return Poll::Ready(Some(Err(Box::new(Abandoned::new()))));
                 }
                 if stall.waiting_since.load(Ordering::SeqCst) == 0 {
                     let now = crate::balance::now().max(1);
