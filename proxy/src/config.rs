@@ -97,6 +97,16 @@ pub struct Args {
     /// instead of connecting to a control plane.
     #[arg(long, env = "WEFT_STATIC_CONFIG")]
     pub static_config: Option<PathBuf>,
+    /// A request whose client sends no body bytes for this long (ms) is abandoned:
+    /// 408 (if no response has begun), upstream request cancelled, connection
+    /// closed. On HTTP/2 only when the response did not move either.
+    #[arg(long, env = "WEFT_REQUEST_BODY_TIMEOUT_MS", default_value = "60000")]
+    pub request_body_timeout_ms: String,
+    /// Downstream connections open at once over every data-path listener; the
+    /// next one is closed as soon as it is accepted (default: half the
+    /// open-files limit, at most 100000).
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS")]
+    pub max_connections: Option<String>,
     /// Data-path worker threads (0: one per CPU).
     #[arg(long, env = "WEFT_WORKERS", default_value = "0")]
     pub workers: String,
@@ -143,6 +153,12 @@ pub struct Config {
     #[serde(with = "millis")]
     pub response_idle_timeout: Duration,
     pub static_config: Option<PathBuf>,
+    #[serde(with = "millis")]
+    pub request_body_timeout: Duration,
+    /// `None` until the start sizes it from the open-files limit
+    /// ([`crate::limits::connection_limit`]), so that `/config_dump` shows the
+    /// limit in force.
+    pub max_connections: Option<usize>,
     pub workers: usize,
     pub log: String,
     /// `None`: no token, identity disabled.
@@ -304,6 +320,26 @@ impl Config {
             millis("shutdown-grace-period-ms", &args.shutdown_grace_period_ms);
         let response_idle_timeout =
             millis("response-idle-timeout-ms", &args.response_idle_timeout_ms);
+        let request_body_timeout = match args.request_body_timeout_ms.parse::<u64>() {
+            Ok(ms) if ms >= 1 => Duration::from_millis(ms),
+            _ => {
+                errors.push(format!(
+                    "--request-body-timeout-ms: {:?} is not a number of milliseconds >= 1",
+                    args.request_body_timeout_ms
+                ));
+                Duration::ZERO
+            }
+        };
+        let max_connections = args.max_connections.as_deref().map(|value| {
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .unwrap_or_else(|| {
+                    errors.push(format!("--max-connections: {value:?} is not a number >= 1"));
+                    1
+                })
+        });
         let workers = args.workers.parse::<usize>().unwrap_or_else(|_| {
             errors.push(format!("--workers: {:?} is not a number", args.workers));
             0
@@ -332,6 +368,8 @@ impl Config {
             shutdown_grace_period,
             response_idle_timeout,
             static_config: args.static_config,
+            request_body_timeout,
+            max_connections,
             workers,
             log: args.log,
             identity,
@@ -597,6 +635,34 @@ mod tests {
             .expect("valid")
             .identity
             .is_none());
+    }
+
+    #[test]
+    fn edge_limits_parse_and_default_as_the_data_path_does() {
+        let config = Config::from_args(args(&[])).expect("valid");
+        let settings = crate::dataplane::Settings::default();
+        assert_eq!(config.request_body_timeout, settings.request_body_timeout);
+        assert_eq!(config.max_connections, None);
+        let config = Config::from_args(args(&[
+            "--request-body-timeout-ms",
+            "250",
+            "--max-connections",
+            "10",
+        ]))
+        .expect("valid");
+        assert_eq!(config.request_body_timeout, Duration::from_millis(250));
+        assert_eq!(config.max_connections, Some(10));
+        let dumped = serde_json::to_value(&config).expect("json");
+        assert_eq!(dumped["request_body_timeout"], 250);
+        assert_eq!(dumped["max_connections"], 10);
+        let errors = Config::from_args(args(&[
+            "--request-body-timeout-ms",
+            "0",
+            "--max-connections",
+            "none",
+        ]))
+        .expect_err("invalid");
+        assert_eq!(errors.len(), 2, "{errors:?}");
     }
 
     #[test]

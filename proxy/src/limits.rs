@@ -7,6 +7,10 @@
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
+/// The most downstream connections the proxy takes by default, whatever the
+/// open-files limit: about 8 KB each while idle, so under a GiB at the bound.
+const MAX_CONNECTIONS: usize = 100_000;
+
 /// Raises the soft open-files limit to the hard one; returns the limit before and
 /// after. Nothing changes when the hard limit is unlimited (Linux caps this one
 /// at `fs.nr_open`, so "unlimited" cannot be set) or the soft one is already there.
@@ -26,6 +30,18 @@ pub fn raise_open_files() -> std::io::Result<(Option<u64>, Option<u64>)> {
         },
     )?;
     Ok((Some(current), Some(maximum)))
+}
+
+/// The default bound on downstream connections open at once: half the soft
+/// open-files limit (each proxied connection holds its own descriptor and one to
+/// an upstream, as HAProxy sizes `maxconn` from `ulimit -n`), at most
+/// [`MAX_CONNECTIONS`]. Read after [`raise_open_files`].
+pub fn connection_limit() -> usize {
+    let soft = getrlimit(Resource::Nofile).current;
+    let half = soft.map_or(MAX_CONNECTIONS as u64, |n| n / 2);
+    usize::try_from(half)
+        .unwrap_or(MAX_CONNECTIONS)
+        .clamp(1, MAX_CONNECTIONS)
 }
 
 #[cfg(test)]
@@ -55,5 +71,14 @@ mod tests {
             "soft limit left below the hard one"
         );
         assert_eq!(after, now.current);
+    }
+
+    #[test]
+    fn the_connection_limit_leaves_a_descriptor_per_upstream() {
+        let limit = connection_limit() as u64;
+        assert!((1..=MAX_CONNECTIONS as u64).contains(&limit));
+        if let Some(soft) = getrlimit(Resource::Nofile).current {
+            assert!(limit * 2 <= soft.max(2), "{limit} of {soft}");
+        }
     }
 }

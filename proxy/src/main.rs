@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(mut config: Config) -> anyhow::Result<()> {
     match limits::raise_open_files() {
         Ok((before, after)) if before != after => {
             tracing::info!(?before, ?after, "open files limit raised to the hard limit");
@@ -53,6 +53,15 @@ fn run(config: Config) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "open files limit not raised"),
     }
+    let max_connections = *config
+        .max_connections
+        .get_or_insert_with(limits::connection_limit);
+    tracing::info!(max_connections, "downstream connection limit");
+    let settings = dataplane::Settings {
+        request_body_timeout: config.request_body_timeout,
+        max_connections,
+        ..dataplane::Settings::default()
+    };
     let metrics = metrics::install()?;
     let worker_count = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -65,14 +74,15 @@ fn run(config: Config) -> anyhow::Result<()> {
     let shared = Shared::new(config);
     // The data-path listeners are bound before the admin port answers, so `/live`
     // means every listener is up, and a port that is taken stops the proxy at once.
-    let (workers, listeners) = Workers::start(
-        worker_count,
+    let (workers, listeners) = Workers::start(worker_count, async {
         dataplane::Listeners::bind(
             &shared.config.outbound,
             &shared.config.inbound,
             &shared.config.upstreams,
-        ),
-    )?;
+        )
+        .await
+        .map(|listeners| listeners.with_settings(settings))
+    })?;
     // Tasks are spawned through a handle so the runtime itself stays out here and is
     // shut down after the control runtime returns (dropping it inside an async
     // context would panic).

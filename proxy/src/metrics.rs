@@ -44,6 +44,8 @@ const UNREACHABLE: &str = "weft_endpoint_unreachable_total";
 const UNREACHABLE_NOW: &str = "weft_endpoints_unreachable";
 const AUTHZ_ALLOWED: &str = "weft_authz_allowed_total";
 const AUTHZ_DENIED: &str = "weft_authz_denied_total";
+const DOWNSTREAM_OPEN: &str = "weft_downstream_connections_open";
+const DOWNSTREAM_REFUSED: &str = "weft_downstream_connections_refused_total";
 
 /// Upper bounds of the latency buckets: 0.5 ms (a loopback hop) up to 30 s (a
 /// slow streaming call), roughly doubling.
@@ -112,6 +114,14 @@ fn describe() {
         "Captured connections to a destination that is no mesh service, forwarded unchanged."
     );
     describe_gauge!(ENDPOINTS, "Endpoints of each service, by health state.");
+    describe_gauge!(
+        DOWNSTREAM_OPEN,
+        "Downstream connections open, over every data-path listener (the ones --max-connections bounds)."
+    );
+    describe_counter!(
+        DOWNSTREAM_REFUSED,
+        "Downstream connections closed at accept because --max-connections were open, by direction."
+    );
     describe_counter!(
         RETRIES,
         "Retry attempts by outcome: success (a response that was not retried again), failure."
@@ -266,7 +276,7 @@ pub struct ResilienceMetrics {
 }
 
 /// Room for every `dataplane::error::Class`; checked by a test there.
-pub const ERROR_SLOTS: usize = 10;
+pub const ERROR_SLOTS: usize = 11;
 
 #[derive(Debug)]
 pub struct TcpMetrics {
@@ -420,6 +430,16 @@ impl AuthzMetrics {
             denied: metrics::counter!(AUTHZ_DENIED, "policy" => policy, "service" => service),
         }
     }
+}
+
+/// The number of downstream connections open (see `dataplane::admission`).
+pub fn downstream_open() -> Gauge {
+    metrics::gauge!(DOWNSTREAM_OPEN)
+}
+
+/// Counts connections refused at accept because the connection limit was reached.
+pub fn downstream_refused(direction: Direction) -> Counter {
+    metrics::counter!(DOWNSTREAM_REFUSED, "direction" => direction.as_str())
 }
 
 /// Counts one captured connection forwarded unchanged to a non-mesh destination.

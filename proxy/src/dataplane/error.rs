@@ -78,6 +78,10 @@ pub enum ForwardError {
     /// service from a client that is not HTTP/1.1).
     #[error("not supported: {0}")]
     Unsupported(&'static str),
+    /// The client sent no request body bytes for the request-body timeout: the
+    /// request was abandoned (the client's doing, not the upstream's).
+    #[error("no request body bytes from the client for {0:?}")]
+    BodyTimeout(std::time::Duration),
 }
 
 /// The classes the rescue table knows; the discriminant is the metric slot.
@@ -95,10 +99,12 @@ pub enum Class {
     /// The downstream client failed its own request: no retry, and nothing learnt
     /// about the endpoint.
     Client = 9,
+    /// The client stopped sending its request body: also the client's doing.
+    BodyTimeout = 10,
 }
 
 impl Class {
-    pub const ALL: [Class; 10] = [
+    pub const ALL: [Class; 11] = [
         Class::NoRoute,
         Class::NoEndpoint,
         Class::Connect,
@@ -109,6 +115,7 @@ impl Class {
         Class::Denied,
         Class::Unsupported,
         Class::Client,
+        Class::BodyTimeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -123,6 +130,7 @@ impl Class {
             Class::Denied => "denied",
             Class::Unsupported => "unsupported",
             Class::Client => "client",
+            Class::BodyTimeout => "body_timeout",
         }
     }
 
@@ -130,7 +138,8 @@ impl Class {
     /// has nowhere to send the request or the upstream failed, 503 when a circuit
     /// breaker refused it, 504 when connecting or the request timed out, 403 when an
     /// authorization policy refused the caller, 501 for a request the proxy cannot
-    /// forward as it came, 400 when the client's own request body failed.
+    /// forward as it came, 400 when the client's own request body failed, 408 for
+    /// a client that stopped sending its body.
     pub fn status(self) -> StatusCode {
         match self {
             Class::NoRoute => StatusCode::NOT_FOUND,
@@ -140,6 +149,7 @@ impl Class {
             Class::Denied => StatusCode::FORBIDDEN,
             Class::Unsupported => StatusCode::NOT_IMPLEMENTED,
             Class::Client => StatusCode::BAD_REQUEST,
+            Class::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -179,6 +189,7 @@ impl ForwardError {
             ForwardError::Denied => Class::Denied,
             ForwardError::Unsupported(_) => Class::Unsupported,
             ForwardError::Client(_) => Class::Client,
+            ForwardError::BodyTimeout(_) => Class::BodyTimeout,
         }
     }
 
@@ -210,7 +221,8 @@ impl ForwardError {
             | ForwardError::Timeout(_)
             | ForwardError::Denied
             | ForwardError::Unsupported(_)
-            | ForwardError::Client(_) => self.to_string(),
+            | ForwardError::Client(_)
+            | ForwardError::BodyTimeout(_) => self.to_string(),
         }
     }
 }

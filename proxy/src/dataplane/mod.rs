@@ -3,7 +3,8 @@
 //!
 //! # Layout (the request path, in order)
 //! - [`Listeners`] (here): binds the outbound, inbound and explicit `--upstream`
-//!   listeners and runs their accept loops until the drain signal.
+//!   listeners and runs their accept loops until the drain signal, within the
+//!   bound on open connections ([`admission`]).
 //! - [`outbound`] / [`inbound`]: decide where an accepted connection goes (original
 //!   destination, virtual IP, host name, local app) and with which protocol.
 //! - [`authz`]: on the inbound side, whether the caller's identity may reach the
@@ -22,6 +23,7 @@
 //! Everything here runs on the worker runtime; nothing blocks, and the only locks
 //! (connection pools, the inbound cache) are held for a push or a pop.
 
+pub mod admission;
 pub mod authz;
 pub mod destination;
 pub mod detect;
@@ -45,8 +47,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Upstream;
 use crate::drain;
+use crate::metrics::Direction;
 use crate::state::Shared;
 
+use self::admission::Admission;
 use self::registry::Registry;
 
 /// Timeouts and limits of the data path. The defaults are what the binary uses;
@@ -67,6 +71,12 @@ pub struct Settings {
     /// After the drain signal, opaque TCP connections get this long to finish
     /// before they are closed (HTTP connections close after their current request).
     pub drain_grace: Duration,
+    /// A request whose client sends no body bytes for this long is abandoned
+    /// (see [`http`]); nginx's `client_body_timeout` default.
+    pub request_body_timeout: Duration,
+    /// Downstream connections open at once over every listener; one more is
+    /// closed as soon as it is accepted ([`admission`]).
+    pub max_connections: usize,
 }
 
 impl Default for Settings {
@@ -77,6 +87,8 @@ impl Default for Settings {
             downstream_idle_timeout: Duration::from_secs(60),
             pool_max_idle: 256,
             drain_grace: Duration::from_secs(5),
+            request_body_timeout: Duration::from_secs(60),
+            max_connections: 100_000,
         }
     }
 }
@@ -168,6 +180,7 @@ impl Listeners {
     /// accepting (connections in flight keep their own drain watches).
     pub async fn serve(self, shared: Arc<Shared>, drain: drain::Watch) -> anyhow::Result<()> {
         let registry = Registry::new(shared.clone(), self.settings.pool_max_idle);
+        let admission = Arc::new(Admission::new(self.settings.max_connections));
         let cx = Arc::new(Context {
             shared,
             registry: registry.clone(),
@@ -185,11 +198,18 @@ impl Listeners {
             tracing::debug!(%addr, "data path listening");
         }
         let mut loops = tokio::task::JoinSet::new();
-        loops.spawn(accept_loop(self.outbound, drain.clone(), {
-            let cx = cx.clone();
-            move |stream, drain| outbound::accept(cx.clone(), stream, drain)
-        }));
-        loops.spawn(accept_loop(self.inbound, drain.clone(), {
+        let outbound = Gate::new(&admission, Direction::Outbound);
+        let inbound = Gate::new(&admission, Direction::Inbound);
+        loops.spawn(accept_loop(
+            self.outbound,
+            outbound.clone(),
+            drain.clone(),
+            {
+                let cx = cx.clone();
+                move |stream, drain| outbound::accept(cx.clone(), stream, drain)
+            },
+        ));
+        loops.spawn(accept_loop(self.inbound, inbound, drain.clone(), {
             let cx = cx.clone();
             move |stream, drain| inbound::accept(cx.clone(), stream, drain)
         }));
@@ -198,6 +218,7 @@ impl Listeners {
             let upstream = Arc::new(upstream);
             loops.spawn(accept_loop(
                 listener,
+                outbound.clone(),
                 drain.clone(),
                 move |stream, drain| {
                     outbound::accept_explicit(cx.clone(), upstream.clone(), stream, drain)
@@ -209,8 +230,25 @@ impl Listeners {
     }
 }
 
-/// Accepts until the drain signal, handing each connection to its own task.
-async fn accept_loop<F, Fut>(listener: TcpListener, mut drain: drain::Watch, handle: F)
+/// The admission of one accept loop, with the direction its refusals count in.
+#[derive(Clone)]
+struct Gate {
+    admission: Arc<Admission>,
+    direction: Direction,
+}
+
+impl Gate {
+    fn new(admission: &Arc<Admission>, direction: Direction) -> Gate {
+        Gate {
+            admission: admission.clone(),
+            direction,
+        }
+    }
+}
+
+/// Accepts until the drain signal, handing each connection admitted by `gate`
+/// to its own task, which holds the admission until the connection ends.
+async fn accept_loop<F, Fut>(listener: TcpListener, gate: Gate, mut drain: drain::Watch, handle: F)
 where
     F: Fn(TcpStream, drain::Watch) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -221,10 +259,18 @@ where
             () = drain.signaled() => return,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                let Some(admitted) = gate.admission.admit(gate.direction) else {
+                    tracing::debug!(%peer, "connection limit reached; closing");
+                    continue;
+                };
                 // Small writes (HTTP heads, RPCs) must not wait for Nagle.
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(handle(stream, drain.clone()));
+                let served = handle(stream, drain.clone());
+                tokio::spawn(async move {
+                    served.await;
+                    drop(admitted);
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.

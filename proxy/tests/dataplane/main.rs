@@ -4,6 +4,7 @@
 //! Python grpcio, promtool). One test binary, so the crate links once.
 
 mod balancing;
+mod edge;
 mod grpc;
 mod h2_streams;
 mod h2_upstream_faults;

@@ -26,6 +26,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use crate::metrics::ServiceMetrics;
 
 use super::h1client::ResponseBody;
+use super::stall::Watched;
 use super::stream::RecvBody;
 
 /// A received body's failure, from either HTTP stack: boxed, as failures are
@@ -82,6 +83,10 @@ pub enum ReceivedBody {
     Http1(Incoming),
     Http1Upstream(ResponseBody),
     Http2(RecvBody),
+    /// A request body streamed from hyper's server, under the body timeout.
+    Http1Downstream(Watched<Incoming>),
+    /// A request body streamed from an HTTP/2 client, under the body timeout.
+    Http2Downstream(Watched<RecvBody>),
 }
 
 impl Body for ReceivedBody {
@@ -95,6 +100,8 @@ impl Body for ReceivedBody {
             ReceivedBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             ReceivedBody::Http1Upstream(body) => Pin::new(body).poll_frame(cx),
             ReceivedBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ReceivedBody::Http1Downstream(body) => body.poll_frame(cx),
+            ReceivedBody::Http2Downstream(body) => body.poll_frame(cx),
         }
     }
 
@@ -105,6 +112,8 @@ impl Body for ReceivedBody {
             ReceivedBody::Http1(body) => body.is_end_stream(),
             ReceivedBody::Http1Upstream(body) => body.is_end_stream(),
             ReceivedBody::Http2(body) => body.is_end_stream(),
+            ReceivedBody::Http1Downstream(body) => body.is_end_stream(),
+            ReceivedBody::Http2Downstream(body) => body.is_end_stream(),
         }
     }
 
@@ -117,6 +126,8 @@ impl Body for ReceivedBody {
             ReceivedBody::Http1(body) => body.size_hint(),
             ReceivedBody::Http1Upstream(body) => body.size_hint(),
             ReceivedBody::Http2(body) => body.size_hint(),
+            ReceivedBody::Http1Downstream(body) => body.size_hint(),
+            ReceivedBody::Http2Downstream(body) => body.size_hint(),
         }
     }
 }

@@ -19,6 +19,11 @@
 //! pipelines are kept for later, and a client that closes its side ends the
 //! exchange, which cancels the upstream request (hyper's behaviour without
 //! half-close).
+//!
+//! Every head served here first meets [`headers::normalize_http1`] (a refused
+//! one gets 400 and a close). A head whose small body is slow to follow is
+//! waited for under the request-body timeout ([`super::stall`]), not the idle
+//! one: 408 and a close when no body byte came for that long.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -41,13 +46,15 @@ use super::date;
 use super::h1client::{
     content_length, decimal, has_token, header_map, put_fields, put_number, record_spans, Span,
 };
-use super::Handler;
+use super::stall::BodyTimeout;
+use super::{headers, Handler};
 
 /// Request header fields accepted, as hyper's default; a head with more goes to
 /// hyper, which answers 431.
 const MAX_HEADERS: usize = 100;
-/// A head still incomplete past this size goes to hyper, whose limit is larger.
-const MAX_HEAD: usize = 64 * 1024;
+/// A head still incomplete past this size goes to hyper, which is held to the
+/// same bound (and answers 431).
+pub const MAX_HEAD: usize = 64 * 1024;
 /// The largest request body read whole here; a larger one goes to hyper.
 const MAX_BODY: u64 = 64 * 1024;
 /// What one read asks for while a request head is awaited.
@@ -72,6 +79,7 @@ pub enum Ended {
 pub async fn serve(
     io: Counted,
     handler: &Handler,
+    timeouts: &BodyTimeout,
     idle: Duration,
     drain: &mut drain::Watch,
 ) -> Ended {
@@ -88,10 +96,21 @@ pub async fn serve(
     let mut quiet_since = Instant::now();
     let mut idle_timer = pin!(tokio::time::sleep(idle));
     loop {
+        // While a parsed head waits for its body: when a body byte last came.
+        let mut body_since: Option<Instant> = None;
         let head = loop {
             match parse_request(&mut conn.buf, &mut conn.spans) {
-                Ok(Some(head)) => break head,
-                Ok(None) => {}
+                Ok(Parsed::Request(head)) => break head,
+                Ok(Parsed::Incomplete { body: false }) => {}
+                Ok(Parsed::Incomplete { body: true }) => {
+                    if body_since.is_none() {
+                        let now = Instant::now();
+                        body_since = Some(now);
+                        if let Some(at) = now.checked_add(timeouts.timeout) {
+                            idle_timer.as_mut().reset(at.into());
+                        }
+                    }
+                }
                 Err(NotServed::Invalid) => {
                     conn.refuse().await;
                     return Ended::Closed;
@@ -113,7 +132,11 @@ pub async fn serve(
             .await;
             match event {
                 Event::Read(Ok(0)) => return Ended::Closed,
-                Event::Read(Ok(_)) => {}
+                Event::Read(Ok(_)) => {
+                    if body_since.is_some() {
+                        body_since = Some(Instant::now());
+                    }
+                }
                 Event::Read(Err(error)) => {
                     tracing::debug!(%error, "downstream read failed");
                     return Ended::Closed;
@@ -123,6 +146,21 @@ pub async fn serve(
                     if conn.buf.is_empty() {
                         return Ended::Closed;
                     }
+                }
+                Event::Idle if body_since.is_some() => {
+                    let since = body_since.unwrap_or(quiet_since);
+                    // The request-body timeout, not the idle one: a head came.
+                    let Some(deadline) = since.checked_add(timeouts.timeout) else {
+                        continue;
+                    };
+                    if Instant::now() >= deadline {
+                        let authority = head_authority(&conn.buf);
+                        let response = timeouts.rescue(authority.as_deref());
+                        let _ = conn.respond(response, false, false, true).await;
+                        let _ = conn.io.shutdown().await;
+                        return Ended::Closed;
+                    }
+                    idle_timer.as_mut().reset(deadline.into());
                 }
                 Event::Idle => {
                     let Some(deadline) = quiet_since.checked_add(idle) else {
@@ -138,11 +176,16 @@ pub async fn serve(
         };
 
         let Head {
-            request,
+            mut request,
             close,
             head_request,
             trailers,
         } = head;
+        if let Err(malformed) = headers::normalize_http1(&mut request) {
+            tracing::debug!(%malformed, "request refused");
+            conn.refuse().await;
+            return Ended::Closed;
+        }
         let response = {
             let mut handled = pin!(handler.handle(request));
             poll_fn(|cx| {
@@ -434,6 +477,19 @@ struct Head {
     trailers: bool,
 }
 
+/// How far parsing got when it did not refuse the request.
+// Returned by value and matched at once, never stored: boxing the head would
+// cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Request(Head),
+    /// More bytes are needed: of the head, or (`body`) of a small body whose head
+    /// is complete.
+    Incomplete {
+        body: bool,
+    },
+}
+
 /// Why a request head is not served here.
 #[derive(Debug)]
 enum NotServed {
@@ -444,10 +500,10 @@ enum NotServed {
 }
 
 /// Parses a request head from the front of `buf`, removing it only when it is
-/// served here: `Ok(None)` while the head is incomplete.
-fn parse_request(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>, NotServed> {
+/// served here.
+fn parse_request(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Parsed, NotServed> {
     if buf.is_empty() {
-        return Ok(None);
+        return Ok(Parsed::Incomplete { body: false });
     }
     // Uninitialised: filling 100 empty fields would cost more than the parse.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -458,7 +514,9 @@ fn parse_request(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Hea
         &mut fields,
     ) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {
+            return Ok(Parsed::Incomplete { body: false })
+        }
         _ => return Err(NotServed::Other),
     };
     if parsed.version != Some(1) {
@@ -515,7 +573,7 @@ fn parse_request(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Hea
         return Err(NotServed::Other);
     }
     if length > (buf.len() - len) as u64 {
-        return Ok(None);
+        return Ok(Parsed::Incomplete { body: true });
     }
     // Offsets into the head, so that the target and the values share its bytes
     // once it is frozen.
@@ -539,12 +597,29 @@ fn parse_request(buf: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Hea
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
-    Ok(Some(Head {
+    Ok(Parsed::Request(Head {
         request,
         close,
         head_request,
         trailers,
     }))
+}
+
+/// The authority of the request head at the front of `buf` (an absolute-form
+/// target's, else Host), for the answer to a request that was never forwarded.
+fn head_authority(buf: &[u8]) -> Option<String> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    parsed.parse(buf).ok()?;
+    let target = parsed.path.and_then(|path| path.parse::<Uri>().ok());
+    if let Some(authority) = target.as_ref().and_then(Uri::authority) {
+        return Some(authority.as_str().to_owned());
+    }
+    let host = parsed
+        .headers
+        .iter()
+        .find(|field| field.name.eq_ignore_ascii_case("host"))?;
+    std::str::from_utf8(host.value).ok().map(str::to_owned)
 }
 
 /// A connection handed to hyper: the bytes read but not served come first.
@@ -603,7 +678,7 @@ impl AsyncWrite for Rewind {
 mod tests {
     use super::*;
 
-    fn parse(bytes: &[u8]) -> (Result<Option<Head>, NotServed>, BytesMut) {
+    fn parse(bytes: &[u8]) -> (Result<Parsed, NotServed>, BytesMut) {
         let mut buf = BytesMut::from(bytes);
         let parsed = parse_request(&mut buf, &mut Vec::new());
         (parsed, buf)
@@ -614,7 +689,7 @@ mod tests {
         let (parsed, rest) = parse(
             b"GET /a?b=1 HTTP/1.1\r\nHost: orders\r\nConnection: close\r\nTE: trailers\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next",
         );
-        let Ok(Some(head)) = parsed else {
+        let Ok(Parsed::Request(head)) = parsed else {
             panic!("not served here");
         };
         assert_eq!(head.request.method(), Method::GET);
@@ -648,7 +723,7 @@ mod tests {
     #[test]
     fn a_small_body_is_read_whole_and_waited_for_until_it_is() {
         let (parsed, rest) = parse(b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /next");
-        let Ok(Some(head)) = parsed else {
+        let Ok(Parsed::Request(head)) = parsed else {
             panic!("not served here");
         };
         let ReceivedBody::Whole(Some(body)) = head.request.body() else {
@@ -658,16 +733,16 @@ mod tests {
         assert_eq!(&rest[..], b"GET /next");
         let partial = b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel";
         let (parsed, rest) = parse(partial);
-        assert!(matches!(parsed, Ok(None)));
+        assert!(matches!(parsed, Ok(Parsed::Incomplete { body: true })));
         assert_eq!(&rest[..], partial, "bytes consumed");
     }
 
     #[test]
     fn an_empty_declared_body_and_a_split_head() {
         let (parsed, _) = parse(b"DELETE /x HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
-        assert!(matches!(parsed, Ok(Some(_))));
+        assert!(matches!(parsed, Ok(Parsed::Request(_))));
         let (parsed, rest) = parse(b"GET /x HTTP/1.1\r\nHost: a\r\n");
-        assert!(matches!(parsed, Ok(None)));
+        assert!(matches!(parsed, Ok(Parsed::Incomplete { body: false })));
         assert_eq!(rest.len(), 26);
     }
 
@@ -679,6 +754,15 @@ mod tests {
             assert!(matches!(parsed, Err(NotServed::Invalid)), "{target}");
             assert_eq!(&rest[..], b"GET /next");
         }
+    }
+
+    #[test]
+    fn a_stalled_head_names_its_authority() {
+        let head = b"POST http://web.t/x HTTP/1.1\r\nHost: other.t\r\nContent-Length: 9\r\n\r\nabc";
+        assert_eq!(head_authority(head).as_deref(), Some("web.t"));
+        let head = b"POST /x HTTP/1.1\r\nHost: web.t\r\nContent-Length: 9\r\n\r\nabc";
+        assert_eq!(head_authority(head).as_deref(), Some("web.t"));
+        assert_eq!(head_authority(b"POST /x HTTP/1.1\r\n\r\n"), None);
     }
 
     #[test]

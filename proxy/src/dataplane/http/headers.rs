@@ -7,10 +7,16 @@
 //! `Connection: upgrade` and `Upgrade` (the upgrade is forwarded end to end, as
 //! WebSocket needs), and `TE: trailers` stays because gRPC servers require it and
 //! HTTP/2 allows exactly that value.
+//!
+//! [`normalize_http1`] is the one set of rules every HTTP/1 request head meets on
+//! arrival, whichever server read it: the fields that say where a request goes
+//! and how long its body is must say it once.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
 use http::{Method, Request, Version};
+
+use super::h1client::decimal;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -135,6 +141,59 @@ fn names_stripped_anyway(token: &str) -> bool {
     ]
     .iter()
     .any(|name| token.eq_ignore_ascii_case(name))
+}
+
+/// Why an HTTP/1 request head is refused (400, then the connection closes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("more than one Host field")]
+    Hosts,
+    #[error("Content-Length fields that disagree or are not a length")]
+    Lengths,
+}
+
+/// Checks and repairs an HTTP/1 request head before it is routed: several Host
+/// fields are refused (RFC 9112 section 3.2), an absolute-form target's
+/// authority replaces Host (section 3.2.2, so that the host routed on is the
+/// host the upstream reads), and a `Content-Length` repeated with one value
+/// becomes one field (RFC 9110 section 8.6; values that differ are refused, as
+/// both servers already do), so that no hop after this one can read two.
+pub fn normalize_http1<B>(request: &mut Request<B>) -> Result<(), Malformed> {
+    let headers = request.headers();
+    let mut hosts = headers.get_all(header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Err(Malformed::Hosts);
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let length = match (lengths.next(), lengths.next()) {
+        (Some(first), Some(second)) => {
+            let length = decimal(first.as_bytes()).ok_or(Malformed::Lengths)?;
+            let same = std::iter::once(second)
+                .chain(lengths)
+                .all(|value| decimal(value.as_bytes()) == Some(length));
+            if !same {
+                return Err(Malformed::Lengths);
+            }
+            Some(length)
+        }
+        _ => None,
+    };
+    if let Some(length) = length {
+        request
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    if let Some(authority) = request.uri().authority() {
+        // The host and port, without any userinfo.
+        let host = authority
+            .as_str()
+            .rsplit_once('@')
+            .map_or(authority.as_str(), |(_, host)| host);
+        if let Ok(value) = HeaderValue::from_str(host) {
+            request.headers_mut().insert(header::HOST, value);
+        }
+    }
+    Ok(())
 }
 
 /// Whether an HTTP/1.1 request asks to turn its connection into a tunnel: a
@@ -327,6 +386,63 @@ mod tests {
             let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
             assert_eq!(left, vec!["x-end"], "{name}");
         }
+    }
+
+    fn head(fields: &[(&str, &str)], target: &str) -> Request<()> {
+        let mut request = Request::get(target).body(()).expect("request");
+        for (name, value) in fields {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("name");
+            let value = HeaderValue::from_str(value).expect("value");
+            request.headers_mut().append(name, value);
+        }
+        request
+    }
+
+    #[test]
+    fn several_host_fields_are_refused_and_the_target_authority_wins() {
+        let mut two = head(&[("host", "a.t"), ("host", "b.t")], "/x");
+        assert_eq!(normalize_http1(&mut two), Err(Malformed::Hosts));
+        let mut same = head(&[("host", "a.t"), ("host", "a.t")], "/x");
+        assert_eq!(normalize_http1(&mut same), Err(Malformed::Hosts));
+
+        let mut absolute = head(&[("host", "other.t")], "http://user@web.t:8080/route");
+        normalize_http1(&mut absolute).expect("valid");
+        let hosts: Vec<_> = absolute.headers().get_all(header::HOST).iter().collect();
+        assert_eq!(hosts, ["web.t:8080"]);
+        assert_eq!(authority(&absolute), Some("user@web.t:8080"));
+
+        let mut without = head(&[], "http://web.t/route");
+        normalize_http1(&mut without).expect("valid");
+        assert_eq!(without.headers()[header::HOST], "web.t");
+        let mut origin = head(&[("host", "web.t")], "/route");
+        normalize_http1(&mut origin).expect("valid");
+        assert_eq!(origin.headers()[header::HOST], "web.t");
+    }
+
+    #[test]
+    fn a_repeated_content_length_becomes_one_field_or_is_refused() {
+        let mut equal = head(&[("content-length", "5"), ("content-length", "005")], "/");
+        normalize_http1(&mut equal).expect("valid");
+        let lengths: Vec<_> = equal
+            .headers()
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .collect();
+        assert_eq!(lengths, ["5"]);
+        for values in [["5", "6"], ["5", "+5"], ["x", "x"], ["5", "5, 5"]] {
+            let mut request = head(
+                &[("content-length", values[0]), ("content-length", values[1])],
+                "/",
+            );
+            assert_eq!(
+                normalize_http1(&mut request),
+                Err(Malformed::Lengths),
+                "{values:?}"
+            );
+        }
+        let mut single = head(&[("content-length", "007")], "/");
+        normalize_http1(&mut single).expect("valid");
+        assert_eq!(single.headers()[header::CONTENT_LENGTH], "007");
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! then by hyper); each request is
 //! forwarded in the version the destination declares (`http1`, or `http2`/`grpc`),
 //! so the two sides may differ and [`headers`] translates between them.
+//!
+//! On every server path a request whose client stops sending its body is
+//! abandoned after the request-body timeout ([`stall`]), and an HTTP/1 head
+//! meets the same rules ([`headers::normalize_http1`]) and the same 64 KiB
+//! bound, whichever server reads it.
 
 mod attempt;
 pub mod body;
@@ -17,16 +22,20 @@ mod h1server;
 pub mod headers;
 mod idle;
 mod server;
+mod stall;
 mod stream;
 
 use std::convert::Infallible;
-use std::pin::Pin;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::CONNECTION;
+use http::{HeaderValue, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -39,8 +48,9 @@ use super::detect::Detected;
 use super::io::Counted;
 use super::Context;
 
-use body::ReceivedBody;
+use body::{ProxyBody, ReceivedBody};
 pub use forward::Handler;
+use stall::{Abandoned, BodyTimeout, StallTimer, Watched};
 
 /// Where the requests of one connection go.
 pub enum Route {
@@ -81,15 +91,16 @@ pub async fn serve(
         Route::ByHost { .. } => None,
     }
     .unwrap_or(cx.settings.downstream_idle_timeout);
+    let timeouts = BodyTimeout::new(&cx, &route);
     let handler = Arc::new(Handler::new(cx, route));
     if detected == Detected::Http2 {
-        return server::serve(client, handler, idle, &mut drain).await;
+        return server::serve(client, handler, &timeouts, idle, &mut drain).await;
     }
-    let rest = match h1server::serve(client, &handler, idle, &mut drain).await {
+    let rest = match h1server::serve(client, &handler, &timeouts, idle, &mut drain).await {
         h1server::Ended::Closed => return,
         h1server::Ended::Handover(rest) => rest,
     };
-    serve_with_hyper(rest, handler, idle, drain).await;
+    serve_with_hyper(rest, handler, Arc::new(timeouts), idle, drain).await;
 }
 
 /// Serves the rest of an HTTP/1 connection with hyper: the requests
@@ -98,6 +109,7 @@ pub async fn serve(
 async fn serve_with_hyper(
     client: h1server::Rewind,
     handler: Arc<Handler>,
+    timeouts: Arc<BodyTimeout>,
     idle: Duration,
     mut drain: drain::Watch,
 ) {
@@ -105,15 +117,16 @@ async fn serve_with_hyper(
     let watched = activity.clone();
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let handler = handler.clone();
+        let timeouts = timeouts.clone();
         let exchange = Exchange::begin(&activity);
         // Boxed once here: the request's state machine is a few KiB, and hyper
         // moves the service future into its dispatcher; moving a pointer instead
         // of the state showed as memcpy in profiles.
         Box::pin(async move {
-            let request = request.map(ReceivedBody::Http1);
-            let response = handler.handle(request).await;
-            Ok::<_, Infallible>(response.map(|body| Tracked {
+            let response = serve_request(&handler, timeouts, request).await;
+            Ok::<_, Infallible>(response.map(|(body, watch)| Tracked {
                 body,
+                watch,
                 _exchange: exchange,
             }))
         })
@@ -121,6 +134,9 @@ async fn serve_with_hyper(
     let connection = hyper::server::conn::http1::Builder::new()
         // The idle timeout is `Activity::idle`'s, below.
         .header_read_timeout(None)
+        // hyper's default (~400 KiB) let a slow partial head hold that much per
+        // connection; the own server's bound applies here too (431 past it).
+        .max_buf_size(h1server::MAX_HEAD)
         .serve_connection(TokioIo::new(client), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -137,6 +153,56 @@ async fn serve_with_hyper(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "downstream connection ended with an error");
+    }
+}
+
+/// A response body for hyper, with the watch of its request's body while that
+/// may still stall.
+type Watch = Option<Box<(StallTimer, Arc<BodyTimeout>)>>;
+
+/// One request on hyper's server: checked, forwarded, and abandoned (408 and a
+/// close) if its body stalls before the response; after, the watch goes with
+/// the response body ([`Tracked`]).
+async fn serve_request(
+    handler: &Handler,
+    timeouts: Arc<BodyTimeout>,
+    mut request: hyper::Request<hyper::body::Incoming>,
+) -> Response<(ProxyBody, Watch)> {
+    if let Err(malformed) = headers::normalize_http1(&mut request) {
+        tracing::debug!(%malformed, "request refused");
+        let mut response = Response::new((ProxyBody::empty(), None));
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    let Some(stall) = timeouts.watch(&request) else {
+        let response = handler.handle(request.map(ReceivedBody::Http1)).await;
+        return response.map(|body| (body, None));
+    };
+    let request =
+        request.map(|body| ReceivedBody::Http1Downstream(Watched::new(body, stall.clone())));
+    let mut timer = timeouts.timer(&stall, false);
+    let response = {
+        let mut handled = pin!(handler.handle(request));
+        poll_fn(|cx| {
+            if let Poll::Ready(response) = handled.as_mut().poll(cx) {
+                return Poll::Ready(Some(response));
+            }
+            timer.poll_stalled(cx).map(|()| None)
+        })
+        .await
+    };
+    match response {
+        Some(response) => response.map(|body| (body, Some(Box::new((timer, timeouts))))),
+        None => {
+            let mut response = timeouts.abandon(&stall, false);
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            response.map(|body| (body, None))
+        }
     }
 }
 
@@ -200,9 +266,11 @@ impl Drop for Exchange {
     }
 }
 
-/// A response body that holds its exchange open until it is dropped.
+/// A response body that holds its exchange open until it is dropped, and fails
+/// (which closes the connection) if its request's body stalls meanwhile.
 struct Tracked {
     body: body::ProxyBody,
+    watch: Watch,
     _exchange: Exchange,
 }
 
@@ -214,7 +282,16 @@ impl Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        if let Some(watch) = &mut this.watch {
+            let (timer, timeouts) = &mut **watch;
+            if timer.poll_stalled(cx).is_ready() {
+                timeouts.abandon_responding(timer.stall());
+                this.watch = None;
+                return Poll::Ready(Some(Err(Box::new(Abandoned::new()))));
+            }
+        }
+        Pin::new(&mut this.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

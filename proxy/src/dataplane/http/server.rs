@@ -5,7 +5,9 @@
 //! ([`Handler`]) and then sends the response, within the stream's window.
 //!
 //! A client that resets a stream before its response drops that stream's future,
-//! which resets the upstream stream in turn. A protocol error ends the connection
+//! which resets the upstream stream in turn. So does a request body that stalls
+//! ([`super::stall`]) while the response does not move either: the client gets
+//! 408 if no response had begun, and the stream is reset. A protocol error ends the connection
 //! with the GOAWAY `h2` chose; draining, or no stream open for the idle timeout,
 //! sends GOAWAY and lets current streams finish.
 
@@ -18,16 +20,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
-use h2::RecvStream;
-use http::header::{CONTENT_LENGTH, DATE};
+use h2::{Reason, RecvStream};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::drain;
 
-use super::body::ReceivedBody;
+use super::body::{ProxyBody, ReceivedBody};
 use super::date;
+use super::stall::{BodyTimeout, Moving, Watched};
 use super::stream::{Pipe, RecvBody};
 use super::Handler;
 
@@ -45,8 +48,13 @@ const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Serves the streams of one HTTP/2 connection until it closes; on the drain
 /// signal, or after `idle` without an open stream, sends GOAWAY and serves the
 /// streams already open to their end.
-pub async fn serve<I>(io: I, handler: Arc<Handler>, idle: Duration, drain: &mut drain::Watch)
-where
+pub async fn serve<I>(
+    io: I,
+    handler: Arc<Handler>,
+    timeouts: &BodyTimeout,
+    idle: Duration,
+    drain: &mut drain::Watch,
+) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let handshake = h2::server::Builder::new()
@@ -81,7 +89,7 @@ where
             loop {
                 match connection.poll_accept(cx) {
                     Poll::Ready(Some(Ok((request, respond)))) => {
-                        streams.push(stream(handler.clone(), request, respond));
+                        streams.push(stream(handler.clone(), timeouts, request, respond));
                         progressed = true;
                     }
                     Poll::Ready(Some(Err(error))) => {
@@ -124,28 +132,70 @@ where
     .await
 }
 
+/// How waiting for a stream's response ended.
+// A local value matched at once: boxing the response would cost an allocation
+// per stream.
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    Response(Response<ProxyBody>),
+    /// The client reset the stream.
+    Reset,
+    /// The request body stalled.
+    Stalled,
+}
+
 /// One stream: the request forwarded, then the response sent.
 async fn stream(
     handler: Arc<Handler>,
+    timeouts: &BodyTimeout,
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
-    let request = request.map(|body| ReceivedBody::Http2(RecvBody::new(body)));
-    let mut handled = pin!(handler.handle(request));
+    let request = request.map(RecvBody::new);
+    let stall = timeouts.watch(&request);
+    let grpc = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let request = request.map(|body| match &stall {
+        Some(stall) => ReceivedBody::Http2Downstream(Watched::new(body, stall.clone())),
+        None => ReceivedBody::Http2(body),
+    });
+    let mut timer = stall.as_ref().map(|stall| timeouts.timer(stall, true));
     // While the request is forwarded, a reset from the client ends the stream
-    // (and, by dropping the forwarding, the upstream stream).
-    let response = poll_fn(|cx| {
-        if let Poll::Ready(response) = handled.as_mut().poll(cx) {
-            return Poll::Ready(Some(response));
+    // (and, by dropping the forwarding, the upstream stream); so does a stall.
+    let outcome = {
+        let mut handled = pin!(handler.handle(request));
+        poll_fn(|cx| {
+            if let Poll::Ready(response) = handled.as_mut().poll(cx) {
+                return Poll::Ready(Outcome::Response(response));
+            }
+            if let Some(timer) = &mut timer {
+                if timer.poll_stalled(cx).is_ready() {
+                    return Poll::Ready(Outcome::Stalled);
+                }
+            }
+            match respond.poll_reset(cx) {
+                Poll::Ready(_) => Poll::Ready(Outcome::Reset),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    };
+    let response = match (outcome, &stall) {
+        (Outcome::Response(response), _) => response,
+        (Outcome::Stalled, Some(stall)) => {
+            // The 408's head alone. Dropping the stream's handles then resets it
+            // with NO_ERROR once the head is out, which tells the client to stop
+            // sending (RFC 9113 section 8.1); an explicit reset now would discard
+            // the head still queued.
+            let (head, _) = timeouts.abandon(stall, grpc).into_parts();
+            let mut head = Response::from_parts(head, ());
+            head.headers_mut().entry(DATE).or_insert_with(date::now);
+            let _ = respond.send_response(head, true);
+            return;
         }
-        match respond.poll_reset(cx) {
-            Poll::Ready(_) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await;
-    let Some(response) = response else {
-        return;
+        _ => return,
     };
     let (head, body) = response.into_parts();
     let mut head = Response::from_parts(head, ());
@@ -166,7 +216,23 @@ async fn stream(
         }
     };
     if !end {
+        let body = Moving {
+            body,
+            stall: stall.clone(),
+        };
         let mut pipe = Pipe::new(body, sent);
-        poll_fn(|cx| pipe.poll_send(cx)).await;
+        let stalled = poll_fn(|cx| {
+            if let Some(timer) = &mut timer {
+                if timer.poll_stalled(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+            }
+            pipe.poll_send(cx).map(|()| false)
+        })
+        .await;
+        if let (true, Some(stall)) = (stalled, &stall) {
+            timeouts.abandon_responding(stall);
+            pipe.reset(Reason::CANCEL);
+        }
     }
 }

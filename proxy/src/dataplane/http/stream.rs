@@ -202,6 +202,11 @@ impl<B: Body<Data = Bytes, Error = BodyError> + Unpin> Pipe<B> {
         }
     }
 
+    /// Ends the stream before its body did.
+    pub fn reset(&mut self, reason: Reason) {
+        self.stream.send_reset(reason);
+    }
+
     /// Ready once the body was sent to its end, or once it cannot be (the stream
     /// was reset: by the upstream, or here because the downstream body failed).
     pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {

@@ -4,7 +4,9 @@
 //! HTTP paths: `/` answers the server's name; `/echo` streams the request body
 //! (and its trailers) back; `/status/N` answers status N; `/trailers` answers a
 //! body followed by trailers; `/headers` lists the request headers it received;
-//! `/ws` accepts an upgrade and echoes bytes. A CONNECT is accepted (200, its
+//! `/ws` accepts an upgrade and echoes bytes; `/sink` reads the whole request
+//! body before it answers (counting bodies cut short in `aborted`); `/drip`
+//! sends ten chunks 100 ms apart. A CONNECT is accepted (200, its
 //! target in `x-connect-target`) and echoes bytes, unless its target starts with
 //! `refused.` (403). Every response carries `x-upstream: <name>`.
 
@@ -34,6 +36,8 @@ pub struct HttpUpstream {
     /// Connections currently open to it.
     pub open: Arc<AtomicUsize>,
     pub requests: Arc<AtomicUsize>,
+    /// `/sink` request bodies that failed before their end.
+    pub aborted: Arc<AtomicUsize>,
 }
 
 impl HttpUpstream {
@@ -51,6 +55,7 @@ impl HttpUpstream {
             name: name.into(),
             open: Arc::default(),
             requests: Arc::default(),
+            aborted: Arc::default(),
         };
         let server = upstream.clone();
         tokio::spawn(async move {
@@ -78,7 +83,11 @@ impl HttpUpstream {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                Ok::<_, Infallible>(this.respond(request))
+                match request.uri().path() {
+                    "/sink" => Ok::<_, Infallible>(this.sink(request).await),
+                    "/drip" => Ok(drip()),
+                    _ => Ok(this.respond(request)),
+                }
             }
         });
         let io = TokioIo::new(stream);
@@ -175,6 +184,33 @@ impl HttpUpstream {
         }
         response
     }
+}
+
+impl HttpUpstream {
+    async fn sink(&self, request: Request<Incoming>) -> Response<Body> {
+        match request.into_body().collect().await {
+            Ok(body) => text(format!("{} bytes", body.to_bytes().len())),
+            Err(_) => {
+                self.aborted.fetch_add(1, Ordering::SeqCst);
+                text("aborted".into())
+            }
+        }
+    }
+}
+
+fn drip() -> Response<Body> {
+    let chunks = futures::stream::unfold(0, |sent| async move {
+        if sent == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let frame = Frame::data(Bytes::from(format!("drip {sent}\n")));
+        Some((
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(frame),
+            sent + 1,
+        ))
+    });
+    Response::new(BodyExt::boxed(StreamBody::new(chunks)))
 }
 
 /// Echoes bytes on the connection once the response has turned it into a tunnel.
