@@ -47,6 +47,7 @@ async fn a_grpc_client_deadline_gets_deadline_exceeded() {
     .await;
     let mut client = Client::connect(proxy.upstreams[0]).await;
     let request = Request::post("/pkg.Svc/Call")
+        .header("host", "deadline.shop")
         .header("content-type", "application/grpc")
         .header("grpc-timeout", "100m")
         .body(Full::new(Bytes::new()))

@@ -74,7 +74,7 @@ pub fn strip_present(headers: &mut HeaderMap, present: Present, upgrade: bool) {
                 let token = token.trim();
                 // Names removed below anyway (or kept for an upgrade) need no
                 // lookup of their own; any other named header is removed here.
-                if !names_stripped_anyway(token) {
+                if !names_stripped_anyway(token) && !never_hop_by_hop(token) {
                     headers.remove(token);
                 }
             }
@@ -143,11 +143,27 @@ fn names_stripped_anyway(token: &str) -> bool {
     .any(|name| token.eq_ignore_ascii_case(name))
 }
 
+/// Whether a `Connection` token names a header that is never hop-by-hop, so that
+/// naming it does not remove it: without `Host` the upstream could not tell which
+/// site was asked for, and without `Content-Length` it could not frame the body
+/// (HAProxy keeps both too).
+fn never_hop_by_hop(token: &str) -> bool {
+    ["host", "content-length"]
+        .iter()
+        .any(|name| token.eq_ignore_ascii_case(name))
+}
+
 /// Why an HTTP/1 request head is refused (400, then the connection closes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
     #[error("more than one Host field")]
     Hosts,
+    #[error("no Host field")]
+    NoHost,
+    #[error("a Host field that is no host")]
+    BadHost,
+    #[error("the asterisk target of a method other than OPTIONS")]
+    Asterisk,
     #[error("Content-Length fields that disagree or are not a length")]
     Lengths,
 }
@@ -161,8 +177,31 @@ pub enum Malformed {
 pub fn normalize_http1<B>(request: &mut Request<B>) -> Result<(), Malformed> {
     let headers = request.headers();
     let mut hosts = headers.get_all(header::HOST).iter();
-    if hosts.next().is_some() && hosts.next().is_some() {
+    let host = hosts.next();
+    if host.is_some() && hosts.next().is_some() {
         return Err(Malformed::Hosts);
+    }
+    let target_authority = request.uri().authority().is_some();
+    match host {
+        // An HTTP/1.1 request names its host (section 3.2); an absolute-form
+        // target does so itself, and its authority replaces Host below.
+        None if request.version() == Version::HTTP_11 && !target_authority => {
+            return Err(Malformed::NoHost)
+        }
+        // Empty is allowed (a target with no authority); anything else must be
+        // a host and an optional port, or hops after this one may read it apart.
+        Some(value)
+            if !value.is_empty()
+                && !target_authority
+                && Authority::try_from(value.as_bytes()).is_err() =>
+        {
+            return Err(Malformed::BadHost)
+        }
+        _ => {}
+    }
+    // The asterisk form is for OPTIONS only (section 3.2.4).
+    if request.uri() == "*" && request.method() != Method::OPTIONS {
+        return Err(Malformed::Asterisk);
     }
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     let length = match (lengths.next(), lengths.next()) {
@@ -388,6 +427,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_request_must_name_one_valid_host_and_only_options_may_ask_for_the_asterisk() {
+        let mut missing = head(&[], "/x");
+        assert_eq!(normalize_http1(&mut missing), Err(Malformed::NoHost));
+        let mut old = head(&[], "/x");
+        *old.version_mut() = Version::HTTP_10;
+        normalize_http1(&mut old).expect("HTTP/1.0 needs no Host");
+        let mut spaced = head(&[("host", "h test")], "/x");
+        assert_eq!(normalize_http1(&mut spaced), Err(Malformed::BadHost));
+        let mut empty = head(&[("host", "")], "/x");
+        normalize_http1(&mut empty).expect("an empty Host is allowed");
+        let mut ported = head(&[("host", "web.t:8080")], "/x");
+        normalize_http1(&mut ported).expect("host and port");
+        let mut star = head(&[("host", "web.t")], "*");
+        assert_eq!(normalize_http1(&mut star), Err(Malformed::Asterisk));
+        let mut options = head(&[("host", "web.t")], "*");
+        *options.method_mut() = Method::OPTIONS;
+        normalize_http1(&mut options).expect("OPTIONS *");
+    }
+
+    #[test]
+    fn connection_cannot_remove_host_or_content_length() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("web.t"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        headers.insert("x-trace", HeaderValue::from_static("1"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Host, content-length, x-trace"),
+        );
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers[header::HOST], "web.t");
+        assert_eq!(headers[header::CONTENT_LENGTH], "5");
+        assert!(headers.get("x-trace").is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+    }
+
     fn head(fields: &[(&str, &str)], target: &str) -> Request<()> {
         let mut request = Request::get(target).body(()).expect("request");
         for (name, value) in fields {
@@ -421,7 +497,14 @@ mod tests {
 
     #[test]
     fn a_repeated_content_length_becomes_one_field_or_is_refused() {
-        let mut equal = head(&[("content-length", "5"), ("content-length", "005")], "/");
+        let mut equal = head(
+            &[
+                ("host", "h"),
+                ("content-length", "5"),
+                ("content-length", "005"),
+            ],
+            "/",
+        );
         normalize_http1(&mut equal).expect("valid");
         let lengths: Vec<_> = equal
             .headers()
@@ -431,7 +514,11 @@ mod tests {
         assert_eq!(lengths, ["5"]);
         for values in [["5", "6"], ["5", "+5"], ["x", "x"], ["5", "5, 5"]] {
             let mut request = head(
-                &[("content-length", values[0]), ("content-length", values[1])],
+                &[
+                    ("host", "h"),
+                    ("content-length", values[0]),
+                    ("content-length", values[1]),
+                ],
                 "/",
             );
             assert_eq!(
@@ -440,7 +527,7 @@ mod tests {
                 "{values:?}"
             );
         }
-        let mut single = head(&[("content-length", "007")], "/");
+        let mut single = head(&[("host", "h"), ("content-length", "007")], "/");
         normalize_http1(&mut single).expect("valid");
         assert_eq!(single.headers()[header::CONTENT_LENGTH], "007");
     }
