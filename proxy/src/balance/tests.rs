@@ -133,7 +133,10 @@ fn p2c_avoids_a_slow_endpoint() {
     let now = 1_000_000_000;
     set[0].load.observe(Duration::from_millis(1), now);
     set[1].load.observe(Duration::from_millis(1), now);
-    set[2].load.observe(Duration::from_millis(50), now);
+    // Slow answers in a row (one alone is taken for an outlier of timing).
+    for i in 0..12 {
+        set[2].load.observe(Duration::from_millis(50), now - 12 + i);
+    }
     let picker = Picker::new(Policy::P2cEwma, &[1, 1, 1], 0);
     let mut slow = 0;
     for _ in 0..10_000 {
@@ -238,5 +241,33 @@ fn an_endpoint_added_to_a_warm_set_gets_traffic_at_once() {
     assert!(
         (60..=140).contains(&fresh),
         "the new endpoint got {fresh} of 400"
+    );
+}
+
+/// One slow answer (a moment the host was busy) does not make an equal endpoint
+/// lose every comparison for a decay period: it stays within a tie.
+#[test]
+fn one_outlier_of_timing_does_not_starve_an_endpoint() {
+    const MS: u64 = 1_000_000;
+    let mut rng = StdRng::seed_from_u64(10);
+    let set = endpoints(&[1, 1, 1, 1]);
+    let picker = Picker::new(Policy::P2cEwma, &[1, 1, 1, 1], 0);
+    for e in &set {
+        e.load.observe(Duration::from_millis(1), 0);
+    }
+    set[3].load.observe(Duration::from_millis(10), MS);
+    let mut counts = [0usize; 4];
+    for n in 0..300u64 {
+        let now = 2 * MS + n * 7 * MS;
+        let i = picker
+            .pick(&set, |_| false, now, &mut rng)
+            .expect("non-empty");
+        counts[i] += 1;
+        let rtt = Duration::from_micros(rng.random_range(900..1_100));
+        set[i].load.observe(rtt, now + MS);
+    }
+    assert!(
+        counts[3] >= 45,
+        "the endpoint that drew one slow answer: {counts:?}"
     );
 }

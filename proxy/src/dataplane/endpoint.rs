@@ -107,8 +107,9 @@ impl Candidate for Arc<Endpoint> {
 /// [`super::destination::Destination::feedback`]).
 pub struct InFlight {
     endpoint: Arc<Endpoint>,
-    /// When it began, in [`balance::now`] nanoseconds.
-    started: u64,
+    /// When it began, in [`balance::now`] nanoseconds; moved on past the time it
+    /// took to open a new connection (see [`InFlight::connected`]).
+    started: AtomicU64,
     /// Whether the set's policy reads latencies (only `p2c_ewma` does; the others
     /// skip the estimate's update, an `exp` per response).
     measured: bool,
@@ -126,7 +127,7 @@ impl InFlight {
         endpoint.load.begin();
         InFlight {
             endpoint,
-            started,
+            started: AtomicU64::new(started),
             measured,
         }
     }
@@ -135,12 +136,26 @@ impl InFlight {
         &self.endpoint
     }
 
+    /// A new connection was opened for this attempt: its latency counts from now.
+    /// The balancer compares how fast endpoints answer; a connect (and a TLS
+    /// handshake) happens once per connection, and counted in the first answer
+    /// of a fresh endpoint it made that endpoint look many times slower than its
+    /// warm peers, which then starved it for tens of seconds.
+    pub fn connected(&self) {
+        if self.measured {
+            self.started.store(balance::now(), Ordering::Relaxed);
+        }
+    }
+
+    fn elapsed_at(&self, now: u64) -> Duration {
+        Duration::from_nanos(now.saturating_sub(self.started.load(Ordering::Relaxed)))
+    }
+
     /// The response (or connection) arrived at `now` ([`balance::now`]
     /// nanoseconds): record how long it took.
     pub fn observe_at(&self, now: u64) {
         if self.measured {
-            let rtt = Duration::from_nanos(now.saturating_sub(self.started));
-            self.endpoint.load.observe(rtt, now);
+            self.endpoint.load.observe(self.elapsed_at(now), now);
         }
     }
 
@@ -148,8 +163,9 @@ impl InFlight {
     /// ([`balance::FAILURE_RTT`] at least).
     pub fn observe_failure_at(&self, now: u64) {
         if self.measured {
-            let rtt = Duration::from_nanos(now.saturating_sub(self.started));
-            self.endpoint.load.observe_failure(rtt, now);
+            self.endpoint
+                .load
+                .observe_failure(self.elapsed_at(now), now);
         }
     }
 }

@@ -15,7 +15,7 @@ use weft_proto::model::Resilience;
 use crate::resilience::breaker::{Limit, Permit};
 
 use super::super::destination::Destination;
-use super::super::endpoint::Endpoint;
+use super::super::endpoint::{Endpoint, InFlight};
 use super::super::error::ForwardError;
 use super::super::Context;
 use super::body::{ReceivedBody, RequestBody};
@@ -41,10 +41,11 @@ pub(super) async fn send_http1(
     cx: &Context,
     destination: &Destination,
     policy: &Resilience,
-    endpoint: &Arc<Endpoint>,
+    attempt: &InFlight,
     mut request: Request<RequestBody>,
     upgrade: bool,
 ) -> Result<Sent, Failure> {
+    let endpoint = attempt.endpoint();
     if upgrade {
         return Box::pin(send_upgrade(cx, destination, policy, endpoint, request)).await;
     }
@@ -60,7 +61,10 @@ pub(super) async fn send_http1(
                 // Boxed: connecting is rare on a warm pool, and its large future
                 // would otherwise bloat every request's state machine.
                 match Box::pin(Http1Pool::connect(cx, endpoint, permit)).await {
-                    Ok(connection) => connection,
+                    Ok(connection) => {
+                        attempt.connected();
+                        connection
+                    }
                     Err(error) => return Err(Failure::NotSent(Box::new(request), error)),
                 }
             }
@@ -140,9 +144,10 @@ pub(super) async fn send_http2(
     cx: &Context,
     destination: &Destination,
     policy: &Resilience,
-    endpoint: &Arc<Endpoint>,
+    attempt: &InFlight,
     mut request: Request<RequestBody>,
 ) -> Result<Sent, Failure> {
+    let endpoint = attempt.endpoint();
     let addr = endpoint.address;
     let h2 = &endpoint.clients.http2;
     loop {
@@ -154,7 +159,11 @@ pub(super) async fn send_http2(
                 let (_pending, permit) = admit_connection(destination, policy)?;
                 // Boxed: connecting is rare, and its large future would otherwise
                 // bloat every request's state machine.
-                Box::pin(h2.connect(cx, endpoint, permit)).await
+                let connected = Box::pin(h2.connect(cx, endpoint, permit)).await;
+                if connected.is_ok() {
+                    attempt.connected();
+                }
+                connected
             }
         };
         let connection = match connected {

@@ -281,13 +281,13 @@ impl Handler {
                         &self.cx,
                         destination,
                         policy,
-                        &endpoint,
+                        &in_flight,
                         attempt_request,
                         upgrade,
                     )
                     .await
                 } else {
-                    attempt::send_http2(&self.cx, destination, policy, &endpoint, attempt_request)
+                    attempt::send_http2(&self.cx, destination, policy, &in_flight, attempt_request)
                         .await
                 }
             };
