@@ -341,18 +341,11 @@ impl Handler {
                 Next::Move => may_move(destination),
                 Next::Retry => may_retry(destination, policy, retried + 1, deadline).await,
             };
+            last = Some(result);
             if !go_on {
-                return self.finish(
-                    destination,
-                    result,
-                    downstream_upgrade,
-                    started,
-                    upgrade,
-                    connect,
-                );
+                break;
             }
             retried += u32::from(verdict.next == Next::Retry);
-            last = Some(result);
         }
         match last {
             Some(result) => self.finish(

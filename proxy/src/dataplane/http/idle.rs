@@ -64,23 +64,30 @@ impl IdleTimer {
         let Some(deadline) = since.checked_add(self.timeout) else {
             return Poll::Pending;
         };
-        let sleep = match &mut self.sleep {
-            Some(sleep) => {
-                // A later deadline only extends the registered timer (no lock).
-                if sleep.deadline() != deadline {
-                    sleep.as_mut().reset(deadline);
-                }
-                sleep
-            }
-            None => self
-                .sleep
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        match sleep.as_mut().poll(cx) {
+        match poll_until(&mut self.sleep, deadline, cx) {
             Poll::Ready(()) => Poll::Ready(self.timeout),
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// Polls a timer made on first use for `deadline`, moved when the deadline moved
+/// (a later deadline only extends the registered timer, no lock).
+pub(super) fn poll_until(
+    sleep: &mut Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let sleep = match sleep {
+        Some(sleep) => {
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            sleep
+        }
+        None => sleep.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    };
+    sleep.as_mut().poll(cx)
 }
 
 #[cfg(test)]

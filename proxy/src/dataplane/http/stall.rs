@@ -20,11 +20,10 @@
 //! On HTTP/2 the timer fires only when the response did not move either: a gRPC
 //! stream whose client sends nothing while its server streams stays up.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -302,19 +301,7 @@ impl StallTimer {
         let Some(deadline) = at.checked_add(self.timeout).map(Instant::from_std) else {
             return Poll::Pending;
         };
-        let sleep = match &mut self.sleep {
-            Some(sleep) => {
-                if sleep.deadline() != deadline {
-                    sleep.as_mut().reset(deadline);
-                }
-                sleep
-            }
-            None => self
-                .sleep
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        ready!(sleep.as_mut().poll(cx));
-        Poll::Ready(())
+        super::idle::poll_until(&mut self.sleep, deadline, cx)
     }
 }
 
