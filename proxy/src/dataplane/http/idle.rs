@@ -20,6 +20,7 @@ use tokio::time::{Instant, Sleep};
 #[error("upstream sent nothing for {0:?}")]
 pub struct Idle(pub Duration);
 
+#[derive(Debug)]
 pub struct IdleTimer {
     /// Zero: no timeout.
     timeout: Duration,
@@ -37,6 +38,13 @@ impl IdleTimer {
             since: None,
             sleep: None,
         }
+    }
+
+    /// A new exchange begins with this timeout (zero: none), its wait counted
+    /// from its own start; the timer itself is kept.
+    pub fn start(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+        self.since = None;
     }
 
     /// Something moved (or the wait is not the upstream's): the next wait counts

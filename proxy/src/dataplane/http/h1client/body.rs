@@ -18,7 +18,6 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use super::super::super::endpoint::Endpoint;
 use super::super::body::BodyError;
-use super::super::idle::IdleTimer;
 use super::head::{parse_chunk_size, parse_trailers, Framing};
 use super::{Connection, Error, Upload};
 
@@ -30,7 +29,6 @@ pub struct ResponseBody {
     /// The rest of the request, while it is being sent.
     upload: Option<Box<Upload>>,
     endpoint: Arc<Endpoint>,
-    idle: IdleTimer,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +55,6 @@ impl ResponseBody {
         keep_alive: bool,
         upload: Option<Box<Upload>>,
         endpoint: Arc<Endpoint>,
-        idle: IdleTimer,
     ) -> ResponseBody {
         let state = match framing {
             Framing::Length(n) => State::Length(n),
@@ -70,7 +67,6 @@ impl ResponseBody {
             keep_alive,
             upload,
             endpoint,
-            idle,
         };
         if let State::Length(0) = body.state {
             body.finish();
@@ -115,9 +111,9 @@ impl Body for ResponseBody {
         };
         let awaiting_client = this.upload.as_ref().is_some_and(|u| u.awaiting_client);
         if std::mem::take(&mut connection.moved) || awaiting_client {
-            this.idle.progress();
+            connection.idle.progress();
         }
-        match this.idle.poll_expired(cx) {
+        match connection.idle.poll_expired(cx) {
             Poll::Ready(after) => this.fail(Error::Idle(after)),
             Poll::Pending => polled,
         }

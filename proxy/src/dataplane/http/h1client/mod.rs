@@ -121,6 +121,11 @@ pub struct Connection {
     /// Whether bytes moved either way since the last look: the response
     /// inactivity timer's evidence that the upstream is alive.
     moved: bool,
+    /// The response inactivity timer of the exchange in progress. It lives with
+    /// the connection, not the exchange, so that its registered timer is moved
+    /// on from one request to the next (a later deadline is an atomic store in
+    /// tokio's timer) rather than made and dropped for every request.
+    idle: IdleTimer,
     /// Counts the connection against its destination's limit while it lives.
     _permit: Option<Permit>,
 }
@@ -135,6 +140,7 @@ impl Connection {
             spans: Vec::new(),
             queue: VecDeque::new(),
             moved: false,
+            idle: IdleTimer::new(std::time::Duration::ZERO),
             _permit: permit,
         })
     }
@@ -188,18 +194,18 @@ pub enum Refusal {
 /// fails with [`Error::Idle`] after waiting `idle` on a silent upstream (zero:
 /// no limit).
 pub fn exchange(
-    connection: Box<Connection>,
+    mut connection: Box<Connection>,
     request: Request<RequestBody>,
     endpoint: &Arc<Endpoint>,
     idle: std::time::Duration,
 ) -> Exchange {
+    connection.idle.start(idle);
     Exchange {
         connection: Some(connection),
         state: State::Start(request),
         upload: Upload::default(),
         head_request: false,
         endpoint: endpoint.clone(),
-        idle: IdleTimer::new(idle),
     }
 }
 
@@ -209,7 +215,6 @@ pub struct Exchange {
     upload: Upload,
     head_request: bool,
     endpoint: Arc<Endpoint>,
-    idle: IdleTimer,
 }
 
 enum State {
@@ -239,9 +244,9 @@ impl Future for Exchange {
             return polled;
         };
         if std::mem::take(&mut connection.moved) || this.upload.awaiting_client {
-            this.idle.progress();
+            connection.idle.progress();
         }
-        match this.idle.poll_expired(cx) {
+        match connection.idle.poll_expired(cx) {
             Poll::Ready(after) => this.fail(Error::Idle(after)),
             Poll::Pending => polled,
         }
@@ -328,14 +333,14 @@ impl Exchange {
             State::Body => Some(Box::new(std::mem::take(&mut this.upload))),
             _ => None,
         };
-        this.idle.progress();
+        let mut connection = connection;
+        connection.idle.progress();
         let body = ResponseBody::new(
             connection,
             head.framing,
             head.keep_alive,
             upload,
             this.endpoint.clone(),
-            std::mem::replace(&mut this.idle, IdleTimer::new(std::time::Duration::ZERO)),
         );
         let mut response = Response::new(ReceivedBody::Http1Upstream(body));
         *response.status_mut() = head.status;
