@@ -244,14 +244,21 @@ fn replace_host_by_target<B>(request: &mut Request<B>) -> Result<(), Malformed> 
 }
 
 /// Whether a Host value is a host and an optional port (RFC 3986's reg-name or
-/// IP literal, `:port`), or empty: a byte scan, not a URI parse, as it runs for
-/// every request. Space, `@`, `/`, `?`, `#` and control bytes are what would let
-/// two hops read one value apart.
+/// IP literal, `:port`), or empty: a table lookup per byte, not a URI parse, as it
+/// runs for every request. Space, `@`, `/`, `?`, `#` and control bytes are what
+/// would let two hops read one value apart.
 fn is_host(value: &[u8]) -> bool {
-    value.iter().all(|b| {
-        b.is_ascii_alphanumeric()
+    value.iter().all(|b| HOST_BYTES[usize::from(*b)])
+}
+
+const HOST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
             || matches!(
-                b,
+                c,
                 b'-' | b'.'
                     | b'_'
                     | b'~'
@@ -270,9 +277,11 @@ fn is_host(value: &[u8]) -> bool {
                     | b'['
                     | b']'
                     | b'%'
-            )
-    })
-}
+            );
+        b += 1;
+    }
+    table
+};
 
 /// Whether an HTTP/1.1 request asks to turn its connection into a tunnel: a
 /// CONNECT (RFC 9110 section 9.3.6), or a switch of protocols (`Connection:
