@@ -18,6 +18,7 @@
 //! response ended is closed, not pooled.
 
 mod body;
+pub(crate) mod fuzzing;
 mod head;
 #[cfg(test)]
 mod tests;
