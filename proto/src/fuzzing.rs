@@ -3,8 +3,10 @@
 //! conversion of weft.v1 messages into the model at every edge. Each panics
 //! when a rule breaks; a typed error is a pass.
 //!
-//! `cargo test` replays the committed corpus (`proto/fuzz/corpus/<target>/`)
-//! through the same functions, so it is a regression suite on stable Rust.
+//! `cargo test` replays the committed inputs (the hand-written ones in
+//! `proto/fuzz/seeds/<target>/`, and those the fuzzer kept, minimised, in
+//! `proto/fuzz/corpus/<target>/`) through the same functions, so each is a
+//! regression test on stable Rust.
 
 use prost_types::Any;
 
@@ -103,19 +105,23 @@ mod tests {
 
     #[test]
     fn the_committed_corpus_passes_every_check() {
-        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
         for (name, check) in super::TARGETS {
-            let inputs = std::fs::read_dir(corpus.join(name)).expect("the target's corpus");
             let mut count = 0;
-            for input in inputs {
-                let path = input.expect("a corpus entry").path();
-                let data = std::fs::read(&path).expect("a corpus file");
-                // Shown only when the check fails.
-                println!("{name}: {}", path.display());
-                check(&data);
-                count += 1;
+            for kept in ["seeds", "corpus"] {
+                let Ok(inputs) = std::fs::read_dir(fuzz.join(kept).join(name)) else {
+                    continue;
+                };
+                for input in inputs {
+                    let path = input.expect("a corpus entry").path();
+                    let data = std::fs::read(&path).expect("a corpus file");
+                    // Shown only when the check fails.
+                    println!("{name}: {}", path.display());
+                    check(&data);
+                    count += 1;
+                }
             }
-            assert!(count > 0, "no corpus for {name}");
+            assert!(count > 0, "no seeds for {name}");
         }
     }
 }

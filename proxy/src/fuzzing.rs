@@ -3,9 +3,10 @@
 //! rule the proxy relies on; the parsers themselves stay private, and each
 //! target lives next to the parser it checks.
 //!
-//! `cargo test` replays the committed corpus (`proxy/fuzz/corpus/<target>/`)
-//! through the same functions, so every input a fuzzer kept, including those
-//! that once found a bug, is a regression test on stable Rust.
+//! `cargo test` replays the committed inputs (the hand-written ones in
+//! `proxy/fuzz/seeds/<target>/`, and those the fuzzer kept, minimised, in
+//! `proxy/fuzz/corpus/<target>/`) through the same functions, so each is a
+//! regression test on stable Rust.
 
 pub use crate::dataplane::http::h1client::fuzzing::{chunked_body, response_head};
 pub use crate::dataplane::http::h1server::fuzzing::request_head;
@@ -26,19 +27,23 @@ mod tests {
 
     #[test]
     fn the_committed_corpus_passes_every_check() {
-        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
         for (name, check) in super::TARGETS {
-            let inputs = std::fs::read_dir(corpus.join(name)).expect("the target's corpus");
             let mut count = 0;
-            for input in inputs {
-                let path = input.expect("a corpus entry").path();
-                let data = std::fs::read(&path).expect("a corpus file");
-                // Shown only when the check fails.
-                println!("{name}: {}", path.display());
-                check(&data);
-                count += 1;
+            for kept in ["seeds", "corpus"] {
+                let Ok(inputs) = std::fs::read_dir(fuzz.join(kept).join(name)) else {
+                    continue;
+                };
+                for input in inputs {
+                    let path = input.expect("a corpus entry").path();
+                    let data = std::fs::read(&path).expect("a corpus file");
+                    // Shown only when the check fails.
+                    println!("{name}: {}", path.display());
+                    check(&data);
+                    count += 1;
+                }
             }
-            assert!(count > 0, "no corpus for {name}");
+            assert!(count > 0, "no seeds for {name}");
         }
     }
 }
