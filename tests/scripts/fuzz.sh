@@ -62,16 +62,18 @@ for entry in "${targets[@]}"; do
   crate=${entry%%:*}
   name=${entry#*:}
   corpus=$root/$crate/fuzz/corpus/$name
+  seeds=$root/$crate/fuzz/seeds/$name
+  mkdir -p "$corpus"
   artifacts=$root/$crate/fuzz/artifacts/$name
   found=$(mktemp -d)
   mkdir -p "$artifacts"
   before=$(find "$artifacts" -type f | wc -l)
   log=$logs/$name.log
   echo "fuzzing $name for ${seconds}s (log: ${log#"$root"/})"
-  # New inputs go to the first directory; the committed corpus is only read.
+  # New inputs go to the first directory; the corpus and the seeds are only read.
   status=0
   (cd "$crate" && nice -n "$niceness" cargo +nightly fuzz run "${build[@]}" "$name" \
-    "$found" "$corpus" -- -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
+    "$found" "$corpus" "$seeds" -- -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$artifacts/") >"$log" 2>&1 || status=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
@@ -82,11 +84,12 @@ for entry in "${targets[@]}"; do
   fi
   if [ "$keep" = 1 ] && [ "$status" -eq 0 ]; then
     cp -n "$found"/* "$corpus"/ 2>/dev/null || true
-    (cd "$crate" && nice -n "$niceness" cargo +nightly fuzz cmin "${build[@]}" "$name" "$corpus") \
-      >"$logs/$name.cmin.log" 2>&1
+    # Edges only (no hit counts, no comparison operands): a tenth of the files.
+    (cd "$crate" && nice -n "$niceness" cargo +nightly fuzz cmin "${build[@]}" "$name" "$corpus" \
+      -- -use_counters=0 -use_cmp=0) >"$logs/$name.cmin.log" 2>&1
   fi
   rm -rf "$found"
-  size="$(find "$corpus" -type f | wc -l) files, $(du -sk "$corpus" | cut -f1) KiB"
+  size="$(find "$corpus" -type f | wc -l) files, $(du -sk --apparent-size "$corpus" | cut -f1) KiB"
   summary+=("$(printf '%-14s %6ss %12s %8s/s  %-22s %s' "$name" "$seconds" "${runs:-?}" \
     "${rate:-?}" "$size" "$findings finding(s), exit $status")")
 done
