@@ -29,3 +29,15 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins --tests
 cargo test --workspace
+
+# A short run of each fuzz target (docs/fuzzing.md), on request: building the
+# targets under nightly with coverage instrumentation costs about 7 CPU-minutes on
+# a fresh machine, more than CI's budget. `cargo test` above replays the committed
+# corpus through the same checks on stable either way. Never downloads a toolchain.
+if [ "${WEFT_FUZZ_SMOKE:-0}" = 1 ] && cargo +nightly fuzz --version >/dev/null 2>&1; then
+  FUZZ_KEEP=0 tests/scripts/fuzz.sh "${WEFT_FUZZ_SMOKE_SECONDS:-20}"
+elif [ "${WEFT_FUZZ_SMOKE:-0}" = 1 ]; then
+  echo "fuzz smoke skipped: no nightly toolchain with cargo-fuzz (see docs/fuzzing.md)"
+else
+  echo "fuzz smoke skipped (WEFT_FUZZ_SMOKE=1 runs each target for 20 s; needs nightly and cargo-fuzz)"
+fi

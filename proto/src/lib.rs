@@ -11,10 +11,14 @@
 //!   plane run.
 //! - [`resource`]: the type URLs and the `Resource` envelope helpers shared by the
 //!   discovery stream and the admin API.
+//! - `fuzzing`: the checks the fuzz targets in `proto/fuzz` run, and the replay of
+//!   their committed corpus under `cargo test`.
 
 #![forbid(unsafe_code)]
 
 pub mod document;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod probe;
 pub mod resource;

@@ -22,6 +22,7 @@
 //!   control plane.
 //! - [`metrics`]: the Prometheus recorder and the handles the data path holds.
 //! - [`workers`]: the data-path runtime (current-thread for one worker).
+//! - `fuzzing`: the entry points of the fuzz targets in `proxy/fuzz` (docs/fuzzing.md).
 //!
 //! Two runtimes: a small current-thread one for admin and discovery, and the data-path
 //! workers, so that neither can stall the other (DESIGN.md decision 10).
@@ -35,6 +36,8 @@ pub mod config;
 pub mod dataplane;
 pub mod discovery;
 pub mod drain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod identity;
 pub mod init;

@@ -49,6 +49,8 @@ use super::h1client::{
 use super::stall::BodyTimeout;
 use super::{headers, Handler};
 
+pub(crate) mod fuzzing;
+
 /// Request header fields accepted, as hyper's default; a head with more goes to
 /// hyper, which answers 431.
 const MAX_HEADERS: usize = 100;

@@ -18,7 +18,7 @@ pub mod client;
 mod date;
 mod forward;
 pub mod h1client;
-mod h1server;
+pub(crate) mod h1server;
 pub mod headers;
 mod idle;
 mod server;

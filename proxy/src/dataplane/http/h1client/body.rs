@@ -23,7 +23,7 @@ use super::{Connection, Error, Upload};
 
 pub struct ResponseBody {
     /// `None` once the body ended (or failed).
-    connection: Option<Box<Connection>>,
+    pub(super) connection: Option<Box<Connection>>,
     state: State,
     keep_alive: bool,
     /// The rest of the request, while it is being sent.

@@ -24,6 +24,7 @@
 //! piece of the body in [`ResponseBody`].
 
 mod body;
+pub(crate) mod fuzzing;
 mod head;
 #[cfg(test)]
 mod tests;
