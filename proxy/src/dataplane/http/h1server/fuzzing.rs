@@ -8,7 +8,7 @@
 use bytes::BytesMut;
 use http::{header, Method, Version};
 
-use super::{parse_request, Head, NotServed, ReceivedBody, MAX_HEAD};
+use super::{parse_request, Head, NotServed, Parsed, ReceivedBody, MAX_HEAD};
 use crate::dataplane::http::h1client::{decimal, has_token};
 
 /// Parses `data` as the front of what a client sent, and checks the outcome.
@@ -16,7 +16,7 @@ pub fn request_head(data: &[u8]) {
     let mut buf = BytesMut::from(data);
     let mut spans = Vec::new();
     match parse_request(&mut buf, &mut spans) {
-        Ok(Some(head)) => {
+        Ok(Parsed::Request(head)) => {
             let consumed = data.len() - buf.len();
             assert!(consumed > 0, "a request served from no bytes");
             assert_eq!(&buf[..], &data[consumed..], "the rest is not what followed");
@@ -28,7 +28,7 @@ pub fn request_head(data: &[u8]) {
                     let mut partial = BytesMut::from(&data[..cut]);
                     let parsed = parse_request(&mut partial, &mut spans);
                     assert!(
-                        matches!(parsed, Ok(None)),
+                        matches!(parsed, Ok(Parsed::Incomplete { .. })),
                         "{cut} of {consumed} bytes: not waited for"
                     );
                     assert_eq!(partial.len(), cut, "bytes consumed while waiting");
@@ -36,7 +36,9 @@ pub fn request_head(data: &[u8]) {
             }
         }
         // Waiting for more, or left to hyper: nothing may be consumed.
-        Ok(None) | Err(NotServed::Other) => assert_eq!(&buf[..], data, "bytes consumed"),
+        Ok(Parsed::Incomplete { .. }) | Err(NotServed::Other) => {
+            assert_eq!(&buf[..], data, "bytes consumed")
+        }
         // The head was read and the connection is refused: no more bytes are read.
         Err(NotServed::Invalid) => assert!(buf.len() < data.len(), "the bad head was kept"),
     }
