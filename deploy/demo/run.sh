@@ -74,7 +74,10 @@ if [ "$build" = 1 ]; then
     cargo build --release --workspace --bins --quiet
   else
     echo "== building weft (debug build, shared with the tests)"
-    cargo build --workspace --bins --quiet
+    # The same targets as tests/run.sh builds: the tests' dependencies turn on
+    # tokio's test-util, and a build of the binaries alone would rebuild every
+    # crate above tokio without it, and the tests' build again after it.
+    cargo build --workspace --bins --tests --quiet
   fi
 fi
 [ -n "$bin" ] || bin="$(pwd)/${CARGO_TARGET_DIR:-target}/$profile"
