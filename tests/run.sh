@@ -4,6 +4,9 @@
 # tests start the binaries built here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The build and the Kubernetes binaries need several GB; say how much there is, so a
+# run that dies of a full disk says so at its top.
+echo "disk: $(df -h . | awk 'NR==2 {print $4 " free of " $2}')"
 
 # Debian packages used by the tests as real peers and tools.
 packages=(curl nghttp2-client prometheus iptables iproute2 util-linux openssl)
