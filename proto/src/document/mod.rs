@@ -18,10 +18,12 @@ use crate::resource::{to_any, Kind};
 use crate::v1;
 use serde::{Deserialize, Serialize};
 
+mod policy;
 mod resilience;
 #[cfg(test)]
 mod tests;
 
+pub use policy::ServicePolicySpec;
 pub use resilience::{
     CircuitBreakersSpec, LocalityPolicySpec, OutlierDetectionSpec, RetriesSpec, TimeoutsSpec,
 };
@@ -72,13 +74,16 @@ pub struct AuthorizationPolicyDocument {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthorizationPolicySpec {
+    /// The service guarded: `namespace/name`, or `name` in the policy's namespace.
     #[serde(default)]
     pub service: String,
     /// 0 (absent): every port of the service.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub port: u32,
+    /// The callers' SPIFFE IDs; one ending in `/*` allows every ID under it.
     #[serde(default)]
     pub allow: Vec<String>,
     /// deny (the default when absent) | allow.
@@ -229,6 +234,7 @@ pub struct ServiceSpec {
 /// `healthCheck:` one of `http`, `grpc` or `tcp`, and the timing; zero or absent
 /// values take the defaults (see `model::HealthCheck`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HealthCheckSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,6 +254,7 @@ pub struct HealthCheckSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpCheckSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -257,6 +264,7 @@ pub struct HttpCheckSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GrpcCheckSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -265,11 +273,12 @@ pub struct GrpcCheckSpec {
 
 /// `tcp: {}`: nothing to configure.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TcpCheckSpec {}
 
 impl HealthCheckSpec {
-    fn to_proto(&self) -> v1::HealthCheck {
+    pub fn to_proto(&self) -> v1::HealthCheck {
         v1::HealthCheck {
             http: self.http.as_ref().map(|h| v1::HttpHealthCheck {
                 path: h.path.clone(),
@@ -286,7 +295,7 @@ impl HealthCheckSpec {
         }
     }
 
-    fn from_proto(message: &v1::HealthCheck) -> HealthCheckSpec {
+    pub fn from_proto(message: &v1::HealthCheck) -> HealthCheckSpec {
         HealthCheckSpec {
             http: message.http.as_ref().map(|h| HttpCheckSpec {
                 path: h.path.clone(),
@@ -517,7 +526,7 @@ impl Document {
 
 impl ServiceDocument {
     pub fn to_proto(&self) -> v1::Service {
-        v1::Service {
+        let mut message = v1::Service {
             namespace: self.metadata.namespace.clone(),
             name: self.metadata.name.clone(),
             ports: self
@@ -532,34 +541,29 @@ impl ServiceDocument {
                 .collect(),
             virtual_ips: self.spec.virtual_ips.clone(),
             hostnames: self.spec.hostnames.clone(),
-            load_balancer: self.spec.load_balancer.clone(),
-            mtls: self.spec.mtls.clone(),
-            timeouts: self.spec.timeouts.as_ref().map(TimeoutsSpec::to_proto),
-            retries: self.spec.retries.as_ref().map(RetriesSpec::to_proto),
-            outlier_detection: self
-                .spec
-                .outlier_detection
-                .as_ref()
-                .map(OutlierDetectionSpec::to_proto),
-            circuit_breakers: self
-                .spec
-                .circuit_breakers
-                .as_ref()
-                .map(CircuitBreakersSpec::to_proto),
-            locality: self
-                .spec
-                .locality
-                .as_ref()
-                .map(LocalityPolicySpec::to_proto),
-            health_check: self
-                .spec
-                .health_check
-                .as_ref()
-                .map(HealthCheckSpec::to_proto),
-        }
+            ..v1::Service::default()
+        };
+        self.spec.policy().apply_to(&mut message);
+        message
     }
 
     pub fn from_proto(message: &v1::Service, version: Option<u64>) -> ServiceDocument {
+        let ports = message
+            .ports
+            .iter()
+            .map(|p| PortSpec {
+                name: p.name.clone(),
+                port: p.port,
+                protocol: p.protocol.clone(),
+            })
+            .collect();
+        let mut spec = ServiceSpec {
+            ports,
+            virtual_ips: message.virtual_ips.clone(),
+            hostnames: message.hostnames.clone(),
+            ..ServiceSpec::default()
+        };
+        spec.set_policy(ServicePolicySpec::from_service(message));
         ServiceDocument {
             kind: Kind::Service.as_str().to_owned(),
             metadata: Metadata {
@@ -567,40 +571,48 @@ impl ServiceDocument {
                 namespace: message.namespace.clone(),
                 version,
             },
-            spec: ServiceSpec {
-                ports: message
-                    .ports
-                    .iter()
-                    .map(|p| PortSpec {
-                        name: p.name.clone(),
-                        port: p.port,
-                        protocol: p.protocol.clone(),
-                    })
-                    .collect(),
-                virtual_ips: message.virtual_ips.clone(),
-                hostnames: message.hostnames.clone(),
-                load_balancer: message.load_balancer.clone(),
-                mtls: message.mtls.clone(),
-                timeouts: message.timeouts.as_ref().map(TimeoutsSpec::from_proto),
-                retries: message.retries.as_ref().map(RetriesSpec::from_proto),
-                outlier_detection: message
-                    .outlier_detection
-                    .as_ref()
-                    .map(OutlierDetectionSpec::from_proto),
-                circuit_breakers: message
-                    .circuit_breakers
-                    .as_ref()
-                    .map(CircuitBreakersSpec::from_proto),
-                locality: message
-                    .locality
-                    .as_ref()
-                    .map(LocalityPolicySpec::from_proto),
-                health_check: message
-                    .health_check
-                    .as_ref()
-                    .map(HealthCheckSpec::from_proto),
-            },
+            spec,
         }
+    }
+}
+
+impl ServiceSpec {
+    /// The policy fields alone: on Kubernetes, `apply` of a Service document becomes a
+    /// ServicePolicy with this spec.
+    pub fn policy(&self) -> ServicePolicySpec {
+        ServicePolicySpec {
+            load_balancer: self.load_balancer.clone(),
+            mtls: self.mtls.clone(),
+            timeouts: self.timeouts.clone(),
+            retries: self.retries.clone(),
+            outlier_detection: self.outlier_detection.clone(),
+            circuit_breakers: self.circuit_breakers.clone(),
+            locality: self.locality.clone(),
+            health_check: self.health_check.clone(),
+        }
+    }
+
+    /// Replaces every policy field, leaving ports, virtual IPs and hostnames.
+    pub fn set_policy(&mut self, policy: ServicePolicySpec) {
+        // Destructured so that a field added to the policy cannot be forgotten here.
+        let ServicePolicySpec {
+            load_balancer,
+            mtls,
+            timeouts,
+            retries,
+            outlier_detection,
+            circuit_breakers,
+            locality,
+            health_check,
+        } = policy;
+        self.load_balancer = load_balancer;
+        self.mtls = mtls;
+        self.timeouts = timeouts;
+        self.retries = retries;
+        self.outlier_detection = outlier_detection;
+        self.circuit_breakers = circuit_breakers;
+        self.locality = locality;
+        self.health_check = health_check;
     }
 }
 

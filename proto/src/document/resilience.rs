@@ -11,69 +11,102 @@ fn is_zero(value: &u32) -> bool {
     *value == 0
 }
 
+/// `timeouts:` in milliseconds; 0 or absent takes the default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TimeoutsSpec {
+    /// Connecting to an endpoint (default 1000).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub connect_ms: u32,
+    /// The whole request until its response headers, retries included (default: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub request_ms: u32,
+    /// Idle pooled and keep-alive connections (default: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub idle_ms: u32,
 }
 
+/// `retries:` which failed attempts are tried again, how often and how fast.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RetriesSpec {
+    /// connect-failure, refused-stream, reset, 5xx, gateway-error, 503, or a gRPC status
+    /// (cancelled, deadline-exceeded, resource-exhausted, internal, unavailable).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retry_on: Vec<String>,
+    /// Retries after the first attempt (default 2; 0 disables retries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// Each attempt's own timeout (default: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub per_try_timeout_ms: u32,
+    /// The first jittered backoff (default 25).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub backoff_base_ms: u32,
+    /// The largest backoff (default 250).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub backoff_max_ms: u32,
+    /// Retries that re-send work, as a percentage of live requests (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_percent: Option<u32>,
+    /// Retries allowed per second whatever the budget (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_retries_per_second: Option<u32>,
 }
 
+/// `outlierDetection:` when an endpoint is taken out of rotation for its failures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OutlierDetectionSpec {
+    /// Failures in a row that eject an endpoint (default 5; 0 disables).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_failures: Option<u32>,
+    /// The first ejection's length, growing with each ejection (default 30000).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub base_ejection_ms: u32,
+    /// The longest ejection (default 300000).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_ejection_ms: u32,
+    /// The share of endpoints that may be ejected at once (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
+    /// Ejects an endpoint whose failure percentage reaches this (default 0: off).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failure_percentage_threshold: u32,
+    /// Requests an endpoint must have seen before its failure percentage counts (default 20).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failure_percentage_min_requests: u32,
 }
 
+/// `circuitBreakers:` limits per proxy and service (0 or absent: 1024 each).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CircuitBreakersSpec {
+    /// Upstream connections.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_connections: u32,
+    /// Requests waiting for a connection.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_pending_requests: u32,
+    /// Requests in flight.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_requests: u32,
 }
 
+/// `locality:` keeping traffic in the caller's zone and region while enough of it is healthy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LocalityPolicySpec {
+    /// Below this share of healthy endpoints in the caller's zone, traffic spills over
+    /// (default 70; 0: no locality preference).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_healthy_percent: Option<u32>,
+    /// Regions to fail over to, in order, after the caller's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<String>,
 }
