@@ -5,6 +5,8 @@
 //! - [`model`]: validated domain types (`Service`, `Endpoints`, ...) built from the
 //!   messages with `TryFrom`; the only types the control plane's logic and the proxy's
 //!   data path see. Validation lives here once and serves both sides.
+//! - [`crd`]: Weft's kinds as Kubernetes custom resources (`weft.io/v1alpha1`): their
+//!   names, their status, and (feature `schema`) their CRD manifests.
 //! - [`document`]: the YAML documents operators write (`kind`, `metadata`, `spec`),
 //!   read by `weftctl apply` and by the proxy's `--static-config`.
 //! - [`probe`]: the health-check probes (HTTP, gRPC, TCP) the proxy and the control
@@ -16,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod crd;
 pub mod document;
 #[doc(hidden)]
 pub mod fuzzing;
