@@ -101,6 +101,10 @@ enum Command {
     /// The mesh's certificate authority: its roots, and root rotation.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Print the CustomResourceDefinitions of Weft's kinds (ServicePolicy,
+    /// AuthorizationPolicy), as in deploy/kubernetes/base/crds.yaml; the control plane
+    /// is not used.
+    Crds,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +187,13 @@ async fn run(args: Args) -> Result<(), CliError> {
     if let Command::Top { .. } = args.command {
         return top(args).await;
     }
+    if let Command::Crds = args.command {
+        // Rendered from the types this weftctl was built with; a schema that is not
+        // structural is a bug caught by weft-proto's tests, reported here all the same.
+        let text = weft_proto::crd::crds_yaml().map_err(|e| CliError::Input(e.to_string()))?;
+        print!("{text}");
+        return Ok(());
+    }
     let mut admin = client::connect(&args.control_plane).await?;
     match args.command {
         Command::Apply { .. } => {
@@ -257,7 +268,7 @@ async fn run(args: Args) -> Result<(), CliError> {
             println!("{} deleted", label(kind, &full_name(&name)));
         }
         // Returned above, before connecting.
-        Command::Top { .. } => {}
+        Command::Top { .. } | Command::Crds => {}
         Command::Token(command) => token(&mut admin, command).await?,
         Command::Ca(command) => {
             let status = match command {
