@@ -28,6 +28,10 @@ if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   python3 -m pip install --quiet grpcio grpcio-tools
 fi
 
+# The Kubernetes manifests against the API schemas of a pinned Kubernetes version
+# (installs kubernetes-validate, and kubectl to render kustomizations, when missing).
+tests/scripts/validate-manifests.sh
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins --tests
