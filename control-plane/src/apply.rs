@@ -39,7 +39,7 @@ impl From<ApplyError> for Status {
     fn from(e: ApplyError) -> Status {
         match e {
             ApplyError::Invalid(message) => Status::invalid_argument(message),
-            ApplyError::Store(e) => Status::unavailable(e.to_string()),
+            ApplyError::Store(e) => e.status(),
         }
     }
 }

@@ -10,7 +10,9 @@
 //!   self-registration of the proxies' workloads with its grace period.
 //! - [`health`]: active health checks of statically declared endpoints.
 //! - [`registry`]: connected proxies and their sync state.
-//! - [`identity`]: the CA, join tokens and the Identity service (certificates).
+//! - [`identity`]: the CA, join tokens, ServiceAccount token reviews and the Identity
+//!   service (certificates).
+//! - [`kubernetes`]: Kubernetes mode, with the API server as the store.
 //! - [`admin`]: the Admin gRPC service.
 //! - [`server`]: wires the parts onto one gRPC port.
 //! - [`cli`]: the pure parts of the `weftctl` CLI (documents, tables, output).
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod discovery;
 pub mod health;
 pub mod identity;
+pub mod kubernetes;
 pub mod registry;
 pub mod server;
 pub mod store;

@@ -21,7 +21,9 @@ use crate::admin::AdminService;
 use crate::apply::Applier;
 use crate::discovery::registration::Registrar;
 use crate::discovery::DiscoveryService;
-use crate::identity::{parse_duration, Ca, CaFiles, CaSource, IdentityService, Tokens};
+use crate::identity::review::Reviewer;
+use crate::identity::{parse_duration, Ca, CaFiles, CaSource, IdentityService, Proof, Tokens};
+use crate::kubernetes::{self, KubeStore};
 use crate::registry::Registry;
 use crate::store::{EmbeddedStore, Store};
 use crate::{health, view};
@@ -62,6 +64,23 @@ pub struct Config {
     /// including the root (PEM).
     #[arg(long, env = "WEFT_CA_CHAIN", requires = "ca_cert")]
     pub ca_chain: Option<PathBuf>,
+    /// Run on Kubernetes: the API server is the store (no --data-dir), Services and
+    /// EndpointSlices are the mesh, Weft's kinds are CRDs, and proxies prove who they
+    /// are with projected ServiceAccount tokens.
+    #[arg(long, env = "WEFT_KUBERNETES")]
+    pub kubernetes: bool,
+    /// The kubeconfig to use with --kubernetes; default: $KUBECONFIG, then in-cluster.
+    #[arg(long, env = "WEFT_KUBECONFIG", requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The control plane's own namespace (its CA Secret and Lease), with --kubernetes.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "weft")]
+    pub namespace: String,
+    /// This replica's name in the Lease, with --kubernetes (the Pod's name).
+    #[arg(long, env = "POD_NAME", default_value = "weft-control-plane")]
+    pub pod_name: String,
+    /// The DNS suffix of Kubernetes Services.
+    #[arg(long, env = "WEFT_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 impl Config {
@@ -102,10 +121,32 @@ pub async fn run(
     let ca_source = config
         .ca_source()
         .map_err(|errors| anyhow::anyhow!("{}", errors.join("; ")))?;
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&config.data_dir)?);
+    let trust_domain = ca_source.trust_domain.to_string();
+    let (store, proof): (Arc<dyn Store>, Option<Proof>) = if config.kubernetes {
+        let client = kubernetes::client(config.kubeconfig.as_ref()).await?;
+        let store = KubeStore::start(
+            client.clone(),
+            kubernetes::Settings {
+                namespace: config.namespace.clone(),
+                cluster_domain: config.cluster_domain.clone(),
+                trust_domain,
+            },
+        )
+        .await?;
+        let leading =
+            kubernetes::lease::run(client.clone(), &config.namespace, config.pod_name.clone());
+        tokio::spawn(kubernetes::status::run(store.clone(), leading));
+        (
+            store as Arc<dyn Store>,
+            Some(Proof::ServiceAccounts(Reviewer::new(client))),
+        )
+    } else {
+        (Arc::new(EmbeddedStore::open(&config.data_dir)?), None)
+    };
     // Before the first view: the trust bundle is then in it from the start.
     let ca = Arc::new(Ca::open(ca_source, store.clone()).await?);
     let tokens = Arc::new(Tokens::new(store.clone()));
+    let proof = proof.unwrap_or_else(|| Proof::JoinTokens(tokens.clone()));
     let contents = store.contents().await?;
     let (view_tx, view_rx) = watch::channel(Arc::new(view::build(&contents, None)));
     let (unhealthy_tx, unhealthy_rx) = watch::channel(health::Unhealthy::default());
@@ -133,7 +174,7 @@ pub async fn run(
     };
     let identity = IdentityService {
         ca: ca.clone(),
-        tokens,
+        proof,
     };
     let discovery = DiscoveryService {
         view: view_rx,
@@ -151,6 +192,7 @@ pub async fn run(
 
     tracing::info!(
         addr = %listener.local_addr()?,
+        store = if config.kubernetes { "kubernetes" } else { "embedded" },
         data_dir = %config.data_dir.display(),
         revision = contents.revision,
         trust_domain = %ca.trust_domain(),

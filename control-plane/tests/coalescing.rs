@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -14,18 +15,21 @@ use weft_proto::v1::discovery_client::DiscoveryClient;
 use weft_proto::v1::discovery_request::Request as Req;
 
 fn config(dir: &std::path::Path, debounce_ms: u64) -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.to_owned(),
-        registration_grace_ms: 1000,
-        debounce_ms,
-        log: "warn".into(),
-        trust_domain: "cluster.local".into(),
-        cert_ttl: "24h".into(),
-        ca_cert: None,
-        ca_key: None,
-        ca_chain: None,
-    }
+    // Parsed as flags, so that the defaults are the binary's own.
+    let debounce_ms = debounce_ms.to_string();
+    Config::parse_from([
+        std::ffi::OsStr::new("weft-control-plane"),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+        "--registration-grace-ms".as_ref(),
+        "1000".as_ref(),
+        "--debounce-ms".as_ref(),
+        debounce_ms.as_ref(),
+        "--log".as_ref(),
+        "warn".as_ref(),
+    ])
 }
 
 async fn start(debounce_ms: u64) -> (String, tempfile::TempDir) {

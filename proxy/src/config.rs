@@ -17,6 +17,7 @@ use weft_proto::model::{validate_label, ResourceName};
 #[command(name = "weft-proxy", version, about = "The Weft sidecar proxy")]
 pub struct Args {
     /// Control-plane address: host:port or http://host:port; the host may be a DNS name.
+    /// Several, comma-separated, name the replicas when no one name resolves to all.
     #[arg(long, env = "WEFT_CONTROL_PLANE", default_value = "127.0.0.1:15010")]
     pub control_plane: String,
     /// Unique id of this proxy instance (default: <hostname>-<pid>).
@@ -131,7 +132,8 @@ pub struct Args {
 /// The validated configuration, serializable for `/config_dump`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
-    pub control_plane: ControlPlaneAddr,
+    /// The control plane's replicas (one entry when a name resolves to all of them).
+    pub control_plane: Vec<ControlPlaneAddr>,
     pub node_id: String,
     pub namespace: String,
     pub workload: Option<Workload>,
@@ -271,13 +273,19 @@ impl Config {
             .as_deref()
             .map(|v| socket("inbound-forward", v));
 
-        let control_plane = parse_control_plane(&args.control_plane).unwrap_or_else(|e| {
-            errors.push(format!("--control-plane: {e}"));
-            ControlPlaneAddr {
-                host: String::new(),
-                port: 0,
-            }
-        });
+        let control_plane = args
+            .control_plane
+            .split(',')
+            .map(str::trim)
+            .filter_map(|entry| {
+                parse_control_plane(entry)
+                    .map_err(|e| errors.push(format!("--control-plane: {e}")))
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        if control_plane.is_empty() && errors.is_empty() {
+            errors.push("--control-plane: no address".to_owned());
+        }
         if let Err(e) = validate_label("namespace", &args.namespace) {
             errors.push(format!("--namespace: {}", e.reason));
         }
@@ -727,7 +735,7 @@ mod tests {
             "shop/users:80=127.0.0.1:9001",
         ]))
         .expect("valid");
-        assert_eq!(config.control_plane.host, "weft-cp.weft-system.svc");
+        assert_eq!(config.control_plane[0].host, "weft-cp.weft-system.svc");
         let workload = config.workload.expect("workload");
         assert_eq!(workload.ports[0].name, "http");
         assert_eq!(config.upstreams[0].port, Some(80));

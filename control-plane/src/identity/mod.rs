@@ -5,9 +5,11 @@
 //! - [`ca`]: roots, the signing key, rotation, and the trust bundle resource.
 //! - [`token`]: join tokens (created, listed, revoked, verified; stored hashed).
 //! - [`csr`]: what a CSR must ask for to be signed.
+//! - [`review`]: Kubernetes ServiceAccount tokens, checked with a TokenReview.
 
 pub mod ca;
 pub mod csr;
+pub mod review;
 pub mod token;
 
 use std::sync::Arc;
@@ -22,7 +24,51 @@ pub use token::{TokenError, Tokens, TokensError};
 
 pub struct IdentityService {
     pub ca: Arc<Ca>,
-    pub tokens: Arc<Tokens>,
+    pub proof: Proof,
+}
+
+/// What a proxy's bootstrap token is checked against.
+pub enum Proof {
+    /// Join tokens made by `weftctl token create` (hosts).
+    JoinTokens(Arc<Tokens>),
+    /// Projected ServiceAccount tokens (Kubernetes).
+    ServiceAccounts(review::Reviewer),
+}
+
+/// Who presented a valid token: the identity to issue, and a name for the log.
+struct Proven {
+    namespace: String,
+    service_account: String,
+    by: String,
+}
+
+impl Proof {
+    async fn check(&self, token: &str) -> Result<Proven, Status> {
+        match self {
+            Proof::JoinTokens(tokens) => {
+                let token = tokens.verify(token, unix_now()).await?;
+                Ok(Proven {
+                    namespace: token.namespace,
+                    service_account: token.service_account,
+                    by: format!("token {}", token.id),
+                })
+            }
+            Proof::ServiceAccounts(reviewer) => {
+                let account = reviewer.review(token).await.map_err(|e| match e {
+                    review::ReviewError::Unavailable(_) => Status::unavailable(e.to_string()),
+                    _ => Status::unauthenticated(e.to_string()),
+                })?;
+                Ok(Proven {
+                    by: match &account.pod {
+                        Some(pod) => format!("pod {}/{pod}", account.namespace),
+                        None => format!("serviceaccount {}", account.service_account),
+                    },
+                    namespace: account.namespace,
+                    service_account: account.service_account,
+                })
+            }
+        }
+    }
 }
 
 pub fn unix_now() -> i64 {
@@ -39,7 +85,7 @@ impl From<TokensError> for Status {
         match e {
             TokensError::Token(e) => Status::unauthenticated(e.to_string()),
             TokensError::Invalid(e) => Status::invalid_argument(e.to_string()),
-            TokensError::Store(e) => Status::unavailable(e.to_string()),
+            TokensError::Store(e) => e.status(),
             TokensError::Corrupt(e) => Status::internal(format!("stored token {e} is corrupt")),
         }
     }
@@ -49,7 +95,7 @@ impl From<CaError> for Status {
     fn from(e: CaError) -> Status {
         match e {
             CaError::Precondition(message) => Status::failed_precondition(message),
-            CaError::Store(e) => Status::unavailable(e.to_string()),
+            CaError::Store(e) => e.status(),
             e => Status::internal(e.to_string()),
         }
     }
@@ -62,22 +108,22 @@ impl v1::identity_server::Identity for IdentityService {
         request: Request<v1::CertifyRequest>,
     ) -> Result<Response<v1::CertifyResponse>, Status> {
         let request = request.into_inner();
-        let token = self.tokens.verify(&request.token, unix_now()).await?;
+        let token = self.proof.check(&request.token).await?;
         let id = SpiffeId::new(
             self.ca.trust_domain().clone(),
             &token.namespace,
             &token.service_account,
         )
-        .map_err(|e| Status::internal(format!("token {}: {e}", token.id)))?;
+        .map_err(|e| Status::internal(format!("{}: {e}", token.by)))?;
         let checked = csr::check(&request.csr, &id).map_err(|e| match e {
             csr::CsrError::Malformed(_) => Status::invalid_argument(e.to_string()),
             csr::CsrError::NotAllowed(_) => {
-                tracing::warn!(token = %token.id, spiffe_id = %id, reason = %e, "refused a CSR");
+                tracing::warn!(by = %token.by, spiffe_id = %id, reason = %e, "refused a CSR");
                 Status::permission_denied(e.to_string())
             }
         })?;
         let issued = self.ca.sign(&checked.public_key, &id)?;
-        tracing::info!(spiffe_id = %id, serial = %issued.serial, token = %token.id, not_after = issued.not_after, "issued a certificate");
+        tracing::info!(spiffe_id = %id, serial = %issued.serial, by = %token.by, not_after = issued.not_after, "issued a certificate");
         Ok(Response::new(v1::CertifyResponse {
             certificate_chain: issued.chain.iter().map(|c| c.to_vec()).collect(),
             trust_bundle: Some(ca::bundle_message(

@@ -86,6 +86,20 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
+    /// Something this store does not hold (join tokens, or endpoints written by hand,
+    /// on Kubernetes): the caller's request, not the store, is at fault.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl StoreError {
+    /// The status an admin or identity call answers with.
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            StoreError::Unsupported(message) => tonic::Status::failed_precondition(message),
+            e => tonic::Status::unavailable(e.to_string()),
+        }
+    }
 }
 
 #[async_trait]

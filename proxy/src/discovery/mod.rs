@@ -63,14 +63,30 @@ pub(crate) fn resolver() -> Option<TokioResolver> {
     }
 }
 
-/// Resolves the control plane afresh and connects to the first address that answers.
+/// Resolves the control plane afresh and connects to the first address that answers,
+/// trying the addresses in a random order so that proxies spread over the replicas.
 /// Discovery and the certificate manager both dial through here, so they follow the
 /// same replica choice and DNS behaviour.
 pub(crate) async fn dial(
-    target: &ControlPlaneAddr,
+    targets: &[ControlPlaneAddr],
     resolver: Option<&TokioResolver>,
 ) -> Result<(tonic::transport::Channel, SocketAddr), DiscoveryError> {
-    let addresses = resolve(resolver, &target.host, target.port).await?;
+    let mut addresses = Vec::new();
+    let mut unresolved = None;
+    for target in targets {
+        match resolve(resolver, &target.host, target.port).await {
+            Ok(resolved) => addresses.extend(resolved),
+            Err(e) => unresolved = Some(e),
+        }
+    }
+    if addresses.is_empty() {
+        return Err(unresolved.unwrap_or(DiscoveryError::Resolve {
+            host: String::new(),
+            reason: "no control plane address".into(),
+        }));
+    }
+    use rand::seq::SliceRandom;
+    addresses.shuffle(&mut rand::rng());
     connect(&addresses).await
 }
 

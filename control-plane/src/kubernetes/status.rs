@@ -1,0 +1,111 @@
+//! Writes each Weft CRD object's verdict to its `status.conditions`: `Accepted`, with
+//! `status: "True"` and reason `Accepted`, or `status: "False"`, reason `Invalid` and
+//! the field in the message (the shape Gateway API and Istio use, so `kubectl wait
+//! --for=condition=Accepted` works). Only the replica holding the Lease writes.
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::core::DynamicObject;
+use kube::{Api, Client};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::policy::{Crd, Policies, Verdict};
+use super::store::KubeStore;
+
+const CONDITION: &str = "Accepted";
+
+/// Runs until the process ends: after each change of verdicts or leadership, brings
+/// every object's condition up to date if this replica leads.
+pub async fn run(store: Arc<KubeStore>, mut leading: watch::Receiver<bool>) {
+    let client = store.client().clone();
+    let mut verdicts = store.policies().verdicts();
+    loop {
+        if *leading.borrow_and_update() {
+            let current = verdicts.borrow_and_update().clone();
+            for ((crd, name), verdict) in &current {
+                if let Err(error) = write(&client, store.policies(), *crd, name, verdict).await {
+                    tracing::warn!(kind = crd.kind(), name, %error, "status not written");
+                }
+            }
+        }
+        tokio::select! {
+            changed = verdicts.changed() => if changed.is_err() { return },
+            changed = leading.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Patches the object's status unless it already says what `verdict` says.
+async fn write(
+    client: &Client,
+    policies: &Policies,
+    crd: Crd,
+    name: &str,
+    verdict: &Verdict,
+) -> Result<(), kube::Error> {
+    let Some(object) = policies.object(crd, name) else {
+        return Ok(());
+    };
+    if object.metadata.generation.unwrap_or(0) != verdict.generation {
+        // The object moved on; its new generation gets its own verdict.
+        return Ok(());
+    }
+    let (status, reason, message) = match &verdict.accepted {
+        Ok(()) => (
+            "True",
+            "Accepted",
+            "the control plane serves this object".to_owned(),
+        ),
+        Err(message) => ("False", "Invalid", message.clone()),
+    };
+    let current = current_condition(&object);
+    if current.as_ref().is_some_and(|c| {
+        c["status"] == status
+            && c["reason"] == reason
+            && c["message"] == message.as_str()
+            && c["observedGeneration"] == verdict.generation
+    }) {
+        return Ok(());
+    }
+    let transitioned = match &current {
+        Some(c) if c["status"] == status => c["lastTransitionTime"].clone(),
+        _ => json!(Timestamp::now().to_string()),
+    };
+    let patch = json!({
+        "status": {
+            "observedGeneration": verdict.generation,
+            "conditions": [{
+                "type": CONDITION,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "observedGeneration": verdict.generation,
+                "lastTransitionTime": transitioned,
+            }]
+        }
+    });
+    let (namespace, short) = name.split_once('/').unwrap_or(("", name));
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &crd.resource());
+    api.patch_status(short, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    tracing::info!(
+        kind = crd.kind(),
+        name,
+        status,
+        reason,
+        message,
+        "status written"
+    );
+    Ok(())
+}
+
+fn current_condition(object: &DynamicObject) -> Option<Value> {
+    object.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == CONDITION)
+        .cloned()
+}
