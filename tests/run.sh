@@ -53,4 +53,10 @@ else
   FUZZ_KEEP=0 tests/scripts/fuzz.sh "${WEFT_FUZZ_SMOKE_SECONDS:-15}"
 fi
 
+# The real Kubernetes control plane of the kubernetes_* tests (etcd, kube-apiserver,
+# kube-controller-manager, kubectl): built once from the Go module proxy (about
+# 10-20 minutes on 2 cores and 4 GB of Go caches), then cached.
+WEFT_K8S_BIN="$(tests/scripts/k8s-binaries.sh)"
+export WEFT_K8S_BIN
+
 cargo test --workspace

@@ -240,3 +240,24 @@ fn remove_leftovers() {
         }
     }
 }
+
+/// Runs `f` on a thread of its own that has first moved into the network namespace
+/// `name` (one that `ip netns add` made): sockets `f` creates belong to that namespace
+/// and stay there when returned to a thread outside it. No process is started.
+pub fn within<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    let path = format!("/run/netns/{name}");
+    let ns = std::fs::File::open(&path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("open {path}: {e}")))?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            use std::os::fd::AsFd;
+            rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
