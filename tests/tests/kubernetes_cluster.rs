@@ -244,3 +244,69 @@ fn pods_reach_the_api_server_with_their_token() {
         "{output}"
     );
 }
+
+/// The pod's Ready condition and its container's restart count, as the API server has
+/// them.
+fn ready_and_restarts(cluster: &Cluster, namespace: &str, name: &str) -> Option<(bool, i32)> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(cluster.client(), namespace);
+    let pod = cluster.block_on(pods.get(name)).ok()?;
+    let status = pod.status?;
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let restarts = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|c| c.restart_count)
+        .sum();
+    Some((ready, restarts))
+}
+
+/// A failing readiness probe turns the pod's Ready condition False and a passing one
+/// True again; a crashed container is reported and restarted. The probe's file lives
+/// in an emptyDir, named by its mountPath in the args (rewritten to the pod's dir).
+#[test]
+fn readiness_failures_and_crashes_are_reported() {
+    let cluster = Cluster::start();
+    let images = Images::new().with("weft-test-app", weft_e2e::bin("weft-test-app"));
+    let kubelet = Kubelet::start(&cluster, images);
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "app", "namespace": "default"},
+        "spec": {
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "containers": [{
+                "name": "app", "image": "weft-test-app",
+                "args": ["--listen", "$(POD_IP):8080", "--name", "app",
+                         "--unhealthy-file", "/scratch/unhealthy"],
+                "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                "readinessProbe": {"httpGet": {"path": "/health", "port": 8080},
+                                   "periodSeconds": 1, "failureThreshold": 1},
+            }],
+        },
+    });
+    cluster.apply(&pod.to_string());
+    let info = kubelet.wait_ready("default", "app", TIMEOUT);
+    let state = |what: &str, want: (bool, i32)| {
+        weft_e2e::wait_for(what, TIMEOUT, || {
+            (ready_and_restarts(&cluster, "default", "app")? == want).then_some(())
+        })
+    };
+    state("Ready", (true, 0));
+
+    let unhealthy = info
+        .host_path("app", "/scratch")
+        .expect("the emptyDir's host directory")
+        .join("unhealthy");
+    std::fs::write(&unhealthy, "").expect("make the app unhealthy");
+    state("Ready=False after the probe fails", (false, 0));
+    std::fs::remove_file(&unhealthy).expect("make the app healthy");
+    state("Ready=True after the probe passes", (true, 0));
+
+    kubelet.kill_container("default", "app", "app");
+    state("the crash reported and the container restarted", (true, 1));
+}

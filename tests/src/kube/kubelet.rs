@@ -30,6 +30,7 @@ use serde_json::json;
 use super::cluster::Cluster;
 use super::pod::{Node, RunningPod, API_FORWARD_PORT};
 use super::probe;
+use super::volumes;
 use crate::netns::{Lan, Netns};
 
 /// The LAN's /24; pods get .10 upward, the client namespace .2.
@@ -659,6 +660,19 @@ fn tend(shared: &Arc<Shared>) {
     let node = shared.node();
     let mut state = lock(&shared.state);
     for pod in state.pods.values_mut() {
+        // Projected tokens are re-minted at 80% of their lifetime, as the kubelet does.
+        for token in &mut pod.volumes.tokens {
+            if Instant::now() >= token.refresh_at {
+                let refreshed =
+                    shared
+                        .rt
+                        .block_on(volumes::refresh_token(&shared.client, &pod.pod, token));
+                if let Err(e) = refreshed {
+                    shared.log(&format!("token of {}/{}: {e:#}", pod.namespace, pod.name));
+                    token.refresh_at = Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
         for index in 0..pod.containers.len() {
             let c = &mut pod.containers[index];
             if !c.process.is_running() {
