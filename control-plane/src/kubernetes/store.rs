@@ -310,10 +310,12 @@ impl Store for KubeStore {
                 Kind::Service | Kind::AuthorizationPolicy => {
                     policy::write(&self.client, write.kind, &write.name, &write.body).await?
                 }
-                Kind::Endpoints => return Err(StoreError::Unsupported(format!(
+                Kind::Endpoints => {
+                    return Err(StoreError::Unsupported(format!(
                     "Endpoints {}: on Kubernetes endpoints come from the Service's EndpointSlices",
                     write.name
-                ))),
+                )))
+                }
             };
             outcomes.push(outcome);
         }

@@ -277,7 +277,14 @@ impl RunningPod {
         command.env("PATH", std::env::var_os("PATH").unwrap_or_default());
         command.env("HOSTNAME", &self.name);
         for (key, value) in &env {
-            command.env(key, rewrite(value));
+            // KUBECONFIG is the harness's own host path, not a path in the container: a
+            // mount at a prefix of it (`/tmp`) must not rewrite it.
+            let value = if key == "KUBECONFIG" {
+                value.clone()
+            } else {
+                rewrite(value)
+            };
+            command.env(key, value);
         }
         let log = self.dir.join(format!("{}.log", container.name));
         Daemon::spawn(

@@ -1,0 +1,399 @@
+//! Weft on Kubernetes, against a real kube-apiserver and kube-controller-manager with
+//! only the kubelet played (weft_e2e::kube): the manifests of deploy/kubernetes/base
+//! applied as an operator would, the control plane run from its Deployment (two
+//! replicas, in-cluster credentials, its own RBAC), sidecars that prove who they are
+//! with projected ServiceAccount tokens, and endpoints from the real EndpointSlice
+//! controller.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use weft_e2e::kube::{Cluster, Images, Kubelet, PodInfo};
+use weft_e2e::load::{Load, Options};
+use weft_e2e::netns;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+const CONTROL_PLANE_SA: &str = "system:serviceaccount:weft:weft-control-plane";
+
+fn base() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/base")
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Applies the base and waits until its CRDs are established.
+fn install(cluster: &Cluster) {
+    let base = base();
+    let out = cluster.kubectl_ok(&["apply", "-k", base.to_str().expect("utf-8 path")]);
+    assert!(out.contains("customresourcedefinition"), "{out}");
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicepolicies.weft.io",
+        "crd/authorizationpolicies.weft.io",
+    ]);
+}
+
+fn can_i(cluster: &Cluster, args: &[&str]) -> bool {
+    let mut all = vec!["auth", "can-i", "--as", CONTROL_PLANE_SA];
+    all.extend_from_slice(args);
+    let output = cluster.kubectl(&all);
+    String::from_utf8_lossy(&output.stdout).trim() == "yes"
+}
+
+#[test]
+fn the_manifests_apply_and_grant_exactly_what_the_control_plane_needs() {
+    let cluster = Cluster::start();
+    install(&cluster);
+    for allowed in [
+        &["list", "services", "--all-namespaces"][..],
+        &[
+            "watch",
+            "endpointslices.discovery.k8s.io",
+            "--all-namespaces",
+        ],
+        &["watch", "pods", "--all-namespaces"],
+        &["watch", "servicepolicies.weft.io", "--all-namespaces"],
+        &["patch", "servicepolicies.weft.io/status", "-n", "shop"],
+        &["create", "authorizationpolicies.weft.io", "-n", "shop"],
+        &["create", "tokenreviews.authentication.k8s.io"],
+        &["update", "leases.coordination.k8s.io", "-n", "weft"],
+        &["create", "secrets", "-n", "weft"],
+        &["get", "secrets/weft-ca", "-n", "weft"],
+    ] {
+        assert!(can_i(&cluster, allowed), "should be allowed: {allowed:?}");
+    }
+    for refused in [
+        &["get", "secrets", "-n", "default"][..],
+        &["get", "secrets/other", "-n", "weft"],
+        &["list", "secrets", "-n", "weft"],
+        &["create", "pods/exec", "-n", "shop"],
+        &["delete", "services", "-n", "shop"],
+        &["create", "pods", "-n", "weft"],
+        &["update", "leases.coordination.k8s.io", "-n", "default"],
+        &["patch", "deployments.apps", "-n", "weft"],
+    ] {
+        assert!(!can_i(&cluster, refused), "should be refused: {refused:?}");
+    }
+}
+
+/// The shop: a Service `web` of two meshed replicas (the app behind a native-sidecar
+/// weft-proxy that takes inbound traffic on 15006), and a `client` pod whose proxy
+/// exposes `shop/web:80` on 127.0.0.1:9080. Both identities come from projected
+/// ServiceAccount tokens for the audience `weft`.
+fn shop(control_plane: &str) -> String {
+    let proxy = |extra: &str| {
+        format!(
+            r#"
+        image: weft-proxy
+        args: ["--control-plane", "{control_plane}", "--node-id", "$(POD_NAME)",
+               "--namespace", "$(POD_NAMESPACE)", "--service-account", "$(SERVICE_ACCOUNT)",
+               "--identity-token-file", "/var/run/weft/token/token",
+               "--admin", "0.0.0.0:15020", "--reconnect-max-ms", "500"{extra}]
+        env:
+        - name: POD_NAME
+          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+        - name: POD_NAMESPACE
+          valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
+        - name: SERVICE_ACCOUNT
+          valueFrom: {{fieldRef: {{fieldPath: spec.serviceAccountName}}}}
+        readinessProbe:
+          httpGet: {{path: /ready, port: 15020}}
+          periodSeconds: 1
+        volumeMounts:
+        - {{name: weft-token, mountPath: /var/run/weft/token, readOnly: true}}"#
+        )
+    };
+    let token_volume = r#"
+      volumes:
+      - name: weft-token
+        projected:
+          sources:
+          - serviceAccountToken: {audience: weft, expirationSeconds: 3600, path: token}"#;
+    let server_proxy = proxy(
+        r#", "--inbound", "0.0.0.0:15006", "--inbound-forward", "127.0.0.1:8080",
+               "--outbound", "127.0.0.1:15001""#,
+    );
+    let client_proxy =
+        proxy(r#", "--outbound", "127.0.0.1:15001", "--upstream", "shop/web:80=127.0.0.1:9080""#);
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: web, namespace: shop}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: client, namespace: shop}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: 15006}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: shop}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      serviceAccountName: web
+      terminationGracePeriodSeconds: 5
+      initContainers:
+      - name: weft-proxy
+        restartPolicy: Always{server_proxy}
+      containers:
+      - name: app
+        image: weft-test-app
+        args: ["--listen", "127.0.0.1:8080", "--name", "$(POD_NAME)"]
+        env:
+        - name: POD_NAME
+          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}{token_volume}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: client, namespace: shop}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: client}}}}
+  template:
+    metadata: {{labels: {{app: client}}}}
+    spec:
+      serviceAccountName: client
+      containers:
+      - name: weft-proxy{client_proxy}{token_volume}
+"#
+    )
+}
+
+fn pods_with_prefix(kubelet: &Kubelet, namespace: &str, prefix: &str) -> Vec<PodInfo> {
+    kubelet
+        .pods()
+        .into_iter()
+        .filter(|p| p.namespace == namespace && p.name.starts_with(prefix))
+        .collect()
+}
+
+/// `curl` of a proxy's admin endpoint from inside its pod.
+fn admin_get(kubelet: &Kubelet, namespace: &str, pod: &str, path: &str) -> Option<String> {
+    let output = kubelet
+        .pod_command(namespace, pod, "curl")
+        .args([
+            "-sf",
+            "--max-time",
+            "2",
+            &format!("http://127.0.0.1:15020{path}"),
+        ])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `weftctl` against one control-plane replica, from the LAN.
+fn weftctl(kubelet: &Kubelet, replica: &str, args: &[&str]) -> String {
+    let output = kubelet
+        .client_netns()
+        .command(weft_e2e::bin("weftctl"))
+        .args(["--control-plane", replica])
+        .args(args)
+        .output()
+        .expect("run weftctl");
+    assert!(
+        output.status.success(),
+        "weftctl {args:?} against {replica} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn condition(cluster: &Cluster, resource: &str) -> String {
+    let output = cluster.kubectl(&[
+        "get",
+        resource,
+        "-n",
+        "shop",
+        "-o",
+        r#"jsonpath={.status.conditions[?(@.type=="Accepted")].status}/{.status.conditions[?(@.type=="Accepted")].reason}/{.status.conditions[?(@.type=="Accepted")].message}"#,
+    ]);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_mesh_on_kubernetes_balances_drains_takes_policy_and_survives_a_replica() {
+    let cluster = Cluster::start();
+    let kubelet = Kubelet::start(&cluster, Images::workspace());
+    install(&cluster);
+
+    // The control plane, from its Deployment: two replicas, Ready on their gRPC health.
+    let replicas = wait_for("two ready control-plane replicas", TIMEOUT, || {
+        let ready: Vec<PodInfo> = pods_with_prefix(&kubelet, "weft", "weft-control-plane-")
+            .into_iter()
+            .filter(|p| p.ready)
+            .collect();
+        (ready.len() == 2).then_some(ready)
+    });
+    let addresses: Vec<String> = replicas.iter().map(|p| format!("{}:15010", p.ip)).collect();
+    let control_plane = addresses.join(",");
+
+    cluster.apply(&shop(&control_plane));
+    let webs = wait_for("two ready web pods", TIMEOUT, || {
+        let ready: Vec<PodInfo> = pods_with_prefix(&kubelet, "shop", "web-")
+            .into_iter()
+            .filter(|p| p.ready)
+            .collect();
+        (ready.len() == 2).then_some(ready)
+    });
+    let client = wait_for("a ready client pod", TIMEOUT, || {
+        pods_with_prefix(&kubelet, "shop", "client-")
+            .into_iter()
+            .find(|p| p.ready)
+    });
+
+    // The client's proxy knows both endpoints, each with the identity its pod's
+    // ServiceAccount gives, and holds its own certificate from its projected token.
+    let web_identity = "spiffe://cluster.local/ns/shop/sa/web";
+    let dump = wait_for(
+        "the client proxy to hold both web endpoints",
+        TIMEOUT,
+        || {
+            let dump = admin_get(&kubelet, "shop", &client.name, "/config_dump")?;
+            webs.iter()
+                .all(|w| dump.contains(&format!("{}:15006", w.ip)))
+                .then_some(dump)
+        },
+    );
+    assert!(dump.contains(web_identity), "endpoint identities: {dump}");
+    assert!(
+        dump.contains("spiffe://cluster.local/ns/shop/sa/client"),
+        "the client's own identity: {dump}"
+    );
+
+    // A ServicePolicy: STRICT mTLS (so every request that succeeds crossed mTLS) and
+    // retries on resets, so a pod killed mid-request costs nothing.
+    cluster.apply(
+        r#"
+apiVersion: weft.io/v1alpha1
+kind: ServicePolicy
+metadata: {name: web, namespace: shop}
+spec:
+  mtls: STRICT
+  retries: {retryOn: [connect-failure, refused-stream, reset, gateway-error], maxRetries: 3}
+"#,
+    );
+    wait_for("ServicePolicy web Accepted", TIMEOUT, || {
+        condition(&cluster, "servicepolicy/web")
+            .starts_with("True/Accepted")
+            .then_some(())
+    });
+    wait_for("the policy to reach the client proxy", TIMEOUT, || {
+        let dump = admin_get(&kubelet, "shop", &client.name, "/config_dump")?;
+        dump.contains("\"max_retries\": 3").then_some(())
+    });
+
+    // Steady load from inside the client pod.
+    let load = netns::within(&client.netns, || {
+        Load::start(
+            SocketAddr::from(([127, 0, 0, 1], 9080)),
+            Options {
+                rate: 100,
+                connections: 4,
+                ..Options::default()
+            },
+        )
+    })
+    .expect("enter the client pod");
+    load.wait_for_successes(100, TIMEOUT);
+    let served: BTreeSet<String> = load.snapshot().by_server().into_keys().collect();
+    let names: BTreeSet<String> = webs.iter().map(|w| w.name.clone()).collect();
+    assert_eq!(served, names, "both replicas serve");
+
+    // An invalid change is refused with the field named and changes nothing.
+    cluster.apply(
+        r#"
+apiVersion: weft.io/v1alpha1
+kind: ServicePolicy
+metadata: {name: web, namespace: shop}
+spec:
+  mtls: STRICT
+  retries: {retryOn: [connect-failure, refused-stream, reset, gateway-error], maxRetries: 50}
+"#,
+    );
+    let invalid = wait_for("ServicePolicy web Invalid", TIMEOUT, || {
+        let c = condition(&cluster, "servicepolicy/web");
+        c.starts_with("False/Invalid").then_some(c)
+    });
+    assert!(invalid.contains("spec.retries.maxRetries"), "{invalid}");
+
+    // Every proxy is in sync (ACKed, nothing NACKed), seen from both replicas.
+    let proxies = std::iter::once(client.name.clone())
+        .chain(webs.iter().map(|w| w.name.clone()))
+        .collect::<Vec<_>>();
+    wait_for("every proxy synced", TIMEOUT, || {
+        let status: String = addresses
+            .iter()
+            .map(|a| weftctl(&kubelet, a, &["status"]))
+            .collect();
+        let all = proxies.iter().all(|p| status.contains(p.as_str()));
+        (all && !status.contains("NACKED") && !status.contains("STALE")).then_some(())
+    });
+
+    // Deleting a pod drains it: no request fails.
+    let doomed = &webs[0].name;
+    let deleted_at = load.elapsed();
+    cluster.kubectl_ok(&["delete", "pod", "-n", "shop", doomed, "--wait=false"]);
+    wait_for("the deleted pod to be gone", TIMEOUT, || {
+        kubelet.pod("shop", doomed).is_none().then_some(())
+    });
+
+    // Killing a control-plane replica: its proxies move to the other, traffic goes on.
+    kubelet.kill_container("weft", &replicas[0].name, "control-plane");
+    let survivor = &addresses[1];
+    wait_for("every proxy on the surviving replica", TIMEOUT, || {
+        let status = weftctl(&kubelet, survivor, &["status"]);
+        proxies
+            .iter()
+            .filter(|p| p.as_str() != doomed.as_str())
+            .all(|p| status.contains(p.as_str()))
+            .then_some(())
+    });
+    let settled = load.elapsed();
+    load.wait_for_successes(load.snapshot().succeeded() + 200, TIMEOUT);
+    let report = load.stop();
+    let failed = report.failed();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed (pod deleted at {deleted_at:?}, replicas settled at {settled:?}): {:?}",
+        failed.len(),
+        report.sent(),
+        failed.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        report.last_served_by_after(doomed, settled),
+        Duration::ZERO,
+        "nothing reaches the deleted pod"
+    );
+}
