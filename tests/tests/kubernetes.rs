@@ -13,6 +13,18 @@ use std::time::{Duration, Instant};
 use weft_e2e::kube::{Cluster, Images, Kubelet, PodInfo};
 use weft_e2e::load::{Load, Options};
 use weft_e2e::netns;
+use weft_proto::v1;
+use weft_proto::v1::identity_client::IdentityClient;
+
+/// A key and a CSR asking for `uri`.
+fn csr(uri: &str) -> Vec<u8> {
+    use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("ia5"))];
+    params.serialize_request(&key).expect("csr").der().to_vec()
+}
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 const CONTROL_PLANE_SA: &str = "system:serviceaccount:weft:weft-control-plane";
@@ -347,6 +359,75 @@ spec:
         c.starts_with("False/Invalid").then_some(c)
     });
     assert!(invalid.contains("spec.retries.maxRetries"), "{invalid}");
+    let dump = admin_get(&kubelet, "shop", &client.name, "/config_dump").expect("config_dump");
+    assert!(
+        dump.contains("\"max_retries\": 3"),
+        "the last good policy still serves"
+    );
+
+    // Tokens: only one for the audience `weft` of a live ServiceAccount is good.
+    let token = |account: &str, audience: &str| {
+        cluster
+            .kubectl_ok(&[
+                "create",
+                "token",
+                account,
+                "-n",
+                "shop",
+                "--audience",
+                audience,
+            ])
+            .trim()
+            .to_owned()
+    };
+    cluster.kubectl_ok(&["create", "serviceaccount", "gone", "-n", "shop"]);
+    let (good, other_audience, gone) = (
+        token("web", "weft"),
+        token("web", "other"),
+        token("gone", "weft"),
+    );
+    cluster.kubectl_ok(&["delete", "serviceaccount", "gone", "-n", "shop"]);
+    let replica = addresses[0].clone();
+    let answers = netns::within(&client.netns, move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async move {
+            let mut answers = Vec::new();
+            for token in [good, other_audience, gone] {
+                let mut identity = IdentityClient::connect(format!("http://{replica}"))
+                    .await
+                    .expect("reach the control plane");
+                let answer = identity
+                    .certify(v1::CertifyRequest {
+                        token,
+                        csr: csr("spiffe://cluster.local/ns/shop/sa/web"),
+                    })
+                    .await
+                    .map(|r| r.into_inner().spiffe_id);
+                answers.push(answer);
+            }
+            answers
+        })
+    })
+    .expect("enter the client pod");
+    assert_eq!(
+        answers[0].as_deref().ok(),
+        Some("spiffe://cluster.local/ns/shop/sa/web")
+    );
+    for (what, answer) in [
+        ("another audience", &answers[1]),
+        ("a deleted account", &answers[2]),
+    ] {
+        let status = answer.as_ref().expect_err(what);
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{what}: {status:?}"
+        );
+        assert!(
+            status.message().contains("refused the token"),
+            "{what}: the reason is passed on: {status:?}"
+        );
+    }
 
     // Every proxy is in sync (ACKed, nothing NACKed), seen from both replicas.
     let proxies = std::iter::once(client.name.clone())
