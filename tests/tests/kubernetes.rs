@@ -113,8 +113,11 @@ fn shop(control_plane: &str) -> String {
         args: ["--control-plane", "{control_plane}", "--node-id", "$(POD_NAME)",
                "--namespace", "$(POD_NAMESPACE)", "--service-account", "$(SERVICE_ACCOUNT)",
                "--identity-token-file", "/var/run/weft/token/token",
-               "--admin", "0.0.0.0:15020", "--reconnect-max-ms", "500"{extra}]
+               "--admin", "0.0.0.0:15020", "--admin-advertise", "$(POD_IP):15020",
+               "--reconnect-max-ms", "500"{extra}]
         env:
+        - name: POD_IP
+          valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
         - name: POD_NAME
           valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
         - name: POD_NAMESPACE
@@ -136,6 +139,7 @@ fn shop(control_plane: &str) -> String {
           - serviceAccountToken: {audience: weft, expirationSeconds: 3600, path: token}"#;
     let server_proxy = proxy(
         r#", "--inbound", "0.0.0.0:15006", "--inbound-forward", "127.0.0.1:8080",
+               "--service", "web", "--workload-address", "$(POD_IP)", "--workload-port", "http=15006",
                "--outbound", "127.0.0.1:15001""#,
     );
     let client_proxy =
@@ -227,13 +231,28 @@ fn admin_get(kubelet: &Kubelet, namespace: &str, pod: &str, path: &str) -> Optio
 
 /// `weftctl` against one control-plane replica, from the LAN.
 fn weftctl(kubelet: &Kubelet, replica: &str, args: &[&str]) -> String {
-    let output = kubelet
+    weftctl_with(kubelet, replica, args, "")
+}
+
+/// [`weftctl`] with `input` on its standard input.
+fn weftctl_with(kubelet: &Kubelet, replica: &str, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = kubelet
         .client_netns()
         .command(weft_e2e::bin("weftctl"))
         .args(["--control-plane", replica])
         .args(args)
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run weftctl");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .expect("write weftctl's input");
+    }
+    let output = child.wait_with_output().expect("run weftctl");
     assert!(
         output.status.success(),
         "weftctl {args:?} against {replica} failed: {}",
@@ -343,6 +362,59 @@ spec:
     let names: BTreeSet<String> = webs.iter().map(|w| w.name.clone()).collect();
     assert_eq!(served, names, "both replicas serve");
 
+    // weftctl on the Kubernetes-mode control plane: apply writes the CRD object, and
+    // top shows the service's traffic, all of it over mTLS.
+    let applied = weftctl_with(
+        &kubelet,
+        &addresses[0],
+        &["apply", "-f", "-"],
+        r#"
+kind: AuthorizationPolicy
+metadata: {name: web-callers, namespace: shop}
+spec:
+  service: web
+  allow: [spiffe://cluster.local/ns/shop/sa/client]
+"#,
+    );
+    assert!(applied.contains("web-callers"), "{applied}");
+    wait_for("AuthorizationPolicy web-callers Accepted", TIMEOUT, || {
+        condition(&cluster, "authorizationpolicies.weft.io/web-callers")
+            .starts_with("True/Accepted")
+            .then_some(())
+    });
+    let mut frames = Vec::new();
+    let top = wait_for("weftctl top to show shop/web over mTLS", TIMEOUT, || {
+        if frames.len() > 20 {
+            panic!("weftctl top never showed shop/web over mTLS; last frames: {frames:?}");
+        }
+        addresses.iter().find_map(|replica| {
+            let out = weftctl(
+                &kubelet,
+                replica,
+                &[
+                    "top",
+                    "--once",
+                    "-o",
+                    "json",
+                    "--interval",
+                    "500ms",
+                    "--timeout",
+                    "5s",
+                ],
+            );
+            frames.push(out.clone());
+            let frame: serde_json::Value = serde_json::from_str(out.lines().next()?).ok()?;
+            let row = frame["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["service"] == "shop/web")?
+                .clone();
+            (row["endpoints"] == 2 && row["rps"].as_f64()? > 0.0 && row["tls"].as_f64()? == 1.0)
+                .then_some(row)
+        })
+    });
+    assert_eq!(top["success"].as_f64(), Some(1.0), "{top}");
+
     // An invalid change is refused with the field named and changes nothing.
     cluster.apply(
         r#"
@@ -450,6 +522,24 @@ spec:
         kubelet.pod("shop", doomed).is_none().then_some(())
     });
 
+    // Both replicas serve the same endpoints at the same version.
+    let endpoints_of = |replica: &str| {
+        weftctl(
+            &kubelet,
+            replica,
+            &["get", "endpoints", "shop/web", "-o", "yaml"],
+        )
+    };
+    let same = wait_for(
+        "both replicas to serve one version of shop/web",
+        TIMEOUT,
+        || {
+            let (one, other) = (endpoints_of(&addresses[0]), endpoints_of(&addresses[1]));
+            (one == other && !one.contains(&format!("{}:", webs[0].ip))).then_some(one)
+        },
+    );
+    assert!(same.contains("version:"), "{same}");
+
     // Killing a control-plane replica: its proxies move to the other, traffic goes on.
     kubelet.kill_container("weft", &replicas[0].name, "control-plane");
     let survivor = &addresses[1];
@@ -462,6 +552,38 @@ spec:
             .then_some(())
     });
     let settled = load.elapsed();
+    // The client holds each live web endpoint once, and nothing else (the replacement
+    // of the deleted pod comes Ready meanwhile).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let live: BTreeSet<String> = pods_with_prefix(&kubelet, "shop", "web-")
+            .into_iter()
+            .filter(|p| p.ready)
+            .map(|p| format!("\"address\": \"{}:15006\"", p.ip))
+            .collect();
+        let dump = admin_get(&kubelet, "shop", &client.name, "/config_dump").unwrap_or_default();
+        let held: Vec<&str> = dump
+            .lines()
+            .filter(|l| l.contains("\"address\"") && l.contains(":15006\""))
+            .map(str::trim)
+            .collect();
+        let exact = held.len() == live.len()
+            && live
+                .iter()
+                .all(|l| held.iter().any(|h| h.starts_with(l.as_str())));
+        if live.len() == 2 && exact {
+            assert!(
+                !dump.contains(&format!("{}:15006", webs[0].ip)),
+                "the deleted pod is gone"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client holds {held:?}; the live endpoints are {live:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     load.wait_for_successes(load.snapshot().succeeded() + 200, TIMEOUT);
     let report = load.stop();
     let failed = report.failed();
