@@ -13,7 +13,11 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use kube::runtime::watcher;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -44,7 +48,37 @@ fn main() {
     });
     let rss_before: Vec<u64> = replicas.iter().map(|p| rss_kib(&p.netns)).collect();
 
-    // 1. Ready -> proxy over 100 pods.
+    // 1. Ready -> proxy over 100 pods, with the moment each pod's IP is first listed
+    //    ready in the Service's EndpointSlices, to tell Kubernetes' part from Weft's.
+    let in_slice: Arc<Mutex<BTreeMap<String, SystemTime>>> = Arc::default();
+    let watch_slices = {
+        let in_slice = in_slice.clone();
+        let slices: Api<EndpointSlice> = Api::namespaced(cluster.client(), "figures");
+        cluster.runtime().spawn(async move {
+            let events = watcher(slices, watcher::Config::default());
+            let mut events = std::pin::pin!(events);
+            while let Some(Ok(event)) = events.next().await {
+                let (watcher::Event::Apply(slice) | watcher::Event::InitApply(slice)) = event
+                else {
+                    continue;
+                };
+                let now = SystemTime::now();
+                let mut seen = in_slice.lock().expect("lock");
+                for endpoint in slice.endpoints.iter().flatten() {
+                    let ready = endpoint
+                        .conditions
+                        .as_ref()
+                        .and_then(|c| c.ready)
+                        .unwrap_or(false);
+                    if ready {
+                        for ip in &endpoint.addresses {
+                            seen.entry(ip.clone()).or_insert(now);
+                        }
+                    }
+                }
+            }
+        })
+    };
     cluster.apply(WEB);
     let mut seen: BTreeMap<String, SystemTime> = BTreeMap::new();
     let started = Instant::now();
@@ -70,14 +104,28 @@ fn main() {
             seen.get(&p.name)?.duration_since(ready).ok()
         })
         .collect();
-    latencies.sort();
-    let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "ready -> client proxy over {} pods: p50 {:?}, p99 {:?}, max {:?}",
-        latencies.len(),
-        quantile(0.5),
-        quantile(0.99),
-        quantile(1.0)
+    watch_slices.abort();
+    let in_slice = in_slice.lock().expect("lock").clone();
+    let (mut kubernetes, mut weft) = (Vec::new(), Vec::new());
+    for pod in pods(&kubelet, "figures", "web-") {
+        let (Some(ready), Some(listed), Some(held)) = (
+            pod.ready_sent_at,
+            in_slice.get(&pod.ip.to_string()),
+            seen.get(&pod.name),
+        ) else {
+            continue;
+        };
+        kubernetes.extend(listed.duration_since(ready).ok());
+        weft.extend(held.duration_since(*listed).ok());
+    }
+    report("ready -> client proxy", &mut latencies);
+    report(
+        "ready -> listed in the EndpointSlice (Kubernetes)",
+        &mut kubernetes,
+    );
+    report(
+        "listed in the EndpointSlice -> client proxy (Weft)",
+        &mut weft,
     );
 
     // 2. Memory with 1,000 Services and 10,000 endpoints.
@@ -132,6 +180,18 @@ fn main() {
     );
     println!("control plane RSS (KiB) per replica: before {rss_before:?}, after {rss_after:?}");
     println!("cluster RSS (KiB): {:?}", cluster.rss_kib());
+}
+
+fn report(what: &str, latencies: &mut [Duration]) {
+    latencies.sort();
+    let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "{what} over {} pods: p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        quantile(0.5),
+        quantile(0.99),
+        quantile(1.0)
+    );
 }
 
 fn wait<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {

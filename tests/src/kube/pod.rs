@@ -242,13 +242,7 @@ impl RunningPod {
             mounts.push((mount.mount_path.trim_end_matches('/').to_owned(), host));
         }
         mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-        let rewrite = |value: &str| -> String {
-            let mut out = value.to_owned();
-            for (path, host) in &mounts {
-                out = out.replace(path.as_str(), &host.to_string_lossy());
-            }
-            out
-        };
+        let rewrite = |value: &str| rewrite_paths(value, &mounts);
 
         let env = self.env(container)?;
         let expand = |value: &str| expand_vars(value, &env);
@@ -270,7 +264,20 @@ impl RunningPod {
             _ => argv.push(binary.to_string_lossy().into_owned()),
         }
         argv.extend(container.args.iter().flatten().map(|a| expand(a)));
-        let argv: Vec<String> = argv.iter().map(|a| rewrite(a)).collect();
+        // The image's binary is a host path already: a mount at a prefix of it (`/tmp`)
+        // must not move it.
+        let binary_text = binary.to_string_lossy();
+        let argv: Vec<String> = argv
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                if i == 0 && *a == binary_text {
+                    a.clone()
+                } else {
+                    rewrite(a)
+                }
+            })
+            .collect();
 
         let mut command = self.netns.command(&argv[0]);
         command.args(&argv[1..]).env_clear().current_dir(&self.dir);
@@ -422,4 +429,61 @@ fn short(name: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .take(24)
         .collect()
+}
+
+/// Replaces each mount path in `value` by its host directory, in one pass: only where
+/// a path starts (the value's start, or after a character no path has, such as `=` or
+/// `,`) and ends (a `/` or such a character follows), longest mount first, and never
+/// inside text already replaced (host directories start with `/tmp`, a common mount).
+fn rewrite_paths(value: &str, mounts: &[(String, PathBuf)]) -> String {
+    let in_path = |c: char| c.is_alphanumeric() || matches!(c, '/' | '.' | '_' | '-');
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    'scan: while let Some(next) = rest.chars().next() {
+        if !out.ends_with(in_path) {
+            for (path, host) in mounts {
+                let Some(after) = rest.strip_prefix(path.as_str()) else {
+                    continue;
+                };
+                if after.is_empty() || after.starts_with('/') || !after.starts_with(in_path) {
+                    out.push_str(&host.to_string_lossy());
+                    rest = after;
+                    continue 'scan;
+                }
+            }
+        }
+        out.push(next);
+        rest = &rest[next.len_utf8()..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_paths_are_rewritten_once_and_only_where_a_path_is() {
+        let mounts = vec![
+            (
+                "/var/run/weft/token".to_owned(),
+                PathBuf::from("/tmp/pod/volumes/weft-token"),
+            ),
+            ("/tmp".to_owned(), PathBuf::from("/tmp/pod/volumes/tmp")),
+        ];
+        let cases = [
+            (
+                "/var/run/weft/token/token",
+                "/tmp/pod/volumes/weft-token/token",
+            ),
+            ("--dir=/tmp", "--dir=/tmp/pod/volumes/tmp"),
+            ("/tmp/x,/tmp", "/tmp/pod/volumes/tmp/x,/tmp/pod/volumes/tmp"),
+            ("/tmpfile", "/tmpfile"),
+            ("/var/tmp/x", "/var/tmp/x"),
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ];
+        for (value, want) in cases {
+            assert_eq!(rewrite_paths(value, &mounts), want, "{value}");
+        }
+    }
 }
