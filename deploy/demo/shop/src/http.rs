@@ -6,6 +6,7 @@
 //! repeat; the sidecar may then retry it even after the request was sent.
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -210,11 +211,18 @@ async fn read(request: Request<Incoming>) -> Result<ShopRequest, Reply> {
     })
 }
 
-/// Binds `--listen` with a clear error (address in use, bad address) instead of a panic.
+/// Binds `--listen` with a clear error (address in use, bad address) instead of a panic,
+/// and prints `listening on ADDR` on stdout: with port 0, that is how a caller learns
+/// the port (the tests do, rather than pick a free port that something else may take
+/// before the server binds it).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {bound}")?;
+    stdout.flush()?;
     Ok(listener)
 }
 

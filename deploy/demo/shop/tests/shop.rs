@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    call, free_addr, read_summary, start, start_logged, summary_path, url, wait_listening, Proc,
+    call, free_addr, read_summary, start, start_logged, start_server, summary_path, url, Proc,
     Relay,
 };
 
@@ -26,46 +26,22 @@ impl Shop {
     /// Starts the four services; orders calls users at `users_for_orders` (a relay) or
     /// directly.
     fn start(users_for_orders: impl FnOnce(SocketAddr) -> String) -> Shop {
-        let [users, products, cart, orders] = [(); 4].map(|()| free_addr());
-        let servers = vec![
-            start(&[
-                "users",
-                "--listen",
-                &users.to_string(),
-                "--replica",
-                "users-1",
-            ]),
-            start(&[
-                "products",
-                "--listen",
-                &products.to_string(),
-                "--replica",
-                "products-1",
-            ]),
-            start(&[
-                "cart",
-                "--listen",
-                &cart.to_string(),
-                "--replica",
-                "cart-1",
-                "--products",
-                &url(products),
-            ]),
-            start(&[
-                "orders",
-                "--listen",
-                &orders.to_string(),
-                "--replica",
-                "orders-1",
-                "--users",
-                &users_for_orders(users),
-                "--products",
-                &url(products),
-            ]),
-        ];
-        for addr in [users, products, cart, orders] {
-            wait_listening(addr);
-        }
+        // Each server binds a port of its own choosing and says which: a port picked
+        // here and bound later could be taken meanwhile (by the relay below, say).
+        let (users_server, users) = start_server(&["users", "--replica", "users-1"]);
+        let (products_server, products) = start_server(&["products", "--replica", "products-1"]);
+        let (cart_server, cart) =
+            start_server(&["cart", "--replica", "cart-1", "--products", &url(products)]);
+        let (orders_server, orders) = start_server(&[
+            "orders",
+            "--replica",
+            "orders-1",
+            "--users",
+            &users_for_orders(users),
+            "--products",
+            &url(products),
+        ]);
+        let servers = vec![users_server, products_server, cart_server, orders_server];
         Shop {
             users,
             products,

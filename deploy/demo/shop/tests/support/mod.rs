@@ -49,6 +49,29 @@ pub fn start(args: &[&str]) -> Proc {
     Proc(child)
 }
 
+/// Starts a `weft-shop` server (`ARGS` without `--listen`) on a port of its own choosing
+/// and returns it with the address it printed once bound.
+pub fn start_server(args: &[&str]) -> (Proc, SocketAddr) {
+    let mut child = Command::new(SHOP)
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("weft-shop starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let proc = Proc(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read weft-shop's stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("weft-shop {args:?} did not say where it listens: {line:?}"));
+    (proc, addr)
+}
+
 /// Starts `weft-shop ARGS` with its log (stderr) piped to the test.
 pub fn start_logged(args: &[&str]) -> Proc {
     let child = Command::new(SHOP)
@@ -92,14 +115,6 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-pub fn wait_listening(addr: SocketAddr) {
-    wait_for(
-        &format!("{addr} to listen"),
-        Duration::from_secs(10),
-        || TcpStream::connect(addr).is_ok(),
-    );
 }
 
 /// An HTTP/1.1 relay to `target` that records each request head (lowercased), to see
