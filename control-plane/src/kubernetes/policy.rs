@@ -157,7 +157,14 @@ impl Policies {
         base: &v1::Service,
     ) -> Option<Accepted<ServicePolicySpec>> {
         let full = format!("{namespace}/{name}");
-        let object = self.object(Crd::ServicePolicy, &full)?;
+        let Some(object) = self.object(Crd::ServicePolicy, &full) else {
+            // A deleted policy's last good spec goes with it: one created again later
+            // starts afresh.
+            if let Ok(mut last_good) = self.last_good_services.lock() {
+                last_good.remove(&full);
+            }
+            return None;
+        };
         let generation = object.metadata.generation.unwrap_or(0);
         let checked = spec::<ServicePolicySpec>(&object).and_then(|spec| {
             let mut candidate = base.clone();

@@ -16,6 +16,7 @@ use super::policy::{Crd, Policies, Verdict};
 use super::store::KubeStore;
 
 const CONDITION: &str = "Accepted";
+const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs until the process ends: after each change of verdicts or leadership, brings
 /// every object's condition up to date if this replica leads.
@@ -31,9 +32,12 @@ pub async fn run(store: Arc<KubeStore>, mut leading: watch::Receiver<bool>) {
                 }
             }
         }
+        // Also every RETRY: a write that failed (a conflict, the API server away) is
+        // tried again even if nothing changes.
         tokio::select! {
             changed = verdicts.changed() => if changed.is_err() { return },
             changed = leading.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(RETRY) => {}
         }
     }
 }
