@@ -14,11 +14,18 @@ use weft_e2e::web::Mesh;
 /// starved because it has not been heard from yet.
 #[test]
 fn fresh_replicas_share_the_load_from_the_start() {
+    // Each replica takes 5 ms per request: a latency above the noise of debug builds
+    // on a shared two-core machine (answers of well under a millisecond, with
+    // scheduling hiccups of several), which P2C is right to act on and which once
+    // starved a replica here by chance. 5 ms is still six times below the made-up
+    // 30 ms the old pricing gave an endpoint never heard from, so that bug would
+    // still starve the fresh replicas.
+    let slow: &[&str] = &["--delay-ms", "5"];
     let apps: [(&str, &[&str]); 4] = [
-        ("web-1", &[]),
-        ("web-2", &[]),
-        ("web-3", &[]),
-        ("web-4", &[]),
+        ("web-1", slow),
+        ("web-2", slow),
+        ("web-3", slow),
+        ("web-4", slow),
     ];
     let mesh = Mesh::start(&apps, "");
     // The mesh's start sent a first request; from a clean proxy view on, equal
