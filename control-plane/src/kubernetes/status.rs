@@ -9,13 +9,13 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::watch;
+use weft_proto::crd::{Condition, CrdStatus};
 
 use super::policy::{Crd, Policies, Verdict};
 use super::store::KubeStore;
 
-const CONDITION: &str = "Accepted";
 const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs until the process ends: after each change of verdicts or leadership, brings
@@ -42,7 +42,9 @@ pub async fn run(store: Arc<KubeStore>, mut leading: watch::Receiver<bool>) {
     }
 }
 
-/// Patches the object's status unless it already says what `verdict` says.
+/// Patches the object's status unless it already says what `verdict` says. The
+/// condition's rules (the transition time moves only with the status) are
+/// weft-proto's `CrdStatus::record`.
 async fn write(
     client: &Client,
     policies: &Policies,
@@ -57,59 +59,34 @@ async fn write(
         // The object moved on; its new generation gets its own verdict.
         return Ok(());
     }
-    let (status, reason, message) = match &verdict.accepted {
-        Ok(()) => (
-            "True",
-            "Accepted",
-            "the control plane serves this object".to_owned(),
-        ),
-        Err(message) => ("False", "Invalid", message.clone()),
+    let current: CrdStatus =
+        serde_json::from_value(object.data["status"].clone()).unwrap_or_default();
+    let now = Timestamp::now().to_string();
+    let condition = match &verdict.accepted {
+        Ok(()) => Condition {
+            message: "the control plane serves this object".to_owned(),
+            ..Condition::accepted(verdict.generation, now)
+        },
+        Err(message) => Condition::invalid(verdict.generation, message.as_str(), now),
     };
-    let current = current_condition(&object);
-    if current.as_ref().is_some_and(|c| {
-        c["status"] == status
-            && c["reason"] == reason
-            && c["message"] == message.as_str()
-            && c["observedGeneration"] == verdict.generation
-    }) {
+    let mut next = current.clone();
+    next.record(condition);
+    if next == current {
         return Ok(());
     }
-    let transitioned = match &current {
-        Some(c) if c["status"] == status => c["lastTransitionTime"].clone(),
-        _ => json!(Timestamp::now().to_string()),
-    };
-    let patch = json!({
-        "status": {
-            "observedGeneration": verdict.generation,
-            "conditions": [{
-                "type": CONDITION,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": verdict.generation,
-                "lastTransitionTime": transitioned,
-            }]
-        }
-    });
     let (namespace, short) = name.split_once('/').unwrap_or(("", name));
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &crd.resource());
-    api.patch_status(short, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch_status(
+        short,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "status": next })),
+    )
+    .await?;
     tracing::info!(
         kind = crd.kind(),
         name,
-        status,
-        reason,
-        message,
+        accepted = verdict.accepted.is_ok(),
         "status written"
     );
     Ok(())
-}
-
-fn current_condition(object: &DynamicObject) -> Option<Value> {
-    object.data["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == CONDITION)
-        .cloned()
 }
