@@ -24,6 +24,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::PostParams;
 use kube::Api;
 use weft_e2e::kube::{Cluster, Images, Kubelet, PodInfo};
+use weft_e2e::wait_for;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -32,8 +33,9 @@ fn main() {
     let kubelet = Kubelet::start(&cluster, Images::workspace());
     let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/base");
     cluster.kubectl_ok(&["apply", "-k", base]);
-    let replicas = wait("the control plane", || {
-        let ready: Vec<PodInfo> = pods(&kubelet, "weft", "weft-control-plane-")
+    let replicas = wait_for("the control plane", TIMEOUT, || {
+        let ready: Vec<PodInfo> = kubelet
+            .pods_named("weft", "weft-control-plane-")
             .into_iter()
             .filter(|p| p.ready)
             .collect();
@@ -41,8 +43,9 @@ fn main() {
     });
     let control_plane: Vec<String> = replicas.iter().map(|p| format!("{}:15010", p.ip)).collect();
     cluster.apply(&client_yaml(&control_plane.join(",")));
-    let client = wait("the client", || {
-        pods(&kubelet, "figures", "client-")
+    let client = wait_for("the client", TIMEOUT, || {
+        kubelet
+            .pods_named("figures", "client-")
             .into_iter()
             .find(|p| p.ready)
     });
@@ -90,14 +93,15 @@ fn main() {
         );
         let dump = config_dump(&client.netns);
         let now = SystemTime::now();
-        for pod in pods(&kubelet, "figures", "web-") {
+        for pod in kubelet.pods_named("figures", "web-") {
             if pod.ready_sent_at.is_some() && dump.contains(&format!("\"{}:8080\"", pod.ip)) {
                 seen.entry(pod.name.clone()).or_insert(now);
             }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut latencies: Vec<Duration> = pods(&kubelet, "figures", "web-")
+    let mut latencies: Vec<Duration> = kubelet
+        .pods_named("figures", "web-")
         .iter()
         .filter_map(|p| {
             let ready = p.ready_sent_at?;
@@ -107,7 +111,7 @@ fn main() {
     watch_slices.abort();
     let in_slice = in_slice.lock().expect("lock").clone();
     let (mut kubernetes, mut weft) = (Vec::new(), Vec::new());
-    for pod in pods(&kubelet, "figures", "web-") {
+    for pod in kubelet.pods_named("figures", "web-") {
         let (Some(ready), Some(listed), Some(held)) = (
             pod.ready_sent_at,
             in_slice.get(&pod.ip.to_string()),
@@ -168,11 +172,15 @@ fn main() {
         }
     });
     let writing = written.elapsed();
-    wait("the client proxy to hold svc-999's endpoints", || {
-        config_dump(&client.netns)
-            .contains("10.250.39.249")
-            .then_some(())
-    });
+    wait_for(
+        "the client proxy to hold svc-999's endpoints",
+        TIMEOUT,
+        || {
+            config_dump(&client.netns)
+                .contains("10.250.39.249")
+                .then_some(())
+        },
+    );
     let served = written.elapsed();
     let rss_after: Vec<u64> = replicas.iter().map(|p| rss_kib(&p.netns)).collect();
     println!(
@@ -192,25 +200,6 @@ fn report(what: &str, latencies: &mut [Duration]) {
         quantile(0.99),
         quantile(1.0)
     );
-}
-
-fn wait<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn pods(kubelet: &Kubelet, namespace: &str, prefix: &str) -> Vec<PodInfo> {
-    kubelet
-        .pods()
-        .into_iter()
-        .filter(|p| p.namespace == namespace && p.name.starts_with(prefix))
-        .collect()
 }
 
 fn config_dump(netns: &str) -> String {

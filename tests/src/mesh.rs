@@ -594,3 +594,14 @@ pub fn ca_fingerprints(cp: &ControlPlane) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A fresh key and a CSR asking for `uri`, for tests that call Identity.Certify
+/// themselves.
+pub fn csr(uri: &str) -> Vec<u8> {
+    use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("ia5"))];
+    params.serialize_request(&key).expect("csr").der().to_vec()
+}

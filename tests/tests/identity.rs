@@ -5,9 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
 use weft_e2e::mesh::{
-    ca_fingerprints, join_token, metric_value, weftctl, weftctl_ok, ControlPlane, Proxy,
+    ca_fingerprints, csr, join_token, metric_value, weftctl, weftctl_ok, ControlPlane, Proxy,
 };
 use weft_e2e::{free_port, run, wait_for};
 use weft_proto::v1;
@@ -163,15 +162,6 @@ fn a_proxy_gets_a_certificate_openssl_verifies_renews_it_and_the_ca_key_never_sh
         }
         assert!(!text.contains(&secret), "the join token leaked");
     }
-}
-
-/// A key and a CSR asking for `uri`.
-fn csr(uri: &str) -> Vec<u8> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("ia5"))];
-    params.serialize_request(&key).expect("csr").der().to_vec()
 }
 
 async fn certify(

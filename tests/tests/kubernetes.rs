@@ -12,36 +12,17 @@ use std::time::{Duration, Instant};
 
 use weft_e2e::kube::{Cluster, Images, Kubelet, PodInfo};
 use weft_e2e::load::{Load, Options};
+use weft_e2e::mesh::csr;
 use weft_e2e::netns;
+use weft_e2e::wait_for;
 use weft_proto::v1;
 use weft_proto::v1::identity_client::IdentityClient;
-
-/// A key and a CSR asking for `uri`.
-fn csr(uri: &str) -> Vec<u8> {
-    use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("ia5"))];
-    params.serialize_request(&key).expect("csr").der().to_vec()
-}
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 const CONTROL_PLANE_SA: &str = "system:serviceaccount:weft:weft-control-plane";
 
 fn base() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/base")
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Applies the base and waits until its CRDs are established.
@@ -203,14 +184,6 @@ spec:
     )
 }
 
-fn pods_with_prefix(kubelet: &Kubelet, namespace: &str, prefix: &str) -> Vec<PodInfo> {
-    kubelet
-        .pods()
-        .into_iter()
-        .filter(|p| p.namespace == namespace && p.name.starts_with(prefix))
-        .collect()
-}
-
 /// `curl` of a proxy's admin endpoint from inside its pod.
 fn admin_get(kubelet: &Kubelet, namespace: &str, pod: &str, path: &str) -> Option<String> {
     let output = kubelet
@@ -281,7 +254,8 @@ fn a_mesh_on_kubernetes_balances_drains_takes_policy_and_survives_a_replica() {
 
     // The control plane, from its Deployment: two replicas, Ready on their gRPC health.
     let replicas = wait_for("two ready control-plane replicas", TIMEOUT, || {
-        let ready: Vec<PodInfo> = pods_with_prefix(&kubelet, "weft", "weft-control-plane-")
+        let ready: Vec<PodInfo> = kubelet
+            .pods_named("weft", "weft-control-plane-")
             .into_iter()
             .filter(|p| p.ready)
             .collect();
@@ -292,14 +266,16 @@ fn a_mesh_on_kubernetes_balances_drains_takes_policy_and_survives_a_replica() {
 
     cluster.apply(&shop(&control_plane));
     let webs = wait_for("two ready web pods", TIMEOUT, || {
-        let ready: Vec<PodInfo> = pods_with_prefix(&kubelet, "shop", "web-")
+        let ready: Vec<PodInfo> = kubelet
+            .pods_named("shop", "web-")
             .into_iter()
             .filter(|p| p.ready)
             .collect();
         (ready.len() == 2).then_some(ready)
     });
     let client = wait_for("a ready client pod", TIMEOUT, || {
-        pods_with_prefix(&kubelet, "shop", "client-")
+        kubelet
+            .pods_named("shop", "client-")
             .into_iter()
             .find(|p| p.ready)
     });
@@ -556,7 +532,8 @@ spec:
     // of the deleted pod comes Ready meanwhile).
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let live: BTreeSet<String> = pods_with_prefix(&kubelet, "shop", "web-")
+        let live: BTreeSet<String> = kubelet
+            .pods_named("shop", "web-")
             .into_iter()
             .filter(|p| p.ready)
             .map(|p| format!("\"address\": \"{}:15006\"", p.ip))

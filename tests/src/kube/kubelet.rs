@@ -256,6 +256,15 @@ impl Kubelet {
             .map(info)
     }
 
+    /// The running pods of `namespace` whose names start with `prefix` (a Deployment's
+    /// pods are `<deployment>-<hash>-<id>`).
+    pub fn pods_named(&self, namespace: &str, prefix: &str) -> Vec<PodInfo> {
+        self.pods()
+            .into_iter()
+            .filter(|p| p.namespace == namespace && p.name.starts_with(prefix))
+            .collect()
+    }
+
     /// Every running pod.
     pub fn pods(&self) -> Vec<PodInfo> {
         let state = lock(&self.shared.state);
