@@ -165,18 +165,47 @@ impl Ca {
     /// Signs a leaf for `id` over `public_key`: the SPIFFE ID as its only SAN, client
     /// and server auth, `--cert-ttl` long.
     pub fn sign(&self, public_key: &PublicKey, id: &SpiffeId) -> Result<Issued, CaError> {
-        let signer = self.current();
-        let now = OffsetDateTime::now_utc();
-        let not_after = now + self.cert_ttl;
-        let mut params = CertificateParams::default();
-        // An empty subject: the identity is the URI SAN (rcgen then marks the SAN
-        // critical, as RFC 5280 requires).
-        params.distinguished_name = DistinguishedName::new();
         let uri = id
             .to_string()
             .try_into()
             .map_err(|e: rcgen::Error| CaError::Sign(e.to_string()))?;
-        params.subject_alt_names = vec![SanType::URI(uri)];
+        self.leaf(public_key, vec![SanType::URI(uri)])
+    }
+
+    /// Signs a serving certificate for the control plane's own HTTPS endpoints (the
+    /// admission webhook): DNS names and IP addresses as SANs, `--cert-ttl` long.
+    pub fn sign_server(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        names: &[String],
+    ) -> Result<Issued, CaError> {
+        let mut sans = Vec::new();
+        for name in names {
+            sans.push(match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    name.clone()
+                        .try_into()
+                        .map_err(|e: rcgen::Error| CaError::Sign(format!("{name}: {e}")))?,
+                ),
+            });
+        }
+        self.leaf(public_key, sans)
+    }
+
+    fn leaf(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        sans: Vec<SanType>,
+    ) -> Result<Issued, CaError> {
+        let signer = self.current();
+        let now = OffsetDateTime::now_utc();
+        let not_after = now + self.cert_ttl;
+        let mut params = CertificateParams::default();
+        // An empty subject: the identity is in the SANs (rcgen then marks them
+        // critical, as RFC 5280 requires).
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
