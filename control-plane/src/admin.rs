@@ -9,6 +9,7 @@ use weft_proto::v1;
 
 use crate::apply::Applier;
 use crate::identity::{unix_now, Ca, Tokens};
+use crate::inject::certificate::{self, ServingCert};
 use crate::registry::Registry;
 use crate::store::{Record, Store};
 
@@ -18,6 +19,15 @@ pub struct AdminService {
     pub registry: Arc<Registry>,
     pub ca: Arc<Ca>,
     pub tokens: Arc<Tokens>,
+    /// The injection webhook, in Kubernetes mode.
+    pub webhook: Option<WebhookInfo>,
+}
+
+/// What `GetWebhook` describes.
+#[derive(Clone)]
+pub struct WebhookInfo {
+    pub configuration: String,
+    pub cert: Arc<ServingCert>,
 }
 
 fn kind_of(type_url: &str) -> Result<Kind, Status> {
@@ -102,6 +112,7 @@ impl v1::admin_server::Admin for AdminService {
     ) -> Result<Response<v1::ListProxiesResponse>, Status> {
         Ok(Response::new(v1::ListProxiesResponse {
             proxies: self.registry.statuses(),
+            control_plane_build: env!("CARGO_PKG_VERSION").to_owned(),
         }))
     }
 
@@ -169,5 +180,24 @@ impl v1::admin_server::Admin for AdminService {
         _request: Request<v1::FinishCaRotationRequest>,
     ) -> Result<Response<v1::CaStatus>, Status> {
         Ok(Response::new(self.ca.finish_rotation().await?))
+    }
+
+    async fn get_webhook(
+        &self,
+        _request: Request<v1::GetWebhookRequest>,
+    ) -> Result<Response<v1::WebhookStatus>, Status> {
+        let Some(webhook) = &self.webhook else {
+            return Err(Status::failed_precondition(
+                "no injection webhook: the control plane runs without --kubernetes or --webhook-listen",
+            ));
+        };
+        let described = webhook.cert.describe().unwrap_or_default();
+        Ok(Response::new(v1::WebhookStatus {
+            configuration: webhook.configuration.clone(),
+            certificate_chain: described.chain_pem,
+            names: described.names,
+            not_after: described.not_after,
+            ca_bundle: certificate::ca_bundle(&self.ca),
+        }))
     }
 }

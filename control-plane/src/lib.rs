@@ -13,6 +13,7 @@
 //! - [`identity`]: the CA, join tokens, ServiceAccount token reviews and the Identity
 //!   service (certificates).
 //! - [`kubernetes`]: Kubernetes mode, with the API server as the store.
+//! - [`inject`]: sidecar injection: the admission webhook and `weftctl inject`.
 //! - [`admin`]: the Admin gRPC service.
 //! - [`server`]: wires the parts onto one gRPC port.
 //! - [`cli`]: the pure parts of the `weftctl` CLI (documents, tables, output).
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod discovery;
 pub mod health;
 pub mod identity;
+pub mod inject;
 pub mod kubernetes;
 pub mod registry;
 pub mod server;

@@ -17,12 +17,14 @@ use weft_proto::v1::admin_server::AdminServer;
 use weft_proto::v1::discovery_server::DiscoveryServer;
 use weft_proto::v1::identity_server::IdentityServer;
 
-use crate::admin::AdminService;
+use crate::admin::{AdminService, WebhookInfo};
 use crate::apply::Applier;
 use crate::discovery::registration::Registrar;
 use crate::discovery::DiscoveryService;
 use crate::identity::review::Reviewer;
 use crate::identity::{parse_duration, Ca, CaFiles, CaSource, IdentityService, Proof, Tokens};
+use crate::inject::certificate::{self, ServingCert};
+use crate::inject::{source, webhook};
 use crate::kubernetes::{self, KubeStore};
 use crate::registry::Registry;
 use crate::store::{EmbeddedStore, Store};
@@ -81,6 +83,29 @@ pub struct Config {
     /// The DNS suffix of Kubernetes Services.
     #[arg(long, env = "WEFT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// With --kubernetes: serve the sidecar injection webhook (HTTPS) here.
+    #[arg(long, env = "WEFT_WEBHOOK_LISTEN", requires = "kubernetes")]
+    pub webhook_listen: Option<SocketAddr>,
+    /// The MutatingWebhookConfiguration that calls the webhook: its caBundle is kept
+    /// equal to the mesh CA's roots, and the webhook's certificate covers the names
+    /// it calls the webhook by.
+    #[arg(
+        long,
+        env = "WEFT_WEBHOOK_CONFIGURATION",
+        default_value = "weft-sidecar-injector"
+    )]
+    pub webhook_configuration: String,
+    /// The ConfigMap (in --namespace) with the injector's settings, key `config.yaml`.
+    #[arg(
+        long,
+        env = "WEFT_INJECTOR_CONFIG_MAP",
+        default_value = "weft-injector"
+    )]
+    pub injector_config_map: String,
+    /// The control plane's own Service, whose DNS names the webhook's certificate
+    /// covers.
+    #[arg(long, env = "WEFT_SERVICE_NAME", default_value = "weft-control-plane")]
+    pub service_name: String,
 }
 
 impl Config {
@@ -122,6 +147,7 @@ pub async fn run(
         .ca_source()
         .map_err(|errors| anyhow::anyhow!("{}", errors.join("; ")))?;
     let trust_domain = ca_source.trust_domain.to_string();
+    let mut kube = None;
     let (store, proof): (Arc<dyn Store>, Option<Proof>) = if config.kubernetes {
         let client = kubernetes::client(config.kubeconfig.as_ref()).await?;
         let store = KubeStore::start(
@@ -135,7 +161,8 @@ pub async fn run(
         .await?;
         let leading =
             kubernetes::lease::run(client.clone(), &config.namespace, config.pod_name.clone());
-        tokio::spawn(kubernetes::status::run(store.clone(), leading));
+        tokio::spawn(kubernetes::status::run(store.clone(), leading.clone()));
+        kube = Some((client.clone(), leading));
         (
             store as Arc<dyn Store>,
             Some(Proof::ServiceAccounts(Reviewer::new(client))),
@@ -165,12 +192,19 @@ pub async fn run(
     );
     registrar.expire_leftovers(&contents.registrations);
 
+    let webhook = match (&kube, config.webhook_listen) {
+        (Some((client, leading)), Some(listen)) => {
+            Some(start_webhook(&config, listen, client, leading, &ca).await?)
+        }
+        _ => None,
+    };
     let admin = AdminService {
         applier: Arc::new(Applier::new(store.clone())),
         store: store.clone(),
         registry: registry.clone(),
         ca: ca.clone(),
         tokens: tokens.clone(),
+        webhook,
     };
     let identity = IdentityService {
         ca: ca.clone(),
@@ -218,4 +252,53 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
+}
+
+/// Starts the injection webhook: its settings from the ConfigMap, its certificate
+/// and caBundle upkeep, and its HTTPS listener (which serves once a certificate is
+/// issued; the API server's calls before that fail as with the webhook down).
+async fn start_webhook(
+    config: &Config,
+    listen: SocketAddr,
+    client: &kube::Client,
+    leading: &watch::Receiver<bool>,
+    ca: &Arc<Ca>,
+) -> anyhow::Result<WebhookInfo> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--webhook-listen {listen}: {e}"))?;
+    let cert = Arc::new(ServingCert::default());
+    tokio::spawn(certificate::maintain(
+        ca.clone(),
+        client.clone(),
+        certificate::Names {
+            configuration: config.webhook_configuration.clone(),
+            service: config.service_name.clone(),
+            namespace: config.namespace.clone(),
+            cluster_domain: config.cluster_domain.clone(),
+        },
+        cert.clone(),
+        leading.clone(),
+    ));
+    let injector = Arc::new(webhook::Injector {
+        settings: source::watch(
+            client.clone(),
+            &config.namespace,
+            &config.injector_config_map,
+        ),
+        control_plane_namespace: config.namespace.clone(),
+    });
+    tracing::info!(addr = %listen, configuration = config.webhook_configuration, "injection webhook");
+    let serving = cert.clone();
+    tokio::spawn(async move {
+        if let Err(error) =
+            webhook::serve(listener, serving, injector, std::future::pending()).await
+        {
+            tracing::error!(%error, "injection webhook stopped");
+        }
+    });
+    Ok(WebhookInfo {
+        configuration: config.webhook_configuration.clone(),
+        cert,
+    })
 }
