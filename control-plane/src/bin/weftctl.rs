@@ -12,8 +12,9 @@ use clap::{Parser, Subcommand};
 use weft_control_plane::cli::client::{self, CliError};
 use weft_control_plane::cli::document::{self, Document, DEFAULT_NAMESPACE};
 use weft_control_plane::cli::top::run;
-use weft_control_plane::cli::{identity, resources, status, Format};
+use weft_control_plane::cli::{check, identity, resources, status, Format};
 use weft_control_plane::identity::parse_duration;
+use weft_control_plane::inject::{manifests, pod, Settings};
 use weft_proto::model::validate_host_port;
 use weft_proto::resource::Kind;
 use weft_proto::v1;
@@ -105,6 +106,33 @@ enum Command {
     /// AuthorizationPolicy), as in deploy/kubernetes/base/crds.yaml; the control plane
     /// is not used.
     Crds,
+    /// Add the Weft sidecar to the pods of Kubernetes manifests (Pods, Deployments,
+    /// StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs, Lists; several
+    /// documents), as the injection webhook does, and print them; offline.
+    Inject {
+        /// The file to read, or `-` for standard input.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// The injector's settings (the `config.yaml` of the ConfigMap weft-injector);
+        /// default: the defaults.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The namespace of objects that do not name theirs.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The control plane's namespace, never injected.
+        #[arg(long, default_value = "weft")]
+        weft_namespace: String,
+    },
+    /// Check Weft on the current Kubernetes cluster (kubeconfig as kubectl finds it)
+    /// and its control plane (--control-plane): API version, CRDs, replicas, RBAC,
+    /// the webhook's configuration, caBundle and certificate, the injector's settings
+    /// and each namespace's injection. Exits 1 if anything fails.
+    Check {
+        /// The control plane's namespace.
+        #[arg(long, default_value = "weft")]
+        weft_namespace: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +215,18 @@ async fn run(args: Args) -> Result<(), CliError> {
     if let Command::Top { .. } = args.command {
         return top(args).await;
     }
+    if let Command::Inject {
+        file,
+        config,
+        namespace,
+        weft_namespace,
+    } = &args.command
+    {
+        return inject(file, config.as_ref(), namespace, weft_namespace);
+    }
+    if let Command::Check { weft_namespace } = &args.command {
+        return check(&args.control_plane, weft_namespace).await;
+    }
     if let Command::Crds = args.command {
         // Rendered from the types this weftctl was built with; a schema that is not
         // structural is a bug caught by weft-proto's tests, reported here all the same.
@@ -268,7 +308,7 @@ async fn run(args: Args) -> Result<(), CliError> {
             println!("{} deleted", label(kind, &full_name(&name)));
         }
         // Returned above, before connecting.
-        Command::Top { .. } | Command::Crds => {}
+        Command::Top { .. } | Command::Crds | Command::Inject { .. } | Command::Check { .. } => {}
         Command::Token(command) => token(&mut admin, command).await?,
         Command::Ca(command) => {
             let status = match command {
@@ -284,19 +324,19 @@ async fn run(args: Args) -> Result<(), CliError> {
             print!("{}", identity::ca_table(&status, unix_now()).render());
         }
         Command::Status { output } => {
-            let proxies = admin
+            let listed = admin
                 .list_proxies(v1::ListProxiesRequest {})
                 .await?
-                .into_inner()
-                .proxies;
+                .into_inner();
+            let (proxies, current) = (&listed.proxies, &listed.control_plane_build);
             match output {
                 Format::Json => {
-                    let text = serde_json::to_string_pretty(&status::to_json(&proxies))
+                    let text = serde_json::to_string_pretty(&status::to_json(proxies, current))
                         .map_err(|e| CliError::Input(e.to_string()))?;
                     println!("{text}");
                 }
                 _ if proxies.is_empty() => eprintln!("No proxies connected."),
-                _ => print!("{}", status::table(&proxies, unix_now()).render()),
+                _ => print!("{}", status::table(proxies, current, unix_now()).render()),
             }
         }
     }
@@ -399,18 +439,84 @@ async fn token(
     Ok(())
 }
 
-fn read_documents(file: &PathBuf) -> Result<Vec<Document>, CliError> {
-    let (source, text) = if file.as_os_str() == "-" {
+/// Reads a file, or standard input for `-`; the name to report it by, and its text.
+fn read_input(file: &PathBuf) -> Result<(String, String), CliError> {
+    if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| CliError::Input(format!("cannot read standard input: {e}")))?;
-        ("standard input".to_owned(), text)
+        Ok(("standard input".to_owned(), text))
     } else {
         let text = std::fs::read_to_string(file)
             .map_err(|e| CliError::Input(format!("cannot read {}: {e}", file.display())))?;
-        (file.display().to_string(), text)
+        Ok((file.display().to_string(), text))
+    }
+}
+
+/// `weftctl inject`: the injected manifests on stdout, what happened to each object
+/// on stderr.
+fn inject(
+    file: &PathBuf,
+    config: Option<&PathBuf>,
+    namespace: &str,
+    weft_namespace: &str,
+) -> Result<(), CliError> {
+    let settings = match config {
+        Some(path) => {
+            let (source, text) = read_input(path)?;
+            Settings::parse(&text).map_err(|e| CliError::Input(format!("{source}: {e}")))?
+        }
+        None => Settings::default(),
     };
+    let (source, text) = read_input(file)?;
+    let (out, reports) = manifests::inject_manifests(&text, namespace, weft_namespace, &settings)
+        .map_err(|e| CliError::Input(format!("{source}: {e}")))?;
+    print!("{out}");
+    for report in reports {
+        let what = match report.outcome {
+            pod::Outcome::Injected => "injected".to_owned(),
+            pod::Outcome::Reordered => "proxy moved back in front".to_owned(),
+            pod::Outcome::Skipped(why) => format!("left alone: {why}"),
+        };
+        eprintln!("{} {what}", report.object);
+    }
+    Ok(())
+}
+
+/// `weftctl check`: one line per check; an error (exit 1) if any failed.
+async fn check(control_plane: &str, weft_namespace: &str) -> Result<(), CliError> {
+    let kube = kube::Client::try_default()
+        .await
+        .map_err(|e| CliError::Input(format!("no Kubernetes configuration: {e}")))?;
+    let webhook = match client::connect(control_plane).await {
+        Ok(mut admin) => admin
+            .get_webhook(v1::GetWebhookRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|status| format!("{control_plane}: {}", status.message())),
+        Err(error) => Err(error.to_string()),
+    };
+    let install = check::Install {
+        namespace: weft_namespace.to_owned(),
+        ..check::Install::default()
+    };
+    let lines = check::run(&kube, &install, webhook, unix_now()).await;
+    for line in &lines {
+        println!("{line}");
+    }
+    let failed = lines.iter().filter(|l| !l.ok).count();
+    if failed > 0 {
+        return Err(CliError::Input(format!(
+            "{failed} of {} checks failed",
+            lines.len()
+        )));
+    }
+    Ok(())
+}
+
+fn read_documents(file: &PathBuf) -> Result<Vec<Document>, CliError> {
+    let (source, text) = read_input(file)?;
     document::parse(&text).map_err(|e| CliError::Input(format!("{source}: {e}")))
 }
 

@@ -10,8 +10,10 @@
 //! - [`identity`]: how `token list` and `ca ...` print.
 //! - [`table`]: a tiny aligned-column table.
 //! - [`top`]: `top`'s live per-service golden metrics from the proxies' `/metrics`.
+//! - [`check`]: `check`'s verdicts on a cluster running Weft.
 //! - [`client`]: the control-plane address, the Admin connection, and `weftctl`'s errors.
 
+pub mod check;
 pub mod client;
 pub use weft_proto::document;
 pub mod identity;

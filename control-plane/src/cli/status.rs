@@ -17,6 +17,9 @@ pub struct ProxyJson {
     pub id: String,
     pub workload: Option<WorkloadJson>,
     pub build: String,
+    /// Whether the proxy's build differs from the control plane's (restart its pod
+    /// to pick up the current proxy).
+    pub outdated: bool,
     /// Where the proxy's admin HTTP (/metrics) is reached, "" if it did not say.
     pub admin_address: String,
     /// Seconds since the Unix epoch.
@@ -105,10 +108,24 @@ pub fn age(connected_at: i64, now: i64) -> String {
     }
 }
 
+/// The proxy's build, marked when it is not the control plane's `current` one.
+fn version(build: &str, current: &str) -> String {
+    if is_outdated(build, current) {
+        format!("{build} (outdated)")
+    } else {
+        build.to_owned()
+    }
+}
+
+/// A proxy runs another build than the control plane (an empty one is unknown).
+fn is_outdated(build: &str, current: &str) -> bool {
+    !current.is_empty() && build != current
+}
+
 /// One column per known kind (`acked/latest`), then pending pushes; a NACK's message
 /// goes on its own line under the row, since it is the thing an operator needs to read.
-pub fn table(proxies: &[v1::ProxyStatus], now: i64) -> Table {
-    let mut headers = vec!["ID", "WORKLOAD", "STATE"];
+pub fn table(proxies: &[v1::ProxyStatus], current: &str, now: i64) -> Table {
+    let mut headers = vec!["ID", "WORKLOAD", "STATE", "VERSION"];
     headers.extend(Kind::ALL.map(kind_header));
     headers.extend(["PENDING", "AGE"]);
     let mut table = Table::new(headers);
@@ -117,6 +134,7 @@ pub fn table(proxies: &[v1::ProxyStatus], now: i64) -> Table {
             proxy.id.clone(),
             workload_summary(proxy.workload.as_ref()),
             state_name(proxy.state).to_owned(),
+            version(&proxy.build, current),
         ];
         for kind in Kind::ALL {
             row.push(
@@ -148,7 +166,7 @@ fn kind_header(kind: Kind) -> &'static str {
     }
 }
 
-pub fn to_json(proxies: &[v1::ProxyStatus]) -> Vec<ProxyJson> {
+pub fn to_json(proxies: &[v1::ProxyStatus], current: &str) -> Vec<ProxyJson> {
     proxies
         .iter()
         .map(|p| ProxyJson {
@@ -178,6 +196,7 @@ pub fn to_json(proxies: &[v1::ProxyStatus]) -> Vec<ProxyJson> {
                 health: w.health.clone(),
             }),
             build: p.build.clone(),
+            outdated: is_outdated(&p.build, current),
             admin_address: p.admin_address.clone(),
             connected_at: p.connected_at,
             state: state_name(p.state),
@@ -247,12 +266,14 @@ mod tests {
         let nack = "shop/orders: load_balancer: unknown policy \"maglev\" in this build";
         let client = v1::ProxyStatus {
             id: "client-1".into(),
+            build: "0.0.9".into(),
             state: SyncState::Synced as i32,
             connected_at: 1_000,
             ..Default::default()
         };
         let text = table(
             &[proxy("orders-1.shop", SyncState::Nacked, nack), client],
+            "0.1.0",
             1_192,
         )
         .render();
@@ -263,6 +284,7 @@ mod tests {
                 "ID",
                 "WORKLOAD",
                 "STATE",
+                "VERSION",
                 "SERVICES",
                 "ENDPOINTS",
                 "BUNDLE",
@@ -278,6 +300,7 @@ mod tests {
                 "shop/orders",
                 "10.0.0.5:8080,9090",
                 "NACKED",
+                "0.1.0",
                 "7/9",
                 "4/4",
                 "-",
@@ -289,15 +312,28 @@ mod tests {
         assert_eq!(lines[2], format!("    NACK weft.v1.Service: {nack}"));
         assert_eq!(
             lines[3].split_whitespace().collect::<Vec<_>>(),
-            ["client-1", "-", "SYNCED", "-", "-", "-", "-", "0", "3m12s"]
+            [
+                "client-1",
+                "-",
+                "SYNCED",
+                "0.0.9",
+                "(outdated)",
+                "-",
+                "-",
+                "-",
+                "-",
+                "0",
+                "3m12s"
+            ]
         );
     }
 
     #[test]
     fn json_names_states_and_types() {
-        let json =
-            serde_json::to_value(to_json(&[proxy("p", SyncState::Stale, "")])).expect("json");
+        let json = serde_json::to_value(to_json(&[proxy("p", SyncState::Stale, "")], "0.2.0"))
+            .expect("json");
         assert_eq!(json[0]["state"], "STALE");
+        assert_eq!(json[0]["outdated"], true);
         assert_eq!(json[0]["types"][0]["type"], "weft.v1.Service");
         assert_eq!(json[0]["types"][0]["ackedVersion"], 7);
         assert!(json[0]["types"][0].get("lastNack").is_none());
