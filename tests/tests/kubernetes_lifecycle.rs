@@ -182,8 +182,12 @@ fn a_sidecar_startup_probe_gates_its_pod_and_only_its_pod() {
     );
 }
 
-/// The Job's pod as the kubelet has it, once it has finished.
-fn finished_job_pod(kubelet: &Kubelet, job: &str) -> PodInfo {
+/// Waits for the real Job controller to set the Job's `condition`; returns the Job's
+/// pod as the kubelet has it, finished.
+fn finished_job(cluster: &Cluster, kubelet: &Kubelet, job: &str, condition: &str) -> PodInfo {
+    let timeout = format!("--timeout={}s", TIMEOUT.as_secs());
+    let wanted = format!("--for=condition={condition}");
+    cluster.kubectl_ok(&["wait", &wanted, &format!("job/{job}"), &timeout]);
     let pod = weft_e2e::wait_for(&format!("the pod of job {job}"), TIMEOUT, || {
         kubelet
             .pods_named("default", &format!("{job}-"))
@@ -254,13 +258,7 @@ spec:
 "#,
     );
 
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=Complete",
-        "job/done",
-        "--timeout=60s",
-    ]);
-    let done = finished_job_pod(&kubelet, "done");
+    let done = finished_job(&cluster, &kubelet, "done", "Complete");
     assert_eq!(done.phase, PodPhase::Succeeded, "{done:?}");
     let main = done.container("main").expect("main ran");
     let proxy = done.container("proxy").expect("the proxy ran");
@@ -281,13 +279,7 @@ spec:
     assert!(!main_status.ready);
     assert!(terminated(container_status(&pod, "proxy")).is_some());
 
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=Failed",
-        "job/fails",
-        "--timeout=60s",
-    ]);
-    let failed = finished_job_pod(&kubelet, "fails");
+    let failed = finished_job(&cluster, &kubelet, "fails", "Failed");
     assert_eq!(failed.phase, PodPhase::Failed, "{failed:?}");
     let stubborn = failed.container("stubborn").expect("the sidecar ran");
     assert_eq!(stubborn.exit_code, Some(137), "killed: {stubborn:?}");
