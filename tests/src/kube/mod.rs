@@ -27,6 +27,7 @@ mod pod;
 mod probe;
 mod spawn;
 mod status;
+mod sync;
 mod volumes;
 
 pub use cluster::{Cluster, StartTimes, SERVICE_ACCOUNT_ISSUER, SERVICE_CIDR};
