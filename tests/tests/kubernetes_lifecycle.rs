@@ -203,7 +203,8 @@ fn finished_at(pod: &PodInfo, container: &str) -> SystemTime {
         .unwrap_or_else(|| panic!("{container} has not finished: {pod:?}"))
 }
 
-/// A Job whose main container exits 0 beside two long-running sidecars: the sidecars
+/// A Job whose main container exits 0 beside two long-running sidecars (the first as
+/// injection makes it: uid 1337, a startup probe on its admin port): the sidecars
 /// are stopped (the last declared first; one exits 3 on SIGTERM, which does not count),
 /// the pod Succeeds and the real Job controller marks the Job Complete. A Job whose
 /// main exits 1 (backoffLimit 0) fails; its sidecar ignores SIGTERM and is killed at
@@ -228,6 +229,7 @@ spec:
         restartPolicy: Always
         args: ["--listen", "0.0.0.0:15020", "--name", "proxy"]
         startupProbe: {httpGet: {path: /health, port: 15020}, periodSeconds: 1}
+        securityContext: {runAsUser: 1337, runAsGroup: 1337}
       - name: logger
         image: sh
         restartPolicy: Always
@@ -264,6 +266,12 @@ spec:
     let proxy = done.container("proxy").expect("the proxy ran");
     assert_eq!(main.exit_code, Some(0));
     assert!(main.started_at >= proxy.startup_passed_at.expect("proxy started"));
+    eprintln!(
+        "the sidecar's startup probe (periodSeconds 1) passed {:?} after its start",
+        proxy
+            .startup_passed_at
+            .and_then(|t| t.duration_since(proxy.started_at).ok())
+    );
     let log = std::fs::read_to_string(&main.log).expect("main's log");
     assert!(log.contains("main-done"), "{log}");
     // The sidecars stopped in reverse order; logger's exit 3 did not fail the pod.

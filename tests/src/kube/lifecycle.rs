@@ -18,7 +18,7 @@ use std::time::Instant;
 use rustix::process::Signal;
 
 use super::container::ContainerKind;
-use super::pod::{Node, RunningPod, Stage};
+use super::pod::{Node, RestartPolicy, RunningPod, Stage};
 use super::probe::{self, Verdict};
 
 /// How long a container whose start failed (no binary for its image, ...) waits
@@ -36,32 +36,17 @@ pub fn advance(pod: &mut RunningPod, node: &Node<'_>, log: &dyn Fn(&str)) {
     while step(pod, node, log) {}
 }
 
-/// Whether an exit with `code` restarts a container of `kind` under the pod's policy.
-fn restarts(kind: ContainerKind, policy: &str, code: i32) -> bool {
-    match kind {
-        ContainerKind::Sidecar => true,
-        ContainerKind::Init => code != 0 && policy != "Never",
-        ContainerKind::Regular => match policy {
-            "Never" => false,
-            "OnFailure" => code != 0,
-            _ => true,
-        },
-    }
-}
-
 /// One container: see its exit, start it when due, run its due probes.
 fn tend(pod: &mut RunningPod, index: usize, node: &Node<'_>, log: &dyn Fn(&str)) {
     let ending = matches!(pod.stage, Stage::Ending { .. });
-    let policy = pod.restart_policy().to_owned();
-    let tag = format!(
-        "{}/{}/{}",
-        pod.namespace, pod.name, pod.containers[index].spec.name
-    );
     let c = &mut pod.containers[index];
     if let Some(code) = c.see_exit() {
-        log(&format!("{tag}: exited {code}"));
+        log(&format!(
+            "{}/{}/{}: exited {code}",
+            pod.namespace, pod.name, c.spec.name
+        ));
         pod.dirty = true;
-        if !ending && !c.stopping && restarts(c.kind, &policy, code) {
+        if !ending && !c.stopping && pod.restart_policy.restarts(c.kind, code) {
             // Restarted on a later pass, once this exit has been reported.
             c.start_at = Some(Instant::now() + c.backoff());
         }
@@ -116,38 +101,33 @@ fn run_probes(pod: &mut RunningPod, index: usize, node: &Node<'_>, log: &dyn Fn(
     };
     let now = Instant::now();
     let cap = node.probe_period_cap;
-    let tag = format!(
-        "{}/{}/{}",
-        pod.namespace, pod.name, pod.containers[index].spec.name
-    );
+    let (namespace, name) = (&pod.namespace, &pod.name);
     let c = &mut pod.containers[index];
+    // Only for the log: not formatted on every pass.
+    let tag = |container: &str| format!("{namespace}/{name}/{container}");
     let mut kill = false;
-    if let Some(startup) = c.spec.startup_probe.clone().filter(|_| c.startup.due(now)) {
+    if c.startup.due(now) {
+        let startup = c.spec.startup_probe.clone().unwrap_or_default();
         let result = probe::run(&startup, &c.spec, netns, pod.ip, node.rt);
         match c.startup.record(&startup, result.is_ok(), cap) {
             Verdict::Pass => {
-                log(&format!("{}: startup probe passed", tag));
+                log(&format!("{}: startup probe passed", tag(&c.spec.name)));
                 c.startup_passed();
                 pod.dirty = true;
             }
             Verdict::Fail => {
+                let error = result.err().map(|e| format!("{e:#}")).unwrap_or_default();
                 log(&format!(
-                    "{}: startup probe failed {} times ({:#}): killing it",
-                    tag,
-                    startup.failure_threshold.unwrap_or(3),
-                    result.err().unwrap_or_else(|| anyhow::anyhow!("?"))
+                    "{}: startup probe failed ({error}): killing it",
+                    tag(&c.spec.name)
                 ));
                 kill = true;
             }
             Verdict::Undecided => {}
         }
     }
-    if let Some(readiness) = c
-        .spec
-        .readiness_probe
-        .clone()
-        .filter(|_| c.readiness.due(now))
-    {
+    if c.readiness.due(now) {
+        let readiness = c.spec.readiness_probe.clone().unwrap_or_default();
         let result = probe::run(&readiness, &c.spec, netns, pod.ip, node.rt);
         match c.readiness.record(&readiness, result.is_ok(), cap) {
             Verdict::Pass if !c.ready => {
@@ -156,7 +136,7 @@ fn run_probes(pod: &mut RunningPod, index: usize, node: &Node<'_>, log: &dyn Fn(
             }
             Verdict::Fail if c.ready => {
                 if let Err(e) = result {
-                    log(&format!("{}: readiness failed: {e:#}", tag));
+                    log(&format!("{}: readiness failed: {e:#}", tag(&c.spec.name)));
                 }
                 c.ready = false;
                 pod.dirty = true;
@@ -164,15 +144,14 @@ fn run_probes(pod: &mut RunningPod, index: usize, node: &Node<'_>, log: &dyn Fn(
             _ => {}
         }
     }
-    if let Some(liveness) = c
-        .spec
-        .liveness_probe
-        .clone()
-        .filter(|_| c.liveness.due(now))
-    {
+    if c.liveness.due(now) {
+        let liveness = c.spec.liveness_probe.clone().unwrap_or_default();
         let result = probe::run(&liveness, &c.spec, netns, pod.ip, node.rt);
         if c.liveness.record(&liveness, result.is_ok(), cap) == Verdict::Fail {
-            log(&format!("{}: liveness probe failed: killing it", tag));
+            log(&format!(
+                "{}: liveness probe failed: killing it",
+                tag(&c.spec.name)
+            ));
             kill = true;
         }
     }
@@ -224,7 +203,7 @@ fn step(pod: &mut RunningPod, node: &Node<'_>, log: &dyn Fn(&str)) -> bool {
             false
         }
         Stage::Running => {
-            if pod.restart_policy() == "Always" {
+            if pod.restart_policy == RestartPolicy::Always {
                 return false;
             }
             let mut regular = pod
@@ -308,35 +287,6 @@ fn end_step(pod: &mut RunningPod, succeeded: bool, deadline: Instant, log: &dyn 
             pod.stage = Stage::Done { succeeded };
             pod.dirty = true;
             true
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restart_policies_restart_what_kubernetes_restarts() {
-        use ContainerKind::*;
-        let cases = [
-            (Sidecar, "Never", 0, true),
-            (Sidecar, "OnFailure", 0, true),
-            (Init, "Always", 0, false),
-            (Init, "Always", 1, true),
-            (Init, "OnFailure", 1, true),
-            (Init, "Never", 1, false),
-            (Regular, "Always", 0, true),
-            (Regular, "OnFailure", 0, false),
-            (Regular, "OnFailure", 2, true),
-            (Regular, "Never", 2, false),
-        ];
-        for (kind, policy, code, want) in cases {
-            assert_eq!(
-                restarts(kind, policy, code),
-                want,
-                "{kind:?} {policy} {code}"
-            );
         }
     }
 }

@@ -46,6 +46,36 @@ pub enum Stage {
     Done { succeeded: bool },
 }
 
+/// `spec.restartPolicy`: which exits the kubelet restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    fn of(pod: &Pod) -> RestartPolicy {
+        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
+        match policy {
+            Some("Never") => RestartPolicy::Never,
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            _ => RestartPolicy::Always,
+        }
+    }
+
+    /// Whether an exit with `code` restarts a container of `kind` (a sidecar always
+    /// restarts; a plain init container only after a failure, unless Never).
+    pub fn restarts(self, kind: ContainerKind, code: i32) -> bool {
+        match (kind, self) {
+            (ContainerKind::Sidecar, _) => true,
+            (_, RestartPolicy::Never) => false,
+            (_, RestartPolicy::OnFailure) | (ContainerKind::Init, _) => code != 0,
+            (ContainerKind::Regular, RestartPolicy::Always) => true,
+        }
+    }
+}
+
 /// The pod's network namespace and its forwarder to the API server.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -67,6 +97,7 @@ pub struct RunningPod {
     pub volumes: Volumes,
     /// Every container of the spec: the init containers in order, then the regular ones.
     pub containers: Vec<RunningContainer>,
+    pub restart_policy: RestartPolicy,
     pub stage: Stage,
     pub started_at: SystemTime,
     /// When the last status patch with Ready=True was sent (None while not ready).
@@ -162,6 +193,7 @@ impl RunningPod {
             mounts: Vec::new(),
             volumes,
             containers,
+            restart_policy: RestartPolicy::of(pod),
             stage: Stage::Initializing { next: 0 },
             started_at: SystemTime::now(),
             ready_sent_at: None,
@@ -232,15 +264,6 @@ impl RunningPod {
         self.sandbox.as_ref().map(|s| &s.netns)
     }
 
-    /// `spec.restartPolicy`: Always (the default), OnFailure or Never.
-    pub fn restart_policy(&self) -> &str {
-        self.pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.as_deref())
-            .unwrap_or("Always")
-    }
-
     /// `terminationGracePeriodSeconds` (default 30).
     pub fn grace_period(&self) -> Duration {
         let seconds = self
@@ -304,4 +327,34 @@ fn short(name: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .take(24)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_restart_what_kubernetes_restarts() {
+        use ContainerKind::*;
+        use RestartPolicy::*;
+        let cases = [
+            (Sidecar, Never, 0, true),
+            (Sidecar, OnFailure, 0, true),
+            (Init, Always, 0, false),
+            (Init, Always, 1, true),
+            (Init, OnFailure, 1, true),
+            (Init, Never, 1, false),
+            (Regular, Always, 0, true),
+            (Regular, OnFailure, 0, false),
+            (Regular, OnFailure, 2, true),
+            (Regular, Never, 2, false),
+        ];
+        for (kind, policy, code, want) in cases {
+            assert_eq!(
+                policy.restarts(kind, code),
+                want,
+                "{kind:?} {policy:?} {code}"
+            );
+        }
+    }
 }
