@@ -84,10 +84,12 @@ impl Daemon {
         true
     }
 
-    /// SIGKILLs and reaps the process.
+    /// SIGKILLs and reaps the process (its exit code stays known: 137).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+        if let Some(child) = self.child.as_mut() {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
             let _ = child.wait();
         }
     }

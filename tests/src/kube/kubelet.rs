@@ -1,94 +1,35 @@
-//! The played kubelet: one Node that binds unscheduled Pods to itself, runs each as a
-//! network namespace on the node's LAN (pod.rs), and reports to the API server what a
-//! kubelet reports: the pod's IP, phase Running, per-container status, and Ready /
-//! ContainersReady from readiness probes. On deletion it stops the pod within its grace
-//! period and confirms with a delete of grace 0.
+//! The played kubelet, as tests hold it: one Node that binds unscheduled Pods to
+//! itself, runs each as a network namespace on the node's LAN (pod.rs), drives each
+//! pod's life a step at a time (lifecycle.rs: init containers, native sidecars gated by
+//! their startup probes, restarts, probes, Jobs' ends) and reports what a kubelet
+//! reports (status.rs). On deletion it stops the pod within its grace period and
+//! confirms with a delete of grace 0. Its loop is in sync.rs.
 //!
 //! It polls the API server (a list every 50 ms) rather than watching: simpler to make
-//! correct, and cheap for the few pods a test runs. Probes run at most every second
-//! whatever `periodSeconds` says, so tests do not wait out default 10 s periods;
-//! failureThreshold and successThreshold count as given.
+//! correct, and cheap for the few pods a test runs. Between lists it tends the pods
+//! every 10 ms, so a container starts within about that of its turn. Probes run at
+//! most every second whatever `periodSeconds` says (`KubeletOptions::
+//! probe_period_cap`), so tests do not wait out default 10 s periods; the first runs
+//! after initialDelaySeconds, and failureThreshold and successThreshold count as given.
 //!
 //! Pods get addresses from 10.203.64.0/24 (.10 upward); `client_netns()` is a
 //! namespace on the same LAN (10.203.64.2) for tests to reach pods from.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::{Binding, Node as NodeObject, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::{Api, Client};
-use serde_json::json;
+use anyhow::Result;
 
 use super::cluster::Cluster;
-use super::pod::{Node, RunningPod, API_FORWARD_PORT};
-use super::probe;
-use super::volumes;
+use super::info::{info, PodInfo, PodPhase};
+use super::pod::RunningPod;
+use super::sync::{lock, register_node, run, Shared, State, LAN_BASE, LAN_PREFIX};
+use super::Images;
 use crate::netns::{Lan, Netns};
-
-/// The LAN's /24; pods get .10 upward, the client namespace .2.
-const LAN_BASE: [u8; 3] = [10, 203, 64];
-const LAN_PREFIX: u8 = 24;
-const FIRST_POD_HOST: u8 = 10;
-const LOOP_PERIOD: Duration = Duration::from_millis(50);
-const MAX_PROBE_PERIOD: Duration = Duration::from_secs(1);
-
-/// Which local binary runs each container image.
-#[derive(Debug, Clone, Default)]
-pub struct Images(BTreeMap<String, PathBuf>);
-
-impl Images {
-    pub fn new() -> Images {
-        Images::default()
-    }
-
-    /// Runs `binary` for containers whose image is `image` (any tag, digest or
-    /// registry prefix: `example.org/weft/weft-proxy:1.2` matches `weft-proxy`).
-    pub fn with(mut self, image: &str, binary: impl Into<PathBuf>) -> Images {
-        self.0.insert(image.to_owned(), binary.into());
-        self
-    }
-
-    /// The workspace's own binaries under their names (`weft-proxy`,
-    /// `weft-control-plane`, `weftctl`, `weft-test-app`, ...), those that are built.
-    pub fn workspace() -> Images {
-        let mut images = Images::new();
-        for name in [
-            "weft-proxy",
-            "weft-control-plane",
-            "weftctl",
-            "weft-test-app",
-            "weft-probe",
-            "weft-shop",
-        ] {
-            let path = crate::bin_dir().join(name);
-            if path.exists() {
-                images = images.with(name, path);
-            }
-        }
-        images
-    }
-
-    pub fn resolve(&self, image: &str) -> Option<PathBuf> {
-        let no_digest = image.split('@').next().unwrap_or(image);
-        let last = no_digest.rsplit('/').next().unwrap_or(no_digest);
-        let untagged = match last.rsplit_once(':') {
-            Some((name, _)) => &no_digest[..no_digest.len() - last.len() + name.len()],
-            None => no_digest,
-        };
-        let base = untagged.rsplit('/').next().unwrap_or(untagged);
-        [image, no_digest, untagged, base]
-            .iter()
-            .find_map(|key| self.0.get(*key).cloned())
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct KubeletOptions {
@@ -97,6 +38,8 @@ pub struct KubeletOptions {
     pub images: Images,
     /// Only bind Pods in these namespaces (None: every namespace).
     pub namespaces: Option<Vec<String>>,
+    /// Probes run at least this often whatever their periodSeconds (default 1 s).
+    pub probe_period_cap: Duration,
 }
 
 impl KubeletOptions {
@@ -105,70 +48,10 @@ impl KubeletOptions {
             node_name: "weft-node".to_owned(),
             images,
             namespaces: None,
+            probe_period_cap: Duration::from_secs(1),
         }
     }
 }
-
-/// A snapshot of one running pod, for tests.
-#[derive(Debug, Clone)]
-pub struct PodInfo {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub ip: Ipv4Addr,
-    /// The pod's network namespace (`ip netns exec NAME ...`).
-    pub netns: String,
-    /// The pod's host directory: volumes/<name>/, <container>.log, kubeconfig.
-    pub dir: PathBuf,
-    /// The host directory of the `kube-api-access-*` volume (token, ca.crt, namespace).
-    pub service_account_dir: Option<PathBuf>,
-    /// (container, mountPath, host directory) of every volumeMount.
-    pub mounts: Vec<(String, String, PathBuf)>,
-    /// (container, log file).
-    pub logs: Vec<(String, PathBuf)>,
-    pub ready: bool,
-    /// When the status patch that set Ready=True was sent (None while not Ready).
-    pub ready_sent_at: Option<SystemTime>,
-    pub restarts: i32,
-}
-
-impl PodInfo {
-    /// The host path for `mount_path` as seen by `container`.
-    pub fn host_path(&self, container: &str, mount_path: &str) -> Option<PathBuf> {
-        self.mounts
-            .iter()
-            .find(|(c, m, _)| c == container && m == mount_path)
-            .map(|(_, _, host)| host.clone())
-    }
-
-    /// Where processes in this pod reach the API server (inside its namespace).
-    pub fn api_address(&self) -> String {
-        format!("127.0.0.1:{API_FORWARD_PORT}")
-    }
-}
-
-#[derive(Default)]
-struct State {
-    pods: HashMap<String, RunningPod>,
-    terminating: HashSet<String>,
-    /// Start failures by pod uid: the error and when to try again.
-    failed: HashMap<String, (String, Instant)>,
-    used_hosts: HashSet<u8>,
-}
-
-struct Shared {
-    client: Client,
-    rt: Arc<tokio::runtime::Runtime>,
-    lan: Lan,
-    options: KubeletOptions,
-    api_port: u16,
-    forward_bin: PathBuf,
-    pods_dir: PathBuf,
-    log: Mutex<std::fs::File>,
-    state: Mutex<State>,
-    stop: AtomicBool,
-}
-
 pub struct Kubelet {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -193,6 +76,13 @@ impl Kubelet {
     pub fn try_start(cluster: &Cluster, options: KubeletOptions) -> Result<Kubelet> {
         crate::netns::require_root("the played kubelet's pods");
         let dir = tempfile::Builder::new().prefix("weft-kubelet-").tempdir()?;
+        // Containers may run as another user (securityContext.runAsUser): every
+        // directory down to their pod's must let them through (a tempdir is 0700).
+        let pods_dir = dir.path().join("pods");
+        std::fs::create_dir(&pods_dir)?;
+        for path in [dir.path(), &pods_dir] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+        }
         let log = dir.path().join("kubelet.log");
         let lan = Lan::new();
         let client_netns = Netns::new("k8s-client");
@@ -204,7 +94,7 @@ impl Kubelet {
             lan,
             api_port: cluster.api_port(),
             forward_bin: crate::bin("weft-netns-forward"),
-            pods_dir: dir.path().join("pods"),
+            pods_dir,
             log: Mutex::new(std::fs::File::create(&log)?),
             state: Mutex::new(State::default()),
             stop: AtomicBool::new(false),
@@ -246,7 +136,8 @@ impl Kubelet {
         &self.log
     }
 
-    /// A snapshot of the running pod `namespace/name`, if it runs here.
+    /// A snapshot of the pod `namespace/name`, if it is bound here (from the moment
+    /// its sandbox is set up; finished pods stay until deleted).
     pub fn pod(&self, namespace: &str, name: &str) -> Option<PodInfo> {
         let state = lock(&self.shared.state);
         state
@@ -256,8 +147,8 @@ impl Kubelet {
             .map(info)
     }
 
-    /// The running pods of `namespace` whose names start with `prefix` (a Deployment's
-    /// pods are `<deployment>-<hash>-<id>`).
+    /// The pods of `namespace` whose names start with `prefix` (a Deployment's pods
+    /// are `<deployment>-<hash>-<id>`).
     pub fn pods_named(&self, namespace: &str, prefix: &str) -> Vec<PodInfo> {
         self.pods()
             .into_iter()
@@ -265,7 +156,7 @@ impl Kubelet {
             .collect()
     }
 
-    /// Every running pod.
+    /// Every pod of this node, whatever its phase.
     pub fn pods(&self) -> Vec<PodInfo> {
         let state = lock(&self.shared.state);
         let mut pods: Vec<PodInfo> = state.pods.values().map(info).collect();
@@ -273,11 +164,20 @@ impl Kubelet {
         pods
     }
 
-    /// Waits until the pod runs here (its containers started), or panics with the
-    /// kubelet's log.
+    /// Waits until the pod runs here (its init containers done, its containers
+    /// started), or panics with the kubelet's log.
     pub fn wait_running(&self, namespace: &str, name: &str, timeout: Duration) -> PodInfo {
         self.wait(&format!("pod {namespace}/{name} running"), timeout, || {
             self.pod(namespace, name)
+                .filter(|p| p.phase == PodPhase::Running)
+        })
+    }
+
+    /// Waits until the pod has Succeeded or Failed.
+    pub fn wait_finished(&self, namespace: &str, name: &str, timeout: Duration) -> PodInfo {
+        self.wait(&format!("pod {namespace}/{name} finished"), timeout, || {
+            self.pod(namespace, name)
+                .filter(|p| matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed))
         })
     }
 
@@ -313,11 +213,13 @@ impl Kubelet {
             .values()
             .find(|p| p.namespace == namespace && p.name == name)
             .unwrap_or_else(|| panic!("pod {namespace}/{name} does not run here"));
-        pod.netns.command(program)
+        pod.netns()
+            .unwrap_or_else(|| panic!("pod {namespace}/{name} has finished: no namespace"))
+            .command(program)
     }
 
     /// SIGKILLs one container's process, as a crash would; the kubelet reports it not
-    /// ready and restarts it (restartPolicy Always).
+    /// ready and restarts it as the restart policy says.
     pub fn kill_container(&self, namespace: &str, name: &str, container: &str) {
         let mut state = lock(&self.shared.state);
         let pod = state
@@ -330,8 +232,12 @@ impl Kubelet {
             .iter_mut()
             .find(|c| c.spec.name == container)
             .unwrap_or_else(|| panic!("pod {namespace}/{name} has no container {container}"));
-        c.process.signal(rustix::process::Signal::KILL);
-        c.process.wait_exit(Duration::from_secs(5));
+        let process = c
+            .process
+            .as_mut()
+            .unwrap_or_else(|| panic!("container {container} has not started"));
+        process.signal(rustix::process::Signal::KILL);
+        process.wait_exit(Duration::from_secs(5));
     }
 }
 
@@ -347,11 +253,11 @@ impl Drop for Kubelet {
         };
         for pod in pods {
             if std::thread::panicking() {
-                for c in &pod.containers {
+                for process in pod.containers.iter().filter_map(|c| c.process.as_ref()) {
                     eprintln!(
                         "---- {} (last 20 lines) ----\n{}",
-                        c.process.name,
-                        c.process.tail(20)
+                        process.name,
+                        process.tail(20)
                     );
                 }
             }
@@ -364,447 +270,4 @@ impl Drop for Kubelet {
             );
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn info(pod: &RunningPod) -> PodInfo {
-    PodInfo {
-        namespace: pod.namespace.clone(),
-        name: pod.name.clone(),
-        uid: pod.uid.clone(),
-        ip: pod.ip,
-        netns: pod.netns.name().to_owned(),
-        dir: pod.dir.clone(),
-        service_account_dir: pod.service_account_dir(),
-        mounts: pod.mounts.clone(),
-        logs: pod
-            .containers
-            .iter()
-            .map(|c| (c.spec.name.clone(), c.process.log.clone()))
-            .collect(),
-        ready: pod.reported_ready == Some(true),
-        ready_sent_at: pod.ready_sent_at,
-        restarts: pod.containers.iter().map(|c| c.restarts).sum(),
-    }
-}
-
-impl Shared {
-    fn log(&self, line: &str) {
-        use std::io::Write;
-        let now = humantime_now();
-        let _ = writeln!(lock(&self.log), "{now} {line}");
-    }
-
-    fn node(&self) -> Node<'_> {
-        Node {
-            client: &self.client,
-            rt: &self.rt,
-            lan: &self.lan,
-            images: &self.options.images,
-            api_port: self.api_port,
-            forward_bin: &self.forward_bin,
-            pods_dir: &self.pods_dir,
-            lan_prefix: LAN_PREFIX,
-        }
-    }
-}
-
-fn humantime_now() -> String {
-    k8s_openapi::jiff::Timestamp::now().to_string()
-}
-
-/// The Node object, Ready, with room for any pod.
-async fn register_node(client: &Client, name: &str) -> Result<()> {
-    let nodes = Api::<NodeObject>::all(client.clone());
-    let [a, b, c] = LAN_BASE;
-    let status = json!({
-        "conditions": [{
-            "type": "Ready", "status": "True", "reason": "KubeletReady",
-            "message": "the weft e2e harness plays this kubelet",
-            "lastHeartbeatTime": now_rfc3339(), "lastTransitionTime": now_rfc3339(),
-        }],
-        "addresses": [
-            {"type": "InternalIP", "address": format!("{a}.{b}.{c}.1")},
-            {"type": "Hostname", "address": name},
-        ],
-        "capacity": {"cpu": "8", "memory": "32Gi", "pods": "240"},
-        "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "240"},
-        "nodeInfo": {
-            "kubeletVersion": "v1.37.2", "kubeProxyVersion": "", "containerRuntimeVersion": "weft-e2e://0",
-            "operatingSystem": "linux", "architecture": "amd64", "osImage": "", "kernelVersion": "",
-            "machineID": "", "systemUUID": "", "bootID": "",
-        },
-    });
-    let node: NodeObject = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {
-            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-        }},
-    }))?;
-    nodes
-        .create(&PostParams::default(), &node)
-        .await
-        .context("create Node")?;
-    nodes
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
-        .await
-        .context("Node status")?;
-    Ok(())
-}
-
-fn now_rfc3339() -> String {
-    let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    k8s_openapi::jiff::Timestamp::from_second(now)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
-/// The kubelet's loop: until told to stop, sync every pod with the API server.
-fn run(shared: &Arc<Shared>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        if let Err(e) = sync(shared) {
-            shared.log(&format!("sync: {e:#}"));
-        }
-        std::thread::sleep(LOOP_PERIOD);
-    }
-}
-
-fn sync(shared: &Arc<Shared>) -> Result<()> {
-    let client = &shared.client;
-    let all = shared
-        .rt
-        .block_on(Api::<Pod>::all(client.clone()).list(&ListParams::default()))?;
-    let node_name = &shared.options.node_name;
-    let wanted = |pod: &Pod| match &shared.options.namespaces {
-        None => true,
-        Some(list) => list
-            .iter()
-            .any(|n| Some(n) == pod.metadata.namespace.as_ref()),
-    };
-    let mut seen: HashSet<String> = HashSet::new();
-    for pod in all.items.iter().filter(|p| wanted(p)) {
-        let Some(uid) = pod.metadata.uid.clone() else {
-            continue;
-        };
-        seen.insert(uid.clone());
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let spec = pod.spec.as_ref();
-        let bound_to = spec.and_then(|s| s.node_name.as_deref());
-        let deleting = pod.metadata.deletion_timestamp.is_some();
-        match bound_to {
-            None if !deleting => {
-                shared
-                    .rt
-                    .block_on(bind(client, &namespace, &name, node_name))?;
-                shared.log(&format!("bound {namespace}/{name}"));
-            }
-            Some(node) if node == node_name => {
-                if deleting {
-                    terminate(shared, pod, &uid);
-                } else {
-                    ensure_started(shared, pod, &uid);
-                }
-            }
-            _ => {}
-        }
-    }
-    // Pods removed behind the kubelet's back (a forced delete): stop them at once.
-    let gone: Vec<RunningPod> = {
-        let mut state = lock(&shared.state);
-        state.terminating.retain(|uid| seen.contains(uid));
-        state.failed.retain(|uid, _| seen.contains(uid));
-        let uids: Vec<String> = state
-            .pods
-            .keys()
-            .filter(|uid| !seen.contains(*uid))
-            .cloned()
-            .collect();
-        uids.iter()
-            .filter_map(|uid| state.pods.remove(uid))
-            .collect()
-    };
-    for pod in gone {
-        shared.log(&format!(
-            "{}/{} is gone: stopping it",
-            pod.namespace, pod.name
-        ));
-        free(shared, pod.ip);
-        pod.stop(Duration::ZERO);
-    }
-    tend(shared);
-    Ok(())
-}
-
-async fn bind(client: &Client, namespace: &str, name: &str, node: &str) -> Result<()> {
-    let binding = Binding {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            ..ObjectMeta::default()
-        },
-        target: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(node.to_owned()),
-            ..ObjectReference::default()
-        },
-    };
-    Api::<Pod>::namespaced(client.clone(), namespace)
-        .create_subresource::<Binding, serde_json::Value>(
-            "binding",
-            name,
-            &PostParams::default(),
-            &binding,
-        )
-        .await
-        .with_context(|| format!("bind {namespace}/{name}"))?;
-    Ok(())
-}
-
-fn ensure_started(shared: &Arc<Shared>, pod: &Pod, uid: &str) {
-    let mut state = lock(&shared.state);
-    if state.pods.contains_key(uid) || state.terminating.contains(uid) {
-        return;
-    }
-    if let Some((_, retry_at)) = state.failed.get(uid) {
-        if Instant::now() < *retry_at {
-            return;
-        }
-    }
-    let Some(host) = (FIRST_POD_HOST..=250).find(|h| !state.used_hosts.contains(h)) else {
-        shared.log("no free pod address left");
-        return;
-    };
-    let [a, b, c] = LAN_BASE;
-    let ip = Ipv4Addr::new(a, b, c, host);
-    let name = format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or(""),
-        pod.metadata.name.as_deref().unwrap_or("")
-    );
-    match RunningPod::start(&shared.node(), pod, ip) {
-        Ok(running) => {
-            shared.log(&format!("started {name} at {ip}"));
-            state.used_hosts.insert(host);
-            state.failed.remove(uid);
-            state.pods.insert(uid.to_owned(), running);
-        }
-        Err(e) => {
-            // Often transient (kube-root-ca.crt not yet published): try again soon.
-            shared.log(&format!("cannot start {name}: {e:#}"));
-            let message = format!("{e:#}");
-            let patch = json!({"status": {"phase": "Pending", "conditions": [
-                {"type": "PodScheduled", "status": "True"},
-                {"type": "Ready", "status": "False", "reason": "StartFailed", "message": message},
-            ]}});
-            let _ = shared.rt.block_on(patch_status(&shared.client, pod, patch));
-            state.failed.insert(
-                uid.to_owned(),
-                (message, Instant::now() + Duration::from_secs(1)),
-            );
-        }
-    }
-}
-
-/// A pod with a deletionTimestamp: stop it in the background (its grace period may
-/// be long), then confirm the deletion with grace 0, as the kubelet does.
-fn terminate(shared: &Arc<Shared>, pod: &Pod, uid: &str) {
-    let running = {
-        let mut state = lock(&shared.state);
-        if !state.terminating.insert(uid.to_owned()) {
-            return;
-        }
-        state.pods.remove(uid)
-    };
-    let grace = pod
-        .metadata
-        .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
-        .unwrap_or(30)
-        .max(0) as u64;
-    let shared = shared.clone();
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let uid = uid.to_owned();
-    std::thread::spawn(move || {
-        if let Some(running) = running {
-            shared.log(&format!("stopping {namespace}/{name} (grace {grace}s)"));
-            let ip = running.ip;
-            running.stop(Duration::from_secs(grace));
-            free(&shared, ip);
-        }
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        let api = Api::<Pod>::namespaced(shared.client.clone(), &namespace);
-        match shared.rt.block_on(api.delete(&name, &params)) {
-            Ok(_) => shared.log(&format!("deleted {namespace}/{name}")),
-            Err(e) => shared.log(&format!("confirm deletion of {namespace}/{name}: {e}")),
-        }
-    });
-}
-
-fn free(shared: &Shared, ip: Ipv4Addr) {
-    lock(&shared.state).used_hosts.remove(&ip.octets()[3]);
-}
-
-/// For every running pod: restart exited containers, run due probes, and send the
-/// status when it changed (or was never sent).
-fn tend(shared: &Arc<Shared>) {
-    let node = shared.node();
-    let mut state = lock(&shared.state);
-    for pod in state.pods.values_mut() {
-        // Projected tokens are re-minted at 80% of their lifetime, as the kubelet does.
-        for token in &mut pod.volumes.tokens {
-            if Instant::now() >= token.refresh_at {
-                let refreshed =
-                    shared
-                        .rt
-                        .block_on(volumes::refresh_token(&shared.client, &pod.pod, token));
-                if let Err(e) = refreshed {
-                    shared.log(&format!("token of {}/{}: {e:#}", pod.namespace, pod.name));
-                    token.refresh_at = Instant::now() + Duration::from_secs(1);
-                }
-            }
-        }
-        for index in 0..pod.containers.len() {
-            let c = &mut pod.containers[index];
-            if !c.process.is_running() {
-                if c.exit_code.is_none() {
-                    // First sight of the exit: report it before restarting.
-                    c.exit_code = Some(c.process.exit_code().unwrap_or(-1));
-                    c.ready = false;
-                    pod.dirty = true;
-                    shared.log(&format!("{}: exited {:?}", c.process.name, c.exit_code));
-                    continue;
-                }
-                if let Err(e) = pod.restart(&node, index) {
-                    shared.log(&format!("restart in {}/{}: {e:#}", pod.namespace, pod.name));
-                }
-                continue;
-            }
-            let Some(readiness) = c.spec.readiness_probe.clone() else {
-                continue;
-            };
-            if Instant::now() < c.next_probe {
-                continue;
-            }
-            let period = Duration::from_secs(readiness.period_seconds.unwrap_or(10).max(1) as u64)
-                .min(MAX_PROBE_PERIOD);
-            let result = probe::run(&readiness, &c.spec, &pod.netns, pod.ip, &shared.rt);
-            let c = &mut pod.containers[index];
-            c.next_probe = Instant::now() + period;
-            match result {
-                Ok(()) => {
-                    c.successes += 1;
-                    c.failures = 0;
-                    if !c.ready && c.successes >= readiness.success_threshold.unwrap_or(1) {
-                        c.ready = true;
-                        pod.dirty = true;
-                    }
-                }
-                Err(e) => {
-                    c.failures += 1;
-                    c.successes = 0;
-                    // Not yet ready: stays not ready; ready: only after the threshold.
-                    if c.ready && c.failures >= readiness.failure_threshold.unwrap_or(3) {
-                        shared.log(&format!("{}: readiness failed: {e:#}", c.process.name));
-                        c.ready = false;
-                        pod.dirty = true;
-                    }
-                }
-            }
-        }
-        if pod.dirty {
-            match shared.rt.block_on(report(&shared.client, pod)) {
-                Ok(()) => pod.dirty = false,
-                Err(e) => shared.log(&format!("status of {}/{}: {e:#}", pod.namespace, pod.name)),
-            }
-        }
-    }
-}
-
-/// Sends the pod's status: IP, phase Running, containers, and Ready.
-async fn report(client: &Client, pod: &mut RunningPod) -> Result<()> {
-    let ready = pod.containers.iter().all(|c| c.ready);
-    let cond = |kind: &str, status: bool| {
-        json!({"type": kind, "status": if status { "True" } else { "False" },
-               "lastProbeTime": null, "lastTransitionTime": now_rfc3339()})
-    };
-    let status_of = |c: &super::pod::RunningContainer| {
-        let started = jiff_time(c.started_at);
-        let state = match c.exit_code {
-            Some(code) => {
-                json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }, "startedAt": started, "finishedAt": now_rfc3339()}})
-            }
-            None => json!({"running": {"startedAt": started}}),
-        };
-        json!({
-            "name": c.spec.name, "image": c.spec.image.clone().unwrap_or_default(),
-            "imageID": "", "containerID": format!("weft-e2e://{}", c.process.pid().unwrap_or(0)),
-            "ready": c.ready, "started": c.exit_code.is_none(), "restartCount": c.restarts,
-            "state": state,
-        })
-    };
-    let ip = pod.ip.to_string();
-    let patch = json!({"status": {
-        "phase": "Running",
-        "hostIP": ip, "hostIPs": [{"ip": ip}],
-        "podIP": ip, "podIPs": [{"ip": ip}],
-        "startTime": jiff_time(pod.started_at),
-        "conditions": [
-            cond("PodReadyToStartContainers", true),
-            cond("Initialized", true),
-            cond("ContainersReady", ready),
-            cond("Ready", ready),
-            cond("PodScheduled", true),
-        ],
-        "containerStatuses": pod.containers.iter().filter(|c| !c.sidecar).map(status_of).collect::<Vec<_>>(),
-        "initContainerStatuses": pod.containers.iter().filter(|c| c.sidecar).map(status_of).collect::<Vec<_>>(),
-    }});
-    let sent = SystemTime::now();
-    patch_status(client, &pod.pod, patch).await?;
-    if ready && pod.reported_ready != Some(true) {
-        pod.ready_sent_at = Some(sent);
-    }
-    if !ready {
-        pod.ready_sent_at = None;
-    }
-    pod.reported_ready = Some(ready);
-    Ok(())
-}
-
-async fn patch_status(client: &Client, pod: &Pod, patch: serde_json::Value) -> Result<()> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let name = pod.metadata.name.as_deref().unwrap_or("");
-    Api::<Pod>::namespaced(client.clone(), namespace)
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .with_context(|| format!("patch status of {namespace}/{name}"))?;
-    Ok(())
-}
-
-fn jiff_time(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    k8s_openapi::jiff::Timestamp::from_second(secs)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }

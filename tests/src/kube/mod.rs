@@ -4,8 +4,10 @@
 //! - `Cluster` (cluster.rs): etcd, kube-apiserver and kube-controller-manager built
 //!   from one pinned release by `tests/scripts/k8s-binaries.sh`, on loopback ports.
 //! - `Kubelet` (kubelet.rs): a Node that binds Pods to itself and runs each as a network
-//!   namespace on a shared LAN, its containers as local binaries (pod.rs), and reports
-//!   their status and readiness as a kubelet does.
+//!   namespace on a shared LAN (pod.rs), its containers as local binaries (spawn.rs)
+//!   through their life (lifecycle.rs: init containers, native sidecars, probes,
+//!   restarts, Jobs), and reports their status as a kubelet does (status.rs); tests
+//!   read `PodInfo` snapshots (info.rs).
 //! - `weft-netns-forward` (src/bin): how processes in a pod reach the API server on the
 //!   host's loopback.
 //!
@@ -14,16 +16,25 @@
 //! cannot get them fails with the reason.
 
 mod cluster;
+mod container;
 mod daemon;
+mod images;
+mod info;
 mod kubelet;
+mod lifecycle;
 mod pki;
 mod pod;
 mod probe;
+mod spawn;
+mod status;
+mod sync;
 mod volumes;
 
 pub use cluster::{Cluster, StartTimes, SERVICE_ACCOUNT_ISSUER, SERVICE_CIDR};
 pub use daemon::Daemon;
-pub use kubelet::{Images, Kubelet, KubeletOptions, PodInfo};
+pub use images::Images;
+pub use info::{ContainerInfo, ContainerKind, PodInfo, PodPhase};
+pub use kubelet::{Kubelet, KubeletOptions};
 pub use pki::{CertFiles, Pki};
 pub use pod::{API_FORWARD_PORT, SERVICE_ACCOUNT_DIR};
 

@@ -1,10 +1,11 @@
-//! Readiness probes as the kubelet runs them, from inside the pod's network namespace:
-//! httpGet (2xx/3xx passes), tcpSocket (a connect passes), grpc (grpc.health.v1
-//! answers SERVING) and exec (exit status 0).
+//! Probes (startup, readiness, liveness) as the kubelet runs them, from inside the
+//! pod's network namespace: httpGet (2xx/3xx passes), tcpSocket (a connect passes),
+//! grpc (grpc.health.v1 answers SERVING) and exec (exit status 0); and `Schedule`, when
+//! each is due and when its results in a row reach successThreshold/failureThreshold.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Container, Probe};
@@ -13,6 +14,75 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::netns::Netns;
 
 const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a probe's results in a row add up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// successThreshold successes in a row.
+    Pass,
+    /// failureThreshold failures in a row.
+    Fail,
+    /// Neither threshold reached: whatever held before still holds.
+    Undecided,
+}
+
+/// When one probe of one container is next due, and its results in a row.
+#[derive(Debug, Clone, Default)]
+pub struct Schedule {
+    /// None: not probing (no such probe, or not yet begun).
+    next: Option<Instant>,
+    successes: i32,
+    failures: i32,
+}
+
+impl Schedule {
+    /// Starts probing: the first probe at `first`, counts from zero.
+    pub fn begin(&mut self, first: Instant) {
+        *self = Schedule {
+            next: Some(first),
+            ..Schedule::default()
+        };
+    }
+
+    /// Stops probing until the next `begin`.
+    pub fn end(&mut self) {
+        *self = Schedule::default();
+    }
+
+    pub fn due(&self, now: Instant) -> bool {
+        self.next.is_some_and(|next| now >= next)
+    }
+
+    /// Counts one result; the next probe is one period (`periodSeconds`, at most `cap`)
+    /// from now.
+    pub fn record(&mut self, probe: &Probe, passed: bool, cap: Duration) -> Verdict {
+        self.next = Some(Instant::now() + period(probe, cap));
+        if passed {
+            self.successes += 1;
+            self.failures = 0;
+            if self.successes >= probe.success_threshold.unwrap_or(1) {
+                return Verdict::Pass;
+            }
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+            if self.failures >= probe.failure_threshold.unwrap_or(3) {
+                return Verdict::Fail;
+            }
+        }
+        Verdict::Undecided
+    }
+}
+
+/// `periodSeconds` (default 10), at most `cap`.
+pub fn period(probe: &Probe, cap: Duration) -> Duration {
+    Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64).min(cap)
+}
+
+/// `initialDelaySeconds` (default 0).
+pub fn initial_delay(probe: &Probe) -> Duration {
+    Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64)
+}
 
 /// Runs `probe` once against the pod at `ip` (the pod's own namespace `netns`).
 pub fn run(

@@ -3,9 +3,12 @@
 //! the kubelet does), ConfigMaps, Secrets, the downward API and emptyDirs.
 //!
 //! Files are written to a temporary name and renamed, so a process never reads half a
-//! rotated token.
+//! rotated token. Modes are the kubelet's defaults, for containers of any user
+//! (securityContext.runAsUser): files 0644 and directories 0755, emptyDirs 0777.
 
 use std::collections::BTreeMap;
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -39,7 +42,11 @@ pub async fn materialize(client: &Client, pod: &Pod, pod_ip: &str, dir: &Path) -
     let spec = pod.spec.as_ref().context("pod without spec")?;
     for volume in spec.volumes.iter().flatten() {
         let vdir = dir.join("volumes").join(&volume.name);
-        std::fs::create_dir_all(&vdir)?;
+        create_dirs(&vdir)?;
+        if volume.empty_dir.is_some() {
+            // Any user may write an emptyDir, as the kubelet makes them.
+            std::fs::set_permissions(&vdir, Permissions::from_mode(0o777))?;
+        }
         fill(client, pod, pod_ip, volume, &vdir, &mut volumes.tokens)
             .await
             .with_context(|| format!("volume {}", volume.name))?;
@@ -273,10 +280,24 @@ pub fn field_value(pod: &Pod, pod_ip: &str, field: &str) -> Result<String> {
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        create_dirs(parent)?;
     }
     let tmp = path.with_extension("weft-tmp");
     std::fs::write(&tmp, data).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, Permissions::from_mode(0o644))?;
     std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+/// `create_dir_all` with each directory it makes 0755, whatever the umask.
+fn create_dirs(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        create_dirs(parent)?;
+    }
+    std::fs::create_dir(path).with_context(|| format!("create {}", path.display()))?;
+    std::fs::set_permissions(path, Permissions::from_mode(0o755))?;
     Ok(())
 }
