@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::PostParams;
 use kube::Api;
-use weft_e2e::kube::{Cluster, Images, Kubelet, PodInfo};
+use weft_e2e::kube::{Cluster, Images, Kubelet};
 use weft_e2e::wait_for;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -33,14 +33,7 @@ fn main() {
     let kubelet = Kubelet::start(&cluster, Images::workspace());
     let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/base");
     cluster.kubectl_ok(&["apply", "-k", base]);
-    let replicas = wait_for("the control plane", TIMEOUT, || {
-        let ready: Vec<PodInfo> = kubelet
-            .pods_named("weft", "weft-control-plane-")
-            .into_iter()
-            .filter(|p| p.ready)
-            .collect();
-        (ready.len() == 2).then_some(ready)
-    });
+    let replicas = kubelet.wait_ready_named("weft", "weft-control-plane-", 2, TIMEOUT);
     let control_plane: Vec<String> = replicas.iter().map(|p| format!("{}:15010", p.ip)).collect();
     cluster.apply(&client_yaml(&control_plane.join(",")));
     let client = wait_for("the client", TIMEOUT, || {

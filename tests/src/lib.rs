@@ -152,6 +152,28 @@ impl Drop for Proc {
     }
 }
 
+/// The sum of the samples of metric `name` (Prometheus text) whose labels contain
+/// every one of `labels` (`direction="inbound"`).
+pub fn metric_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The path of `program` on `PATH` (for mapping a container image to a system
+/// binary such as curl); panics naming it when it is missing.
+pub fn which(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{program} is not on PATH"))
+}
+
 /// Polls `check` every 25 ms until it returns `Some`, or panics naming `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

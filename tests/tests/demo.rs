@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use serde::Deserialize;
-use weft_e2e::bin_dir;
+use weft_e2e::{bin_dir, metric_sum as sum};
 
 /// One demo at a time: its namespaces, ports and run directory have fixed names.
 static DEMO: Mutex<()> = Mutex::new(());
@@ -70,16 +70,6 @@ fn run_demo(args: &[&str]) -> Run {
         summary,
         metrics,
     }
-}
-
-/// Sum of the samples of `name` whose labels contain every one of `labels`.
-fn sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 const SERVICE_PODS: [&str; 6] = [
@@ -297,29 +287,17 @@ fn the_kubernetes_twin_runs_the_same_shop_from_the_same_mesh_config() {
             k8s_service["spec"]["clusterIP"], service["spec"]["virtualIPs"][0],
             "{name}"
         );
-        // Its Deployment is labelled for the sidecar and announces the port by the
-        // name the mesh config gives it.
+        // Its Deployment says nothing about Weft: the namespace's label asks for
+        // injection, and the proxy finds its Service in the EndpointSlices.
         let deployment = of_kind(&manifests, "Deployment")
             .into_iter()
             .find(|d| d["metadata"]["name"].as_str() == Some(name))
             .unwrap_or_else(|| panic!("no Deployment {name}"));
-        assert_eq!(
-            deployment["metadata"]["labels"]["weft.io/inject"].as_str(),
-            Some("enabled"),
-            "{name}"
-        );
-        let annotations = field(
-            &deployment,
-            &["spec", "template", "metadata", "annotations"],
-        );
-        assert_eq!(annotations["weft.io/service"].as_str(), Some(name));
-        let port_name = service["spec"]["ports"][0]["name"]
-            .as_str()
-            .expect("port name");
-        assert_eq!(
-            annotations["weft.io/workload-ports"].as_str(),
-            Some(format!("{port_name}=8080").as_str()),
-            "{name}"
+        let template = field(&deployment, &["spec", "template", "metadata"]);
+        assert!(
+            template["annotations"].is_null(),
+            "{name}: {:?}",
+            template["annotations"]
         );
     }
     // Every identity the policies allow is a service account of the twin.
@@ -332,24 +310,40 @@ fn the_kubernetes_twin_runs_the_same_shop_from_the_same_mesh_config() {
             assert!(accounts.iter().any(|a| a == account), "{account}");
         }
     }
-    // The sidecar patch reads the pod's fields the proxy needs.
-    let sidecar = &documents(&demo.join("k8s/sidecar.yaml"))[0];
-    let containers = field(sidecar, &["spec", "template", "spec", "containers"]);
-    let env: Vec<&str> = containers[0]["env"]
-        .as_sequence()
-        .expect("env")
-        .iter()
-        .filter_map(|e| e["name"].as_str())
-        .collect();
-    for needed in [
-        "WEFT_CONTROL_PLANE",
-        "WEFT_NAMESPACE",
-        "WEFT_SERVICE",
-        "WEFT_SERVICE_ACCOUNT",
-        "WEFT_WORKLOAD_ADDRESS",
-        "WEFT_WORKLOAD_PORTS",
-        "WEFT_IDENTITY_TOKEN_FILE",
-    ] {
-        assert!(env.contains(&needed), "{needed} missing from {env:?}");
+    // The shop's namespace asks for injection, and what the webhook would add to each
+    // Deployment (the same code, offline) is the native sidecar and the init step.
+    let namespace = of_kind(&manifests, "Namespace");
+    assert_eq!(
+        namespace[0]["metadata"]["labels"]["weft.io/inject"].as_str(),
+        Some("enabled")
+    );
+    let output = std::process::Command::new(weft_e2e::bin("weftctl"))
+        .arg("inject")
+        .arg("-f")
+        .arg(demo.join("k8s/shop.yaml"))
+        .output()
+        .expect("run weftctl inject");
+    let report = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    assert_eq!(
+        report.matches(" injected").count(),
+        of_kind(&manifests, "Deployment").len(),
+        "{report}"
+    );
+    let injected = String::from_utf8_lossy(&output.stdout);
+    for document in serde_yaml::Deserializer::from_str(injected.as_ref()) {
+        let document = serde_yaml::Value::deserialize(document).expect("YAML");
+        if document["kind"].as_str() != Some("Deployment") {
+            continue;
+        }
+        let inits = field(&document, &["spec", "template", "spec", "initContainers"]);
+        let names: Vec<&str> = inits
+            .as_sequence()
+            .expect("init containers")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["weft-init", "weft-proxy"], "{document:?}");
+        assert_eq!(inits[1]["restartPolicy"].as_str(), Some("Always"));
     }
 }

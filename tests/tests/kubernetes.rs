@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use weft_e2e::kube::{Cluster, Images, Kubelet, PodInfo};
+use weft_e2e::kube::weft::proxy_admin;
+use weft_e2e::kube::{Cluster, Images, Kubelet};
 use weft_e2e::load::{Load, Options};
 use weft_e2e::mesh::csr;
 use weft_e2e::netns;
@@ -184,24 +185,6 @@ spec:
     )
 }
 
-/// `curl` of a proxy's admin endpoint from inside its pod.
-fn admin_get(kubelet: &Kubelet, namespace: &str, pod: &str, path: &str) -> Option<String> {
-    let output = kubelet
-        .pod_command(namespace, pod, "curl")
-        .args([
-            "-sf",
-            "--max-time",
-            "2",
-            &format!("http://127.0.0.1:15020{path}"),
-        ])
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 /// `weftctl` against one control-plane replica, from the LAN.
 fn weftctl(kubelet: &Kubelet, replica: &str, args: &[&str]) -> String {
     weftctl_with(kubelet, replica, args, "")
@@ -253,26 +236,12 @@ fn a_mesh_on_kubernetes_balances_drains_takes_policy_and_survives_a_replica() {
     install(&cluster);
 
     // The control plane, from its Deployment: two replicas, Ready on their gRPC health.
-    let replicas = wait_for("two ready control-plane replicas", TIMEOUT, || {
-        let ready: Vec<PodInfo> = kubelet
-            .pods_named("weft", "weft-control-plane-")
-            .into_iter()
-            .filter(|p| p.ready)
-            .collect();
-        (ready.len() == 2).then_some(ready)
-    });
+    let replicas = kubelet.wait_ready_named("weft", "weft-control-plane-", 2, TIMEOUT);
     let addresses: Vec<String> = replicas.iter().map(|p| format!("{}:15010", p.ip)).collect();
     let control_plane = addresses.join(",");
 
     cluster.apply(&shop(&control_plane));
-    let webs = wait_for("two ready web pods", TIMEOUT, || {
-        let ready: Vec<PodInfo> = kubelet
-            .pods_named("shop", "web-")
-            .into_iter()
-            .filter(|p| p.ready)
-            .collect();
-        (ready.len() == 2).then_some(ready)
-    });
+    let webs = kubelet.wait_ready_named("shop", "web-", 2, TIMEOUT);
     let client = wait_for("a ready client pod", TIMEOUT, || {
         kubelet
             .pods_named("shop", "client-")
@@ -287,7 +256,7 @@ fn a_mesh_on_kubernetes_balances_drains_takes_policy_and_survives_a_replica() {
         "the client proxy to hold both web endpoints",
         TIMEOUT,
         || {
-            let dump = admin_get(&kubelet, "shop", &client.name, "/config_dump")?;
+            let dump = proxy_admin(&kubelet, "shop", &client.name, "/config_dump")?;
             webs.iter()
                 .all(|w| dump.contains(&format!("{}:15006", w.ip)))
                 .then_some(dump)
@@ -317,7 +286,7 @@ spec:
             .then_some(())
     });
     wait_for("the policy to reach the client proxy", TIMEOUT, || {
-        let dump = admin_get(&kubelet, "shop", &client.name, "/config_dump")?;
+        let dump = proxy_admin(&kubelet, "shop", &client.name, "/config_dump")?;
         dump.contains("\"max_retries\": 3").then_some(())
     });
 
@@ -407,7 +376,7 @@ spec:
         c.starts_with("False/Invalid").then_some(c)
     });
     assert!(invalid.contains("spec.retries.maxRetries"), "{invalid}");
-    let dump = admin_get(&kubelet, "shop", &client.name, "/config_dump").expect("config_dump");
+    let dump = proxy_admin(&kubelet, "shop", &client.name, "/config_dump").expect("config_dump");
     assert!(
         dump.contains("\"max_retries\": 3"),
         "the last good policy still serves"
@@ -538,7 +507,7 @@ spec:
             .filter(|p| p.ready)
             .map(|p| format!("\"address\": \"{}:15006\"", p.ip))
             .collect();
-        let dump = admin_get(&kubelet, "shop", &client.name, "/config_dump").unwrap_or_default();
+        let dump = proxy_admin(&kubelet, "shop", &client.name, "/config_dump").unwrap_or_default();
         let held: Vec<&str> = dump
             .lines()
             .filter(|l| l.contains("\"address\"") && l.contains(":15006\""))

@@ -315,6 +315,11 @@ impl Cluster {
 
     /// `kubectl args...` with `input` on stdin (e.g. `apply -f -`), which must succeed.
     pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> String {
+        checked(args, self.kubectl_with_input(args, input))
+    }
+
+    /// `kubectl args...` with `input` on stdin, whatever its outcome.
+    pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
         let mut child = self
             .kubectl_command(args)
@@ -328,10 +333,9 @@ impl Cluster {
                 .write_all(input.as_bytes())
                 .unwrap_or_else(|e| panic!("feed kubectl: {e}"));
         }
-        let output = child
+        child
             .wait_with_output()
-            .unwrap_or_else(|e| panic!("run kubectl: {e}"));
-        checked(args, output)
+            .unwrap_or_else(|e| panic!("run kubectl: {e}"))
     }
 
     /// `kubectl apply -f -` of a YAML (or JSON) text.

@@ -147,6 +147,29 @@ impl Kubelet {
             .map(info)
     }
 
+    /// Waits until exactly `count` pods of `namespace` named `prefix...` are Ready
+    /// (a Deployment's pods, once it has scaled), and returns them.
+    pub fn wait_ready_named(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<PodInfo> {
+        crate::wait_for(
+            &format!("{count} ready pods {namespace}/{prefix}*"),
+            timeout,
+            || {
+                let ready: Vec<PodInfo> = self
+                    .pods_named(namespace, prefix)
+                    .into_iter()
+                    .filter(|p| p.ready)
+                    .collect();
+                (ready.len() == count).then_some(ready)
+            },
+        )
+    }
+
     /// The pods of `namespace` whose names start with `prefix` (a Deployment's pods
     /// are `<deployment>-<hash>-<id>`).
     pub fn pods_named(&self, namespace: &str, prefix: &str) -> Vec<PodInfo> {

@@ -9,7 +9,7 @@
 //!   restarts, Jobs), and reports their status as a kubelet does (status.rs); tests
 //!   read `PodInfo` snapshots (info.rs).
 //! - `weft-netns-forward` (src/bin): how processes in a pod reach the API server on the
-//!   host's loopback.
+//!   host's loopback, and (expose.rs) how the API server and the test reach pods.
 //!
 //! The binaries come from `$WEFT_K8S_BIN` (tests/run.sh sets it) or, when that is
 //! unset, from running the build script here (cached after its first run). A test that
@@ -18,6 +18,7 @@
 mod cluster;
 mod container;
 mod daemon;
+mod expose;
 mod images;
 mod info;
 mod kubelet;
@@ -29,9 +30,11 @@ mod spawn;
 mod status;
 mod sync;
 mod volumes;
+pub mod weft;
 
 pub use cluster::{Cluster, StartTimes, SERVICE_ACCOUNT_ISSUER, SERVICE_CIDR};
 pub use daemon::Daemon;
+pub use expose::{expose, Exposed};
 pub use images::Images;
 pub use info::{ContainerInfo, ContainerKind, PodInfo, PodPhase};
 pub use kubelet::{Kubelet, KubeletOptions};
