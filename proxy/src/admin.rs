@@ -17,7 +17,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::config::Config;
 use crate::drain::Watch;
+use crate::local::{Local, LocalPort};
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
 
@@ -85,6 +87,7 @@ fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 "stale": admin.shared.is_stale(),
                 "workload_health": admin.shared.workload_health.borrow().as_str(),
                 "config": admin.shared.config,
+                "local_workload": dump_local(&admin.shared.config, &admin.shared.local.borrow()),
                 "resources": dump_resources(&snapshot),
                 "identity": admin.shared.identity.dump(),
             });
@@ -134,6 +137,39 @@ fn dump_resilience(r: &weft_proto::model::Resilience) -> serde_json::Value {
         "locality": {
             "min_healthy_percent": r.locality.min_healthy_percent, "failover": r.locality.failover,
         },
+    })
+}
+
+/// The local workload as the data path applies it: where it comes from, the
+/// services the app serves and how each port is served.
+fn dump_local(config: &Config, local: &Local) -> serde_json::Value {
+    let source = match (&config.workload, config.workload_address) {
+        (Some(_), _) => "flags",
+        (None, Some(_)) => "endpoints",
+        (None, None) => "none",
+    };
+    let port = |served: &LocalPort| {
+        json!({
+            "services": served.owners.iter().map(|owner| json!({
+                "service": owner.service.to_string(), "ports": owner.ports,
+            })).collect::<Vec<_>>(),
+            "protocol": served.protocol.map(|p| p.as_str()),
+            "mtls": served.mtls.as_str(),
+            "metrics_service": &*served.service,
+        })
+    };
+    let mut ports = Vec::new();
+    for (number, served) in &local.ports {
+        let mut entry = port(served);
+        entry["port"] = json!(number);
+        ports.push(entry);
+    }
+    json!({
+        "source": source,
+        "address": config.workload_address.map(|a| a.to_string()),
+        "services": local.services().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "ports": ports,
+        "other_ports": port(&local.other),
     })
 }
 

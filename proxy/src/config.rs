@@ -30,7 +30,8 @@ pub struct Args {
     /// the proxy registers it as an endpoint of that service.
     #[arg(long, env = "WEFT_SERVICE")]
     pub service: Option<String>,
-    /// Address other proxies reach this workload at.
+    /// Address other proxies reach this workload at (a pod's IP). Without --service,
+    /// the proxy learns its local services from the endpoints at this address.
     #[arg(long, env = "WEFT_WORKLOAD_ADDRESS")]
     pub workload_address: Option<String>,
     /// Port(s) of the workload for other proxies, `PORT` or `NAME=PORT` (repeatable).
@@ -136,7 +137,11 @@ pub struct Config {
     pub control_plane: Vec<ControlPlaneAddr>,
     pub node_id: String,
     pub namespace: String,
+    /// `--service` and its ports: registered as an endpoint, and the local service.
     pub workload: Option<Workload>,
+    /// `--workload-address`. Without `--service` it names the local workload: the
+    /// services with an endpoint at this address ([`crate::local::membership`]).
+    pub workload_address: Option<IpAddr>,
     pub admin: SocketAddr,
     /// The admin address announced to the control plane; empty if unknown.
     pub admin_advertise: String,
@@ -294,8 +299,9 @@ impl Config {
             errors.push("--node-id: must not be empty".to_owned());
         }
 
-        let workload = parse_workload(&args, &mut errors);
-        let admin_advertise = admin_advertise(&args, admin, &mut errors);
+        let workload_address = parse_workload_address(&args, &mut errors);
+        let workload = parse_workload(&args, workload_address, &mut errors);
+        let admin_advertise = admin_advertise(&args, admin, workload_address, &mut errors);
 
         let mut upstreams = Vec::new();
         for spec in &args.upstreams {
@@ -364,6 +370,7 @@ impl Config {
             node_id,
             namespace: args.namespace,
             workload,
+            workload_address,
             admin,
             admin_advertise,
             outbound,
@@ -426,7 +433,12 @@ fn parse_identity(args: &Args, errors: &mut Vec<String>) -> Option<IdentityConfi
 /// The announced admin address: the flag when given (checked as host:port), else
 /// the admin listener's, with an unspecified IP replaced by the workload's; empty
 /// when that leaves no address others can dial.
-fn admin_advertise(args: &Args, admin: SocketAddr, errors: &mut Vec<String>) -> String {
+fn admin_advertise(
+    args: &Args,
+    admin: SocketAddr,
+    workload_address: Option<IpAddr>,
+    errors: &mut Vec<String>,
+) -> String {
     if let Some(value) = &args.admin_advertise {
         if let Err(e) = weft_proto::model::validate_host_port("admin-advertise", value) {
             errors.push(format!("--{e}"));
@@ -439,9 +451,7 @@ fn admin_advertise(args: &Args, admin: SocketAddr, errors: &mut Vec<String>) -> 
     if !admin.ip().is_unspecified() {
         return admin.to_string();
     }
-    args.workload_address
-        .as_deref()
-        .and_then(|text| text.parse::<IpAddr>().ok())
+    workload_address
         .map(|ip| SocketAddr::new(ip, admin.port()).to_string())
         .unwrap_or_default()
 }
@@ -479,10 +489,23 @@ fn parse_control_plane(text: &str) -> Result<ControlPlaneAddr, String> {
     })
 }
 
-fn parse_workload(args: &Args, errors: &mut Vec<String>) -> Option<Workload> {
+/// `--workload-address`; an empty value counts as unset (see [`parse_workload`]).
+fn parse_workload_address(args: &Args, errors: &mut Vec<String>) -> Option<IpAddr> {
+    let text = args.workload_address.as_deref().filter(|a| !a.is_empty())?;
+    text.parse()
+        .map_err(|_| errors.push(format!("--workload-address: {text:?} is not an IP address")))
+        .ok()
+}
+
+fn parse_workload(
+    args: &Args,
+    address: Option<IpAddr>,
+    errors: &mut Vec<String>,
+) -> Option<Workload> {
     // An empty value counts as unset: a Kubernetes pod template fills these from
-    // the pod's annotations, which a client-only pod does not have. The address
-    // alone (the pod IP, always there) makes no workload.
+    // the pod's annotations, which a pod may not have. The address alone (the pod
+    // IP, always there) registers nothing: the local services are learned from the
+    // endpoints at that address instead.
     let workload_ports: Vec<&String> = args
         .workload_ports
         .iter()
@@ -497,16 +520,12 @@ fn parse_workload(args: &Args, errors: &mut Vec<String>) -> Option<Workload> {
     if let Err(e) = validate_label("service", &service) {
         errors.push(format!("--service: {}", e.reason));
     }
-    let address = match args.workload_address.as_deref() {
-        Some(text) => text.parse().unwrap_or_else(|_| {
-            errors.push(format!("--workload-address: {text:?} is not an IP address"));
-            IpAddr::from([0, 0, 0, 0])
-        }),
-        None => {
+    let address = address.unwrap_or_else(|| {
+        if args.workload_address.as_deref().is_none_or(str::is_empty) {
             errors.push("--service needs --workload-address".to_owned());
-            IpAddr::from([0, 0, 0, 0])
         }
-    };
+        IpAddr::from([0, 0, 0, 0])
+    });
     if workload_ports.is_empty() {
         errors.push("--service needs at least one --workload-port".to_owned());
     }
@@ -674,9 +693,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_workload_values_mean_no_workload() {
-        // What a pod template gives a client-only pod: no service annotation, no
-        // ports annotation, but always the pod IP.
+    fn an_address_alone_registers_nothing_and_names_the_pod() {
+        // What a pod template gives every pod: the pod IP, and empty annotations
+        // where a pod has none. The services come from the endpoints at that IP.
         let config = Config::from_args(args(&[
             "--service",
             "",
@@ -686,10 +705,25 @@ mod tests {
             "10.1.2.3",
         ]))
         .expect("valid");
-        assert!(config.workload.is_none());
+        assert!(config.workload.is_none(), "nothing to register");
+        assert_eq!(config.workload_address, Some([10, 1, 2, 3].into()));
+        let dumped = serde_json::to_value(&config).expect("json");
+        assert_eq!(dumped["workload_address"], "10.1.2.3");
+        let config = Config::from_args(args(&["--workload-address", ""])).expect("valid");
+        assert_eq!(config.workload_address, None, "empty is unset");
+
         let errors = Config::from_args(args(&["--workload-port", "http=8080"]))
             .expect_err("ports without a service");
         assert_eq!(errors, ["--workload-port needs --service"]);
+        let errors =
+            Config::from_args(args(&["--workload-address", "pod-ip"])).expect_err("not an address");
+        assert_eq!(
+            errors,
+            ["--workload-address: \"pod-ip\" is not an IP address"]
+        );
+        let errors = Config::from_args(args(&["--service", "web", "--workload-port", "80"]))
+            .expect_err("a service without an address");
+        assert_eq!(errors, ["--service needs --workload-address"]);
     }
 
     #[test]
@@ -738,6 +772,7 @@ mod tests {
         assert_eq!(config.control_plane[0].host, "weft-cp.weft-system.svc");
         let workload = config.workload.expect("workload");
         assert_eq!(workload.ports[0].name, "http");
+        assert_eq!(config.workload_address, Some(workload.address));
         assert_eq!(config.upstreams[0].port, Some(80));
         assert_eq!(config.upstreams[0].service_name().to_string(), "shop/users");
     }

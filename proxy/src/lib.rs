@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`config`]: flags and `WEFT_*` variables, validated once into [`config::Config`].
 //! - [`snapshot`]: the immutable view of the mesh the data path reads.
+//! - [`local`]: the local workload, the services (and their ports) the app behind
+//!   this proxy serves, from the flags or learned from the snapshot's endpoints.
 //! - [`discovery`]: the control-plane client: resolves the control plane (hickory),
 //!   keeps one discovery stream, validates each push into a new snapshot, ACKs/NACKs.
 //! - [`identity`]: the proxy's certificate, key and trusted roots, and the manager
@@ -42,6 +44,7 @@ pub mod health;
 pub mod identity;
 pub mod init;
 pub mod limits;
+pub mod local;
 pub mod metrics;
 pub mod resilience;
 pub mod shutdown;

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::identity::IdentityState;
+use crate::local::Local;
 use crate::snapshot::Snapshot;
 
 /// The control-plane connection as operators see it in `/config_dump`.
@@ -83,6 +84,9 @@ impl WorkloadHealth {
 pub struct Shared {
     pub config: Config,
     pub snapshot: watch::Sender<Arc<Snapshot>>,
+    /// The local workload the data path applies, published by the registry after
+    /// each snapshot (for `/config_dump`).
+    pub local: watch::Sender<Arc<Local>>,
     /// Set once the first config has been applied; never cleared (static stability:
     /// losing the control plane does not make a proxy unready).
     pub configured: AtomicBool,
@@ -106,6 +110,7 @@ impl Shared {
             identity,
             config,
             snapshot,
+            local: watch::channel(Arc::new(Local::default())).0,
             configured: AtomicBool::new(false),
             connection: Mutex::new(Connection::default()),
             source: Mutex::new(ConfigSource::None),

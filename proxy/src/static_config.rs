@@ -37,12 +37,17 @@ pub fn load(path: &Path) -> Result<Snapshot, StaticConfigError> {
         path: shown.clone(),
         source,
     })?;
-    let documents = document::parse(&text).map_err(|source| StaticConfigError::Parse {
-        path: shown.clone(),
+    parse(&text, &shown)
+}
+
+/// The snapshot of a file's text; `path` names it in errors.
+pub fn parse(text: &str, path: &str) -> Result<Snapshot, StaticConfigError> {
+    let documents = document::parse(text).map_err(|source| StaticConfigError::Parse {
+        path: path.to_owned(),
         source,
     })?;
     let resources = resources(&documents).map_err(|rejected| StaticConfigError::Rejected {
-        path: shown,
+        path: path.to_owned(),
         rejected,
     })?;
     Ok(resources.snapshot())

@@ -183,18 +183,33 @@ pub fn pod_identity(pod: &Pod, trust_domain: &str) -> Option<String> {
     ))
 }
 
+/// Where an endpoint stands in its slice; the order is the order of preference when
+/// an address appears in two slices at once (as it moves between them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Standing {
+    /// Neither ready nor serving: starting, failing its probe, or shutting down.
+    Listed,
+    /// Terminating but still serving.
+    Terminating,
+    Ready,
+}
+
 /// The Endpoints of `service` from its slices. Ready endpoints are served; when none
 /// is, the serving ones that are terminating are (as kube-proxy does), so a Service
 /// whose every Pod is shutting down still answers. A terminating endpoint is thus
 /// drained: no new requests reach it while another is ready, and the requests already
 /// on it finish, since removing an endpoint closes nothing.
+///
+/// Every other endpoint of the slices is listed too, `unhealthy`: callers send it
+/// nothing, but its own sidecar learns from it which services its pod serves
+/// (`weft-proxy --workload-address`), so a pod that is not ready yet, or is shutting
+/// down, keeps its services' mTLS mode and policies instead of falling open.
 pub fn endpoints(
     service: &v1::Service,
     slices: &[&EndpointSlice],
     pods: &impl Pods,
 ) -> v1::Endpoints {
-    let mut ready = BTreeMap::new();
-    let mut terminating = BTreeMap::new();
+    let mut listed: BTreeMap<(String, u32, String), (Standing, v1::Endpoint)> = BTreeMap::new();
     for slice in slices {
         if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
             continue;
@@ -222,12 +237,12 @@ pub fn endpoints(
             let is_ready = conditions.and_then(|c| c.ready).unwrap_or(true);
             let is_serving = conditions.and_then(|c| c.serving).unwrap_or(is_ready);
             let is_terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
-            let into = if is_ready && !is_terminating {
-                &mut ready
+            let standing = if is_ready && !is_terminating {
+                Standing::Ready
             } else if is_serving && is_terminating {
-                &mut terminating
+                Standing::Terminating
             } else {
-                continue;
+                Standing::Listed
             };
             let identity = endpoint
                 .target_ref
@@ -240,28 +255,46 @@ pub fn endpoints(
                 .unwrap_or_default();
             let zone = endpoint.zone.clone().unwrap_or_default();
             for (port_name, port) in &ports {
-                into.insert(
-                    (address.clone(), *port, port_name.clone()),
-                    v1::Endpoint {
-                        address: address.clone(),
-                        port: *port,
-                        port_name: port_name.clone(),
-                        locality: (!zone.is_empty()).then(|| v1::Locality {
-                            region: String::new(),
-                            zone: zone.clone(),
-                        }),
-                        identity: identity.clone(),
-                        ..Default::default()
-                    },
-                );
+                let key = (address.clone(), *port, port_name.clone());
+                if listed
+                    .get(&key)
+                    .is_some_and(|(known, _)| *known >= standing)
+                {
+                    continue;
+                }
+                let endpoint = v1::Endpoint {
+                    address: address.clone(),
+                    port: *port,
+                    port_name: port_name.clone(),
+                    locality: (!zone.is_empty()).then(|| v1::Locality {
+                        region: String::new(),
+                        zone: zone.clone(),
+                    }),
+                    identity: identity.clone(),
+                    ..Default::default()
+                };
+                listed.insert(key, (standing, endpoint));
             }
         }
     }
-    let served = if ready.is_empty() { terminating } else { ready };
+    let any_ready = listed.values().any(|(s, _)| *s == Standing::Ready);
+    let served = if any_ready {
+        Standing::Ready
+    } else {
+        Standing::Terminating
+    };
     v1::Endpoints {
         namespace: service.namespace.clone(),
         name: service.name.clone(),
-        endpoints: served.into_values().collect(),
+        endpoints: listed
+            .into_values()
+            .map(|(standing, mut endpoint)| {
+                if standing != served {
+                    endpoint.health = "unhealthy".to_owned();
+                }
+                endpoint
+            })
+            .collect(),
     }
 }
 

@@ -1,17 +1,18 @@
 //! Authorization on the inbound side: which callers may reach the local workload.
 //!
 //! Sits between the mTLS handshake (which yields the caller's SPIFFE ID) and the
-//! local app. Each snapshot's policies for the local service are resolved once into
-//! [`InboundPolicies`] (the app ports each one protects, its counters); a request or
-//! TCP connection then only walks that short list. The decision rules themselves are
-//! the model's ([`weft_proto::model::decide`]), shared with the control plane.
+//! local app. Each snapshot's policies are resolved once into [`InboundPolicies`]:
+//! for every local port, the policies of each service that owns it ([`crate::local`]),
+//! with their counters; a request or TCP connection then only looks its port up and
+//! walks that short list. The decision rules themselves are the model's
+//! ([`weft_proto::model::decide`]), shared with the control plane.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use weft_proto::model::{decide, AuthorizationPolicy, Decision, ResourceName, SpiffeId};
 
-use crate::config::WorkloadPort;
+use crate::local::{Local, LocalPort, Owner};
 use crate::metrics::AuthzMetrics;
 use crate::snapshot::{PolicyView, Snapshot};
 
@@ -30,17 +31,24 @@ pub struct Denied {
     pub policy: ResourceName,
 }
 
-/// The policies protecting the local workload in one snapshot, in name order.
+/// The policies protecting the local workload in one snapshot, by port.
 #[derive(Debug, Default)]
 pub struct InboundPolicies {
+    by_port: BTreeMap<u16, Vec<Guard>>,
+    /// For the ports [`Local`] does not list.
+    other: Vec<Guard>,
+}
+
+/// The policies of one service that owns a port, in name order; a service without
+/// any has no guard (it is open).
+#[derive(Debug)]
+struct Guard {
     policies: Vec<Protecting>,
 }
 
 #[derive(Debug)]
 struct Protecting {
     view: Arc<PolicyView>,
-    /// The workload ports the policy's service port maps to; `None`: every port.
-    ports: Option<Vec<u16>>,
     metrics: Arc<AuthzMetrics>,
 }
 
@@ -51,198 +59,90 @@ impl AsRef<AuthorizationPolicy> for Protecting {
 }
 
 impl InboundPolicies {
-    /// Resolves the policies naming `service` (the local one). A policy for one
-    /// service port protects the workload ports announced under that port's name.
-    /// `metrics` carries the counters across snapshots, so each policy's series is
-    /// registered once.
+    /// Resolves, for each local port, the policies of every service owning it: a
+    /// policy without a port protects each port its service owns here, one with a
+    /// port the workload ports serving that service port. `metrics` carries the
+    /// counters across snapshots, so each policy's series is registered once.
     pub fn build(
         snapshot: &Snapshot,
-        service: &ResourceName,
-        workload_ports: &[WorkloadPort],
+        local: &Local,
         metrics: &mut HashMap<ResourceName, Arc<AuthzMetrics>>,
     ) -> InboundPolicies {
-        let declared = snapshot.services.get(service);
-        let policies = snapshot
-            .policies
-            .values()
-            .filter(|view| view.policy.service == *service)
-            .map(|view| {
-                let ports = view.policy.port.map(|port| {
-                    workload_ports
-                        .iter()
-                        .filter(|local| {
-                            declared
-                                .and_then(|d| d.service.port_named(&local.name))
-                                .is_some_and(|p| p.port == port)
-                        })
-                        .map(|local| local.port)
-                        .collect()
-                });
-                let metrics = metrics
-                    .entry(view.policy.name.clone())
-                    .or_insert_with(|| {
-                        Arc::new(AuthzMetrics::new(
-                            view.policy.name.to_string(),
-                            service.to_string(),
-                        ))
-                    })
-                    .clone();
-                Protecting {
-                    view: view.clone(),
-                    ports,
-                    metrics,
-                }
-            })
-            .collect();
-        InboundPolicies { policies }
-    }
-
-    /// Decides for one caller and counts the decision under the deciding policy.
-    pub fn check(&self, caller: &Caller) -> Result<(), Denied> {
-        let applicable = self.policies.iter().filter(|p| {
-            p.ports
-                .as_ref()
-                .is_none_or(|ports| ports.contains(&caller.port))
-        });
-        match decide(applicable, caller.identity.as_ref()) {
-            Decision::Open => Ok(()),
-            Decision::Allowed(policy) => {
-                policy.metrics.allowed.increment(1);
-                Ok(())
-            }
-            Decision::Denied(policy) => {
-                policy.metrics.denied.increment(1);
-                Err(Denied {
-                    policy: policy.view.policy.name.clone(),
+        let mut guards = |port: &LocalPort| -> Vec<Guard> {
+            port.owners
+                .iter()
+                .map(|owner| Guard {
+                    policies: protecting(snapshot, owner, metrics),
                 })
-            }
+                .filter(|guard| !guard.policies.is_empty())
+                .collect()
+        };
+        InboundPolicies {
+            by_port: local
+                .ports
+                .iter()
+                .map(|(port, served)| (*port, guards(served)))
+                .collect(),
+            other: guards(&local.other),
         }
     }
+
+    /// Decides for one caller: every service owning the dialled port must let it
+    /// through (a port two services share is as closed as the stricter), and each
+    /// service's deciding policy counts its verdict.
+    pub fn check(&self, caller: &Caller) -> Result<(), Denied> {
+        let guards = self.by_port.get(&caller.port).unwrap_or(&self.other);
+        let mut verdict = Ok(());
+        for guard in guards {
+            match decide(&guard.policies, caller.identity.as_ref()) {
+                Decision::Open => {}
+                Decision::Allowed(policy) => policy.metrics.allowed.increment(1),
+                Decision::Denied(policy) => {
+                    policy.metrics.denied.increment(1);
+                    if verdict.is_ok() {
+                        verdict = Err(Denied {
+                            policy: policy.view.policy.name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        verdict
+    }
+}
+
+/// The policies of `owner`'s service that apply where it owns a port.
+fn protecting(
+    snapshot: &Snapshot,
+    owner: &Owner,
+    metrics: &mut HashMap<ResourceName, Arc<AuthzMetrics>>,
+) -> Vec<Protecting> {
+    snapshot
+        .policies
+        .values()
+        .filter(|view| view.policy.service == owner.service)
+        .filter(|view| {
+            view.policy
+                .port
+                .is_none_or(|port| owner.ports.contains(&port))
+        })
+        .map(|view| {
+            let metrics = metrics
+                .entry(view.policy.name.clone())
+                .or_insert_with(|| {
+                    Arc::new(AuthzMetrics::new(
+                        view.policy.name.to_string(),
+                        owner.service.to_string(),
+                    ))
+                })
+                .clone();
+            Protecting {
+                view: view.clone(),
+                metrics,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap as Map;
-    use weft_proto::model::{Service, TrustDomain};
-    use weft_proto::v1;
-
-    use crate::snapshot::{Policy, ServiceView};
-
-    fn snapshot(policies: &[v1::AuthorizationPolicy]) -> Snapshot {
-        let service = Service::try_from(&v1::Service {
-            namespace: "shop".into(),
-            name: "orders".into(),
-            ports: vec![
-                v1::ServicePort {
-                    name: "http".into(),
-                    port: 80,
-                    protocol: "http1".into(),
-                },
-                v1::ServicePort {
-                    name: "db".into(),
-                    port: 5432,
-                    protocol: "tcp".into(),
-                },
-            ],
-            ..Default::default()
-        })
-        .expect("service");
-        let mut services = Map::new();
-        services.insert(
-            service.name.clone(),
-            Arc::new(ServiceView {
-                service,
-                policy: Policy::P2cEwma,
-                version: 1,
-            }),
-        );
-        let policies = policies
-            .iter()
-            .map(|p| {
-                let policy = AuthorizationPolicy::try_from(p).expect("policy");
-                (
-                    policy.name.clone(),
-                    Arc::new(PolicyView { policy, version: 1 }),
-                )
-            })
-            .collect();
-        Snapshot::new(services, Map::new()).with_policies(policies)
-    }
-
-    fn policy(name: &str, service: &str, port: u32, allow: &[&str]) -> v1::AuthorizationPolicy {
-        v1::AuthorizationPolicy {
-            namespace: "shop".into(),
-            name: name.into(),
-            service: service.into(),
-            port,
-            allow: allow.iter().map(|s| s.to_string()).collect(),
-            default_action: String::new(),
-        }
-    }
-
-    fn caller(sa: &str, port: u16) -> Caller {
-        let domain = TrustDomain::new("cluster.local").expect("domain");
-        Caller {
-            identity: Some(SpiffeId::new(domain, "shop", sa).expect("id")),
-            port,
-        }
-    }
-
-    #[test]
-    fn a_port_policy_protects_the_workload_port_of_that_name_only() {
-        let snapshot = snapshot(&[
-            policy(
-                "db-callers",
-                "orders",
-                5432,
-                &["spiffe://cluster.local/ns/shop/sa/api"],
-            ),
-            policy("elsewhere", "users", 0, &[]),
-        ]);
-        let local = ResourceName::parse("shop/orders").expect("name");
-        let ports = [
-            WorkloadPort {
-                name: "http".into(),
-                port: 8080,
-            },
-            WorkloadPort {
-                name: "db".into(),
-                port: 15432,
-            },
-        ];
-        let mut metrics = HashMap::new();
-        let policies = InboundPolicies::build(&snapshot, &local, &ports, &mut metrics);
-        assert_eq!(metrics.len(), 1, "only the local service's policies count");
-        assert_eq!(policies.check(&caller("web", 8080)), Ok(()));
-        assert_eq!(policies.check(&caller("api", 15432)), Ok(()));
-        let denied = policies.check(&caller("web", 15432)).expect_err("denied");
-        assert_eq!(denied.policy.to_string(), "shop/db-callers");
-        let plaintext = Caller {
-            identity: None,
-            port: 15432,
-        };
-        assert!(policies.check(&plaintext).is_err());
-    }
-
-    #[test]
-    fn counters_are_kept_across_snapshots() {
-        let local = ResourceName::parse("shop/orders").expect("name");
-        let mut metrics = HashMap::new();
-        let first = snapshot(&[policy("callers", "orders", 0, &[])]);
-        InboundPolicies::build(&first, &local, &[], &mut metrics);
-        let kept = metrics.values().next().cloned().expect("counters");
-        let second = snapshot(&[policy(
-            "callers",
-            "orders",
-            0,
-            &["spiffe://cluster.local/*"],
-        )]);
-        let policies = InboundPolicies::build(&second, &local, &[], &mut metrics);
-        assert!(Arc::ptr_eq(
-            &kept,
-            metrics.values().next().expect("counters")
-        ));
-        assert_eq!(policies.check(&caller("web", 80)), Ok(()));
-    }
-}
+mod tests;

@@ -1,9 +1,10 @@
 //! Inbound: connections from other proxies (or any client) to the local app.
 //!
 //! The target is `--inbound-forward` when set, otherwise the port the client
-//! dialled (the original destination under iptables) on 127.0.0.1. The protocol is
-//! the one the mesh declares for that port of the local service; undeclared ports
-//! are detected. The local service's authorization policies are checked with the
+//! dialled (the original destination under iptables) on 127.0.0.1. That port
+//! decides the rest, by the local service that owns it ([`crate::local`]): the mTLS
+//! mode, the protocol the mesh declares (undeclared ports are detected), the
+//! `service` label of the metrics, and the authorization policies, checked with the
 //! caller's identity from the handshake: per request for HTTP (so a policy change
 //! applies to the next request on an open connection), once for a TCP connection.
 
@@ -32,7 +33,7 @@ pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
         return;
     };
     let dialled = dialled_port(&cx, &stream);
-    let (stream, identity) = match secure(&cx, stream).await {
+    let (stream, identity) = match secure(&cx, stream, dialled).await {
         Ok(Some(secured)) => secured,
         Ok(None) => return,
         Err(e) => {
@@ -67,7 +68,7 @@ pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
     // The server config requires a client certificate, so a TLS connection here
     // is one whose caller's certificate was verified: the `tls` metric label.
     let mtls = matches!(stream, Conn::Server(_));
-    let destination = cx.registry.inbound(target, protocol, mtls);
+    let destination = cx.registry.inbound(target, protocol, mtls, dialled);
     if protocol == Protocol::Tcp {
         // Closed before anything reaches the app; the client sees the connection end.
         if let Err(denied) = cx.registry.authorize(&caller) {
@@ -124,14 +125,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first byte of a TLS record carrying a handshake (a ClientHello).
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// Applies the local service's mTLS mode: the connection as the app may see it and
-/// the client's verified identity (none in plaintext), or `None` when the mode
-/// closes it.
+/// Applies the mTLS mode of the local port the client dialled: the connection as the
+/// app may see it and the client's verified identity (none in plaintext), or `None`
+/// when the mode closes it.
 async fn secure(
     cx: &Context,
     stream: TcpStream,
+    dialled: u16,
 ) -> std::io::Result<Option<(Conn, Option<SpiffeId>)>> {
-    let mode = cx.registry.local_mtls();
+    let mode = cx.registry.local_mtls(dialled);
     let configs = cx.tls.current();
     let configs = match (mode, configs) {
         (MtlsMode::Disabled, _) | (MtlsMode::Permissive, None) => {

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use weft_proto::model::{Health, Locality, MtlsMode, Protocol, ResourceName, Service, SpiffeId};
 
 use crate::drain;
+use crate::local::{self, Local};
 use crate::metrics::{AuthzMetrics, Direction, EndpointGauges, ServiceMetrics};
 use crate::resilience::locality;
 use crate::snapshot::{Snapshot, Target};
@@ -33,6 +34,8 @@ pub struct Routes {
     pub by_target: HashMap<Target, Arc<Destination>>,
     /// Endpoint state by service and address, for reuse by the next snapshot.
     endpoints: HashMap<(ResourceName, SocketAddr, Option<SpiffeId>), Arc<Endpoint>>,
+    /// The local workload: the services the app serves, by port.
+    pub local: Arc<Local>,
     /// The authorization policies protecting the local workload.
     pub inbound_policies: InboundPolicies,
 }
@@ -105,11 +108,14 @@ pub struct Registry {
     metrics: Mutex<HashMap<MetricsKey, Arc<ServiceMetrics>>>,
     gauges: Mutex<HashMap<ResourceName, EndpointGauges>>,
     authz_metrics: Mutex<HashMap<ResourceName, Arc<AuthzMetrics>>>,
-    /// Inbound destinations by local address, protocol and mTLS, made on first
-    /// use so their connection pools (and metric handles) are shared by every
-    /// inbound connection of the same kind.
-    inbound: Mutex<HashMap<(SocketAddr, Protocol, bool), Arc<Destination>>>,
+    /// Inbound destinations by local address, protocol, mTLS and local service
+    /// (the metrics label), made on first use so their connection pools (and
+    /// metric handles) are shared by every inbound connection of the same kind.
+    /// Locked before `metrics` when both are.
+    inbound: Mutex<HashMap<InboundKey, Arc<Destination>>>,
 }
+
+type InboundKey = (SocketAddr, Protocol, bool, Arc<str>);
 
 impl Registry {
     pub fn new(shared: Arc<Shared>, pool_max_idle: usize) -> Arc<Registry> {
@@ -151,55 +157,54 @@ impl Registry {
     }
 
     /// The destination for inbound traffic to the local app at `address`; `tls`:
-    /// whether the connection came in over mTLS.
-    pub fn inbound(&self, address: SocketAddr, protocol: Protocol, tls: bool) -> Arc<Destination> {
-        let service = self
-            .local_service()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        let metrics = self.inbound_metrics(&service, tls);
+    /// whether the connection came in over mTLS; `port`: the workload port the
+    /// client dialled, whose service labels the metrics.
+    pub fn inbound(
+        &self,
+        address: SocketAddr,
+        protocol: Protocol,
+        tls: bool,
+        port: u16,
+    ) -> Arc<Destination> {
+        let service = self.routes().local.port(port).service.clone();
         let mut cache = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry((address, protocol, tls))
-            .or_insert_with(|| Destination::fixed(protocol, metrics, address, self.pool_max_idle))
+            .entry((address, protocol, tls, service.clone()))
+            .or_insert_with(|| {
+                let metrics = self.inbound_metrics(&service, tls);
+                Destination::fixed(protocol, metrics, address, self.pool_max_idle)
+            })
             .clone()
     }
 
-    /// The service the local workload belongs to, if this proxy fronts one.
-    pub fn local_service(&self) -> Option<ResourceName> {
-        let workload = self.shared.config.workload.as_ref()?;
-        ResourceName::new(&self.shared.config.namespace, &workload.service).ok()
-    }
-
-    /// The protocol the mesh declares for the local app's port, if any: the
-    /// workload port's name matched against the local service's ports.
+    /// The protocol the mesh declares for the local port a client dialled, if any.
     pub fn local_protocol(&self, port: u16) -> Option<Protocol> {
-        let workload = self.shared.config.workload.as_ref()?;
-        let name = self.local_service()?;
-        let local = workload.ports.iter().find(|p| p.port == port)?;
-        let routes = self.routes();
-        let view = routes.snapshot.services.get(&name)?;
-        view.service.port_named(&local.name).map(|p| p.protocol)
+        self.routes().local.port(port).protocol
     }
 
-    /// The mTLS mode of the service this proxy's workload belongs to; PERMISSIVE
-    /// (the default) when the proxy fronts no service or does not know it yet.
-    pub fn local_mtls(&self) -> MtlsMode {
-        let Some(name) = self.local_service() else {
-            return MtlsMode::default();
-        };
-        self.routes()
-            .snapshot
-            .services
-            .get(&name)
-            .map(|view| view.service.mtls)
-            .unwrap_or_default()
+    /// The mTLS mode of the local port a client dialled: its services' (the
+    /// strictest), PERMISSIVE (the default) for a port no service owns or while
+    /// the proxy does not know its service yet.
+    pub fn local_mtls(&self, port: u16) -> MtlsMode {
+        self.routes().local.port(port).mtls
     }
 
-    /// Whether the local service's authorization policies let `caller` through, as
-    /// of the current snapshot (a policy change applies to the next request).
+    /// Whether the authorization policies of the services owning the dialled port
+    /// let `caller` through, as of the current snapshot (a policy change applies to
+    /// the next request).
     pub fn authorize(&self, caller: &Caller) -> Result<(), Denied> {
         self.routes().inbound_policies.check(caller)
+    }
+
+    /// The local workload of a snapshot: declared by `--service`, else learned
+    /// from the endpoints at `--workload-address`, else none.
+    fn local_workload(&self, snapshot: &Snapshot) -> Local {
+        let config = &self.shared.config;
+        match (&config.workload, config.workload_address) {
+            (Some(workload), _) => Local::declared(snapshot, &config.namespace, workload),
+            (None, Some(address)) => local::membership(snapshot, address),
+            (None, None) => Local::default(),
+        }
     }
 
     /// Rebuilds the routing tables from a snapshot.
@@ -311,14 +316,14 @@ impl Registry {
                 gauge.unhealthy.set(0.0);
             }
         }
-        if let (Some(local), Some(workload)) =
-            (self.local_service(), self.shared.config.workload.as_ref())
-        {
-            let mut metrics = self.authz_metrics.lock().unwrap_or_else(|e| e.into_inner());
-            routes.inbound_policies =
-                InboundPolicies::build(&snapshot, &local, &workload.ports, &mut metrics);
-        }
+        let local = Arc::new(self.local_workload(&snapshot));
+        let mut metrics = self.authz_metrics.lock().unwrap_or_else(|e| e.into_inner());
+        routes.inbound_policies = InboundPolicies::build(&snapshot, &local, &mut metrics);
+        drop(metrics);
+        routes.local = local.clone();
         self.current.store(Arc::new(routes));
+        // After the swap: what `/config_dump` shows is what connections now see.
+        self.shared.local.send_replace(local);
     }
 
     /// Where this proxy runs: its workload's region and zone (none without one).

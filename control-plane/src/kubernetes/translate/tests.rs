@@ -134,12 +134,18 @@ fn ready_endpoints_carry_zone_and_the_identity_of_meshed_pods() {
         {"addresses": ["10.244.0.7"],
          "targetRef": {"kind": "Pod", "name": "plain", "namespace": "shop"}}
     ]));
-    let pods = Known(BTreeMap::from([(
-        "shop/web-1".to_owned(),
-        "spiffe://cluster.local/ns/shop/sa/web".to_owned(),
-    )]));
+    let pods = Known(BTreeMap::from([
+        (
+            "shop/web-1".to_owned(),
+            "spiffe://cluster.local/ns/shop/sa/web".to_owned(),
+        ),
+        (
+            "shop/web-2".to_owned(),
+            "spiffe://cluster.local/ns/shop/sa/web".to_owned(),
+        ),
+    ]));
     let served = endpoints(&web(), &[&one], &pods);
-    let got: Vec<(&str, u32, &str, &str)> = served
+    let got: Vec<(&str, u32, &str, &str, &str)> = served
         .endpoints
         .iter()
         .map(|e| {
@@ -148,21 +154,20 @@ fn ready_endpoints_carry_zone_and_the_identity_of_meshed_pods() {
                 e.port,
                 e.port_name.as_str(),
                 e.identity.as_str(),
+                e.health.as_str(),
             )
         })
         .collect();
+    let web = "spiffe://cluster.local/ns/shop/sa/web";
     assert_eq!(
         got,
         [
-            (
-                "10.244.0.5",
-                8080,
-                "http",
-                "spiffe://cluster.local/ns/shop/sa/web"
-            ),
-            ("10.244.0.7", 8080, "http", ""),
+            ("10.244.0.5", 8080, "http", web, ""),
+            ("10.244.0.6", 8080, "http", web, "unhealthy"),
+            ("10.244.0.7", 8080, "http", "", ""),
         ],
-        "not ready is left out; no condition means ready; an unmeshed pod has no identity"
+        "not ready is listed unhealthy (its sidecar learns its services from it); \
+         no condition means ready; an unmeshed pod has no identity"
     );
     assert_eq!(
         served.endpoints[0]
@@ -173,37 +178,53 @@ fn ready_endpoints_carry_zone_and_the_identity_of_meshed_pods() {
     );
 }
 
+/// (address, health) of each endpoint served.
+fn health(served: &v1::Endpoints) -> Vec<(&str, &str)> {
+    served
+        .endpoints
+        .iter()
+        .map(|e| (e.address.as_str(), e.health.as_str()))
+        .collect()
+}
+
 #[test]
 fn terminating_endpoints_drain_and_serve_only_when_nothing_else_is_ready() {
     let terminating = json!({"addresses": ["10.244.0.5"],
         "conditions": {"ready": false, "serving": true, "terminating": true}});
     let ready = json!({"addresses": ["10.244.0.6"],
         "conditions": {"ready": true, "serving": true, "terminating": false}});
-    let both = slice_of(json!([terminating.clone(), ready]));
-    let served = endpoints(&web(), &[&both], &Known(BTreeMap::new()));
-    let addresses: Vec<&str> = served
-        .endpoints
-        .iter()
-        .map(|e| e.address.as_str())
-        .collect();
+    let stopping = json!({"addresses": ["10.244.0.7"],
+        "conditions": {"ready": false, "serving": false, "terminating": true}});
+    let all = slice_of(json!([terminating.clone(), ready, stopping.clone()]));
+    let served = endpoints(&web(), &[&all], &Known(BTreeMap::new()));
     assert_eq!(
-        addresses,
-        ["10.244.0.6"],
+        health(&served),
+        [
+            ("10.244.0.5", "unhealthy"),
+            ("10.244.0.6", ""),
+            ("10.244.0.7", "unhealthy")
+        ],
         "no new requests to a terminating pod"
     );
 
-    let alone = slice_of(json!([terminating]));
+    let alone = slice_of(json!([terminating, stopping]));
     let served = endpoints(&web(), &[&alone], &Known(BTreeMap::new()));
-    let addresses: Vec<&str> = served
-        .endpoints
-        .iter()
-        .map(|e| e.address.as_str())
-        .collect();
     assert_eq!(
-        addresses,
-        ["10.244.0.5"],
+        health(&served),
+        [("10.244.0.5", ""), ("10.244.0.7", "unhealthy")],
         "the last serving pod still answers"
     );
+}
+
+#[test]
+fn an_address_in_two_slices_takes_its_best_standing() {
+    let not_ready = slice_of(json!([{"addresses": ["10.244.0.5"],
+        "conditions": {"ready": false, "serving": false}}]));
+    let ready = slice_of(json!([{"addresses": ["10.244.0.5"]}]));
+    for order in [[&not_ready, &ready], [&ready, &not_ready]] {
+        let served = endpoints(&web(), &order, &Known(BTreeMap::new()));
+        assert_eq!(health(&served), [("10.244.0.5", "")]);
+    }
 }
 
 #[test]
