@@ -241,7 +241,12 @@ pub async fn run(
             Ok(stream)
         })
     });
-    tonic::transport::Server::builder()
+    let (stopping_tx, mut stopping) = watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        stopping_tx.send_replace(true);
+    };
+    let server = tonic::transport::Server::builder()
         // Notice proxies that vanished without closing (a partition, a frozen node).
         .http2_keepalive_interval(Some(Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
@@ -249,10 +254,27 @@ pub async fn run(
         .add_service(AdminServer::new(admin))
         .add_service(DiscoveryServer::new(discovery))
         .add_service(IdentityServer::new(identity))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, signal);
+    // A graceful shutdown waits for every call to end, and a proxy's discovery stream
+    // never does: without a limit a replica took its whole termination grace period
+    // (30 s) to stop. Calls in flight get SHUTDOWN_GRACE; then the streams close and
+    // their proxies reconnect to another replica, serving their last config meanwhile.
+    let grace = async {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        _ = grace => tracing::info!(
+            grace = ?SHUTDOWN_GRACE,
+            "closing the streams still open"
+        ),
+    }
     Ok(())
 }
+
+/// How long calls in flight may take to finish once the control plane is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Starts the injection webhook: its settings from the ConfigMap, its certificate
 /// and caBundle upkeep, and its HTTPS listener (which serves once a certificate is

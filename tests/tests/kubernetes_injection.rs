@@ -304,7 +304,11 @@ fn labelled_pods_get_a_native_sidecar_that_carries_mtls_and_lets_jobs_finish() {
             metric_sum(
                 text,
                 "weft_requests_total",
-                &["direction=\"inbound\"", "tls=\"true\""],
+                &[
+                    "direction=\"inbound\"",
+                    "tls=\"true\"",
+                    "service=\"shop/web\"",
+                ],
             )
         })
         .sum();

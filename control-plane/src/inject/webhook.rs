@@ -64,6 +64,11 @@ pub async fn serve(
             },
             _ = &mut shutdown => return Ok(()),
         };
+        // An answer goes out in more than one write; with Nagle on, the second waited
+        // for the API server's delayed ACK (tens of ms per admission).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "webhook connection: TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let injector = injector.clone();
         tokio::spawn(async move {

@@ -75,6 +75,9 @@ fn main() -> Result<()> {
                 connect()
             };
             if let Some(outbound) = outbound {
+                // Relayed writes must not wait for a delayed ACK either side.
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
                 pipe(inbound, outbound);
             }
         });
