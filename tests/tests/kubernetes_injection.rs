@@ -325,6 +325,28 @@ fn labelled_pods_get_a_native_sidecar_that_carries_mtls_and_lets_jobs_finish() {
         "{}",
         text(&check)
     );
+    // The injected proxies run this build: `weftctl status` does not mark them. Each
+    // replica lists the proxies connected to it; the forwarder alternates.
+    let proxies: Vec<Value> = (0..2)
+        .flat_map(|_| {
+            let status = Command::new(bin("weftctl"))
+                .args(["--control-plane", &control_plane.admin.addr.to_string()])
+                .args(["status", "-o", "json"])
+                .output()
+                .expect("run weftctl status");
+            assert!(status.status.success(), "{}", text(&status));
+            let listed: Vec<Value> = serde_json::from_slice(&status.stdout).expect("status JSON");
+            listed
+        })
+        .collect();
+    for web in &webs {
+        let proxy = proxies
+            .iter()
+            .find(|p| p["id"] == web.name.as_str())
+            .unwrap_or_else(|| panic!("{} is not connected: {proxies:#?}", web.name));
+        assert_eq!(proxy["build"], env!("CARGO_PKG_VERSION"), "{proxy:#}");
+        assert_eq!(proxy["outdated"], false, "{proxy:#}");
+    }
 
     // 4. The control plane down: failurePolicy Fail refuses pods that should be
     // meshed, leaves other namespaces alone, and meshed pods keep serving.
