@@ -346,3 +346,16 @@ fn a_message_with_stray_fields_is_refused_not_trimmed() {
     let error = HttpRoute::try_from(&message).expect_err("refused");
     assert_eq!(error.field, "spec.rules[0].filters[0].urlRewrite");
 }
+
+#[test]
+fn the_readme_route_examples_are_valid() {
+    let readme = include_str!("../../../../README.md");
+    let section = &readme[readme.find("### Routes").expect("a Routes section")..];
+    let start = section.find("```yaml\n").expect("an example") + "```yaml\n".len();
+    let example = &section[start..start + section[start..].find("```").expect("its end")];
+    let documents = parse(example).expect("the example parses");
+    assert_eq!(documents.len(), 2);
+    for document in &documents {
+        crate::resource::decode_resource(&document.to_resource()).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
