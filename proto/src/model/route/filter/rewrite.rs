@@ -3,6 +3,7 @@
 
 use super::Invalid;
 use crate::model::route::hostname::validate_precise_hostname;
+use crate::model::route::PathMatch;
 use crate::v1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,28 @@ fn hostname(text: &str) -> Result<Option<String>, Invalid> {
 }
 
 impl PathModifier {
+    /// The path a request continues with (a rewrite) or is sent to (a redirect).
+    /// `path` is the request's, without its query; `matched` the rule's match that
+    /// selected it, whose PathPrefix a ReplacePrefixMatch replaces (validation makes
+    /// it one). Whole path elements are replaced, as the Gateway API's table says.
+    pub fn apply(&self, path: &str, matched: &PathMatch) -> String {
+        let prefix = match self {
+            PathModifier::ReplaceFullPath(full) => return full.clone(),
+            PathModifier::ReplacePrefixMatch(prefix) => prefix.trim_end_matches('/'),
+        };
+        let matched = match matched {
+            PathMatch::PathPrefix(value) => value.trim_end_matches('/'),
+            _ => "",
+        };
+        let rest = path.strip_prefix(matched).unwrap_or(path);
+        let rewritten = format!("{prefix}{rest}");
+        if rewritten.starts_with('/') {
+            rewritten
+        } else {
+            format!("/{rewritten}")
+        }
+    }
+
     pub(super) fn from_proto(msg: &v1::PathModifier) -> Result<PathModifier, Invalid> {
         let modifier = match (
             msg.r#type.as_str(),
@@ -200,5 +223,39 @@ impl UrlRewrite {
             hostname: self.hostname.clone().unwrap_or_default(),
             path: self.path.as_ref().map(PathModifier::to_proto),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_replacement_follows_the_gateway_api_table() {
+        let prefix = |value: &str| PathMatch::PathPrefix(value.to_owned());
+        let replace = |value: &str| PathModifier::ReplacePrefixMatch(value.to_owned());
+        for (path, matched, replacement, expected) in [
+            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/foo/", "/foo", "/xyz", "/xyz/"),
+            ("/foo/bar", "/foo", "", "/bar"),
+            ("/foo/", "/foo", "", "/"),
+            ("/foo", "/foo", "", "/"),
+            ("/foo/", "/foo", "/", "/"),
+            ("/foo", "/foo", "/", "/"),
+            // The default match, `/`: the replacement goes in front.
+            ("/foo/bar", "/", "/xyz", "/xyz/foo/bar"),
+        ] {
+            assert_eq!(
+                replace(replacement).apply(path, &prefix(matched)),
+                expected,
+                "{path} with {matched} replaced by {replacement:?}"
+            );
+        }
+        let full = PathModifier::ReplaceFullPath("/here".to_owned());
+        assert_eq!(full.apply("/foo/bar", &prefix("/foo")), "/here");
     }
 }
