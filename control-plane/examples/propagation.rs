@@ -244,7 +244,13 @@ async fn simulated_proxy(
                     hit |= resource.name == name
                         && message.endpoints.first().map(|e| e.port) == Some(port);
                 }
-                Some(Kind::TrustBundle | Kind::AuthorizationPolicy) | None => {}
+                Some(
+                    Kind::TrustBundle
+                    | Kind::AuthorizationPolicy
+                    | Kind::HttpRoute
+                    | Kind::GrpcRoute,
+                )
+                | None => {}
             }
         }
         std::hint::black_box(decoded);

@@ -3,7 +3,8 @@
 //! Each body is decoded and validated on its own (weft-proto's model), then checked
 //! against the rest of the mesh: endpoints need their service and must name its ports;
 //! two services may not claim the same virtual address or host name; an authorization
-//! policy must protect an existing service (and one of its ports). Bodies are stored
+//! policy must protect an existing service (and one of its ports); a route must attach
+//! to existing services and send to existing ones ([`routes`]). Bodies are stored
 //! re-encoded from the validated value, so equivalent documents are byte-identical and
 //! applying the same file twice changes nothing. Writes are serialized, so the checks
 //! and the write see the same state.
@@ -20,6 +21,8 @@ use weft_proto::resource::{self, Body, Kind};
 use weft_proto::v1;
 
 use crate::store::{Outcome, Store, StoreError, Write};
+
+mod routes;
 
 pub struct Applier {
     store: Arc<dyn Store>,
@@ -56,14 +59,14 @@ impl Applier {
         &self,
         resources: &[v1::Resource],
     ) -> Result<Vec<v1::ApplyResult>, ApplyError> {
-        let mut bodies = Vec::with_capacity(resources.len());
+        let mut bodies: Vec<Body> = Vec::with_capacity(resources.len());
         for (i, resource) in resources.iter().enumerate() {
             let body = resource::decode_resource(resource)
                 .map_err(|e| ApplyError::Invalid(format!("resources[{i}]: {e}")))?;
             refuse_managed(body.kind())?;
             if bodies
                 .iter()
-                .any(|b: &Body| b.kind() == body.kind() && b.name() == body.name())
+                .any(|b| b.kind() == body.kind() && b.name() == body.name())
             {
                 return Err(ApplyError::Invalid(format!(
                     "resources[{i}]: {} {} appears twice in one request",
@@ -80,8 +83,12 @@ impl Applier {
             match body {
                 Body::Endpoints(endpoints) => check_endpoints(endpoints, &services)?,
                 Body::AuthorizationPolicy(policy) => check_policy(policy, &services)?,
+                Body::HttpRoute(_) | Body::GrpcRoute(_) => routes::check(body, &services)?,
                 _ => {}
             }
+        }
+        for body in &mut bodies {
+            routes::stamp(self.store.as_ref(), body).await?;
         }
         let writes = bodies
             .iter()
@@ -226,3 +233,6 @@ fn check_policy(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

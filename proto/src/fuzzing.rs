@@ -78,21 +78,26 @@ fn round_trip(body: &Body) {
     }
 }
 
-/// What `get` shows of an applied document: the store's version, and no empty
-/// locality (printing `locality: {}` would only be noise).
+/// What `get` shows of an applied document: the store's version, no empty
+/// locality (printing `locality: {}` would only be noise), and no creation time
+/// (the control plane sets it; a document's own is ignored).
 fn as_stored(document: &Document) -> Document {
     let mut document = document.clone();
-    match &mut document {
-        Document::Service(d) => d.metadata.version = Some(0),
-        Document::TrustBundle(d) => d.metadata.version = Some(0),
-        Document::AuthorizationPolicy(d) => d.metadata.version = Some(0),
-        Document::Endpoints(d) => {
-            d.metadata.version = Some(0);
-            for endpoint in &mut d.spec.endpoints {
-                let empty = |l: &document::LocalitySpec| l.region.is_empty() && l.zone.is_empty();
-                if endpoint.locality.as_ref().is_some_and(empty) {
-                    endpoint.locality = None;
-                }
+    let metadata = match &mut document {
+        Document::Service(d) => &mut d.metadata,
+        Document::Endpoints(d) => &mut d.metadata,
+        Document::TrustBundle(d) => &mut d.metadata,
+        Document::AuthorizationPolicy(d) => &mut d.metadata,
+        Document::HttpRoute(d) => &mut d.metadata,
+        Document::GrpcRoute(d) => &mut d.metadata,
+    };
+    metadata.version = Some(0);
+    metadata.creation_timestamp = None;
+    if let Document::Endpoints(d) = &mut document {
+        for endpoint in &mut d.spec.endpoints {
+            let empty = |l: &document::LocalitySpec| l.region.is_empty() && l.zone.is_empty();
+            if endpoint.locality.as_ref().is_some_and(empty) {
+                endpoint.locality = None;
             }
         }
     }

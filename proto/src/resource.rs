@@ -23,14 +23,22 @@ pub enum Kind {
     /// Published by the control plane's CA, never applied by operators.
     TrustBundle,
     AuthorizationPolicy,
+    /// The Gateway API's HTTPRoute, attached to services (GAMMA).
+    HttpRoute,
+    /// The Gateway API's GRPCRoute, attached to services (GAMMA).
+    GrpcRoute,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    /// In the order a mesh is applied and pushed: routes after the services they
+    /// attach to.
+    pub const ALL: [Kind; 6] = [
         Kind::Service,
         Kind::Endpoints,
         Kind::TrustBundle,
         Kind::AuthorizationPolicy,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
     ];
 
     pub fn type_url(self) -> &'static str {
@@ -39,6 +47,8 @@ impl Kind {
             Kind::Endpoints => "type.googleapis.com/weft.v1.Endpoints",
             Kind::TrustBundle => "type.googleapis.com/weft.v1.TrustBundle",
             Kind::AuthorizationPolicy => "type.googleapis.com/weft.v1.AuthorizationPolicy",
+            Kind::HttpRoute => "type.googleapis.com/weft.v1.HTTPRoute",
+            Kind::GrpcRoute => "type.googleapis.com/weft.v1.GRPCRoute",
         }
     }
 
@@ -49,6 +59,8 @@ impl Kind {
             Kind::Endpoints => "Endpoints",
             Kind::TrustBundle => "TrustBundle",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
         }
     }
 
@@ -57,7 +69,7 @@ impl Kind {
     }
 
     /// Accepts the YAML kind and the usual CLI spellings (`service`, `svc`, `endpoints`,
-    /// `ep`, `authz`).
+    /// `ep`, `authz`, `httproutes`, `grpcroutes`).
     pub fn parse(text: &str) -> Option<Kind> {
         match text.to_ascii_lowercase().as_str() {
             "service" | "services" | "svc" => Some(Kind::Service),
@@ -66,6 +78,8 @@ impl Kind {
             "authorizationpolicy" | "authorizationpolicies" | "authz" | "authzpolicy" => {
                 Some(Kind::AuthorizationPolicy)
             }
+            "httproute" | "httproutes" => Some(Kind::HttpRoute),
+            "grpcroute" | "grpcroutes" => Some(Kind::GrpcRoute),
             _ => None,
         }
     }
@@ -84,6 +98,8 @@ pub enum Body {
     Endpoints(model::Endpoints),
     TrustBundle(model::TrustBundle),
     AuthorizationPolicy(model::AuthorizationPolicy),
+    HttpRoute(model::HttpRoute),
+    GrpcRoute(model::GrpcRoute),
 }
 
 impl Body {
@@ -93,6 +109,8 @@ impl Body {
             Body::Endpoints(_) => Kind::Endpoints,
             Body::TrustBundle(_) => Kind::TrustBundle,
             Body::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Body::HttpRoute(_) => Kind::HttpRoute,
+            Body::GrpcRoute(_) => Kind::GrpcRoute,
         }
     }
 
@@ -102,6 +120,8 @@ impl Body {
             Body::Endpoints(e) => &e.name,
             Body::TrustBundle(b) => &b.name,
             Body::AuthorizationPolicy(p) => &p.name,
+            Body::HttpRoute(r) => &r.name,
+            Body::GrpcRoute(r) => &r.name,
         }
     }
 
@@ -111,6 +131,8 @@ impl Body {
             Body::Endpoints(e) => to_any(Kind::Endpoints, &e.to_proto()),
             Body::TrustBundle(b) => to_any(Kind::TrustBundle, &b.to_proto()),
             Body::AuthorizationPolicy(p) => to_any(Kind::AuthorizationPolicy, &p.to_proto()),
+            Body::HttpRoute(r) => to_any(Kind::HttpRoute, &r.to_proto()),
+            Body::GrpcRoute(r) => to_any(Kind::GrpcRoute, &r.to_proto()),
         }
     }
 
@@ -121,6 +143,8 @@ impl Body {
             Body::Endpoints(e) => e.to_proto().encode_to_vec(),
             Body::TrustBundle(b) => b.to_proto().encode_to_vec(),
             Body::AuthorizationPolicy(p) => p.to_proto().encode_to_vec(),
+            Body::HttpRoute(r) => r.to_proto().encode_to_vec(),
+            Body::GrpcRoute(r) => r.to_proto().encode_to_vec(),
         }
     }
 }
@@ -177,6 +201,18 @@ pub fn decode(any: &Any) -> Result<Body, DecodeError> {
             let msg = v1::AuthorizationPolicy::decode(any.value.as_slice()).map_err(malformed)?;
             model::AuthorizationPolicy::try_from(&msg)
                 .map(Body::AuthorizationPolicy)
+                .map_err(|e| invalid(&msg.namespace, &msg.name, e))
+        }
+        Kind::HttpRoute => {
+            let msg = v1::HttpRoute::decode(any.value.as_slice()).map_err(malformed)?;
+            model::HttpRoute::try_from(&msg)
+                .map(Body::HttpRoute)
+                .map_err(|e| invalid(&msg.namespace, &msg.name, e))
+        }
+        Kind::GrpcRoute => {
+            let msg = v1::GrpcRoute::decode(any.value.as_slice()).map_err(malformed)?;
+            model::GrpcRoute::try_from(&msg)
+                .map(Body::GrpcRoute)
                 .map_err(|e| invalid(&msg.namespace, &msg.name, e))
         }
     }

@@ -174,6 +174,8 @@ fn dump_local(config: &Config, local: &Local) -> serde_json::Value {
 }
 
 fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
+    use weft_proto::document::{GrpcRouteDocument, HttpRouteDocument};
+
     let mut services: Vec<_> = snapshot
         .services
         .iter()
@@ -230,7 +232,25 @@ fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "services": services, "endpoints": endpoints, "authorization_policies": policies })
+    // Routes as the documents `weftctl apply` reads, so that a dump can be read back
+    // into the model (and the route tables rebuilt from it).
+    let http_routes: Vec<_> = snapshot
+        .http_routes
+        .values()
+        .map(|view| HttpRouteDocument::from_proto(&view.route.to_proto(), Some(view.version)))
+        .collect();
+    let grpc_routes: Vec<_> = snapshot
+        .grpc_routes
+        .values()
+        .map(|view| GrpcRouteDocument::from_proto(&view.route.to_proto(), Some(view.version)))
+        .collect();
+    json!({
+        "services": services,
+        "endpoints": endpoints,
+        "authorization_policies": policies,
+        "http_routes": http_routes,
+        "grpc_routes": grpc_routes,
+    })
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use weft_proto::model::{AuthorizationPolicy, Endpoints, ResourceName, Service};
+use weft_proto::model::route::ServiceRoutes;
+use weft_proto::model::{
+    AuthorizationPolicy, Endpoints, GrpcRoute, HttpRoute, ResourceName, Service,
+};
 use weft_proto::resource::Kind;
 
 /// A load-balancing policy this proxy build implements.
@@ -63,6 +66,69 @@ pub struct Snapshot {
     pub by_hostname: HashMap<String, ResourceName>,
     /// Every authorization policy, sorted by name (the order decisions are made in).
     pub policies: BTreeMap<ResourceName, Arc<PolicyView>>,
+    /// The routes attached to each service, compiled in precedence order for
+    /// selection; a service no route attaches to has no entry, so the common case
+    /// costs one lookup that finds nothing.
+    pub routes: HashMap<ResourceName, Arc<ServiceRoutes>>,
+    /// Every accepted route, by name, as sent.
+    pub http_routes: BTreeMap<ResourceName, Arc<RouteView<HttpRoute>>>,
+    pub grpc_routes: BTreeMap<ResourceName, Arc<RouteView<GrpcRoute>>>,
+}
+
+/// A route (HTTPRoute or GRPCRoute) as accepted from the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteView<R> {
+    /// Shared with the compiled tables of every service it attaches to.
+    pub route: Arc<R>,
+    pub version: u64,
+}
+
+/// The routes a snapshot carries: as accepted, and compiled per service.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    pub http: BTreeMap<ResourceName, Arc<RouteView<HttpRoute>>>,
+    pub grpc: BTreeMap<ResourceName, Arc<RouteView<GrpcRoute>>>,
+    pub compiled: HashMap<ResourceName, Arc<ServiceRoutes>>,
+}
+
+impl Routes {
+    /// Compiles the tables of every service some route attaches to. Regular
+    /// expressions were compiled when each route was accepted; this only orders
+    /// the rules, once per change of a service or a route rather than per push.
+    pub fn compile(&mut self, services: &BTreeMap<ResourceName, Arc<ServiceView>>) {
+        let mut http: BTreeMap<&ResourceName, Vec<Arc<HttpRoute>>> = BTreeMap::new();
+        for view in self.http.values() {
+            for parent in &view.route.parents {
+                let attached = http.entry(&parent.service).or_default();
+                // A route with two parents on one service (two ports) counts once.
+                if !attached.iter().any(|r| Arc::ptr_eq(r, &view.route)) {
+                    attached.push(view.route.clone());
+                }
+            }
+        }
+        let mut grpc: BTreeMap<&ResourceName, Vec<Arc<GrpcRoute>>> = BTreeMap::new();
+        for view in self.grpc.values() {
+            for parent in &view.route.parents {
+                let attached = grpc.entry(&parent.service).or_default();
+                if !attached.iter().any(|r| Arc::ptr_eq(r, &view.route)) {
+                    attached.push(view.route.clone());
+                }
+            }
+        }
+        let mut compiled = HashMap::new();
+        for (name, view) in services {
+            let http = http.get(name).map(Vec::as_slice).unwrap_or_default();
+            let grpc = grpc.get(name).map(Vec::as_slice).unwrap_or_default();
+            if http.is_empty() && grpc.is_empty() {
+                continue;
+            }
+            let routes = ServiceRoutes::compile(&view.service, http, grpc);
+            if !routes.is_empty() {
+                compiled.insert(name.clone(), Arc::new(routes));
+            }
+        }
+        self.compiled = compiled;
+    }
 }
 
 /// An authorization policy as accepted from the control plane.
@@ -114,12 +180,28 @@ impl Snapshot {
             by_virtual_address,
             by_hostname,
             policies: BTreeMap::new(),
+            routes: HashMap::new(),
+            http_routes: BTreeMap::new(),
+            grpc_routes: BTreeMap::new(),
         }
     }
 
     pub fn with_policies(mut self, policies: BTreeMap<ResourceName, Arc<PolicyView>>) -> Snapshot {
         self.policies = policies;
         self
+    }
+
+    pub fn with_routes(mut self, routes: Routes) -> Snapshot {
+        self.http_routes = routes.http;
+        self.grpc_routes = routes.grpc;
+        self.routes = routes.compiled;
+        self
+    }
+
+    /// The compiled routes of a service; `None` (the common case) when no route
+    /// attaches to it.
+    pub fn routes_of(&self, service: &ResourceName) -> Option<&Arc<ServiceRoutes>> {
+        self.routes.get(service)
     }
 
     /// Every resource's version, keyed by type and name (what a reconnecting proxy
@@ -137,7 +219,20 @@ impl Snapshot {
             .policies
             .iter()
             .map(|(n, v)| ((Kind::AuthorizationPolicy, n.to_string()), v.version));
-        services.chain(endpoints).chain(policies).collect()
+        let http_routes = self
+            .http_routes
+            .iter()
+            .map(|(n, v)| ((Kind::HttpRoute, n.to_string()), v.version));
+        let grpc_routes = self
+            .grpc_routes
+            .iter()
+            .map(|(n, v)| ((Kind::GrpcRoute, n.to_string()), v.version));
+        services
+            .chain(endpoints)
+            .chain(policies)
+            .chain(http_routes)
+            .chain(grpc_routes)
+            .collect()
     }
 
     /// The service a host name (an HTTP Host or :authority, possibly with a port) names.

@@ -117,6 +117,25 @@ spec:
     }
 
     #[test]
+    fn routes_in_the_file_are_compiled_for_their_service() {
+        // The route comes first in the file; kinds are applied in their order.
+        let text = format!(
+            "kind: HTTPRoute
+metadata: {{name: canary, namespace: shop}}
+spec:
+  parentRefs: [{{name: web}}]
+  rules: [{{matches: [{{headers: [{{name: x-canary, value: '1'}}]}}]}}]
+---
+{MESH}"
+        );
+        let documents = document::parse(&text).expect("parse");
+        let snapshot = resources(&documents).expect("valid").snapshot();
+        let name = weft_proto::model::ResourceName::new("shop", "web").expect("name");
+        let routes = snapshot.routes_of(&name).expect("compiled");
+        assert!(routes.for_caller(80, "shop").is_some());
+    }
+
+    #[test]
     fn an_unsupported_policy_fails_instead_of_serving_part_of_the_mesh() {
         let text = MESH.replace("round_robin", "maglev");
         let documents = document::parse(&text).expect("parse");

@@ -138,6 +138,16 @@ fn failed(args: &[&str], output: Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The cells of a table's first row (after the header).
+fn first_row(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split_whitespace()
+        .collect()
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write file");
@@ -161,12 +171,7 @@ fn apply_get_round_trip_reject_and_delete() {
 
     // Table.
     let table = ctl.ok(&["get", "services"]);
-    let row: Vec<&str> = table
-        .lines()
-        .nth(1)
-        .expect("a row")
-        .split_whitespace()
-        .collect();
+    let row = first_row(&table);
     assert_eq!(
         row,
         [
@@ -263,6 +268,105 @@ fn apply_get_round_trip_reject_and_delete() {
     let json: serde_json::Value =
         serde_json::from_str(&ctl.ok(&["status", "-o", "json"])).expect("json");
     assert_eq!(json, serde_json::json!([]));
+}
+
+const ROUTES: &str = "kind: HTTPRoute
+metadata: {name: split, namespace: shop}
+spec:
+  parentRefs: [{group: core, kind: Service, name: orders, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}, headers: [{name: x-canary, value: '1'}]}]
+    filters: [{type: weft.io/Fault, fault: {abort: {httpStatus: 503, percent: 5}}}]
+    backendRefs: [{name: orders, weight: 90}, {name: orders, port: 9090, weight: 10}]
+    timeouts: {request: 90s}
+---
+kind: GRPCRoute
+metadata: {name: rpc, namespace: shop}
+spec:
+  parentRefs: [{name: orders, port: 9090}]
+  rules:
+  - matches: [{method: {service: shop.Orders, method: Get}}]
+    retry: {codes: [UNAVAILABLE], attempts: 1}
+";
+
+#[test]
+fn routes_apply_print_reapply_unchanged_and_refuse_missing_services() {
+    let scratch = Scratch::new();
+    let (_control_plane, ctl) = control_plane(&scratch);
+    let mesh = write(&scratch.0, "mesh.yaml", &format!("{MESH}---\n{ROUTES}"));
+    assert_eq!(
+        ctl.ok(&["apply", "-f", &mesh]),
+        "service/shop/orders created\nendpoints/shop/orders created\n\
+         httproute/shop/split created\ngrpcroute/shop/rpc created\n"
+    );
+
+    let table = ctl.ok(&["get", "httproutes"]);
+    let row = first_row(&table);
+    // NAMESPACE NAME VERSION PARENTS (no HOSTNAMES) RULES BACKENDS
+    assert_eq!(
+        [row[0], row[1], row[3], row[4], row[5]],
+        ["shop", "split", "orders:80", "<none>", "1"],
+        "{table}"
+    );
+    assert!(table.contains("orders (90),orders (10)"), "{table}");
+    assert!(ctl
+        .ok(&["get", "grpcroute", "shop/rpc"])
+        .contains("orders:9090"));
+
+    // What get prints (canonical, with the creation time) applies unchanged.
+    for kind in ["httproutes", "grpcroutes"] {
+        let yaml = ctl.ok(&["get", kind, "-o", "yaml"]);
+        assert!(yaml.contains("creationTimestamp:"), "{yaml}");
+        let args = ["apply", "-f", "-"];
+        let out = succeeded(&args, ctl.with_stdin(&args, &yaml));
+        assert!(out.ends_with("unchanged\n"), "{out}");
+    }
+    let yaml = ctl.ok(&["get", "httproute", "shop/split", "-o", "yaml"]);
+    assert!(
+        yaml.contains("request: 1m30s"),
+        "canonical duration: {yaml}"
+    );
+
+    for (bad, expected) in [
+        (
+            ROUTES.replace("name: orders, port: 80", "name: ghost"),
+            "HTTPRoute shop/split: spec.parentRefs[0]: service shop/ghost does not exist",
+        ),
+        (
+            ROUTES.replace(
+                "type: PathPrefix, value: /api",
+                "type: RegularExpression, value: '/api('",
+            ),
+            "spec.rules[0].matches[0].path.value",
+        ),
+        (
+            ROUTES.replace(
+                "name: orders, port: 9090}]\n  rules",
+                "name: orders, port: 80}]\n  rules",
+            ),
+            "GRPCRoute shop/rpc: spec.parentRefs[0].port: port 80 of service shop/orders is http1",
+        ),
+        (
+            ROUTES.replace(
+                "parentRefs: [{group: core,",
+                "parentRefs: [{sectionName: http, group: core,",
+            ),
+            "unknown field `sectionName`",
+        ),
+    ] {
+        let file = write(&scratch.0, "bad.yaml", &bad);
+        let stderr = ctl.fails(&["apply", "-f", &file]);
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr:?}"
+        );
+    }
+
+    assert_eq!(
+        ctl.ok(&["delete", "httproute", "shop/split"]),
+        "httproute/shop/split deleted\n"
+    );
+    assert!(ctl.ok(&["get", "grpcroutes"]).contains("rpc"));
 }
 
 /// A proxy scripted over the Discovery API rejects the service it is pushed; status

@@ -46,7 +46,8 @@ enum Command {
     },
     /// List resources of a kind, or show one.
     Get {
-        /// service (services, svc) or endpoints (ep).
+        /// service (services, svc), endpoints (ep), trustbundle (tb),
+        /// authorizationpolicy (authz), httproute or grpcroute.
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         /// `name` (in namespace default) or `namespace/name`.
@@ -56,7 +57,8 @@ enum Command {
     },
     /// Delete one resource.
     Delete {
-        /// service (services, svc) or endpoints (ep).
+        /// service (services, svc), endpoints (ep), authorizationpolicy (authz),
+        /// httproute or grpcroute.
         #[arg(value_parser = parse_kind)]
         kind: Kind,
         /// `name` (in namespace default) or `namespace/name`.
@@ -167,7 +169,7 @@ enum CaCommand {
 
 fn parse_kind(text: &str) -> Result<Kind, String> {
     Kind::parse(text).ok_or_else(|| {
-        format!("unknown kind {text:?} (expected service (svc), endpoints (ep), trustbundle (tb) or authorizationpolicy (authz))")
+        format!("unknown kind {text:?} (expected service (svc), endpoints (ep), trustbundle (tb), authorizationpolicy (authz), httproute or grpcroute)")
     })
 }
 
@@ -290,6 +292,8 @@ async fn run(args: Args) -> Result<(), CliError> {
                     Kind::Endpoints => "endpoints",
                     Kind::TrustBundle => "trust bundles",
                     Kind::AuthorizationPolicy => "authorization policies",
+                    Kind::HttpRoute => "HTTP routes",
+                    Kind::GrpcRoute => "gRPC routes",
                 };
                 eprintln!("No {plural} found.");
                 return Ok(());

@@ -4,8 +4,8 @@
 use weft_proto::resource::Kind;
 
 use super::document::{
-    self, AuthorizationPolicyDocument, Document, EndpointsDocument, ServiceDocument,
-    TrustBundleDocument,
+    self, AuthorizationPolicyDocument, BackendRefSpec, Document, EndpointsDocument,
+    ServiceDocument, ServiceRefSpec, TrustBundleDocument,
 };
 use super::table::Table;
 use super::Format;
@@ -63,6 +63,15 @@ pub fn table(kind: Kind, documents: &[Document]) -> Table {
             "ALLOW",
             "DEFAULT",
         ]),
+        Kind::HttpRoute | Kind::GrpcRoute => Table::new([
+            "NAMESPACE",
+            "NAME",
+            "VERSION",
+            "PARENTS",
+            "HOSTNAMES",
+            "RULES",
+            "BACKENDS",
+        ]),
     };
     for document in documents {
         match document {
@@ -70,6 +79,26 @@ pub fn table(kind: Kind, documents: &[Document]) -> Table {
             Document::Endpoints(endpoints) => table.row(endpoints_row(endpoints)),
             Document::TrustBundle(bundle) => table.row(trust_bundle_row(bundle)),
             Document::AuthorizationPolicy(policy) => table.row(policy_row(policy)),
+            Document::HttpRoute(r) => table.row(route_row(
+                &r.metadata,
+                &r.spec.parent_refs,
+                &r.spec.hostnames,
+                r.spec
+                    .rules
+                    .iter()
+                    .map(|r| r.backend_refs.as_slice())
+                    .collect(),
+            )),
+            Document::GrpcRoute(r) => table.row(route_row(
+                &r.metadata,
+                &r.spec.parent_refs,
+                &r.spec.hostnames,
+                r.spec
+                    .rules
+                    .iter()
+                    .map(|r| r.backend_refs.as_slice())
+                    .collect(),
+            )),
         };
     }
     table
@@ -181,6 +210,50 @@ fn policy_row(policy: &AuthorizationPolicyDocument) -> Vec<String> {
     row
 }
 
+/// A route's parents as `service:port` (`namespace/service` when elsewhere) and
+/// its backends, each once, with their weight when it is not 1.
+fn route_row(
+    metadata: &document::Metadata,
+    parents: &[ServiceRefSpec],
+    hostnames: &[String],
+    rules: Vec<&[BackendRefSpec]>,
+) -> Vec<String> {
+    let service = |namespace: &str, name: &str| match namespace {
+        "" => name.to_owned(),
+        namespace if namespace == metadata.namespace => name.to_owned(),
+        namespace => format!("{namespace}/{name}"),
+    };
+    let parents = parents
+        .iter()
+        .map(|p| match p.port {
+            0 => service(&p.namespace, &p.name),
+            port => format!("{}:{port}", service(&p.namespace, &p.name)),
+        })
+        .collect();
+    let mut shown: Vec<String> = Vec::new();
+    for backend in rules.iter().copied().flatten() {
+        let text = match backend.weight {
+            None | Some(1) => service(&backend.namespace, &backend.name),
+            Some(weight) => format!("{} ({weight})", service(&backend.namespace, &backend.name)),
+        };
+        if !shown.contains(&text) {
+            shown.push(text);
+        }
+    }
+    let mut row = common(metadata).to_vec();
+    row.extend([
+        or_none(parents),
+        or_none(hostnames.to_vec()),
+        rules.len().to_string(),
+        if shown.is_empty() {
+            "<parent>".to_owned()
+        } else {
+            shown.join(",")
+        },
+    ]);
+    row
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +287,8 @@ spec:
                 Document::Endpoints(d) => d.metadata.version = Some(i as u64 + 1),
                 Document::TrustBundle(d) => d.metadata.version = Some(i as u64 + 1),
                 Document::AuthorizationPolicy(d) => d.metadata.version = Some(i as u64 + 1),
+                Document::HttpRoute(d) => d.metadata.version = Some(i as u64 + 1),
+                Document::GrpcRoute(d) => d.metadata.version = Some(i as u64 + 1),
             }
         }
         documents
@@ -249,6 +324,34 @@ spec:
                 "5",
                 "10.0.0.1:8080,10.0.0.2:8080 (unhealthy),[fd00::3]:8080,10.0.0.4:8080,+2 more"
             ]
+        );
+    }
+
+    #[test]
+    fn routes_table_lists_parents_rules_and_weighted_backends() {
+        let documents = document::parse(
+            "kind: HTTPRoute
+metadata: {name: split, namespace: shop, version: 4}
+spec:
+  parentRefs: [{name: orders, port: 80}, {name: users, namespace: accounts}]
+  rules:
+  - backendRefs: [{name: orders-v1, weight: 90}, {name: orders-v2, weight: 10}]
+  - backendRefs: [{name: orders-v1, weight: 90}, {name: shadow, namespace: test}]
+---
+kind: GRPCRoute
+metadata: {name: refunds, namespace: shop, version: 5}
+spec:
+  parentRefs: [{name: payments}]
+  hostnames: [payments.shop]
+  rules: [{}]
+",
+        )
+        .expect("parse");
+        assert_eq!(
+            table(Kind::HttpRoute, &documents).render(),
+            "NAMESPACE   NAME      VERSION   PARENTS                    HOSTNAMES       RULES   BACKENDS\n\
+             shop        split     4         orders:80,accounts/users   <none>          2       orders-v1 (90),orders-v2 (10),test/shadow\n\
+             shop        refunds   5         payments                   payments.shop   1       <parent>\n"
         );
     }
 

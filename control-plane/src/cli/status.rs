@@ -163,6 +163,8 @@ fn kind_header(kind: Kind) -> &'static str {
         Kind::Endpoints => "ENDPOINTS",
         Kind::TrustBundle => "BUNDLE",
         Kind::AuthorizationPolicy => "AUTHZ",
+        Kind::HttpRoute => "HTTPROUTES",
+        Kind::GrpcRoute => "GRPCROUTES",
     }
 }
 
@@ -289,6 +291,8 @@ mod tests {
                 "ENDPOINTS",
                 "BUNDLE",
                 "AUTHZ",
+                "HTTPROUTES",
+                "GRPCROUTES",
                 "PENDING",
                 "AGE"
             ]
@@ -305,6 +309,8 @@ mod tests {
                 "4/4",
                 "-",
                 "-",
+                "-",
+                "-",
                 "1",
                 "3m12s"
             ]
@@ -318,6 +324,8 @@ mod tests {
                 "SYNCED",
                 "0.0.9",
                 "(outdated)",
+                "-",
+                "-",
                 "-",
                 "-",
                 "-",

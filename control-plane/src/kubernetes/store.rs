@@ -316,6 +316,12 @@ impl Store for KubeStore {
                     write.name
                 )))
                 }
+                Kind::HttpRoute | Kind::GrpcRoute => {
+                    return Err(StoreError::Unsupported(format!(
+                        "{} {}: Kubernetes mode does not read routes yet (they will be the Gateway API's own objects, applied with kubectl)",
+                        write.kind, write.name
+                    )))
+                }
             };
             outcomes.push(outcome);
         }

@@ -18,14 +18,26 @@ use crate::resource::{to_any, Kind};
 use crate::v1;
 use serde::{Deserialize, Serialize};
 
+mod filter;
 mod policy;
 mod resilience;
+mod route;
 #[cfg(test)]
 mod tests;
 
+pub use filter::{
+    FaultAbortSpec, FaultDelaySpec, FaultSpec, FilterSpec, GrpcRetrySpec, HeaderModifierSpec,
+    HeaderSpec, HttpRetrySpec, LocalRateLimitSpec, PathModifierSpec, RequestMirrorSpec,
+    RequestRedirectSpec, RouteTimeoutsSpec, UrlRewriteSpec,
+};
 pub use policy::ServicePolicySpec;
 pub use resilience::{
     CircuitBreakersSpec, LocalityPolicySpec, OutlierDetectionSpec, RetriesSpec, TimeoutsSpec,
+};
+pub use route::{
+    rfc3339, BackendRefSpec, GrpcMatchSpec, GrpcMethodSpec, GrpcRouteDocument, GrpcRouteSpec,
+    GrpcRuleSpec, HttpMatchSpec, HttpRouteDocument, HttpRouteSpec, HttpRuleSpec, PathMatchSpec,
+    ServiceRefSpec, ValueMatchSpec,
 };
 
 /// The namespace of a document whose metadata names none.
@@ -51,6 +63,8 @@ pub enum Document {
     Endpoints(EndpointsDocument),
     TrustBundle(TrustBundleDocument),
     AuthorizationPolicy(AuthorizationPolicyDocument),
+    HttpRoute(HttpRouteDocument),
+    GrpcRoute(GrpcRouteDocument),
 }
 
 /// Which callers may reach a service:
@@ -113,6 +127,7 @@ impl AuthorizationPolicyDocument {
                 name: message.name.clone(),
                 namespace: message.namespace.clone(),
                 version,
+                creation_timestamp: None,
             },
             spec: AuthorizationPolicySpec {
                 service: message.service.clone(),
@@ -161,6 +176,7 @@ impl TrustBundleDocument {
                 name: message.name.clone(),
                 namespace: message.namespace.clone(),
                 version,
+                creation_timestamp: None,
             },
             spec: TrustBundleSpec {
                 trust_domain: message.trust_domain.clone(),
@@ -196,6 +212,14 @@ pub struct Metadata {
     /// accepts it so that `get -o yaml` output can be applied as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// When a route was first applied (RFC 3339), printed by `get`; ignored by
+    /// `apply`, as `version` is: the control plane keeps the first one.
+    #[serde(
+        default,
+        rename = "creationTimestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub creation_timestamp: Option<String>,
 }
 
 fn default_namespace() -> String {
@@ -420,6 +444,12 @@ pub fn parse(text: &str) -> Result<Vec<Document>, ParseError> {
             Some(Kind::AuthorizationPolicy) => documents.push(Document::AuthorizationPolicy(
                 AuthorizationPolicyDocument::deserialize(document).map_err(error)?,
             )),
+            Some(Kind::HttpRoute) => documents.push(Document::HttpRoute(
+                HttpRouteDocument::deserialize(document).map_err(error)?,
+            )),
+            Some(Kind::GrpcRoute) => documents.push(Document::GrpcRoute(
+                GrpcRouteDocument::deserialize(document).map_err(error)?,
+            )),
         }
     }
     if documents.is_empty() {
@@ -451,6 +481,8 @@ impl Document {
             Document::Endpoints(_) => Kind::Endpoints,
             Document::TrustBundle(_) => Kind::TrustBundle,
             Document::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Document::HttpRoute(_) => Kind::HttpRoute,
+            Document::GrpcRoute(_) => Kind::GrpcRoute,
         }
     }
 
@@ -460,6 +492,8 @@ impl Document {
             Document::Endpoints(d) => &d.metadata,
             Document::TrustBundle(d) => &d.metadata,
             Document::AuthorizationPolicy(d) => &d.metadata,
+            Document::HttpRoute(d) => &d.metadata,
+            Document::GrpcRoute(d) => &d.metadata,
         }
     }
 
@@ -476,6 +510,8 @@ impl Document {
             Document::Endpoints(d) => to_any(Kind::Endpoints, &d.to_proto()),
             Document::TrustBundle(d) => to_any(Kind::TrustBundle, &d.to_proto()),
             Document::AuthorizationPolicy(d) => to_any(Kind::AuthorizationPolicy, &d.to_proto()),
+            Document::HttpRoute(d) => to_any(Kind::HttpRoute, &d.to_proto()),
+            Document::GrpcRoute(d) => to_any(Kind::GrpcRoute, &d.to_proto()),
         };
         v1::Resource {
             name: self.name(),
@@ -519,6 +555,14 @@ impl Document {
                 Document::AuthorizationPolicy(AuthorizationPolicyDocument::from_proto(
                     &message, version,
                 ))
+            }
+            Kind::HttpRoute => {
+                let message = v1::HttpRoute::decode(any.value.as_slice()).map_err(malformed)?;
+                Document::HttpRoute(HttpRouteDocument::from_proto(&message, version))
+            }
+            Kind::GrpcRoute => {
+                let message = v1::GrpcRoute::decode(any.value.as_slice()).map_err(malformed)?;
+                Document::GrpcRoute(GrpcRouteDocument::from_proto(&message, version))
             }
         })
     }
@@ -570,6 +614,7 @@ impl ServiceDocument {
                 name: message.name.clone(),
                 namespace: message.namespace.clone(),
                 version,
+                creation_timestamp: None,
             },
             spec,
         }
@@ -653,6 +698,7 @@ impl EndpointsDocument {
                 name: message.name.clone(),
                 namespace: message.namespace.clone(),
                 version,
+                creation_timestamp: None,
             },
             spec: EndpointsSpec {
                 endpoints: message

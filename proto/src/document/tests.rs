@@ -424,3 +424,139 @@ spec:
     );
     assert!(message.contains("allowed"), "{message}");
 }
+
+const ROUTES: &str = r#"
+kind: HTTPRoute
+metadata: {name: orders-split, namespace: shop}
+spec:
+  parentRefs: [{group: core, kind: Service, name: orders, port: 80}]
+  hostnames: [orders.shop]
+  rules:
+  - name: canary
+    matches:
+    - path: {type: PathPrefix, value: /api}
+      headers: [{name: x-canary, value: "1"}]
+      queryParams: [{type: RegularExpression, name: v, value: "[0-9]+"}]
+      method: GET
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-route, value: canary}], remove: [x-debug]}
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow}, percent: 5}
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}
+    - type: weft.io/Fault
+      fault: {delay: {fixedDelay: 50ms, percent: 10}, abort: {httpStatus: 503}}
+    - type: weft.io/LocalRateLimit
+      localRateLimit: {requestsPerUnit: 10, unit: second}
+    backendRefs:
+    - {name: orders-v1, weight: 90}
+    - {name: orders-v2, port: 8080, weight: 10}
+    timeouts: {request: 90s, backendRequest: 500ms}
+    retry: {codes: [503], attempts: 2, backoff: 25ms}
+  - backendRefs: [{name: orders-v1}]
+---
+kind: GRPCRoute
+metadata: {name: payments, namespace: shop}
+spec:
+  parentRefs: [{name: payments}]
+  rules:
+  - matches:
+    - method: {service: shop.Payments, method: Refund}
+      headers: [{name: x-tenant, value: a}]
+    filters:
+    - type: weft.io/Fault
+      fault: {abort: {grpcStatus: UNAVAILABLE, percent: 1}}
+    backendRefs: [{name: payments-v2}]
+    retry: {codes: [UNAVAILABLE], attempts: 1}
+  - {}
+"#;
+
+#[test]
+fn routes_map_to_their_messages_and_back() {
+    let documents = parse(ROUTES).expect("parse");
+    let Document::HttpRoute(route) = &documents[0] else {
+        panic!("not an HTTPRoute: {:?}", documents[0]);
+    };
+    let message = route.to_proto();
+    assert_eq!(message.parent_refs[0].group, "core");
+    assert_eq!(message.parent_refs[0].port, 80);
+    let rule = &message.rules[0];
+    assert_eq!(rule.matches[0].query_params[0].r#type, "RegularExpression");
+    assert_eq!(rule.filters[3].r#type, "weft.io/Fault");
+    assert_eq!(rule.backend_refs[1].weight, Some(10));
+    assert_eq!(rule.backend_refs[1].port, 8080);
+    assert_eq!(message.rules[1].backend_refs[0].weight, None);
+    assert_eq!(HttpRouteDocument::from_proto(&message, None), *route);
+    let Document::GrpcRoute(grpc) = &documents[1] else {
+        panic!("not a GRPCRoute");
+    };
+    assert_eq!(GrpcRouteDocument::from_proto(&grpc.to_proto(), None), *grpc);
+}
+
+#[test]
+fn stored_routes_print_in_canonical_form_and_apply_unchanged() {
+    // What the control plane stores is the validated route re-encoded; printing it
+    // and applying the print must give the same bytes (`get -o yaml | apply` is
+    // `unchanged`).
+    for document in parse(ROUTES).expect("parse") {
+        let body = crate::resource::decode_resource(&document.to_resource()).expect("valid");
+        let mut stored = v1::Resource {
+            name: document.name(),
+            version: 3,
+            body: Some(body.to_any()),
+        };
+        if let Some(any) = stored.body.as_mut() {
+            // As the control plane stamps a new route.
+            match document.kind() {
+                Kind::HttpRoute => {
+                    let mut m = <v1::HttpRoute as prost::Message>::decode(any.value.as_slice())
+                        .expect("decode");
+                    m.creation_timestamp_ms = 1_700_000_000_000;
+                    any.value = prost::Message::encode_to_vec(&m);
+                }
+                _ => {
+                    let mut m = <v1::GrpcRoute as prost::Message>::decode(any.value.as_slice())
+                        .expect("decode");
+                    m.creation_timestamp_ms = 1_700_000_000_000;
+                    any.value = prost::Message::encode_to_vec(&m);
+                }
+            }
+        }
+        let printed = Document::from_resource(&stored).expect("document");
+        assert_eq!(
+            printed.metadata().creation_timestamp.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+        let yaml = to_yaml(std::slice::from_ref(&printed)).expect("yaml");
+        let reapplied = parse(&yaml).expect("the print parses").remove(0);
+        let again = crate::resource::decode_resource(&reapplied.to_resource()).expect("valid");
+        assert_eq!(again.encode(), body.encode(), "{yaml}");
+    }
+    // The canonical form: durations as the GEP prints them, defaults left out.
+    let body = crate::resource::decode_resource(&parse(ROUTES).expect("parse")[0].to_resource())
+        .expect("valid");
+    let printed = Document::from_resource(&v1::Resource {
+        name: "shop/orders-split".into(),
+        version: 1,
+        body: Some(body.to_any()),
+    })
+    .expect("document");
+    let yaml = to_yaml(&[printed]).expect("yaml");
+    assert!(yaml.contains("request: 1m30s"), "{yaml}");
+    assert!(!yaml.contains("group"), "{yaml}");
+}
+
+#[test]
+fn route_documents_refuse_unknown_fields_by_name() {
+    let (_, message) = parse_error(
+        "kind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: o}]\n  rules:\n  - matches: [{path: {value: /}, hostname: x}]\n",
+    );
+    assert!(
+        message.contains("hostname") && message.contains("spec.rules[0].matches[0]"),
+        "{message}"
+    );
+    let (_, message) =
+        parse_error("kind: GRPCRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: o}]\n  rules: [{matches: [{method: {service: a, verb: b}}]}]\n");
+    assert!(message.contains("verb"), "{message}");
+}

@@ -12,6 +12,7 @@ mod health_check;
 mod identity;
 mod name;
 mod resilience;
+pub mod route;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -26,4 +27,5 @@ pub use name::{validate_label, ResourceName};
 pub use resilience::{
     CircuitBreakers, LocalityPolicy, OutlierDetection, Resilience, Retries, RetryOn, Timeouts,
 };
+pub use route::{GrpcRoute, HttpRoute};
 pub use service::{MtlsMode, PolicyName, Protocol, Service, ServicePort};

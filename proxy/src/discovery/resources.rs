@@ -7,11 +7,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use weft_proto::model::{ResourceName, TrustBundle, TRUST_BUNDLE_NAME, TRUST_BUNDLE_NAMESPACE};
+use weft_proto::model::{
+    GrpcRoute, HttpRoute, ResourceName, TrustBundle, TRUST_BUNDLE_NAME, TRUST_BUNDLE_NAMESPACE,
+};
 use weft_proto::resource::{self, Body, Kind};
 use weft_proto::v1;
 
-use crate::snapshot::{EndpointsView, Policy, PolicyView, ServiceView, Snapshot};
+use crate::snapshot::{
+    EndpointsView, Policy, PolicyView, RouteView, Routes, ServiceView, Snapshot,
+};
 
 #[derive(Debug, Default, Clone)]
 pub struct Resources {
@@ -23,6 +27,10 @@ pub struct Resources {
     /// directory keeps, so a restarted proxy validates it again like a push.
     accepted: BTreeMap<(Kind, String), v1::Resource>,
     policies: BTreeMap<ResourceName, Arc<PolicyView>>,
+    /// HTTPRoutes and GRPCRoutes, and their tables per service: recompiled when a
+    /// service or a route changes, not on every push (endpoints change far more
+    /// often).
+    routes: Routes,
 }
 
 /// A trust bundle as accepted from the control plane.
@@ -66,6 +74,16 @@ impl Resources {
                     self.policies
                         .insert(view.policy.name.clone(), Arc::new(view));
                 }
+                Ok(Accepted::HttpRoute(view)) => {
+                    self.routes
+                        .http
+                        .insert(view.route.name.clone(), Arc::new(view));
+                }
+                Ok(Accepted::GrpcRoute(view)) => {
+                    self.routes
+                        .grpc
+                        .insert(view.route.name.clone(), Arc::new(view));
+                }
                 Err(message) => {
                     tracing::warn!(name = %resource.name, version = resource.version, %message, "rejected a resource; keeping the last good one");
                     errors.push(reject(resource, message));
@@ -82,7 +100,12 @@ impl Resources {
                 Kind::Endpoints => self.endpoints.remove(&name).map(|_| ()),
                 Kind::TrustBundle => self.trust_bundles.remove(&name).map(|_| ()),
                 Kind::AuthorizationPolicy => self.policies.remove(&name).map(|_| ()),
+                Kind::HttpRoute => self.routes.http.remove(&name).map(|_| ()),
+                Kind::GrpcRoute => self.routes.grpc.remove(&name).map(|_| ()),
             };
+        }
+        if matches!(kind, Kind::Service | Kind::HttpRoute | Kind::GrpcRoute) {
+            self.routes.compile(&self.services);
         }
         errors
     }
@@ -98,7 +121,9 @@ impl Resources {
             .iter()
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        Snapshot::new(services, endpoints).with_policies(self.policies.clone())
+        Snapshot::new(services, endpoints)
+            .with_policies(self.policies.clone())
+            .with_routes(self.routes.clone())
     }
 
     /// Every accepted resource, grouped as one push per type: the state directory's
@@ -143,10 +168,22 @@ impl Resources {
             name: n.to_string(),
             version: v.version,
         });
+        let http_routes = self.routes.http.iter().map(|(n, v)| v1::ResourceVersion {
+            type_url: Kind::HttpRoute.type_url().to_owned(),
+            name: n.to_string(),
+            version: v.version,
+        });
+        let grpc_routes = self.routes.grpc.iter().map(|(n, v)| v1::ResourceVersion {
+            type_url: Kind::GrpcRoute.type_url().to_owned(),
+            name: n.to_string(),
+            version: v.version,
+        });
         services
             .chain(endpoints)
             .chain(bundles)
             .chain(policies)
+            .chain(http_routes)
+            .chain(grpc_routes)
             .collect()
     }
 
@@ -165,6 +202,8 @@ impl Resources {
             Kind::Endpoints => self.endpoints.len(),
             Kind::TrustBundle => self.trust_bundles.len(),
             Kind::AuthorizationPolicy => self.policies.len(),
+            Kind::HttpRoute => self.routes.http.len(),
+            Kind::GrpcRoute => self.routes.grpc.len(),
         }
     }
 
@@ -174,6 +213,8 @@ impl Resources {
             Kind::Endpoints => self.endpoints.values().map(|v| v.version).max(),
             Kind::TrustBundle => self.trust_bundles.values().map(|v| v.version).max(),
             Kind::AuthorizationPolicy => self.policies.values().map(|v| v.version).max(),
+            Kind::HttpRoute => self.routes.http.values().map(|v| v.version).max(),
+            Kind::GrpcRoute => self.routes.grpc.values().map(|v| v.version).max(),
         }
         .unwrap_or(0)
     }
@@ -184,6 +225,8 @@ enum Accepted {
     Endpoints(EndpointsView),
     TrustBundle(TrustBundleView),
     AuthorizationPolicy(PolicyView),
+    HttpRoute(RouteView<HttpRoute>),
+    GrpcRoute(RouteView<GrpcRoute>),
 }
 
 fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
@@ -216,6 +259,14 @@ fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
         })),
         Body::AuthorizationPolicy(policy) => Ok(Accepted::AuthorizationPolicy(PolicyView {
             policy,
+            version: resource.version,
+        })),
+        Body::HttpRoute(route) => Ok(Accepted::HttpRoute(RouteView {
+            route: Arc::new(route),
+            version: resource.version,
+        })),
+        Body::GrpcRoute(route) => Ok(Accepted::GrpcRoute(RouteView {
+            route: Arc::new(route),
             version: resource.version,
         })),
     }
@@ -320,5 +371,90 @@ mod tests {
         mistyped.type_url = Kind::Endpoints.type_url().into();
         assert_eq!(held.apply(&mistyped).len(), 1);
         assert_eq!(held.count(Kind::Service), 0);
+    }
+
+    fn route_push(kind: Kind, yaml: &str, removed: &[&str]) -> v1::DiscoveryResponse {
+        let documents = match yaml {
+            "" => Vec::new(),
+            yaml => weft_proto::document::parse(yaml).expect("parse"),
+        };
+        let resources = documents
+            .iter()
+            .map(|d| v1::Resource {
+                version: 5,
+                ..d.to_resource()
+            })
+            .collect();
+        v1::DiscoveryResponse {
+            type_url: kind.type_url().into(),
+            ..push(resources, removed)
+        }
+    }
+
+    #[test]
+    fn routes_compile_per_service_whichever_arrives_first() {
+        let mut held = Resources::default();
+        let route = "kind: HTTPRoute
+metadata: {name: split, namespace: shop}
+spec:
+  parentRefs: [{name: orders}]
+  rules: [{backendRefs: [{name: orders, weight: 9}, {name: users, weight: 1}]}]
+";
+        assert!(held
+            .apply(&route_push(Kind::HttpRoute, route, &[]))
+            .is_empty());
+        let orders = ResourceName::parse("shop/orders").expect("name");
+        // The parent service is not known yet: nothing to compile against.
+        assert!(held.snapshot().routes_of(&orders).is_none());
+        assert_eq!(held.count(Kind::HttpRoute), 1);
+
+        held.apply(&push(vec![service("orders", "", 1)], &[]));
+        let snapshot = held.snapshot();
+        let routes = snapshot.routes_of(&orders).expect("compiled");
+        assert!(routes.for_caller(80, "shop").is_some());
+        assert!(snapshot
+            .routes_of(&ResourceName::parse("shop/users").expect("name"))
+            .is_none());
+        assert!(held
+            .known()
+            .iter()
+            .any(|k| k.type_url == Kind::HttpRoute.type_url()
+                && k.name == "shop/split"
+                && k.version == 5));
+
+        held.apply(&route_push(Kind::HttpRoute, "", &["shop/split"]));
+        assert!(held.snapshot().routes_of(&orders).is_none());
+        assert_eq!(held.count(Kind::HttpRoute), 0);
+    }
+
+    #[test]
+    fn an_invalid_route_is_nacked_and_the_last_good_one_kept() {
+        let mut held = Resources::default();
+        held.apply(&push(vec![service("orders", "", 1)], &[]));
+        let good = "kind: HTTPRoute
+metadata: {name: r, namespace: shop}
+spec:
+  parentRefs: [{name: orders}]
+  rules: [{matches: [{path: {value: /a}}]}]
+";
+        assert!(held
+            .apply(&route_push(Kind::HttpRoute, good, &[]))
+            .is_empty());
+        let bad = good.replace("{value: /a}", "{type: RegularExpression, value: '(a'}");
+        let errors = held.apply(&route_push(Kind::HttpRoute, &bad, &[]));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0]
+                .message
+                .contains("spec.rules[0].matches[0].path.value"),
+            "{}",
+            errors[0].message
+        );
+        let snapshot = held.snapshot();
+        let kept = &snapshot.http_routes[&ResourceName::parse("shop/r").expect("name")];
+        assert!(matches!(
+            kept.route.rules[0].matches[0].path,
+            weft_proto::model::route::PathMatch::PathPrefix(_)
+        ));
     }
 }
