@@ -12,6 +12,10 @@
 # off in every service, to measure what they cost when nothing fails.
 # BENCH_ADMIN_PORT, BENCH_OUTBOUND_PORT and BENCH_INBOUND_PORT move the listeners
 # the harness does not use (defaults 22090, 22001, 22006).
+# WEFT_BENCH_INBOUND=1 measures the inbound path instead on the HTTP port: the
+# proxy fronts a workload (service bench/app, its endpoint this port) and forwards
+# to the first upstream, as a server-side sidecar does (authorization, the local
+# service's protocol and metrics on every request); the other ports are unchanged.
 set -euo pipefail
 proxy=$1 http=$2 h2=$3 tcp=$4 l4=$5
 cfg=$BENCH_OUT/weft-mesh.yaml
@@ -44,15 +48,24 @@ DOC
   done
   printf -- '---\nkind: Endpoints\nmetadata: {name: iperf, namespace: bench}\nspec:\n  endpoints:\n'
   endpoints "$BENCH_IPERF"
+  if [[ ${WEFT_BENCH_INBOUND:-0} == 1 ]]; then
+    service app http1
+    printf -- '---\nkind: Endpoints\nmetadata: {name: app, namespace: bench}\nspec:\n  endpoints:\n'
+    echo "    - {address: 127.0.0.1, port: $http}"
+  fi
 } > "$cfg"
 
+listeners=(--inbound "127.0.0.1:${BENCH_INBOUND_PORT:-22006}" --upstream "bench/http=127.0.0.1:$http")
+if [[ ${WEFT_BENCH_INBOUND:-0} == 1 ]]; then
+  listeners=(--inbound "127.0.0.1:$http" --inbound-forward "${BENCH_UPSTREAMS%%,*}"
+             --service app --workload-address 127.0.0.1 --workload-port "http=$http")
+fi
 exec "$proxy" \
   --static-config "$cfg" \
   --workers "$BENCH_WORKERS" \
   --admin "127.0.0.1:${BENCH_ADMIN_PORT:-22090}" \
   --outbound "127.0.0.1:${BENCH_OUTBOUND_PORT:-22001}" \
-  --inbound "127.0.0.1:${BENCH_INBOUND_PORT:-22006}" \
-  --upstream "bench/http=127.0.0.1:$http" \
+  "${listeners[@]}" \
   --upstream "bench/h2=127.0.0.1:$h2" \
   --upstream "bench/iperf=127.0.0.1:$tcp" \
   --upstream "bench/l4=127.0.0.1:$l4" \
