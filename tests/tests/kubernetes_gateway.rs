@@ -5,6 +5,8 @@
 //! asks: Accepted (or not, naming the field), ResolvedRefs, its own controller name,
 //! and other controllers' entries left alone.
 
+use std::io::Write;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -144,6 +146,23 @@ fn held(kubelet: &Kubelet, client: &str, name: &str) -> Option<Value> {
         .cloned()
 }
 
+/// `weftctl apply -f -` of `document` against one control-plane replica, from the LAN.
+fn weftctl_apply(kubelet: &Kubelet, replica: &str, document: &str) -> Output {
+    let mut child = kubelet
+        .client_netns()
+        .command(weft_e2e::bin("weftctl"))
+        .args(["--control-plane", replica, "apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run weftctl");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(document.as_bytes()).expect("feed weftctl");
+    }
+    child.wait_with_output().expect("run weftctl")
+}
+
 #[test]
 fn gateway_api_routes_reach_the_proxies_and_get_a_status() {
     let cluster = Cluster::start();
@@ -243,6 +262,23 @@ fn gateway_api_routes_reach_the_proxies_and_get_a_status() {
     assert!(
         served["metadata"]["creationTimestamp"].is_string(),
         "the object's creation time orders ties: {served}"
+    );
+
+    // weftctl apply of a route is refused, pointing at kubectl: the objects are the
+    // Gateway API's.
+    let refused = weftctl_apply(
+        &kubelet,
+        &addresses[0],
+        "kind: HTTPRoute\nmetadata: {name: by-weftctl, namespace: shop}\nspec:\n  parentRefs: [{name: web}]\n  rules: [{backendRefs: [{name: web}]}]\n",
+    );
+    assert!(
+        !refused.status.success(),
+        "weftctl apply of a route should fail"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("the Gateway API's own objects") && stderr.contains("kubectl"),
+        "{stderr}"
     );
 
     // Another controller's entry in status.parents (the Gateway's) is left alone.
