@@ -13,7 +13,8 @@
 //! route's `status.parents` under the controller name [`CONTROLLER`]:
 //! - `Accepted`: True; False with reason `UnsupportedValue` and the field in the
 //!   message when the spec fails validation; False with `NoMatchingParent` when the
-//!   parent Service is not in the mesh.
+//!   parent Service is not in the mesh, or has no port (or not the one named) that
+//!   carries the route's protocol (the check `weftctl apply` makes).
 //! - `ResolvedRefs`: False with `BackendNotFound` when a backend (or mirror) names a
 //!   Service that is not in the mesh. The route is still served: as the Gateway API
 //!   says, the share of requests sent to that backend is answered 500.
@@ -35,12 +36,16 @@ use weft_proto::document::{
     GrpcRouteDocument, GrpcRouteSpec, HttpRouteDocument, HttpRouteSpec, Metadata,
 };
 use weft_proto::model::route::{Filter, Route, RouteRule};
-use weft_proto::model::{self, ResourceName};
+use weft_proto::model::{self, Protocol, ResourceName};
 use weft_proto::resource::{Body, Kind};
 use weft_proto::v1;
 
 use super::watch::{self as watching, resource_version};
+use crate::apply::routes::{carries, protocols};
 use crate::store::Record;
+
+/// The Services in the mesh (`namespace/name`) and their ports.
+pub type Served = BTreeMap<String, Vec<(u16, Protocol)>>;
 
 pub const GROUP: &str = "gateway.networking.k8s.io";
 pub const VERSION: &str = "v1";
@@ -89,15 +94,19 @@ impl RouteKind {
 /// A `parentRefs` entry that names a Service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeshParent {
+    /// Its index in the object's `spec.parentRefs`.
+    pub index: usize,
     /// The entry as the object has it: the status entry's `parentRef` repeats it.
     pub written: Value,
     /// `namespace/name`.
     pub service: String,
+    pub port: Option<u16>,
 }
 
 /// A route object read: its mesh parents, and the route they get or why none.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Translated {
+    pub kind: RouteKind,
     pub parents: Vec<MeshParent>,
     pub route: Result<Body, String>,
 }
@@ -114,8 +123,9 @@ pub fn translate(kind: RouteKind, object: &DynamicObject) -> Option<Translated> 
         .unwrap_or_default();
     let parents: Vec<MeshParent> = refs
         .into_iter()
-        .filter(is_service)
-        .map(|written| {
+        .enumerate()
+        .filter(|(_, written)| is_service(written))
+        .map(|(index, written)| {
             let of = |field: &str| written.get(field).and_then(Value::as_str).unwrap_or("");
             let service = format!(
                 "{}/{}",
@@ -124,7 +134,16 @@ pub fn translate(kind: RouteKind, object: &DynamicObject) -> Option<Translated> 
                     .unwrap_or(namespace),
                 of("name")
             );
-            MeshParent { written, service }
+            let port = written
+                .get("port")
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok());
+            MeshParent {
+                index,
+                written,
+                service,
+                port,
+            }
         })
         .collect();
     if parents.is_empty() {
@@ -146,9 +165,24 @@ pub fn translate(kind: RouteKind, object: &DynamicObject) -> Option<Translated> 
         version: None,
         creation_timestamp: None,
     };
+    // A parent's index in the model's errors counts the mesh's parents only; the
+    // message names the entry as the object numbers it.
+    let route = body(kind, metadata, spec, created).map_err(|message| {
+        let Some(rest) = message.strip_prefix("spec.parentRefs[") else {
+            return message;
+        };
+        let Some((index, tail)) = rest.split_once(']') else {
+            return message;
+        };
+        match index.parse::<usize>().ok().and_then(|i| parents.get(i)) {
+            Some(parent) => format!("spec.parentRefs[{}]{tail}", parent.index),
+            None => message,
+        }
+    });
     Some(Translated {
+        kind,
         parents,
-        route: body(kind, metadata, spec, created),
+        route,
     })
 }
 
@@ -198,7 +232,7 @@ fn body(kind: RouteKind, metadata: Metadata, spec: Value, created: u64) -> Resul
 
 /// The first backend or mirror of a valid route that names no served Service, as
 /// the message of `ResolvedRefs: False`.
-pub fn unresolved(body: &Body, served: &BTreeMap<String, Vec<u16>>) -> Option<String> {
+pub fn unresolved(body: &Body, served: &Served) -> Option<String> {
     match body {
         Body::HttpRoute(route) => unresolved_in(route, served),
         Body::GrpcRoute(route) => unresolved_in(route, served),
@@ -206,10 +240,7 @@ pub fn unresolved(body: &Body, served: &BTreeMap<String, Vec<u16>>) -> Option<St
     }
 }
 
-fn unresolved_in<R: RouteRule>(
-    route: &Route<R>,
-    served: &BTreeMap<String, Vec<u16>>,
-) -> Option<String> {
+fn unresolved_in<R: RouteRule>(route: &Route<R>, served: &Served) -> Option<String> {
     let check = |field: String, service: &ResourceName, port: Option<u16>| {
         let Some(ports) = served.get(&service.to_string()) else {
             return Some(format!(
@@ -217,7 +248,7 @@ fn unresolved_in<R: RouteRule>(
             ));
         };
         match port {
-            Some(port) if !ports.contains(&port) => Some(format!(
+            Some(port) if !ports.iter().any(|(p, _)| *p == port) => Some(format!(
                 "{field}.port: {port} is not a port of Service {service}"
             )),
             _ => None,
@@ -272,11 +303,7 @@ pub struct RouteVerdict {
 
 /// The verdicts of a translated route, given the Services served (`namespace/name`
 /// to ports).
-pub fn judge(
-    translated: &Translated,
-    served: &BTreeMap<String, Vec<u16>>,
-    generation: i64,
-) -> RouteVerdict {
+pub fn judge(translated: &Translated, served: &Served, generation: i64) -> RouteVerdict {
     let resolved = match &translated.route {
         Ok(body) => match unresolved(body, served) {
             Some(message) => Err(Refusal {
@@ -297,14 +324,12 @@ pub fn judge(
                     reason: UNSUPPORTED_VALUE,
                     message: message.clone(),
                 }),
-                Ok(_) if !served.contains_key(&parent.service) => Err(Refusal {
-                    reason: NO_MATCHING_PARENT,
-                    message: format!(
-                        "Service {} does not exist or is not in the mesh",
-                        parent.service
-                    ),
-                }),
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    attachable(translated.kind.weft(), parent, served).map_err(|message| Refusal {
+                        reason: NO_MATCHING_PARENT,
+                        message,
+                    })
+                }
             };
             ParentVerdict {
                 parent_ref: parent.written.clone(),
@@ -316,6 +341,45 @@ pub fn judge(
     RouteVerdict {
         generation,
         parents,
+    }
+}
+
+/// Whether a route of `kind` can attach to `parent`: the Service is in the mesh, and
+/// the port (or one of its ports, when none is named) carries the route's protocol,
+/// as `weftctl apply` checks.
+fn attachable(kind: Kind, parent: &MeshParent, served: &Served) -> Result<(), String> {
+    let field = format!("spec.parentRefs[{}]", parent.index);
+    let Some(ports) = served.get(&parent.service) else {
+        return Err(format!(
+            "{field}: Service {} does not exist or is not in the mesh",
+            parent.service
+        ));
+    };
+    let listed = || {
+        let all: Vec<String> = ports.iter().map(|(p, pr)| format!("{p}/{pr}")).collect();
+        all.join(", ")
+    };
+    match parent.port {
+        Some(port) => match ports.iter().find(|(p, _)| *p == port) {
+            None => Err(format!(
+                "{field}.port: {port} is not a port of Service {} (ports: {})",
+                parent.service,
+                listed()
+            )),
+            Some((_, protocol)) if !carries(kind, *protocol) => Err(format!(
+                "{field}.port: port {port} of Service {} is {protocol}; a {kind} needs {}",
+                parent.service,
+                protocols(kind)
+            )),
+            Some(_) => Ok(()),
+        },
+        None if !ports.iter().any(|(_, protocol)| carries(kind, *protocol)) => Err(format!(
+            "{field}: Service {} has no port a {kind} can steer ({}; it has {})",
+            parent.service,
+            protocols(kind),
+            listed()
+        )),
+        None => Ok(()),
     }
 }
 
@@ -391,14 +455,14 @@ impl Routes {
     /// The route records to serve, each judged against `services` (the weft Services
     /// being served).
     pub fn records(&self, services: &[&Record]) -> Vec<Record> {
-        let mut served: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+        let mut served = Served::new();
         for record in services {
-            if let Ok(service) = v1::Service::decode(record.body.as_slice()) {
-                let ports = service
-                    .ports
-                    .iter()
-                    .filter_map(|p| u16::try_from(p.port).ok())
-                    .collect();
+            let Ok(message) = v1::Service::decode(record.body.as_slice()) else {
+                continue;
+            };
+            // Served services passed this validation already.
+            if let Ok(service) = model::Service::try_from(&message) {
+                let ports = service.ports.iter().map(|p| (p.port, p.protocol)).collect();
                 served.insert(record.name.clone(), ports);
             }
         }

@@ -39,10 +39,10 @@ fn canary(parents: Vec<Value>) -> DynamicObject {
     )
 }
 
-fn served(names: &[&str]) -> BTreeMap<String, Vec<u16>> {
+fn served(names: &[&str]) -> Served {
     names
         .iter()
-        .map(|name| (format!("shop/{name}"), vec![80]))
+        .map(|name| (format!("shop/{name}"), vec![(80, Protocol::Http1)]))
         .collect()
 }
 
@@ -198,4 +198,50 @@ fn a_grpc_route_reads_the_same_way() {
         }
         other => panic!("expected an accepted GRPCRoute, got {other:?}"),
     }
+}
+
+#[test]
+fn a_parent_port_must_carry_the_route() {
+    let translated =
+        translate(RouteKind::Http, &canary(vec![service_parent("orders")])).expect("a mesh route");
+    let mut tcp = served(&["orders-v1", "orders-v2"]);
+    tcp.insert("shop/orders".to_owned(), vec![(80, Protocol::Tcp)]);
+    let refusal = judge(&translated, &tcp, 3).parents[0]
+        .accepted
+        .clone()
+        .expect_err("a tcp port");
+    assert_eq!(refusal.reason, NO_MATCHING_PARENT);
+    assert!(
+        refusal
+            .message
+            .starts_with("spec.parentRefs[0].port: port 80 of Service shop/orders is tcp"),
+        "{}",
+        refusal.message
+    );
+
+    let mut other_port = served(&["orders-v1", "orders-v2"]);
+    other_port.insert("shop/orders".to_owned(), vec![(8080, Protocol::Http1)]);
+    let refusal = judge(&translated, &other_port, 3).parents[0]
+        .accepted
+        .clone()
+        .expect_err("no port 80");
+    assert!(
+        refusal
+            .message
+            .starts_with("spec.parentRefs[0].port: 80 is not a port"),
+        "{}",
+        refusal.message
+    );
+}
+
+#[test]
+fn errors_number_parents_as_the_object_does() {
+    // The Service parent is the object's second; the model sees it first.
+    let route = canary(vec![
+        json!({"group": GROUP, "kind": "Gateway", "name": "edge"}),
+        json!({"group": "", "kind": "Service", "name": "Not_A_Name"}),
+    ]);
+    let translated = translate(RouteKind::Http, &route).expect("a mesh route");
+    let message = translated.route.expect_err("a bad name");
+    assert!(message.starts_with("spec.parentRefs[1]"), "{message}");
 }
