@@ -58,5 +58,8 @@ fi
 # about 6 minutes on 2 cores with nothing else running, 4.4 GB of Go caches), then cached.
 WEFT_K8S_BIN="$(tests/scripts/k8s-binaries.sh)"
 export WEFT_K8S_BIN
+# The Gateway API's standard CRDs (HTTPRoute, GRPCRoute), from its Go module, cached.
+WEFT_GATEWAY_API_CRDS="$(tests/scripts/gateway-api-crds.sh)"
+export WEFT_GATEWAY_API_CRDS
 
 cargo test --workspace

@@ -22,7 +22,7 @@ use weft_proto::v1;
 
 use crate::store::{Outcome, Store, StoreError, Write};
 
-mod routes;
+pub(crate) mod routes;
 
 pub struct Applier {
     store: Arc<dyn Store>,

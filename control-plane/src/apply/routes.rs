@@ -25,14 +25,14 @@ use super::ApplyError;
 use crate::store::{Store, StoreError};
 
 /// The protocols a route kind can steer.
-fn carries(kind: Kind, protocol: Protocol) -> bool {
+pub(crate) fn carries(kind: Kind, protocol: Protocol) -> bool {
     match kind {
         Kind::GrpcRoute => matches!(protocol, Protocol::Http2 | Protocol::Grpc),
         _ => matches!(protocol, Protocol::Http1 | Protocol::Http2 | Protocol::Grpc),
     }
 }
 
-fn protocols(kind: Kind) -> &'static str {
+pub(crate) fn protocols(kind: Kind) -> &'static str {
     match kind {
         Kind::GrpcRoute => "http2 or grpc",
         _ => "http1, http2 or grpc",

@@ -9,10 +9,14 @@
 //!   (pure).
 //! - [`watch`]: a reflector per kind that moves the store's revision.
 //! - [`store`]: the `Store` over those caches, and the CA Secret.
+//! - [`gateway`]: the Gateway API's HTTPRoute and GRPCRoute as mesh routes (GAMMA):
+//!   translation, verdicts per parent.
 //! - [`policy`]: the `weft.io` CRDs: validation, verdicts, and writes for `weftctl apply`.
 //! - [`lease`]: leadership for the duties done once.
-//! - [`status`]: the CRDs' `status.conditions`, written by the leader.
+//! - [`status`]: the CRDs' `status.conditions` and the routes' `status.parents`,
+//!   written by the leader.
 
+pub mod gateway;
 pub mod lease;
 pub mod policy;
 pub mod status;

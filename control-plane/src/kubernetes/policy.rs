@@ -98,14 +98,7 @@ pub struct Policies {
 impl Policies {
     pub fn start(client: Client, revision: watch::Sender<u64>) -> Policies {
         let cache = |crd: Crd, what: &'static str| {
-            let resource = crd.resource();
-            watching::start(
-                Api::<DynamicObject>::all_with(client.clone(), &resource),
-                resource,
-                revision.clone(),
-                what,
-                |object: &mut DynamicObject| object.metadata.managed_fields = None,
-            )
+            watching::start_dynamic(&client, crd.resource(), &revision, what)
         };
         Policies {
             service_policies: cache(Crd::ServicePolicy, "servicepolicies.weft.io"),

@@ -6,6 +6,9 @@
 //!   ([`super::translate`]).
 //! - Weft's own kinds are CRDs ([`super::policy`]): read the same way, validated with
 //!   the rules `weftctl apply` uses; `apply` and `delete` write the CRD objects.
+//! - Routes are the Gateway API's HTTPRoute and GRPCRoute ([`super::gateway`]), read
+//!   the same way; `weftctl apply` of a route is refused with a pointer to kubectl:
+//!   the objects are the Gateway API's, and other meshes' tools write them too.
 //! - Secrets: the CA lives in one Secret in the control plane's namespace. Creating it
 //!   is the API server's create, which fails for all but one of several replicas
 //!   starting at once: the others read what the winner wrote.
@@ -30,6 +33,7 @@ use tokio::sync::watch;
 use weft_proto::model;
 use weft_proto::resource::Kind;
 
+use super::gateway::Routes;
 use super::policy::{self, Policies};
 use super::translate::{self, Pods};
 use super::watch::{self as watching, resource_version};
@@ -57,6 +61,7 @@ pub struct KubeStore {
     slices: Cache<EndpointSlice>,
     pods: Cache<Pod>,
     policies: Policies,
+    routes: Routes,
     revision: watch::Sender<u64>,
     /// What the control plane publishes itself (the trust bundle), kept in memory:
     /// every replica derives it from the CA Secret.
@@ -94,6 +99,7 @@ impl KubeStore {
             slim_pod,
         );
         let policies = Policies::start(client.clone(), revision.clone());
+        let routes = Routes::start(client.clone(), revision.clone()).await;
         let store = Arc::new(KubeStore {
             client,
             settings,
@@ -101,6 +107,7 @@ impl KubeStore {
             slices,
             pods,
             policies,
+            routes,
             revision,
             published: Mutex::new(BTreeMap::new()),
             ca_version: AtomicU64::new(0),
@@ -115,7 +122,8 @@ impl KubeStore {
             self.services.wait_until_ready().await?;
             self.slices.wait_until_ready().await?;
             self.pods.wait_until_ready().await?;
-            self.policies.wait_until_ready().await
+            self.policies.wait_until_ready().await?;
+            self.routes.wait_until_ready().await
         };
         let mut all = std::pin::pin!(all);
         loop {
@@ -134,6 +142,10 @@ impl KubeStore {
 
     pub fn policies(&self) -> &Policies {
         &self.policies
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.routes
     }
 
     fn secrets(&self) -> Api<Secret> {
@@ -318,8 +330,8 @@ impl Store for KubeStore {
                 }
                 Kind::HttpRoute | Kind::GrpcRoute => {
                     return Err(StoreError::Unsupported(format!(
-                        "{} {}: Kubernetes mode does not read routes yet (they will be the Gateway API's own objects, applied with kubectl)",
-                        write.kind, write.name
+                        "{} {}: on Kubernetes routes are the Gateway API's own objects ({}/{}); apply them with kubectl, with parentRefs naming a Service (group: \"\", kind: Service)",
+                        write.kind, write.name, super::gateway::GROUP, super::gateway::VERSION
                     )))
                 }
             };
@@ -385,7 +397,9 @@ impl Store for KubeStore {
         let mut records = self.mesh();
         let services: Vec<&Record> = records.iter().filter(|r| r.kind == Kind::Service).collect();
         let authorizations = self.policies.authorization_records(&services);
+        let routes = self.routes.records(&services);
         records.extend(authorizations);
+        records.extend(routes);
         if let Ok(published) = self.published.lock() {
             records.extend(published.values().cloned());
         }

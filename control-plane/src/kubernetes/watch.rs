@@ -12,10 +12,11 @@ use std::fmt::Debug;
 use std::hash::Hash;
 
 use futures::StreamExt;
+use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Resource};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
@@ -84,4 +85,21 @@ where
         }
     });
     cache
+}
+
+/// [`start`] for a custom resource (Weft's CRDs, the Gateway API's routes), read
+/// without its managed fields.
+pub fn start_dynamic(
+    client: &Client,
+    resource: ApiResource,
+    revision: &watch::Sender<u64>,
+    what: &'static str,
+) -> Store<DynamicObject> {
+    start(
+        Api::<DynamicObject>::all_with(client.clone(), &resource),
+        resource,
+        revision.clone(),
+        what,
+        |object: &mut DynamicObject| object.metadata.managed_fields = None,
+    )
 }

@@ -11,6 +11,9 @@
 //! - `weft-netns-forward` (src/bin): how processes in a pod reach the API server on the
 //!   host's loopback, and (expose.rs) how the API server and the test reach pods.
 //!
+//! - `install_gateway_api` (gateway.rs): the Gateway API's standard CRDs, fetched by
+//!   `tests/scripts/gateway-api-crds.sh`.
+//!
 //! The binaries come from `$WEFT_K8S_BIN` (tests/run.sh sets it) or, when that is
 //! unset, from running the build script here (cached after its first run). A test that
 //! cannot get them fails with the reason.
@@ -19,6 +22,7 @@ mod cluster;
 mod container;
 mod daemon;
 mod expose;
+mod gateway;
 mod images;
 mod info;
 mod kubelet;
@@ -35,6 +39,7 @@ pub mod weft;
 pub use cluster::{Cluster, StartTimes, SERVICE_ACCOUNT_ISSUER, SERVICE_CIDR};
 pub use daemon::Daemon;
 pub use expose::{expose, Exposed};
+pub use gateway::install_gateway_api;
 pub use images::Images;
 pub use info::{ContainerInfo, ContainerKind, PodInfo, PodPhase};
 pub use kubelet::{Kubelet, KubeletOptions};
@@ -78,11 +83,15 @@ pub fn binaries() -> Result<PathBuf> {
 
 /// Runs the build script (cached after its first run) and returns its last line.
 fn build() -> Result<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/k8s-binaries.sh");
-    eprintln!(
-        "WEFT_K8S_BIN is unset: running {} (the first build takes about 10 minutes)",
-        script.display()
-    );
+    eprintln!("WEFT_K8S_BIN is unset: running tests/scripts/k8s-binaries.sh (the first build takes about 10 minutes)");
+    run_script("k8s-binaries.sh")
+}
+
+/// Runs `tests/scripts/<name>` and returns the directory it prints as its last line.
+pub(crate) fn run_script(name: &str) -> Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name);
     let output = Command::new("bash")
         .arg(&script)
         .stderr(std::process::Stdio::inherit())
@@ -94,6 +103,6 @@ fn build() -> Result<PathBuf> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     match stdout.lines().last() {
         Some(line) if !line.trim().is_empty() => Ok(PathBuf::from(line.trim())),
-        _ => bail!("{} printed no bin directory", script.display()),
+        _ => bail!("{} printed no directory", script.display()),
     }
 }
