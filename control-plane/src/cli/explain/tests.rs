@@ -1,5 +1,7 @@
 use super::*;
+use http::Method;
 use weft_proto::document;
+use weft_proto::model::TrustDomain;
 
 const MESH: &str = r#"
 kind: Service
