@@ -174,7 +174,10 @@ fn dump_local(config: &Config, local: &Local) -> serde_json::Value {
 }
 
 fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
-    use weft_proto::document::{GrpcRouteDocument, HttpRouteDocument};
+    use weft_proto::document::{
+        AuthorizationPolicyDocument, EndpointsDocument, GrpcRouteDocument, HttpRouteDocument,
+        ServiceDocument,
+    };
 
     let mut services: Vec<_> = snapshot
         .services
@@ -244,12 +247,37 @@ fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
         .values()
         .map(|view| GrpcRouteDocument::from_proto(&view.route.to_proto(), Some(view.version)))
         .collect();
+    // The same resources as the documents `weftctl apply` reads, so that a dump can
+    // be read back into the model (`weftctl explain --config-dump`): the summaries
+    // above resolve defaults for reading, and lose what a conversion back would need.
+    let mut documents: Vec<serde_json::Value> = Vec::new();
+    let mut names: Vec<_> = snapshot.services.keys().collect();
+    names.sort();
+    for name in names {
+        let view = &snapshot.services[name];
+        let document = ServiceDocument::from_proto(&view.service.to_proto(), Some(view.version));
+        documents.push(json!(document));
+    }
+    let mut names: Vec<_> = snapshot.endpoints.keys().collect();
+    names.sort();
+    for name in names {
+        let view = &snapshot.endpoints[name];
+        let document =
+            EndpointsDocument::from_proto(&view.endpoints.to_proto(), Some(view.version));
+        documents.push(json!(document));
+    }
+    for view in snapshot.policies.values() {
+        let document =
+            AuthorizationPolicyDocument::from_proto(&view.policy.to_proto(), Some(view.version));
+        documents.push(json!(document));
+    }
     json!({
         "services": services,
         "endpoints": endpoints,
         "authorization_policies": policies,
         "http_routes": http_routes,
         "grpc_routes": grpc_routes,
+        "documents": documents,
     })
 }
 

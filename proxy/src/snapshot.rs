@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use weft_proto::model::route::ServiceRoutes;
 use weft_proto::model::{
-    AuthorizationPolicy, Endpoints, GrpcRoute, HttpRoute, ResourceName, Service,
+    host_key, AuthorizationPolicy, Directory, Endpoints, GrpcRoute, HttpRoute, ResourceName,
+    Service,
 };
 use weft_proto::resource::Kind;
 
@@ -50,11 +51,7 @@ pub struct ServiceView {
 }
 
 /// Where a captured or explicit connection goes: a service and one of its ports.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    pub service: ResourceName,
-    pub port: u16,
-}
+pub use weft_proto::model::Target;
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -96,38 +93,14 @@ impl Routes {
     /// expressions were compiled when each route was accepted; this only orders
     /// the rules, once per change of a service or a route rather than per push.
     pub fn compile(&mut self, services: &BTreeMap<ResourceName, Arc<ServiceView>>) {
-        let mut http: BTreeMap<&ResourceName, Vec<Arc<HttpRoute>>> = BTreeMap::new();
-        for view in self.http.values() {
-            for parent in &view.route.parents {
-                let attached = http.entry(&parent.service).or_default();
-                // A route with two parents on one service (two ports) counts once.
-                if !attached.iter().any(|r| Arc::ptr_eq(r, &view.route)) {
-                    attached.push(view.route.clone());
-                }
-            }
-        }
-        let mut grpc: BTreeMap<&ResourceName, Vec<Arc<GrpcRoute>>> = BTreeMap::new();
-        for view in self.grpc.values() {
-            for parent in &view.route.parents {
-                let attached = grpc.entry(&parent.service).or_default();
-                if !attached.iter().any(|r| Arc::ptr_eq(r, &view.route)) {
-                    attached.push(view.route.clone());
-                }
-            }
-        }
-        let mut compiled = HashMap::new();
-        for (name, view) in services {
-            let http = http.get(name).map(Vec::as_slice).unwrap_or_default();
-            let grpc = grpc.get(name).map(Vec::as_slice).unwrap_or_default();
-            if http.is_empty() && grpc.is_empty() {
-                continue;
-            }
-            let routes = ServiceRoutes::compile(&view.service, http, grpc);
-            if !routes.is_empty() {
-                compiled.insert(name.clone(), Arc::new(routes));
-            }
-        }
-        self.compiled = compiled;
+        self.compiled = ServiceRoutes::compile_all(
+            services.values().map(|view| &view.service),
+            self.http.values().map(|view| &view.route),
+            self.grpc.values().map(|view| &view.route),
+        )
+        .into_iter()
+        .map(|(name, routes)| (name, Arc::new(routes)))
+        .collect();
     }
 }
 
@@ -150,35 +123,12 @@ impl Snapshot {
         services: HashMap<ResourceName, Arc<ServiceView>>,
         endpoints: HashMap<ResourceName, Arc<EndpointsView>>,
     ) -> Snapshot {
-        let mut by_virtual_address = HashMap::new();
-        let mut by_hostname = HashMap::new();
-        // Sorted, so that a conflict between two services resolves the same way on
-        // every proxy (the first name wins).
-        let mut names: Vec<&ResourceName> = services.keys().collect();
-        names.sort();
-        for name in names {
-            let view = &services[name];
-            for ip in &view.service.virtual_ips {
-                for port in &view.service.ports {
-                    by_virtual_address
-                        .entry(SocketAddr::new(*ip, port.port))
-                        .or_insert_with(|| Target {
-                            service: name.clone(),
-                            port: port.port,
-                        });
-                }
-            }
-            for host in &view.service.hostnames {
-                by_hostname
-                    .entry(host.clone())
-                    .or_insert_with(|| name.clone());
-            }
-        }
+        let directory = Directory::new(services.values().map(|view| &view.service));
         Snapshot {
             services,
             endpoints,
-            by_virtual_address,
-            by_hostname,
+            by_virtual_address: directory.by_virtual_address,
+            by_hostname: directory.by_hostname,
             policies: BTreeMap::new(),
             routes: HashMap::new(),
             http_routes: BTreeMap::new(),
@@ -237,13 +187,8 @@ impl Snapshot {
 
     /// The service a host name (an HTTP Host or :authority, possibly with a port) names.
     pub fn service_for_host(&self, authority: &str) -> Option<&Arc<ServiceView>> {
-        let host = match authority.rsplit_once(':') {
-            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-            _ => authority,
-        };
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.by_hostname
-            .get(&host)
+            .get(&host_key(authority))
             .and_then(|name| self.services.get(name))
     }
 }

@@ -98,6 +98,33 @@ enum Command {
         #[arg(long, default_value = "500ms", value_parser = parse_duration)]
         timeout: std::time::Duration,
     },
+    /// What the mesh does with one request from SOURCE to DESTINATION, and why: the
+    /// service, the route and match, the backends and their weights, the timeouts and
+    /// retries in force, the policy that decides, and the endpoints with their state.
+    Explain {
+        /// Who calls: NAMESPACE/SERVICE_ACCOUNT, a SPIFFE ID, NAMESPACE alone for a
+        /// caller without an identity, or `self` for the workload of --proxy.
+        source: String,
+        /// http://HOST[:PORT]/PATH[?QUERY] or grpc://HOST[:PORT]/package.Service/Method;
+        /// HOST is a service's host name or virtual IP.
+        destination: String,
+        /// Read this proxy's /config_dump (its admin address, host:port) instead of
+        /// the control plane's resources.
+        #[arg(long, value_name = "HOST:PORT", conflicts_with = "config_dump")]
+        proxy: Option<String>,
+        /// Read a saved /config_dump.
+        #[arg(long, value_name = "FILE")]
+        config_dump: Option<PathBuf>,
+        /// A request header, NAME:VALUE (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "NAME:VALUE")]
+        headers: Vec<String>,
+        /// The request method (default GET, POST for grpc://).
+        #[arg(short = 'X', long = "request", value_name = "METHOD")]
+        method: Option<String>,
+        /// `table` (readable text) or `json`.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// Join tokens: what a proxy presents (--identity-token) to get its certificate.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -229,6 +256,9 @@ async fn run(args: Args) -> Result<(), CliError> {
     if let Command::Check { weft_namespace } = &args.command {
         return check(&args.control_plane, weft_namespace).await;
     }
+    if let Command::Explain { .. } = args.command {
+        return explain(args).await;
+    }
     if let Command::Crds = args.command {
         // Rendered from the types this weftctl was built with; a schema that is not
         // structural is a bug caught by weft-proto's tests, reported here all the same.
@@ -312,7 +342,11 @@ async fn run(args: Args) -> Result<(), CliError> {
             println!("{} deleted", label(kind, &full_name(&name)));
         }
         // Returned above, before connecting.
-        Command::Top { .. } | Command::Crds | Command::Inject { .. } | Command::Check { .. } => {}
+        Command::Top { .. }
+        | Command::Crds
+        | Command::Inject { .. }
+        | Command::Check { .. }
+        | Command::Explain { .. } => {}
         Command::Token(command) => token(&mut admin, command).await?,
         Command::Ca(command) => {
             let status = match command {
@@ -529,4 +563,89 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// `explain`: reads the mesh from a proxy, a saved dump or the control plane, then
+/// explains offline.
+async fn explain(args: Args) -> Result<(), CliError> {
+    use weft_control_plane::cli::explain::{self, Mesh, Request, Source};
+    use weft_proto::model::TrustDomain;
+
+    let Command::Explain {
+        source,
+        destination,
+        proxy,
+        config_dump,
+        headers,
+        method,
+        output,
+    } = args.command
+    else {
+        return Ok(());
+    };
+    if output == Format::Yaml {
+        return Err(CliError::Input(
+            "explain prints text or json, not yaml".to_owned(),
+        ));
+    }
+    let request = Request::parse(&destination, method.as_deref(), &headers)
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    let dump = match (&proxy, &config_dump) {
+        (Some(address), _) => {
+            let timeout = std::time::Duration::from_secs(5);
+            let text =
+                weft_control_plane::cli::top::scrape::fetch(address, "/config_dump", timeout)
+                    .await
+                    .map_err(|e| CliError::Input(format!("proxy {address}: {e}")))?;
+            Some(text)
+        }
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?,
+        ),
+        (None, None) => None,
+    };
+    let mesh = match dump {
+        Some(text) => {
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::Input(format!("the config dump is not JSON: {e}")))?;
+            Mesh::from_config_dump(&value)
+        }
+        None => {
+            let mut admin = client::connect(&args.control_plane).await?;
+            let mut resources = Vec::new();
+            for kind in Kind::ALL {
+                let type_url = kind.type_url().to_owned();
+                let listed = admin.list(v1::ListRequest { type_url }).await?.into_inner();
+                resources.extend(listed.resources);
+            }
+            Mesh::from_resources(&resources)
+        }
+    }
+    .map_err(|e| CliError::Input(e.to_string()))?;
+    let source = if source == "self" {
+        mesh.local_identity.clone().ok_or_else(|| {
+            CliError::Input(
+                "`self` needs --proxy or --config-dump of a proxy with an identity".to_owned(),
+            )
+        })?
+    } else {
+        source
+    };
+    let trust_domain = match &mesh.trust_domain {
+        Some(domain) => domain.clone(),
+        None => TrustDomain::new("cluster.local").map_err(|e| CliError::Input(e.to_string()))?,
+    };
+    let source =
+        Source::parse(&source, &trust_domain).map_err(|e| CliError::Input(e.to_string()))?;
+    let explanation = explain::explain(&mesh, &source, &request);
+    match output {
+        Format::Json => {
+            let text = serde_json::to_string_pretty(&explanation)
+                .map_err(|e| CliError::Input(e.to_string()))?;
+            println!("{text}");
+        }
+        _ => print!("{}", explain::render(&explanation)),
+    }
+    Ok(())
 }

@@ -11,10 +11,12 @@
 //! - [`table`]: a tiny aligned-column table.
 //! - [`top`]: `top`'s live per-service golden metrics from the proxies' `/metrics`.
 //! - [`check`]: `check`'s verdicts on a cluster running Weft.
+//! - [`explain`]: `explain`'s account of one request: route, backends, policy, endpoints.
 //! - [`client`]: the control-plane address, the Admin connection, and `weftctl`'s errors.
 
 pub mod check;
 pub mod client;
+pub mod explain;
 pub use weft_proto::document;
 pub mod identity;
 pub mod resources;

@@ -6,6 +6,7 @@
 
 mod address;
 mod authorization;
+mod directory;
 mod endpoints;
 mod error;
 mod health_check;
@@ -19,6 +20,7 @@ mod tests;
 
 pub use address::validate_host_port;
 pub use authorization::{decide, AuthorizationPolicy, Decision, DefaultAction, IdentityPattern};
+pub use directory::{host_key, Directory, Target};
 pub use endpoints::{Endpoint, Endpoints, Health, Locality};
 pub use error::Invalid;
 pub use health_check::{HealthCheck, Probe};

@@ -57,20 +57,7 @@ impl Routes {
     ) -> Option<&Arc<Destination>> {
         let view = self.snapshot.service_for_host(authority)?;
         let service = &view.service;
-        let explicit = authority
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse::<u16>().ok());
-        let port = [explicit, default_port]
-            .into_iter()
-            .flatten()
-            .find(|p| service.ports.iter().any(|sp| sp.port == *p))
-            .or_else(|| {
-                service
-                    .ports
-                    .iter()
-                    .find(|p| p.protocol != Protocol::Tcp)
-                    .map(|p| p.port)
-            })?;
+        let port = service.port_for_authority(authority, default_port)?;
         self.by_target.get(&Target {
             service: service.name.clone(),
             port,

@@ -1,5 +1,6 @@
-//! Fetching one proxy's `/metrics`: a plain HTTP/1.1 GET on a fresh connection,
-//! bounded in time and size so that one stuck proxy cannot stall a frame.
+//! Fetching one proxy's `/metrics` (or another admin page, as `explain` reads
+//! `/config_dump`): a plain HTTP/1.1 GET on a fresh connection, bounded in time and
+//! size so that one stuck proxy cannot stall a frame.
 
 use std::time::Duration;
 
@@ -12,13 +13,18 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// The text of `http://{target}/metrics`, or why it could not be had.
 pub async fn scrape(target: &str, timeout: Duration) -> Result<String, String> {
-    match tokio::time::timeout(timeout, get(target)).await {
+    fetch(target, "/metrics", timeout).await
+}
+
+/// The text of `http://{target}{path}`, or why it could not be had.
+pub async fn fetch(target: &str, path: &str, timeout: Duration) -> Result<String, String> {
+    match tokio::time::timeout(timeout, get(target, path)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
     }
 }
 
-async fn get(target: &str) -> Result<String, String> {
+async fn get(target: &str, path: &str) -> Result<String, String> {
     let stream = tokio::net::TcpStream::connect(target)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -28,24 +34,24 @@ async fn get(target: &str) -> Result<String, String> {
     // Aborted when this future ends, done or dropped by the timeout, so the
     // socket never outlives the scrape.
     let _driver = AbortOnDrop(tokio::spawn(connection));
-    let request = http::Request::get("/metrics")
+    let request = http::Request::get(path)
         .header(http::header::HOST, target)
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("request: {e}"))?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| format!("GET /metrics: {e}"))?;
+        .map_err(|e| format!("GET {path}: {e}"))?;
     let status = response.status();
     let body = Limited::new(response.into_body(), MAX_BODY)
         .collect()
         .await
-        .map_err(|e| format!("reading /metrics: {e}"))?
+        .map_err(|e| format!("reading {path}: {e}"))?
         .to_bytes();
     if !status.is_success() {
-        return Err(format!("GET /metrics answered {status}"));
+        return Err(format!("GET {path} answered {status}"));
     }
-    String::from_utf8(body.to_vec()).map_err(|_| "/metrics is not UTF-8".to_owned())
+    String::from_utf8(body.to_vec()).map_err(|_| format!("{path} is not UTF-8"))
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);

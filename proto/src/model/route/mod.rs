@@ -10,7 +10,8 @@
 //! - `refs`: parents and backends, references to Weft services.
 //! - `filter`: the Gateway API's filters; `filter/rewrite` the redirect and the URL
 //!   rewrite, `filter/weft` Weft's own (`weft.io/Fault`, `weft.io/LocalRateLimit`).
-//! - `resilience`: a rule's timeouts and retries, overriding its service's.
+//! - `resilience`: a rule's timeouts and retries, overriding its service's;
+//!   `effective` the settings in force once they have.
 //! - `value_match`, `pattern`, `hostname`, `duration`, `grpc_code`: the values
 //!   matches and filters are made of; regular expressions compile here, once.
 //! - `table`: the routes of a service compiled per port and group of callers in
@@ -23,6 +24,7 @@
 mod backend;
 mod common;
 mod duration;
+mod effective;
 mod filter;
 mod grpc;
 mod grpc_code;
@@ -39,6 +41,7 @@ mod value_match;
 pub use backend::{pick_backend, Backends};
 pub use common::Route;
 pub use duration::{format_duration, parse_duration};
+pub use effective::{Effective, IntoCondition, RetryCondition};
 pub use filter::{
     AbortStatus, Fault, FaultAbort, FaultDelay, Filter, HeaderModifier, LocalRateLimit,
     PathModifier, RateUnit, RequestMirror, RequestRedirect, Scheme, UrlRewrite,

@@ -23,6 +23,7 @@
 //! implementation).
 
 use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::backend::Backends;
@@ -395,6 +396,53 @@ impl ServiceRoutes {
             }
         }
         ServiceRoutes { ports }
+    }
+
+    /// Compiles the tables of every service some route attaches to; services no
+    /// route attaches to have no entry.
+    pub fn compile_all<'a>(
+        services: impl IntoIterator<Item = &'a Service>,
+        http: impl IntoIterator<Item = &'a Arc<HttpRoute>>,
+        grpc: impl IntoIterator<Item = &'a Arc<GrpcRoute>>,
+    ) -> HashMap<ResourceName, ServiceRoutes> {
+        let mut by_http: HashMap<&ResourceName, Vec<Arc<HttpRoute>>> = HashMap::new();
+        for route in http {
+            for parent in &route.parents {
+                let attached = by_http.entry(&parent.service).or_default();
+                // A route with two parents on one service (two ports) counts once.
+                if !attached.iter().any(|r| Arc::ptr_eq(r, route)) {
+                    attached.push(route.clone());
+                }
+            }
+        }
+        let mut by_grpc: HashMap<&ResourceName, Vec<Arc<GrpcRoute>>> = HashMap::new();
+        for route in grpc {
+            for parent in &route.parents {
+                let attached = by_grpc.entry(&parent.service).or_default();
+                if !attached.iter().any(|r| Arc::ptr_eq(r, route)) {
+                    attached.push(route.clone());
+                }
+            }
+        }
+        let mut compiled = HashMap::new();
+        for service in services {
+            let http = by_http
+                .get(&service.name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let grpc = by_grpc
+                .get(&service.name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if http.is_empty() && grpc.is_empty() {
+                continue;
+            }
+            let routes = ServiceRoutes::compile(service, http, grpc);
+            if !routes.is_empty() {
+                compiled.insert(service.name.clone(), routes);
+            }
+        }
+        compiled
     }
 
     /// Whether no route attaches to the service (then requests go as without routes).
