@@ -276,7 +276,7 @@ pub struct ResilienceMetrics {
 }
 
 /// Room for every `dataplane::error::Class`; checked by a test there.
-pub const ERROR_SLOTS: usize = 11;
+pub const ERROR_SLOTS: usize = 12;
 
 #[derive(Debug)]
 pub struct TcpMetrics {

@@ -294,8 +294,11 @@ impl Registry {
                         existing.replace(set);
                         existing.clone()
                     }
-                    None => Destination::new(port.protocol, metrics.clone(), set),
+                    None => {
+                        Destination::for_target(port.protocol, metrics.clone(), set, target.clone())
+                    }
                 };
+                destination.set_routed(snapshot.routes.contains_key(name));
                 routes.by_target.insert(target, destination);
             }
         }

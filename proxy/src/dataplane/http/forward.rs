@@ -13,6 +13,9 @@
 //! retries on is sent again, paid by the retry budget after a jittered backoff.
 //! Recording never delays the first attempt (Linkerd buffers the same way). This
 //! module only carries the rule out: it sends, waits, and feeds back.
+//!
+//! Before any of that, the service's routes may send the request to another
+//! service ([`routing`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +41,7 @@ use super::body::{
     grpc_status, Buffered, Completion, ProxyBody, ReceivedBody, Recording, RequestBody,
 };
 use super::headers::{self, strip_hop_by_hop};
+use super::routing;
 use super::Route;
 
 /// The largest request body recorded so that the request can be retried.
@@ -139,6 +143,13 @@ impl Handler {
                 let unknown = self.cx.registry.metrics(Direction::Outbound, "");
                 unknown.requests.increment(1);
                 return rescue(&error, &unknown, grpc);
+            }
+        };
+        let destination = match routing::select(&self.cx, destination, &request) {
+            Ok(destination) => destination,
+            Err((error, destination)) => {
+                destination.metrics.requests.increment(1);
+                return rescue(&error, &destination.metrics, grpc);
             }
         };
         let metrics = &destination.metrics;
