@@ -1,7 +1,8 @@
 //! Gateway API routes on the request path, end to end: the real control plane takes
 //! an HTTPRoute through `weftctl apply`, and the real client-side proxy sends each
 //! request to the backend its rules choose: by path and header, split by weight,
-//! 404 when no rule matches and 500 when the matched rule has no backend.
+//! 404 when no rule matches and 500 when the matched rule has no backend; and a
+//! GRPCRoute sends calls by method, seen by the Python grpcio client.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use weft_e2e::mesh::{client_proxy, named_app as app, weftctl, weftctl_ok, ControlPlane};
-use weft_e2e::{free_port, http_get, run, which};
+use weft_e2e::{free_port, grpc, http_get, run, wait_for, which};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -95,12 +96,12 @@ fn routes_choose_backends_by_match_and_weight() {
     .concat();
     weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&mesh));
     client.wait_ready();
-    weft_e2e::wait_for("web to answer without routes", WAIT, || {
+    wait_for("web to answer without routes", WAIT, || {
         matches!(http_get(listen, "/split"), Ok((200, b)) if b == "web").then_some(())
     });
 
     weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&route(90, 10)));
-    weft_e2e::wait_for("the route to apply", WAIT, || {
+    wait_for("the route to apply", WAIT, || {
         matches!(http_get(listen, "/v1"), Ok((200, b)) if b == "v1").then_some(())
     });
 
@@ -128,7 +129,7 @@ fn routes_choose_backends_by_match_and_weight() {
         // The dump shows the route as the proxy holds it; the data path takes the
         // snapshot just after.
         let weight = format!("\"weight\":{v2}");
-        weft_e2e::wait_for("the proxy to hold the new weights", WAIT, || {
+        wait_for("the proxy to hold the new weights", WAIT, || {
             let dump = client.config_dump();
             dump["resources"]["http_routes"]
                 .to_string()
@@ -146,8 +147,48 @@ fn routes_choose_backends_by_match_and_weight() {
     // A backend service removed from the mesh: the split answers 500, not a hang.
     let status = weftctl(&cp.address(), &["delete", "svc", "shop/v2"], None).status;
     if status.success() {
-        weft_e2e::wait_for("the gone backend to answer 500", WAIT, || {
+        wait_for("the gone backend to answer 500", WAIT, || {
             (http_get(listen, "/split").map(|r| r.0).ok() == Some(500)).then_some(())
         });
     }
+}
+
+#[test]
+fn grpc_routes_choose_backends_by_method() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = grpc::script(dir.path());
+    let (one, two) = (grpc::app(&script, "one"), grpc::app(&script, "two"));
+    let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
+    let (client, listen) = client_proxy(dir.path(), &cp.address(), "client", "shop/echo", &[]);
+    let mut mesh = String::new();
+    for (name, addr) in [("echo", one.addr), ("echo-two", two.addr)] {
+        mesh.push_str(&service(name, addr).replace("protocol: http1", "protocol: grpc"));
+    }
+    mesh.push_str(
+        "kind: GRPCRoute
+metadata: {name: by-method, namespace: shop}
+spec:
+  parentRefs: [{name: echo, port: 80}]
+  rules:
+  - matches: [{method: {service: weft.test.Echo, method: Stream}}]
+    backendRefs: [{name: echo-two, port: 80}]
+  - matches: [{method: {service: weft.test.Echo}}]
+",
+    );
+    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&mesh));
+    client.wait_ready();
+    let target = listen.to_string();
+    let call = |path: &str| grpc::client(&script, &["served", &target, path]);
+    wait_for("the route to send Stream to echo-two", WAIT, || {
+        (call("/weft.test.Echo/Stream")["served_by"] == "two").then_some(())
+    });
+    for _ in 0..5 {
+        let unary = call("/weft.test.Echo/Unary");
+        assert_eq!(unary["served_by"], "one", "{unary}");
+        let stream = call("/weft.test.Echo/Stream");
+        assert_eq!(stream["served_by"], "two", "{stream}");
+    }
+    // No rule matches another service's calls: the proxy answers UNIMPLEMENTED.
+    let other = call("/weft.test.Other/Unary");
+    assert_eq!(other["code"], "UNIMPLEMENTED", "{other}");
 }
