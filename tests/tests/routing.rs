@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use weft_e2e::mesh::{client_proxy, named_app as app, weftctl, weftctl_ok, ControlPlane};
+use weft_e2e::mesh::{
+    client_proxy, metric_value, named_app as app, weftctl, weftctl_ok, ControlPlane,
+};
 use weft_e2e::{free_port, grpc, http_get, run, wait_for, which};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -122,6 +124,34 @@ fn routes_choose_backends_by_match_and_weight() {
     let share = v2_share(listen, 10_000);
     eprintln!("configured v2 10%, measured {share:.2}%");
     assert!((share - 10.0).abs() <= 2.0, "v2 share {share}");
+
+    // Requests a route sent carry its name in the `route` label, by backend.
+    let metrics = client.metrics();
+    let routed = |service: &str| {
+        let service = format!("service=\"shop/{service}\"");
+        metric_value(
+            &metrics,
+            &[
+                "weft_requests_total{",
+                &service,
+                "route=\"shop/web-routes\"",
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        routed("v1") >= 8_000.0 && routed("v2") >= 800.0,
+        "{metrics}"
+    );
+    // Before the route applied, requests to web counted with an empty label.
+    assert!(
+        metric_value(
+            &metrics,
+            &["weft_requests_total{", "service=\"shop/web\"", "route=\"\""]
+        )
+        .is_some(),
+        "{metrics}"
+    );
 
     // Shifting the weights: the first requests after the push go by the new ones.
     for (v1, v2) in [(50, 50), (0, 100)] {

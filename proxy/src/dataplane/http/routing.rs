@@ -23,31 +23,49 @@ use weft_proto::model::route::{GrpcRequest, HttpRequest, RouteTable};
 
 use crate::snapshot::Target;
 
+use crate::metrics::ServiceMetrics;
+
 use super::super::destination::Destination;
 use super::super::error::ForwardError;
 use super::super::Context;
 use super::headers;
 
-/// The destination `request` goes to: `destination` itself when no route applies,
-/// else the backend its routes choose. On an error the request is refused, and
-/// counted against the destination it was sent to.
+/// Where a request goes: the destination, and when a route chose it, the metric
+/// handles with that route's label (`None`: the destination's own).
+pub(super) struct Chosen {
+    pub destination: Arc<Destination>,
+    pub metrics: Option<Arc<ServiceMetrics>>,
+}
+
+impl Chosen {
+    fn unrouted(destination: Arc<Destination>) -> Chosen {
+        Chosen {
+            destination,
+            metrics: None,
+        }
+    }
+}
+
+/// Where `request` goes: `destination` itself when no route applies, else the
+/// backend its routes choose. On an error the request is refused, and counted
+/// against the destination it was sent to.
 pub(super) fn select<B>(
     cx: &Context,
     destination: Arc<Destination>,
     request: &Request<B>,
-) -> Result<Arc<Destination>, (ForwardError, Arc<Destination>)> {
+) -> Result<Chosen, (ForwardError, Arc<Destination>)> {
     if !destination.routed() {
-        return Ok(destination);
+        return Ok(Chosen::unrouted(destination));
     }
     let Some(target) = destination.target.as_ref() else {
-        return Ok(destination);
+        return Ok(Chosen::unrouted(destination));
     };
     let routes = cx.registry.routes();
     let Some(service_routes) = routes.snapshot.routes_of(&target.service) else {
-        return Ok(destination);
+        return Ok(Chosen::unrouted(destination));
     };
     let Some(table) = service_routes.for_caller(target.port, &cx.shared.config.namespace) else {
-        return Ok(destination);
+        return Ok(Chosen::unrouted(destination));
     };
     let authority = headers::authority(request);
     let random: u32 = rand::random();
@@ -61,31 +79,43 @@ pub(super) fn select<B>(
                 authority,
                 headers: request.headers(),
             };
-            table.select(&http).map(|s| s.rule.backends.pick(random))
+            table
+                .select(&http)
+                .map(|s| (&s.rule.route.name, s.rule.backends.pick(random)))
         }
         RouteTable::Grpc(table) => {
             // A request that is not a gRPC call (`/Service/Method`) matches no rule.
             GrpcRequest::from_path(uri.path(), authority, request.headers())
                 .and_then(|call| table.select(&call))
-                .map(|s| s.rule.backends.pick(random))
+                .map(|s| (&s.rule.route.name, s.rule.backends.pick(random)))
         }
     };
-    let backend = match chosen {
+    let (route, backend) = match chosen {
         None => return Err((ForwardError::NoRuleMatched, destination)),
-        Some(None) => return Err((ForwardError::NoBackend, destination)),
-        Some(Some(backend)) => backend,
+        Some((_, None)) => return Err((ForwardError::NoBackend, destination)),
+        Some((route, Some(backend))) => (route, backend),
     };
-    // The common case of a route that names its own parent: no second lookup.
     let port = backend.port.unwrap_or(target.port);
-    if backend.service == target.service && port == target.port {
-        return Ok(destination);
-    }
-    let key = Target {
-        service: backend.service.clone(),
-        port,
+    let backend_destination = if backend.service == target.service && port == target.port {
+        // A route that names its own parent: no second lookup.
+        destination.clone()
+    } else {
+        let key = Target {
+            service: backend.service.clone(),
+            port,
+        };
+        match routes.by_target.get(&key) {
+            Some(found) => found.clone(),
+            None => return Err((ForwardError::NoBackend, destination)),
+        }
     };
-    match routes.by_target.get(&key) {
-        Some(backend) => Ok(backend.clone()),
-        None => Err((ForwardError::NoBackend, destination)),
-    }
+    let metrics = routes
+        .route_metrics
+        .get(route)
+        .and_then(|by_backend| by_backend.get(&backend.service))
+        .cloned();
+    Ok(Chosen {
+        destination: backend_destination,
+        metrics,
+    })
 }
