@@ -8,7 +8,8 @@
 //!
 //! Names follow Prometheus conventions (`weft_` prefix, `_total`, `_seconds`,
 //! `_bytes`); labels stay low-cardinality: `direction`, `service` (`namespace/name`,
-//! empty for passthrough traffic), `route` (empty until routes exist), `status_code`,
+//! empty for passthrough traffic), `route` (the HTTPRoute or GRPCRoute that chose the service;
+//! empty when none did), `status_code`,
 //! `grpc_status`, `error`, `state`, `policy` (an authorization policy's
 //! `namespace/name`), and on inbound traffic series `tls` (`"true"` when the
 //! caller came in over mTLS).
@@ -247,6 +248,9 @@ pub struct ServiceMetrics {
     /// `"false"`. Outbound handles are made per service before an endpoint (and
     /// so whether the hop is encrypted) is picked, so they carry no `tls` label.
     tls: Option<&'static str>,
+    /// The route (`namespace/name`) that chose this service for the request; empty
+    /// when no route did. Bounded: only configured routes get handles.
+    route: String,
     pub requests: Counter,
     pub duration: Histogram,
     /// By HTTP status class (index code/100 - 1), then code % 100; filled lazily.
@@ -276,7 +280,7 @@ pub struct ResilienceMetrics {
 }
 
 /// Room for every `dataplane::error::Class`; checked by a test there.
-pub const ERROR_SLOTS: usize = 11;
+pub const ERROR_SLOTS: usize = 12;
 
 #[derive(Debug)]
 pub struct TcpMetrics {
@@ -290,16 +294,26 @@ pub struct TcpMetrics {
 impl ServiceMetrics {
     /// The handles of an outbound service (no `tls` label).
     pub fn new(direction: Direction, service: String) -> ServiceMetrics {
-        ServiceMetrics::with_tls(direction, service, None)
+        ServiceMetrics::with_tls(direction, service, None, String::new())
+    }
+
+    /// The handles of requests a route sent to an outbound service.
+    pub fn routed(service: String, route: String) -> ServiceMetrics {
+        ServiceMetrics::with_tls(Direction::Outbound, service, None, route)
     }
 
     /// The handles of the local service's inbound traffic that came in over mTLS
     /// (`tls = true`) or not.
     pub fn inbound(service: String, tls: bool) -> ServiceMetrics {
-        ServiceMetrics::with_tls(Direction::Inbound, service, Some(tls))
+        ServiceMetrics::with_tls(Direction::Inbound, service, Some(tls), String::new())
     }
 
-    fn with_tls(direction: Direction, service: String, tls: Option<bool>) -> ServiceMetrics {
+    fn with_tls(
+        direction: Direction,
+        service: String,
+        tls: Option<bool>,
+        route: String,
+    ) -> ServiceMetrics {
         let d = direction.as_str();
         let tls = tls.map(|t| if t { "true" } else { "false" });
         let labels = |extra: &[(&'static str, String)]| -> Vec<metrics::Label> {
@@ -315,10 +329,10 @@ impl ServiceMetrics {
             );
             labels
         };
-        let route = [("route", String::new())];
+        let route_label = [("route", route.clone())];
         ServiceMetrics {
-            requests: metrics::counter!(REQUESTS, labels(&route)),
-            duration: metrics::histogram!(DURATION, labels(&route)),
+            requests: metrics::counter!(REQUESTS, labels(&route_label)),
+            duration: metrics::histogram!(DURATION, labels(&route_label)),
             responses: Default::default(),
             grpc_responses: Default::default(),
             errors: Default::default(),
@@ -333,6 +347,7 @@ impl ServiceMetrics {
             direction: d,
             service,
             tls,
+            route,
         }
     }
 
@@ -391,14 +406,14 @@ impl ServiceMetrics {
         metrics::counter!(RESPONSES, labels)
     }
 
-    /// `direction`, `service`, `tls` (inbound only) and an empty `route`.
+    /// `direction`, `service`, `tls` (inbound only) and `route`.
     fn base_labels(&self) -> Vec<metrics::Label> {
         let mut labels = vec![
             metrics::Label::new("direction", self.direction),
             metrics::Label::new("service", self.service.clone()),
         ];
         labels.extend(self.tls.map(|t| metrics::Label::new("tls", t)));
-        labels.push(metrics::Label::new("route", ""));
+        labels.push(metrics::Label::new("route", self.route.clone()));
         labels
     }
 

@@ -2,7 +2,10 @@
 # so no generated stubs), shared by the proxy's in-process tests and the end-to-end
 # tests.
 #
-#   grpc_echo.py serve                        prints its port, serves until killed
+#   grpc_echo.py serve [NAME]                 prints its port, serves until killed;
+#                                             NAME (default python) in x-served-by
+#   grpc_echo.py served TARGET PATH           one unary call to PATH: its status and
+#                                             x-served-by; JSON
 #   grpc_echo.py client TARGET [EMPTY_TARGET] unary, trailers, an error with trailing
 #                                             metadata, 2000 streamed messages; JSON
 #   grpc_echo.py status TARGET                the status of one unary and one streaming
@@ -13,15 +16,17 @@ import grpc
 
 SERVICE = "weft.test.Echo"
 OPTIONS = [("grpc.enable_http_proxy", 0)]
+NAME = sys.argv[2] if sys.argv[1] == "serve" and len(sys.argv) > 2 else "python"
 
 def unary(request, context):
     if request == b"fail":
         context.set_trailing_metadata((("x-reason", "asked-to-fail"),))
         context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
-    context.set_trailing_metadata((("x-served-by", "python"),))
+    context.set_trailing_metadata((("x-served-by", NAME),))
     return b"echo:" + request
 
 def stream(request, context):
+    context.set_trailing_metadata((("x-served-by", NAME),))
     for i in range(int(request.decode())):
         yield ("item-%06d;" % i).encode() * 100
 
@@ -78,8 +83,19 @@ def status(target):
             out["stream"] = e.code().name
     print(json.dumps(out), flush=True)
 
+def served(target, path):
+    with grpc.insecure_channel(target, options=OPTIONS) as channel:
+        try:
+            _, call = channel.unary_unary(path).with_call(b"1", timeout=10)
+            out = {"code": "OK", "served_by": dict(call.trailing_metadata()).get("x-served-by")}
+        except grpc.RpcError as e:
+            out = {"code": e.code().name}
+    print(json.dumps(out), flush=True)
+
 if sys.argv[1] == "serve":
     serve()
+elif sys.argv[1] == "served":
+    served(sys.argv[2], sys.argv[3])
 elif sys.argv[1] == "status":
     status(sys.argv[2])
 else:

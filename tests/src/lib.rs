@@ -2,6 +2,7 @@
 //! (`weft-control-plane`, `weft-proxy`, `weftctl`) built by `cargo build --workspace`,
 //! on free loopback ports, and poll conditions with deadlines instead of sleeping.
 
+pub mod grpc;
 pub mod kube;
 pub mod load;
 pub mod mesh;

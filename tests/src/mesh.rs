@@ -605,3 +605,29 @@ pub fn csr(uri: &str) -> Vec<u8> {
     params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("ia5"))];
     params.serialize_request(&key).expect("csr").der().to_vec()
 }
+
+/// A minimal HTTP/1.1 application answering every request with its name; one
+/// thread per connection, keep-alive honoured (the server proxy pools).
+pub fn named_app(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind app");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut writer = stream;
+                // One request head after another (keep-alive; these requests have no body).
+                while read_request_head(&mut reader) {
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-app: {name}\r\n\r\n{name}",
+                        name.len()
+                    );
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}

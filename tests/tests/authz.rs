@@ -2,22 +2,19 @@
 //! tokens, STRICT mTLS between them, AuthorizationPolicy resources applied with
 //! weftctl, and real clients (the harness's HTTP client, Python grpcio, raw TCP).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 
 use weft_e2e::mesh::{
     http_app, identified_proxy, metric_value, raw_exchange, wait_for_identity, weftctl, weftctl_ok,
     ControlPlane, Proxy,
 };
-use weft_e2e::{free_port, http_get, loopback, promtool_check, run, wait_for};
+use weft_e2e::{free_port, grpc, http_get, loopback, promtool_check, wait_for};
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
 const STRANGER: &str = "spiffe://cluster.local/ns/elsewhere/sa/stranger";
-const GRPC_ECHO: &str = include_str!("../scripts/grpc_echo.py");
 
 const MESH: &str = r#"
 kind: Service
@@ -56,51 +53,6 @@ spec:
   allow: [spiffe://cluster.local/ns/shop/sa/frontend]
   defaultAction: deny
 "#;
-
-/// The Python gRPC echo server, killed on drop.
-struct GrpcApp {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for GrpcApp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn grpc_app(script: &Path) -> GrpcApp {
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 (with grpcio) runs the gRPC echo server");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the gRPC server prints its port");
-    let port: u16 = line.trim().parse().unwrap_or_else(|_| {
-        panic!("the gRPC server printed {line:?}, not a port (is grpcio installed?)")
-    });
-    GrpcApp {
-        child,
-        addr: loopback(port),
-    }
-}
-
-fn grpc_client(script: &Path, args: &[&str]) -> serde_json::Value {
-    let output = run(Command::new("python3").arg(script).args(args));
-    assert!(
-        output.status.success(),
-        "grpc client {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the client prints JSON")
-}
 
 fn authz_count(proxy: &Proxy, decision: &str, policy: &str) -> f64 {
     metric_value(
@@ -145,8 +97,7 @@ fn client(cp: &ControlPlane, dir: &Path, node_id: &str, identity: (&str, &str)) 
 fn identities_are_allowed_or_denied_over_http_grpc_and_tcp_and_a_policy_update_applies() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path();
-    let script = path.join("grpc_echo.py");
-    std::fs::write(&script, GRPC_ECHO).expect("write the gRPC script");
+    let script = grpc::script(path);
 
     let cp = ControlPlane::start(path, &path.join("data"), free_port(), &[]);
     weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(MESH));
@@ -154,7 +105,7 @@ fn identities_are_allowed_or_denied_over_http_grpc_and_tcp_and_a_policy_update_a
 
     let (web_app, _) = http_app("web-app");
     let (store_app, store_accepted) = http_app("store-app");
-    let echo_app = grpc_app(&script);
+    let echo_app = grpc::app(&script, "python");
     let shop = |account| ("shop", account);
     let web = identified_proxy(&cp, path, "web-1", shop("web"), Some(("web", web_app)), &[]);
     let echo = identified_proxy(
@@ -200,7 +151,7 @@ fn identities_are_allowed_or_denied_over_http_grpc_and_tcp_and_a_policy_update_a
     // streamed messages) all cross the STRICT hop; the stranger's are refused
     // with PERMISSION_DENIED, in a trailers-only response.
     let echo_target = frontend.echo.to_string();
-    let allowed = grpc_client(&script, &["client", &echo_target]);
+    let allowed = grpc::client(&script, &["client", &echo_target]);
     assert_eq!(allowed["unary"], "echo:hello", "{allowed}");
     assert_eq!(
         allowed["unary_trailers"]["x-served-by"], "python",
@@ -213,7 +164,7 @@ fn identities_are_allowed_or_denied_over_http_grpc_and_tcp_and_a_policy_update_a
     );
     assert_eq!(allowed["stream_count"], 2000, "{allowed}");
     assert_eq!(allowed["stream_last"], "item-001999;", "{allowed}");
-    let denied = grpc_client(&script, &["status", &stranger.echo.to_string()]);
+    let denied = grpc::client(&script, &["status", &stranger.echo.to_string()]);
     assert_eq!(denied["unary"], "PERMISSION_DENIED", "{denied}");
     assert_eq!(denied["stream"], "PERMISSION_DENIED", "{denied}");
 

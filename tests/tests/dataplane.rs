@@ -2,43 +2,16 @@
 //! and a server-side proxy (the real `weft-proxy` binaries) configured by the real
 //! control plane through `weftctl apply`, and follows endpoint changes live.
 
-use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use weft_e2e::mesh::{
-    client_proxy, endpoint_addresses, metric_value, read_request_head, weftctl_ok, ControlPlane,
+    client_proxy, endpoint_addresses, metric_value, named_app as app, weftctl_ok, ControlPlane,
     Proxy,
 };
 use weft_e2e::{free_port, http_get, promtool_check, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A minimal HTTP/1.1 application answering every request with its name; one
-/// thread per connection, keep-alive honoured (the server proxy pools).
-fn app(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind app");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                let mut writer = stream;
-                // One request head after another (keep-alive; these requests have no body).
-                while read_request_head(&mut reader) {
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-app: {name}\r\n\r\n{name}",
-                        name.len()
-                    );
-                    if writer.write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 fn mesh(endpoints: &[SocketAddr]) -> String {
     let mut text = String::from(

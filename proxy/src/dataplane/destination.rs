@@ -13,9 +13,13 @@
 //! come back before its probe or ejection timer noticed), as Envoy's panic routing
 //! does: a request is never refused for want of a healthy endpoint while the
 //! control plane lists some.
+//!
+//! A service port's destination knows its [`Target`] and whether routes attach to
+//! its service (set by the registry on every snapshot), so a request to a service
+//! without routes pays one relaxed load to learn it need not look for them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
@@ -27,7 +31,7 @@ use crate::resilience::breaker::{Breakers, Limit};
 use crate::resilience::budget::RetryBudget;
 use crate::resilience::failover::Feedback;
 use crate::resilience::{locality, outlier, reachability};
-use crate::snapshot::Policy;
+use crate::snapshot::{Policy, Target};
 
 use super::endpoint::{Endpoint, InFlight};
 use super::error::ForwardError;
@@ -45,6 +49,11 @@ pub struct Destination {
     /// `now` is past it no endpoint is ejected, and a pick skips the scan.
     ejected_until: AtomicU64,
     set: ArcSwap<EndpointSet>,
+    /// The service port this destination is; `None` for the local app or a
+    /// passthrough, which routes never apply to.
+    pub target: Option<Target>,
+    /// Whether some route attaches to the target's service in the current snapshot.
+    routed: AtomicBool,
 }
 
 /// The endpoints a destination currently balances over, and how.
@@ -134,14 +143,45 @@ impl EndpointSet {
 
 impl Destination {
     pub fn new(protocol: Protocol, metrics: Arc<ServiceMetrics>, set: EndpointSet) -> Arc<Self> {
-        Arc::new(Destination {
+        Arc::new(Self::build(protocol, metrics, set, None))
+    }
+
+    /// The destination of a service port, which routes may apply to.
+    pub fn for_target(
+        protocol: Protocol,
+        metrics: Arc<ServiceMetrics>,
+        set: EndpointSet,
+        target: Target,
+    ) -> Arc<Self> {
+        Arc::new(Self::build(protocol, metrics, set, Some(target)))
+    }
+
+    fn build(
+        protocol: Protocol,
+        metrics: Arc<ServiceMetrics>,
+        set: EndpointSet,
+        target: Option<Target>,
+    ) -> Destination {
+        Destination {
             protocol,
             metrics,
             budget: RetryBudget::default(),
             breakers: Breakers::default(),
             ejected_until: AtomicU64::new(0),
             set: ArcSwap::from_pointee(set),
-        })
+            target,
+            routed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether routes attach to this destination's service (as of the last
+    /// snapshot the registry applied).
+    pub fn routed(&self) -> bool {
+        self.routed.load(Ordering::Relaxed)
+    }
+
+    pub fn set_routed(&self, routed: bool) {
+        self.routed.store(routed, Ordering::Relaxed);
     }
 
     /// A destination with one fixed address: the local app, or a passthrough. It

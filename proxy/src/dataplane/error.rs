@@ -26,6 +26,14 @@ pub enum ForwardError {
     NoRoute(String),
     #[error("service has no healthy endpoint")]
     NoEndpoint,
+    /// The service's port has routes and none of their rules matched the request
+    /// (the Gateway API answers 404).
+    #[error("no route rule matched the request")]
+    NoRuleMatched,
+    /// The matched rule has no backend to send to: every weight is 0, or its
+    /// backend service is not in the mesh (the Gateway API answers 500).
+    #[error("the route rule has no backend to send the request to")]
+    NoBackend,
     #[error("connect to {addr}: {source}")]
     Connect { addr: SocketAddr, source: io::Error },
     #[error("connect to {addr} timed out")]
@@ -101,10 +109,12 @@ pub enum Class {
     Client = 9,
     /// The client stopped sending its request body: also the client's doing.
     BodyTimeout = 10,
+    /// A route rule matched and has no backend.
+    NoBackend = 11,
 }
 
 impl Class {
-    pub const ALL: [Class; 11] = [
+    pub const ALL: [Class; 12] = [
         Class::NoRoute,
         Class::NoEndpoint,
         Class::Connect,
@@ -116,6 +126,7 @@ impl Class {
         Class::Unsupported,
         Class::Client,
         Class::BodyTimeout,
+        Class::NoBackend,
     ];
 
     pub fn label(self) -> &'static str {
@@ -131,6 +142,7 @@ impl Class {
             Class::Unsupported => "unsupported",
             Class::Client => "client",
             Class::BodyTimeout => "body_timeout",
+            Class::NoBackend => "no_backend",
         }
     }
 
@@ -139,7 +151,9 @@ impl Class {
     /// breaker refused it, 504 when connecting or the request timed out, 403 when an
     /// authorization policy refused the caller, 501 for a request the proxy cannot
     /// forward as it came, 400 when the client's own request body failed, 408 for
-    /// a client that stopped sending its body.
+    /// a client that stopped sending its body, 500 for a route rule without a
+    /// backend (the Gateway API's answer; a route matching nothing is a 404 as an
+    /// unknown host is).
     pub fn status(self) -> StatusCode {
         match self {
             Class::NoRoute => StatusCode::NOT_FOUND,
@@ -150,6 +164,7 @@ impl Class {
             Class::Unsupported => StatusCode::NOT_IMPLEMENTED,
             Class::Client => StatusCode::BAD_REQUEST,
             Class::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Class::NoBackend => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -162,11 +177,13 @@ impl Class {
         const UNIMPLEMENTED: u16 = 12;
         const UNAVAILABLE: u16 = 14;
         const PERMISSION_DENIED: u16 = 7;
+        const INTERNAL: u16 = 13;
         match self {
             Class::NoRoute | Class::Unsupported => UNIMPLEMENTED,
             Class::Timeout => DEADLINE_EXCEEDED,
             Class::Denied => PERMISSION_DENIED,
             Class::Client => CANCELLED,
+            Class::NoBackend => INTERNAL,
             _ => UNAVAILABLE,
         }
     }
@@ -175,7 +192,8 @@ impl Class {
 impl ForwardError {
     pub fn class(&self) -> Class {
         match self {
-            ForwardError::NoRoute(_) => Class::NoRoute,
+            ForwardError::NoRoute(_) | ForwardError::NoRuleMatched => Class::NoRoute,
+            ForwardError::NoBackend => Class::NoBackend,
             ForwardError::NoEndpoint => Class::NoEndpoint,
             ForwardError::Connect { .. }
             | ForwardError::Handshake { .. }
@@ -216,6 +234,8 @@ impl ForwardError {
                 format!("upstream sent nothing for {after:?}")
             }
             ForwardError::NoRoute(_)
+            | ForwardError::NoRuleMatched
+            | ForwardError::NoBackend
             | ForwardError::NoEndpoint
             | ForwardError::Overflow(_)
             | ForwardError::Timeout(_)

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use weft_proto::model::route::{Route, RouteRule};
 use weft_proto::model::{Health, Locality, MtlsMode, Protocol, ResourceName, Service, SpiffeId};
 
 use crate::drain;
@@ -38,6 +39,37 @@ pub struct Routes {
     pub local: Arc<Local>,
     /// The authorization policies protecting the local workload.
     pub inbound_policies: InboundPolicies,
+    /// Metric handles (with the `route` label) by route, then by the backend service
+    /// it sends to: looked up by reference, so a routed request allocates nothing.
+    pub route_metrics: RouteMetrics,
+}
+
+pub type RouteMetrics = HashMap<ResourceName, HashMap<ResourceName, Arc<ServiceMetrics>>>;
+
+/// The handles of every (route, backend service) pair the snapshot's routes can
+/// send to; a rule without backends sends to its parents.
+fn route_metrics(snapshot: &Snapshot) -> RouteMetrics {
+    fn add<R: RouteRule>(out: &mut RouteMetrics, route: &Route<R>) {
+        let by_backend = out.entry(route.name.clone()).or_default();
+        let parents = route.parents.iter().map(|p| &p.service);
+        let backends = route.rules.iter().flat_map(|r| r.backends().iter());
+        for service in parents.chain(backends.map(|b| &b.service)) {
+            by_backend.entry(service.clone()).or_insert_with(|| {
+                Arc::new(ServiceMetrics::routed(
+                    service.to_string(),
+                    route.name.to_string(),
+                ))
+            });
+        }
+    }
+    let mut out = HashMap::new();
+    for view in snapshot.http_routes.values() {
+        add(&mut out, &view.route);
+    }
+    for view in snapshot.grpc_routes.values() {
+        add(&mut out, &view.route);
+    }
+    out
 }
 
 impl Routes {
@@ -199,6 +231,7 @@ impl Registry {
         let old = self.current.load_full();
         let mut routes = Routes {
             snapshot: snapshot.clone(),
+            route_metrics: route_metrics(&snapshot),
             ..Routes::default()
         };
         let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
@@ -281,8 +314,11 @@ impl Registry {
                         existing.replace(set);
                         existing.clone()
                     }
-                    None => Destination::new(port.protocol, metrics.clone(), set),
+                    None => {
+                        Destination::for_target(port.protocol, metrics.clone(), set, target.clone())
+                    }
                 };
+                destination.set_routed(snapshot.routes.contains_key(name));
                 routes.by_target.insert(target, destination);
             }
         }

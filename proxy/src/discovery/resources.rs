@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use weft_proto::model::route::{Filter, RouteTimeouts};
 use weft_proto::model::{
     GrpcRoute, HttpRoute, ResourceName, TrustBundle, TRUST_BUNDLE_NAME, TRUST_BUNDLE_NAMESPACE,
 };
@@ -261,15 +262,46 @@ fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
             policy,
             version: resource.version,
         })),
-        Body::HttpRoute(route) => Ok(Accepted::HttpRoute(RouteView {
-            route: Arc::new(route),
-            version: resource.version,
-        })),
-        Body::GrpcRoute(route) => Ok(Accepted::GrpcRoute(RouteView {
-            route: Arc::new(route),
-            version: resource.version,
-        })),
+        Body::HttpRoute(route) => {
+            let rules = route.rules.iter();
+            unimplemented(rules.map(|r| (&r.filters, r.timeouts, r.retry.is_some())))?;
+            Ok(Accepted::HttpRoute(RouteView {
+                route: Arc::new(route),
+                version: resource.version,
+            }))
+        }
+        Body::GrpcRoute(route) => {
+            let rules = route.rules.iter();
+            unimplemented(rules.map(|r| (&r.filters, r.timeouts, r.retry.is_some())))?;
+            Ok(Accepted::GrpcRoute(RouteView {
+                route: Arc::new(route),
+                version: resource.version,
+            }))
+        }
     }
+}
+
+/// Refuses a route whose rules ask for what this proxy's data path does not carry
+/// out yet (filters, per-rule timeouts and retries), naming it: a NACK the operator
+/// sees in `weftctl status` beats a rule silently forwarding without its filter.
+fn unimplemented<'a>(
+    rules: impl Iterator<Item = (&'a Vec<Filter>, RouteTimeouts, bool)>,
+) -> Result<(), String> {
+    for (filters, timeouts, retry) in rules {
+        if let Some(filter) = filters.first() {
+            return Err(format!(
+                "filter {} is not implemented by this proxy",
+                filter.type_name()
+            ));
+        }
+        if timeouts != RouteTimeouts::default() {
+            return Err("rule timeouts are not implemented by this proxy".to_owned());
+        }
+        if retry {
+            return Err("rule retry is not implemented by this proxy".to_owned());
+        }
+    }
+    Ok(())
 }
 
 fn reject(resource: &v1::Resource, message: String) -> v1::ResourceError {
@@ -389,6 +421,40 @@ mod tests {
             type_url: kind.type_url().into(),
             ..push(resources, removed)
         }
+    }
+
+    #[test]
+    fn routes_using_what_the_data_path_does_not_do_are_refused_by_name() {
+        let mut held = Resources::default();
+        let route = "kind: HTTPRoute
+metadata: {name: mirrored, namespace: shop}
+spec:
+  parentRefs: [{name: orders}]
+  rules:
+  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: users}}}]
+";
+        let errors = held.apply(&route_push(Kind::HttpRoute, route, &[]));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].message.contains("filter RequestMirror"),
+            "{}",
+            errors[0].message
+        );
+        assert_eq!(held.count(Kind::HttpRoute), 0);
+
+        let route = "kind: GRPCRoute
+metadata: {name: slow, namespace: shop}
+spec:
+  parentRefs: [{name: orders}]
+  rules: [{timeouts: {request: 1s}}]
+";
+        let errors = held.apply(&route_push(Kind::GrpcRoute, route, &[]));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].message.contains("timeouts"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]

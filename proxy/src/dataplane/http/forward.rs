@@ -13,6 +13,9 @@
 //! retries on is sent again, paid by the retry budget after a jittered backoff.
 //! Recording never delays the first attempt (Linkerd buffers the same way). This
 //! module only carries the rule out: it sends, waits, and feeds back.
+//!
+//! Before any of that, the service's routes may send the request to another
+//! service ([`routing`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +27,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use weft_proto::model::{Protocol, Resilience, RetryOn};
 
-use crate::metrics::Direction;
+use crate::metrics::{Direction, ServiceMetrics};
 use crate::resilience::breaker::Limit;
 use crate::resilience::failover::{self, Feedback, Next, Outcome, Progress};
 use crate::resilience::{backoff, deadline};
@@ -38,6 +41,7 @@ use super::body::{
     grpc_status, Buffered, Completion, ProxyBody, ReceivedBody, Recording, RequestBody,
 };
 use super::headers::{self, strip_hop_by_hop};
+use super::routing;
 use super::Route;
 
 /// The largest request body recorded so that the request can be retried.
@@ -141,7 +145,15 @@ impl Handler {
                 return rescue(&error, &unknown, grpc);
             }
         };
-        let metrics = &destination.metrics;
+        let chosen = match routing::select(&self.cx, destination, &request) {
+            Ok(chosen) => chosen,
+            Err((error, destination)) => {
+                destination.metrics.requests.increment(1);
+                return rescue(&error, &destination.metrics, grpc);
+            }
+        };
+        let destination = chosen.destination;
+        let metrics = chosen.metrics.as_ref().unwrap_or(&destination.metrics);
         metrics.requests.increment(1);
         if let Route::Inbound { caller, .. } = &self.route {
             if let Err(denied) = self.cx.registry.authorize(caller) {
@@ -151,7 +163,10 @@ impl Handler {
             }
         }
         let version = request.version();
-        match self.forward(&destination, request, started, grpc).await {
+        match self
+            .forward(&destination, metrics, request, started, grpc)
+            .await
+        {
             Ok(mut response) => {
                 // The downstream connection's version, whatever the upstream spoke.
                 *response.version_mut() = version;
@@ -190,6 +205,7 @@ impl Handler {
     async fn forward(
         &self,
         destination: &Destination,
+        metrics: &Arc<ServiceMetrics>,
         mut request: Request<ReceivedBody>,
         started: Instant,
         grpc: bool,
@@ -349,7 +365,7 @@ impl Handler {
         }
         match last {
             Some(result) => self.finish(
-                destination,
+                metrics,
                 result,
                 downstream_upgrade,
                 started,
@@ -364,7 +380,7 @@ impl Handler {
     /// response, or the error the rescue table turns into one.
     fn finish(
         &self,
-        destination: &Destination,
+        metrics: &Arc<ServiceMetrics>,
         result: Result<Sent, ForwardError>,
         downstream_upgrade: Option<OnUpgrade>,
         started: Instant,
@@ -373,7 +389,7 @@ impl Handler {
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let response = result?;
         Ok(self.respond_upstream(
-            destination,
+            metrics,
             response,
             downstream_upgrade,
             started,
@@ -384,7 +400,7 @@ impl Handler {
 
     fn respond_upstream(
         &self,
-        destination: &Destination,
+        metrics: &Arc<ServiceMetrics>,
         mut response: Sent,
         downstream_upgrade: Option<OnUpgrade>,
         started: Instant,
@@ -401,7 +417,7 @@ impl Handler {
                 tunnel(downstream, hyper::upgrade::on(&mut response));
             }
         }
-        respond(destination, response, started, upgrade)
+        respond(metrics, response, started, upgrade)
     }
 }
 
@@ -531,7 +547,7 @@ fn fits(body: &ReceivedBody) -> bool {
 
 /// The upstream response as sent downstream, counted and observed to its end.
 fn respond(
-    destination: &Destination,
+    metrics: &Arc<ServiceMetrics>,
     response: Response<ReceivedBody>,
     started: Instant,
     upgrade: bool,
@@ -549,10 +565,10 @@ fn respond(
     };
     let grpc_pending = grpc && status_in_headers.is_none();
     if !grpc_pending {
-        destination.metrics.response(status, status_in_headers);
+        metrics.response(status, status_in_headers);
     }
     let completion = Completion {
-        metrics: destination.metrics.clone(),
+        metrics: metrics.clone(),
         started,
         status,
         grpc_pending,
