@@ -40,6 +40,7 @@ use super::attempt::{self, Failure, Sent};
 use super::body::{
     grpc_status, Buffered, Completion, ProxyBody, ReceivedBody, Recording, RequestBody,
 };
+use super::filters;
 use super::headers::{self, strip_hop_by_hop};
 use super::routing;
 use super::Route;
@@ -134,7 +135,7 @@ impl Handler {
         Handler { cx, route }
     }
 
-    pub async fn handle(&self, request: Request<ReceivedBody>) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut request: Request<ReceivedBody>) -> Response<ProxyBody> {
         let started = Instant::now();
         let grpc = is_grpc(request.headers());
         let destination = match self.destination(&request) {
@@ -162,8 +163,15 @@ impl Handler {
                 return rescue(&ForwardError::Denied, metrics, grpc);
             }
         }
+        let rule = chosen.rule.as_ref();
+        if let Some(rule) = rule {
+            if let Some(answer) = filters::on_request(&self.cx, rule, &mut request, grpc).await {
+                metrics.duration.record(started.elapsed().as_secs_f64());
+                return answer;
+            }
+        }
         let version = request.version();
-        match self
+        let mut response = match self
             .forward(&destination, metrics, request, started, grpc)
             .await
         {
@@ -176,7 +184,11 @@ impl Handler {
                 metrics.duration.record(started.elapsed().as_secs_f64());
                 rescue(&error, metrics, grpc)
             }
+        };
+        if let Some(rule) = rule {
+            filters::on_response(rule, &mut response);
         }
+        response
     }
 
     fn destination(

@@ -12,14 +12,18 @@
 //! backend (every weight 0, or its service gone) is answered 500 (gRPC
 //! `INTERNAL`), both through the rescue table.
 //!
-//! Filters, timeouts and retries of a rule are not carried out yet: the discovery
-//! client refuses (NACKs) a route whose rules use a filter
-//! ([`crate::discovery`]), so none is ever silently ignored.
+//! The rule chosen travels with the request ([`Matched`]): its filters run in
+//! [`super::filters`], its timeouts and retries replace the service's for the
+//! request. What the data path does not carry out yet the discovery client refuses
+//! (NACKs, [`crate::discovery`]), so nothing a rule asks for is silently ignored.
 
 use std::sync::Arc;
 
 use http::Request;
-use weft_proto::model::route::{GrpcRequest, HttpRequest, RouteTable};
+use weft_proto::model::route::{
+    Filter, GrpcRequest, GrpcRoute, HttpRequest, HttpRoute, RouteTable,
+};
+use weft_proto::model::ResourceName;
 
 use crate::snapshot::Target;
 
@@ -35,6 +39,8 @@ use super::headers;
 pub(super) struct Chosen {
     pub destination: Arc<Destination>,
     pub metrics: Option<Arc<ServiceMetrics>>,
+    /// The rule that chose the destination; `None` when no route applies.
+    pub rule: Option<Matched>,
 }
 
 impl Chosen {
@@ -42,6 +48,32 @@ impl Chosen {
         Chosen {
             destination,
             metrics: None,
+            rule: None,
+        }
+    }
+}
+
+/// The rule a request matched: a route (shared with the snapshot, so holding it
+/// costs a reference count) and the rule's index in it.
+#[derive(Clone)]
+pub(super) enum Matched {
+    Http(Arc<HttpRoute>, usize),
+    Grpc(Arc<GrpcRoute>, usize),
+}
+
+impl Matched {
+    pub fn route_name(&self) -> &ResourceName {
+        match self {
+            Matched::Http(route, _) => &route.name,
+            Matched::Grpc(route, _) => &route.name,
+        }
+    }
+
+    /// The rule's filters, in the order they are written.
+    pub fn filters(&self) -> &[Filter] {
+        match self {
+            Matched::Http(route, index) => &route.rules[*index].filters,
+            Matched::Grpc(route, index) => &route.rules[*index].filters,
         }
     }
 }
@@ -79,21 +111,25 @@ pub(super) fn select<B>(
                 authority,
                 headers: request.headers(),
             };
-            table
-                .select(&http)
-                .map(|s| (&s.rule.route.name, s.rule.backends.pick(random)))
+            table.select(&http).map(|s| {
+                let matched = Matched::Http(s.rule.route.clone(), s.rule.rule_index);
+                (matched, s.rule.backends.pick(random))
+            })
         }
         RouteTable::Grpc(table) => {
             // A request that is not a gRPC call (`/Service/Method`) matches no rule.
             GrpcRequest::from_path(uri.path(), authority, request.headers())
                 .and_then(|call| table.select(&call))
-                .map(|s| (&s.rule.route.name, s.rule.backends.pick(random)))
+                .map(|s| {
+                    let matched = Matched::Grpc(s.rule.route.clone(), s.rule.rule_index);
+                    (matched, s.rule.backends.pick(random))
+                })
         }
     };
-    let (route, backend) = match chosen {
+    let (rule, backend) = match chosen {
         None => return Err((ForwardError::NoRuleMatched, destination)),
         Some((_, None)) => return Err((ForwardError::NoBackend, destination)),
-        Some((route, Some(backend))) => (route, backend),
+        Some((rule, Some(backend))) => (rule, backend),
     };
     let port = backend.port.unwrap_or(target.port);
     let backend_destination = if backend.service == target.service && port == target.port {
@@ -111,11 +147,12 @@ pub(super) fn select<B>(
     };
     let metrics = routes
         .route_metrics
-        .get(route)
+        .get(rule.route_name())
         .and_then(|by_backend| by_backend.get(&backend.service))
         .cloned();
     Ok(Chosen {
         destination: backend_destination,
         metrics,
+        rule: Some(rule),
     })
 }
