@@ -16,6 +16,8 @@
 # on to the upstreams. Needs the harness's setup.sh to have run (bench-upstream,
 # wrk, h2load, haproxy); BENCH_HOME as for the harness (default
 # ~/.cache/weft-bench).
+# AB_ENV_A and AB_ENV_B add environment to one build only ("WEFT_BENCH_ROUTES=10"):
+# with the same binary twice, they compare two configurations instead of two builds.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 rounds=6 secs=5 script=() h2=0
@@ -79,15 +81,16 @@ $(for u in ${upstreams//,/ }; do echo "    server u${u##*:} $u proto h2"; done)
 EOF
 start haproxy.log 0 haproxy -db -f "$out/haproxy.cfg"
 # The two builds, each with ports of its own.
-run_weft() { # run_weft NAME BINARY BASE
+run_weft() { # run_weft NAME BINARY BASE EXTRA_ENV
   mkdir -p "$out/$1"
-  start "$1.log" 0 env BENCH_OUT="$out/$1" BENCH_UPSTREAMS="$upstreams" BENCH_WORKERS=1 \
+  # shellcheck disable=SC2086 # EXTRA_ENV is a list of VAR=value words.
+  start "$1.log" 0 env $4 BENCH_OUT="$out/$1" BENCH_UPSTREAMS="$upstreams" BENCH_WORKERS=1 \
     BENCH_IPERF=127.0.0.1:9 BENCH_ADMIN_PORT=$(($3 + 10)) BENCH_OUTBOUND_PORT=$(($3 + 11)) \
     BENCH_INBOUND_PORT=$(($3 + 12)) \
     "$here/custom-weft.sh" "$2" "$3" $(($3 + 1)) $(($3 + 2)) $(($3 + 3))
 }
-run_weft a "$a" 23200
-run_weft b "$b" 23300
+run_weft a "$a" 23200 "${AB_ENV_A:-}"
+run_weft b "$b" 23300 "${AB_ENV_B:-}"
 for port in 23180 23200 23300; do wait_http "$port"; done
 
 names=(a b haproxy) ports=(23200 23300 23180)

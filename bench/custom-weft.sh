@@ -10,7 +10,7 @@
 # Usage (from bench/run.sh): custom-weft.sh PROXY_BINARY HTTP H2C TCP L4
 # WEFT_BENCH_RESILIENCE=off turns retries, outlier detection and circuit breakers
 # off in every service, to measure what they cost when nothing fails.
-# WEFT_BENCH_ROUTES=N attaches N HTTPRoutes to bench/http, of which only the last
+# WEFT_BENCH_ROUTES=N attaches N HTTPRoutes to bench/http and N to bench/h2, of which only the last
 # (PathPrefix /, below N-1 Exact paths in precedence) matches the benchmark's
 # requests: the cost of route selection at its worst for N routes.
 # BENCH_ADMIN_PORT, BENCH_OUTBOUND_PORT and BENCH_INBOUND_PORT move the listeners
@@ -57,12 +57,14 @@ DOC
     echo "    - {address: 127.0.0.1, port: $http}"
   fi
   routes=${WEFT_BENCH_ROUTES:-0}
-  for ((i = 1; i <= routes; i++)); do
-    path="{type: Exact, value: /miss-$i}"
-    if ((i == routes)); then path="{type: PathPrefix, value: /}"; fi
-    printf -- '---\nkind: HTTPRoute\nmetadata: {name: r%d, namespace: bench}\n' "$i"
-    printf -- 'spec:\n  parentRefs: [{name: http, port: 80}]\n  rules: [{matches: [{path: %s}]}]\n' \
-      "$path"
+  for parent in http h2; do
+    for ((i = 1; i <= routes; i++)); do
+      path="{type: Exact, value: /miss-$i}"
+      if ((i == routes)); then path="{type: PathPrefix, value: /}"; fi
+      printf -- '---\nkind: HTTPRoute\nmetadata: {name: %s-r%d, namespace: bench}\n' "$parent" "$i"
+      printf -- 'spec:\n  parentRefs: [{name: %s, port: 80}]\n  rules: [{matches: [{path: %s}]}]\n' \
+        "$parent" "$path"
+    done
   done
 } > "$cfg"
 
