@@ -12,6 +12,7 @@
 #   deploy/demo/run.sh --no-build          # use the binaries already in target/debug
 #   deploy/demo/run.sh --bin-dir DIR       # use the binaries in DIR (implies --no-build)
 #   deploy/demo/run.sh --release           # an optimised build (slower to build, faster to run)
+#   deploy/demo/run.sh --observe           # also Prometheus with Weft's rules, on 127.0.0.1:19090
 #
 # As root with iptables, each service runs in its own network namespace and
 # `weft-proxy init` captures its traffic: the apps call the services' virtual IPs
@@ -21,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-duration=0 chaos=0 capture=auto summary_dir="" build=1 bin="" profile=debug
+duration=0 chaos=0 capture=auto summary_dir="" build=1 bin="" profile=debug observe=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -31,7 +32,8 @@ while [ $# -gt 0 ]; do
     --no-build) build=0; shift ;;
     --bin-dir) bin="$2"; build=0; shift 2 ;;
     --release) profile=release; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --observe) observe=1; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -66,6 +68,11 @@ if [ "$capture" = auto ]; then
   else
     capture=no; echo "== not root: no iptables capture, using explicit upstream ports"
   fi
+fi
+
+if [ "$observe" = 1 ]; then
+  install_missing prometheus:prometheus
+  [ "$capture" = yes ] && install_missing socat:socat
 fi
 
 if [ "$build" = 1 ]; then
@@ -281,6 +288,39 @@ start_pod() {
   start_sidecar "$1"
 }
 
+# --- observability (--observe) ------------------------------------------------------
+# Prometheus with deploy/observability's config and rules, scraping every sidecar's
+# admin port; it runs beside the control plane (in its namespace under capture, where
+# the pods are reachable), and the host reaches it on 127.0.0.1:19090 either way.
+prometheus_port=19090
+start_observability() {
+  local obs="$run_dir/observability" listen targets=""
+  mkdir -p "$obs/prometheus/targets"
+  cp deploy/observability/prometheus/prometheus-demo.yml "$obs/prometheus/"
+  cp -r deploy/observability/rules "$obs/rules"
+  for pod in "${pods[@]}"; do
+    targets+="{\"targets\": [\"$(admin_of "$pod")\"], \"labels\": {\"pod\": \"$pod\"}},"
+  done
+  echo "[${targets%,}]" >"$obs/prometheus/targets/demo.json"
+  listen=127.0.0.1:$prometheus_port
+  [ "$capture" = yes ] && listen=${cp_addr%:*}:9090
+  spawn prometheus "${cp_prefix[@]}" prometheus \
+    --config.file "$obs/prometheus/prometheus-demo.yml" --storage.tsdb.path "$obs/data" \
+    --web.listen-address "$listen" --web.enable-lifecycle
+  if [ "$capture" = yes ]; then
+    # The host's way in: a forwarder into the control plane's namespace (-L names
+    # the run directory, so that a later run's sweep recognises it).
+    spawn prometheus-forward socat -L "$run_dir/prometheus-forward.lock" \
+      "TCP-LISTEN:$prometheus_port,bind=127.0.0.1,reuseaddr,fork" \
+      "EXEC:ip netns exec $PREFIX-control-plane socat STDIO TCP\:${listen%:*}\:${listen##*:}"
+  fi
+  if ! wait_until "Prometheus" curl -fs "http://127.0.0.1:$prometheus_port/-/ready"; then
+    tail -n 5 "$run_dir"/prometheus*.log >&2
+    exit 1
+  fi
+  echo "== Prometheus on http://127.0.0.1:$prometheus_port (${#pods[@]} sidecars; rules and alerts from deploy/observability/rules)"
+}
+
 for pod in "${pods[@]}"; do
   account=${service[$pod]}; [ "$account" = - ] && account=$pod
   mkdir -p "$run_dir/pods/$pod/state"
@@ -303,6 +343,7 @@ for pod in "${pods[@]}"; do [ "$pod" = shopper ] || start_pod "$pod"; done
 start_sidecar shopper
 for pod in "${pods[@]}"; do wait_until "$pod's sidecar" ready "$pod" || exit 1; done
 mesh_ready_ms=$(date +%s%3N)
+[ "$observe" = 1 ] && start_observability
 start_app shopper
 echo "== the shop is up after $(( (mesh_ready_ms - started_ms) / 1000 )) s; the shopper starts 10 journeys/s"
 # --- chaos ---------------------------------------------------------------------------

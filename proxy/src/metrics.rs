@@ -181,6 +181,10 @@ fn describe() {
         "Configuration pushes applied, by resource type and result (ack or nack)."
     );
     describe_gauge!("weft_config_resources", "Resources held, by type.");
+    describe_gauge!(
+        "weft_config_rejected_resources",
+        "Resources the last push of each type brought that this proxy refused (NACKed), by type."
+    );
     describe_counter!(
         "weft_config_resources_received_total",
         "Resources received in configuration pushes, by type (a resumed stream receives only what changed)."

@@ -347,3 +347,169 @@ fn the_kubernetes_twin_runs_the_same_shop_from_the_same_mesh_config() {
         assert_eq!(inits[1]["restartPolicy"].as_str(), Some("Always"));
     }
 }
+
+/// One instant query to the demo's Prometheus: its result vector.
+fn prometheus_query(query: &str) -> Option<Vec<serde_json::Value>> {
+    let output = Command::new("curl")
+        .args(["-fsS", "--get", "--data-urlencode"])
+        .arg(format!("query={query}"))
+        .arg(format!("http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query"))
+        .output()
+        .ok()?;
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    assert_eq!(answer["status"], "success", "{query}: {answer}");
+    answer["data"]["result"].as_array().cloned()
+}
+
+/// The demo's Prometheus, as `--observe` prints it.
+const PROMETHEUS_PORT: u16 = 19090;
+
+/// A sample's service label and value.
+fn by_service(result: &[serde_json::Value]) -> BTreeMap<String, f64> {
+    result
+        .iter()
+        .filter_map(|s| {
+            let service = s["metric"]["service"].as_str()?.to_owned();
+            let value = s["value"][1].as_str()?.parse().ok()?;
+            Some((service, value))
+        })
+        .collect()
+}
+
+#[test]
+fn with_observe_a_real_prometheus_records_the_shop_s_golden_signals() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use weft_e2e::wait_for;
+
+    let _one = DEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let before = iptables();
+    // A process group of its own: the test stops it as Ctrl-C would.
+    let mut demo = Command::new("bash")
+        .arg(repo().join("deploy/demo/run.sh"))
+        .args(["--observe", "--duration", "120", "--bin-dir"])
+        .arg(bin_dir())
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start deploy/demo/run.sh --observe");
+    let output = Arc::new(Mutex::new(String::new()));
+    let stdout = demo.stdout.take().expect("the demo's stdout");
+    let reader = {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut text = output.lock().unwrap_or_else(|e| e.into_inner());
+                text.push_str(&line);
+                text.push('\n');
+            }
+        })
+    };
+    let printed = || output.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    wait_for(
+        "the demo to start Prometheus",
+        Duration::from_secs(120),
+        || {
+            let text = printed();
+            assert!(!text.contains("== stopping"), "the demo stopped:\n{text}");
+            text.contains(&format!(
+                "== Prometheus on http://127.0.0.1:{PROMETHEUS_PORT}"
+            ))
+            .then_some(())
+        },
+    );
+
+    // Every sidecar scraped, and the callers' success rate of each of the four
+    // services recorded by weft-recording.yml: the shop loses nothing, so 100%.
+    let services = ["shop/cart", "shop/orders", "shop/products", "shop/users"];
+    let success = wait_for(
+        "the recorded success rate of the four services",
+        Duration::from_secs(90),
+        || {
+            let up = prometheus_query("up{job=\"weft-proxies\"} == 1")?;
+            let rates = by_service(&prometheus_query(
+                "weft:success_rate:ratio_rate1m{direction=\"outbound\"}",
+            )?);
+            (up.len() == 7 && services.iter().all(|s| rates.contains_key(*s))).then_some(rates)
+        },
+    );
+    for service in services {
+        assert_eq!(success[service], 1.0, "{service}: {success:?}");
+    }
+    let requests = by_service(
+        &prometheus_query("weft:requests:rate1m{direction=\"outbound\"}").expect("request rates"),
+    );
+    for service in services {
+        assert!(requests[service] > 0.5, "{service}: {requests:?}");
+    }
+    let p99 = by_service(
+        &prometheus_query("weft:request_duration_seconds:p99_1m{direction=\"outbound\"}")
+            .expect("latency"),
+    );
+    for service in services {
+        assert!(
+            p99[service] > 0.0 && p99[service] < 1.0,
+            "{service}: {p99:?}"
+        );
+    }
+    // The alerting rules loaded and evaluate cleanly; nothing fires on a healthy shop.
+    let rules = Command::new("curl")
+        .args(["-fsS"])
+        .arg(format!("http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/rules"))
+        .output()
+        .expect("curl the rules");
+    let rules: serde_json::Value = serde_json::from_slice(&rules.stdout).expect("rules JSON");
+    let all: Vec<&serde_json::Value> = rules["data"]["groups"]
+        .as_array()
+        .expect("rule groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(all.len(), 19, "{rules:#}");
+    for rule in &all {
+        assert_ne!(rule["health"], "err", "{rule:#}");
+        if rule["type"] == "alerting" {
+            assert_eq!(rule["state"], "inactive", "{rule:#}");
+        }
+    }
+    // The Grafana dashboard's queries all run, and its golden-signal panels show data.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/observability/grafana/weft-mesh.json"))
+            .expect("the dashboard"),
+    )
+    .expect("dashboard JSON");
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            let expr = expr
+                .replace("$service", ".+")
+                .replace("$direction", "outbound");
+            let result = prometheus_query(&expr).expect("the panel's query runs");
+            let golden = ["Request rate", "Success rate", "Certificate time left"];
+            if golden.contains(&panel["title"].as_str().unwrap_or_default()) {
+                assert!(!result.is_empty(), "{:?}: {expr} is empty", panel["title"]);
+            }
+        }
+    }
+
+    // Stop it as Ctrl-C does; it tears everything down, Prometheus included.
+    let group = demo.id().to_string();
+    Command::new("kill")
+        .args(["-INT", "--", &format!("-{group}")])
+        .status()
+        .expect("kill -INT");
+    let status = demo.wait().expect("wait for the demo");
+    reader.join().expect("the reader thread");
+    let text = printed();
+    assert!(status.success(), "{status}:\n{text}");
+    assert!(text.contains("== stopped"), "{text}");
+    assert_nothing_left(&before);
+}

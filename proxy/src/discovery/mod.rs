@@ -332,6 +332,10 @@ fn record(
     let result = if errors.is_empty() { "ack" } else { "nack" };
     metrics::counter!("weft_config_updates_total", "type" => type_label, "result" => result)
         .increment(1);
+    // What /config_dump lists as rejected, as a level an alert can hold on to: a
+    // proxy refusing a resource keeps refusing it until a push replaces it.
+    metrics::gauge!("weft_config_rejected_resources", "type" => type_label)
+        .set(errors.len() as f64);
     // Shows that a reconnect resumes: only the difference is sent again.
     metrics::counter!("weft_config_resources_received_total", "type" => type_label)
         .increment(response.resources.len() as u64);
