@@ -244,6 +244,15 @@ fn a_resource_the_proxy_cannot_accept_is_nacked_and_status_shows_why() {
         "{dump}"
     );
     assert!(proxy.is_ready(), "a NACK does not make a proxy unready");
+    // The level the NACK alert (deploy/observability) holds on to.
+    let rejected = |metrics: &str| {
+        weft_e2e::metric_sum(
+            metrics,
+            "weft_config_rejected_resources",
+            &["type=\"Service\""],
+        )
+    };
+    assert_eq!(rejected(&proxy.metrics()), 1.0, "{}", proxy.metrics());
 
     // A fixed resource is accepted and the proxy is SYNCED again.
     weftctl_ok(
@@ -261,6 +270,7 @@ fn a_resource_the_proxy_cannot_accept_is_nacked_and_status_shows_why() {
         resource(&dump, "services", "shop/pay").expect("held")["load_balancer"],
         "random"
     );
+    assert_eq!(rejected(&proxy.metrics()), 0.0, "{}", proxy.metrics());
 }
 
 #[test]
