@@ -1,6 +1,7 @@
 //! Golden metrics per service from the proxies' counters: what `weftctl top` shows
 //! for each `namespace/name`, computed over the INBOUND series (the server side of
-//! the service, as `linkerd viz stat` shows a deployment).
+//! the service, as `linkerd viz stat` shows a deployment); and per edge of the
+//! service graph (who calls whom), computed over each caller's OUTBOUND series.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,9 @@ const ENDPOINTS: &str = "weft_endpoints";
 
 /// One target's counters over one interval: how much each grew.
 pub struct Window<'a> {
+    /// The workload the target is the proxy of (its service, else its proxy id):
+    /// the caller of what its outbound series count.
+    pub source: &'a str,
     /// Seconds between the two scrapes.
     pub seconds: f64,
     pub increases: Vec<(&'a Sample, f64)>,
@@ -38,6 +42,20 @@ pub struct ServiceStats {
     pub p99_ms: Option<f64>,
     /// Share of requests that came in over mTLS; `None` without requests.
     pub tls: Option<f64>,
+}
+
+/// One edge of the service graph: the calls of one workload to one service, as its
+/// own proxies counted them (retries and failover included: what the caller got).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EdgeStats {
+    /// The calling workload: `namespace/name` of its service, else its proxy's id.
+    pub source: String,
+    /// `namespace/name`.
+    pub destination: String,
+    pub rps: f64,
+    pub success: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
 #[derive(Default)]
@@ -88,42 +106,83 @@ pub fn aggregate(
                 continue;
             };
             let totals = by_service.entry(service.to_owned()).or_default();
-            match sample.name.as_str() {
-                REQUESTS => {
-                    totals.requests += increase;
-                    if window.seconds > 0.0 {
-                        totals.rps += increase / window.seconds;
-                    }
-                    if sample.label("tls") == "true" {
-                        totals.tls_requests += increase;
-                    }
-                }
-                // Requests the proxy answered itself (weft_request_errors_total)
-                // are not added again: its rescue path also counts the response it
-                // sends (502, 503, 504, a gRPC status), so they are already here.
-                RESPONSES => {
-                    totals.responses += increase;
-                    if is_failure(sample) {
-                        totals.failures += increase;
-                    }
-                }
-                BUCKETS => {
-                    *totals
-                        .buckets
-                        .entry(sample.label("le").to_owned())
-                        .or_default() += increase;
-                }
-                _ => {}
-            }
+            totals.add(sample, *increase, window.seconds);
         }
     }
     by_service
         .into_iter()
-        .filter(|(service, _)| {
-            namespace.is_none_or(|ns| service.split_once('/').is_some_and(|(n, _)| n == ns))
-        })
+        .filter(|(service, _)| in_namespace(service, namespace))
         .map(|(service, totals)| stats(service, &totals))
         .collect()
+}
+
+/// The service graph's edges, sorted by source then destination, from the
+/// callers' outbound series; `namespace` keeps the edges into one namespace's
+/// services. Passthrough traffic (no service) is no edge.
+pub fn edges(windows: &[Window<'_>], namespace: Option<&str>) -> Vec<EdgeStats> {
+    let mut by_edge: BTreeMap<(&str, &str), Totals> = BTreeMap::new();
+    for window in windows {
+        for (sample, increase) in &window.increases {
+            let destination = sample.label("service");
+            if sample.label("direction") != "outbound" || destination.is_empty() {
+                continue;
+            }
+            let totals = by_edge.entry((window.source, destination)).or_default();
+            totals.add(sample, *increase, window.seconds);
+        }
+    }
+    by_edge
+        .into_iter()
+        .filter(|((_, destination), _)| in_namespace(destination, namespace))
+        .map(|((source, destination), totals)| {
+            let row = stats(destination.to_owned(), &totals);
+            EdgeStats {
+                source: source.to_owned(),
+                destination: row.service,
+                rps: row.rps,
+                success: row.success,
+                p50_ms: row.p50_ms,
+                p99_ms: row.p99_ms,
+            }
+        })
+        .collect()
+}
+
+fn in_namespace(service: &str, namespace: Option<&str>) -> bool {
+    namespace.is_none_or(|ns| service.split_once('/').is_some_and(|(n, _)| n == ns))
+}
+
+impl Totals {
+    /// Adds one counter's increase over a window of `seconds`.
+    fn add(&mut self, sample: &Sample, increase: f64, seconds: f64) {
+        match sample.name.as_str() {
+            REQUESTS => {
+                self.requests += increase;
+                if seconds > 0.0 {
+                    self.rps += increase / seconds;
+                }
+                if sample.label("tls") == "true" {
+                    self.tls_requests += increase;
+                }
+            }
+            // Requests the proxy answered itself (weft_request_errors_total) are
+            // not added again: its rescue path also counts the response it sends
+            // (502, 503, 504, a gRPC status), so they are already here.
+            RESPONSES => {
+                self.responses += increase;
+                if is_failure(sample) {
+                    self.failures += increase;
+                }
+            }
+            BUCKETS => {
+                *self
+                    .buckets
+                    .entry(sample.label("le").to_owned())
+                    .or_default() += increase;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// 5xx, or a gRPC status other than OK (as Linkerd counts gRPC failures).

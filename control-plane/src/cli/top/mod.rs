@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use self::aggregate::{ServiceStats, Window};
+use self::aggregate::{EdgeStats, ServiceStats, Window};
 use self::parse::Sample;
 use super::table::Table;
 
@@ -41,6 +41,8 @@ pub struct Frame {
     /// RFC 3339, UTC.
     pub time: String,
     pub services: Vec<ServiceStats>,
+    /// Who calls whom: the service graph's edges.
+    pub edges: Vec<EdgeStats>,
     pub unreachable: Vec<Unreachable>,
 }
 
@@ -63,10 +65,13 @@ impl Top {
     /// counters since it started are not one interval's worth); it still counts
     /// for endpoints. A target that failed keeps its last good scrape, so its next
     /// rates cover the whole gap; one no longer in the round is forgotten.
+    /// `sources` names the workload behind each target (the caller of its
+    /// outbound series); a target it does not name stands for itself.
     pub fn frame(
         &mut self,
         time: String,
         round: Vec<(String, Result<Scraped, String>)>,
+        sources: &BTreeMap<String, String>,
         namespace: Option<&str>,
     ) -> Frame {
         self.previous
@@ -79,19 +84,23 @@ impl Top {
                 Err(error) => unreachable.push(Unreachable { target, error }),
             }
         }
-        let services = {
+        let (services, edges) = {
             let windows: Vec<Window<'_>> = fresh
                 .iter()
                 .filter_map(|(target, now)| {
                     let before = self.previous.get(target)?;
                     Some(Window {
+                        source: sources.get(target).map_or(target.as_str(), String::as_str),
                         seconds: now.at.saturating_duration_since(before.at).as_secs_f64(),
                         increases: diff::increases(&before.samples, &now.samples),
                     })
                 })
                 .collect();
             let current: Vec<&[Sample]> = fresh.iter().map(|(_, s)| s.samples.as_slice()).collect();
-            aggregate::aggregate(&windows, &current, namespace)
+            (
+                aggregate::aggregate(&windows, &current, namespace),
+                aggregate::edges(&windows, namespace),
+            )
         };
         for (target, scraped) in fresh {
             self.previous.insert(target, scraped);
@@ -99,6 +108,7 @@ impl Top {
         Frame {
             time,
             services,
+            edges,
             unreachable,
         }
     }

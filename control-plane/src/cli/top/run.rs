@@ -2,6 +2,7 @@
 //! interval, print a frame per round after the first, until the count is reached
 //! or Ctrl-C.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -25,12 +26,30 @@ pub enum Targets {
     },
 }
 
+/// One round's targets: each proxy's admin address, the workload behind it, and
+/// (from a control plane) the proxies' sync status.
+#[derive(Default)]
+pub struct Listed {
+    pub targets: Vec<String>,
+    /// By target: the workload's `namespace/service`, else the proxy's id.
+    pub sources: BTreeMap<String, String>,
+    /// Empty with `--proxy` targets.
+    pub proxies: Vec<v1::ProxyStatus>,
+    /// The control plane's build, to tell outdated proxies.
+    pub control_plane_build: String,
+}
+
 impl Targets {
     /// This round's targets; a control plane that stops answering leaves the last
     /// list in use and is named among the unreachable.
-    async fn list(&mut self, unreachable: &mut Vec<Unreachable>) -> Result<Vec<String>, CliError> {
+    pub async fn list(&mut self, unreachable: &mut Vec<Unreachable>) -> Result<Listed, CliError> {
         let (admin, address, last) = match self {
-            Targets::Fixed(targets) => return Ok(targets.clone()),
+            Targets::Fixed(targets) => {
+                return Ok(Listed {
+                    targets: targets.clone(),
+                    ..Listed::default()
+                })
+            }
             Targets::ControlPlane {
                 admin,
                 address,
@@ -39,27 +58,43 @@ impl Targets {
         };
         match admin.list_proxies(v1::ListProxiesRequest {}).await {
             Ok(response) => {
-                let mut targets: Vec<String> = response
-                    .into_inner()
-                    .proxies
-                    .into_iter()
-                    .map(|p| p.admin_address)
-                    .filter(|a| !a.is_empty())
-                    .collect();
-                targets.sort();
-                targets.dedup();
-                *last = targets.clone();
-                Ok(targets)
+                let response = response.into_inner();
+                let mut sources = BTreeMap::new();
+                for proxy in &response.proxies {
+                    if !proxy.admin_address.is_empty() {
+                        sources.insert(proxy.admin_address.clone(), workload_name(proxy));
+                    }
+                }
+                let listed = Listed {
+                    targets: sources.keys().cloned().collect(),
+                    sources,
+                    proxies: response.proxies,
+                    control_plane_build: response.control_plane_build,
+                };
+                *last = listed.targets.clone();
+                Ok(listed)
             }
             Err(status) if !last.is_empty() => {
                 unreachable.push(Unreachable {
                     target: format!("control plane {address}"),
                     error: status.message().to_owned(),
                 });
-                Ok(last.clone())
+                Ok(Listed {
+                    targets: last.clone(),
+                    ..Listed::default()
+                })
             }
             Err(status) => Err(CliError::Server(status)),
         }
+    }
+}
+
+/// The workload a proxy stands for in the service graph: its service, else (a
+/// client only, like the demo's shopper) its id.
+pub fn workload_name(proxy: &v1::ProxyStatus) -> String {
+    match &proxy.workload {
+        Some(w) if !w.service.is_empty() => format!("{}/{}", w.namespace, w.service),
+        _ => proxy.id.clone(),
     }
 }
 
@@ -98,9 +133,9 @@ async fn frames(targets: &mut Targets, options: &Options) -> Result<(), CliError
     loop {
         ticker.tick().await;
         let mut unreachable = Vec::new();
-        let list = targets.list(&mut unreachable).await?;
-        let round = scrape_all(&list, options.timeout).await;
-        let mut frame = top.frame(rfc3339(unix_now()), round, namespace);
+        let listed = targets.list(&mut unreachable).await?;
+        let round = scrape_all(&listed.targets, options.timeout).await;
+        let mut frame = top.frame(rfc3339(unix_now()), round, &listed.sources, namespace);
         if std::mem::take(&mut first) {
             continue;
         }
@@ -114,7 +149,7 @@ async fn frames(targets: &mut Targets, options: &Options) -> Result<(), CliError
     }
 }
 
-async fn scrape_all(
+pub async fn scrape_all(
     targets: &[String],
     timeout: Duration,
 ) -> Vec<(String, Result<Scraped, String>)> {
@@ -150,7 +185,7 @@ fn print(frame: &Frame, output: Output, terminal: bool) -> Result<(), CliError> 
         .map_err(|e| CliError::Input(format!("writing to standard output: {e}")))
 }
 
-fn unix_now() -> i64 {
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

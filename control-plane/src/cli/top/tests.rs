@@ -27,6 +27,7 @@ fn the_first_round_has_no_rates_and_the_second_has() {
             ("a:1".into(), scraped(start, &web(100))),
             ("b:1".into(), Err("connect: refused".into())),
         ],
+        &BTreeMap::new(),
         None,
     );
     assert_eq!(first.services.len(), 1);
@@ -41,6 +42,7 @@ fn the_first_round_has_no_rates_and_the_second_has() {
             "a:1".into(),
             scraped(start + Duration::from_secs(2), &web(140)),
         )],
+        &BTreeMap::new(),
         None,
     );
     let row = &second.services[0];
@@ -69,13 +71,14 @@ fn the_first_round_has_no_rates_and_the_second_has() {
     );
 
     // A target that left the round is forgotten: back, it starts over.
-    top.frame("t2".into(), vec![], None);
+    top.frame("t2".into(), vec![], &BTreeMap::new(), None);
     let back = top.frame(
         "t3".into(),
         vec![(
             "a:1".into(),
             scraped(start + Duration::from_secs(3), &web(150)),
         )],
+        &BTreeMap::new(),
         None,
     );
     assert_eq!(back.services[0].rps, 0.0);
@@ -89,6 +92,7 @@ fn the_first_round_has_no_rates_and_the_second_has() {
 #[test]
 fn the_footer_names_unreachable_targets() {
     let frame = Frame {
+        edges: vec![],
         time: "t".into(),
         services: vec![],
         unreachable: vec![Unreachable {

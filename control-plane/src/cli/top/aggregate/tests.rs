@@ -33,6 +33,7 @@ fn golden_metrics_of_the_inbound_side() {
     let before = orders_proxy(100, 90, 9);
     let after = orders_proxy(300, 240, 59);
     let window = Window {
+        source: "shop/orders",
         seconds: 2.0,
         increases: increases(&before, &after),
     };
@@ -67,10 +68,12 @@ fn targets_add_up_and_endpoints_take_the_highest_view() {
     }
     let windows = [
         Window {
+            source: "shop/orders",
             seconds: 1.0,
             increases: increases(&before, &after),
         },
         Window {
+            source: "shop/orders",
             seconds: 2.0,
             increases: increases(&before, &fewer),
         },
@@ -88,10 +91,67 @@ fn a_restarted_proxy_counts_from_zero() {
     let before = orders_proxy(1000, 900, 100);
     let restarted = orders_proxy(10, 8, 2);
     let window = Window {
+        source: "shop/orders",
         seconds: 1.0,
         increases: increases(&before, &restarted),
     };
     let rows = aggregate(&[window], &[&restarted], Some("shop"));
     assert_eq!(rows[0].rps, 10.0);
     assert_eq!(rows[0].success, Some(0.8));
+}
+
+#[test]
+fn edges_are_each_caller_s_outbound_view() {
+    let before = orders_proxy(100, 90, 9);
+    let after = orders_proxy(300, 240, 59);
+    let cart_before = parse(
+        r#"weft_requests_total{direction="outbound",service="shop/orders",route=""} 10
+weft_responses_total{direction="outbound",service="shop/orders",route="",status_code="200",grpc_status=""} 10
+weft_requests_total{direction="outbound",service="",route=""} 5
+"#,
+    )
+    .expect("parses");
+    let cart_after = parse(
+        r#"weft_requests_total{direction="outbound",service="shop/orders",route=""} 30
+weft_responses_total{direction="outbound",service="shop/orders",route="",status_code="200",grpc_status=""} 29
+weft_responses_total{direction="outbound",service="shop/orders",route="",status_code="502",grpc_status=""} 1
+weft_requests_total{direction="outbound",service="",route=""} 50
+"#,
+    )
+    .expect("parses");
+    // orders' own proxy: its calls to users grew by nothing here.
+    let mut orders_now = after.clone();
+    for sample in &mut orders_now {
+        if sample.label("direction") == "outbound" {
+            sample.value += 40.0;
+        }
+    }
+    let windows = [
+        Window {
+            source: "shop/orders",
+            seconds: 2.0,
+            increases: increases(&before, &orders_now),
+        },
+        Window {
+            source: "shop/cart",
+            seconds: 2.0,
+            increases: increases(&cart_before, &cart_after),
+        },
+    ];
+    let found = edges(&windows, Some("shop"));
+    let pairs: Vec<(&str, &str)> = found
+        .iter()
+        .map(|e| (e.source.as_str(), e.destination.as_str()))
+        .collect();
+    // Passthrough (no service) is no edge; inbound series are none either.
+    assert_eq!(
+        pairs,
+        [("shop/cart", "shop/orders"), ("shop/orders", "shop/users")]
+    );
+    assert_eq!(found[0].rps, 10.0);
+    // 20 responses, one 502 (cart_before had no 502 series: it grew from 0).
+    assert_eq!(found[0].success, Some(0.95));
+    assert_eq!(found[1].rps, 20.0);
+    assert_eq!(found[1].success, Some(0.0));
+    assert!(edges(&windows, Some("other")).is_empty());
 }
