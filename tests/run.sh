@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 echo "disk: $(df -h . | awk 'NR==2 {print $4 " free of " $2}')"
 
 # Debian packages used by the tests as real peers and tools.
-packages=(curl nghttp2-client prometheus socat iptables iproute2 util-linux openssl)
+packages=(curl nghttp2-client prometheus socat chromium iptables iproute2 util-linux openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

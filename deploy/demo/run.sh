@@ -12,7 +12,7 @@
 #   deploy/demo/run.sh --no-build          # use the binaries already in target/debug
 #   deploy/demo/run.sh --bin-dir DIR       # use the binaries in DIR (implies --no-build)
 #   deploy/demo/run.sh --release           # an optimised build (slower to build, faster to run)
-#   deploy/demo/run.sh --observe           # also Prometheus with Weft's rules, on 127.0.0.1:19090
+#   deploy/demo/run.sh --observe           # also Prometheus (127.0.0.1:19090) and weftctl dashboard (:50750)
 #
 # As root with iptables, each service runs in its own network namespace and
 # `weft-proxy init` captures its traffic: the apps call the services' virtual IPs
@@ -290,9 +290,17 @@ start_pod() {
 
 # --- observability (--observe) ------------------------------------------------------
 # Prometheus with deploy/observability's config and rules, scraping every sidecar's
-# admin port; it runs beside the control plane (in its namespace under capture, where
-# the pods are reachable), and the host reaches it on 127.0.0.1:19090 either way.
-prometheus_port=19090
+# admin port, and `weftctl dashboard`. Both run beside the control plane (in its
+# namespace under capture, where the pods are reachable); the host reaches them on
+# 127.0.0.1:19090 and 127.0.0.1:50750 either way.
+prometheus_port=19090 dashboard_port=50750
+# forward NAME PORT ADDRESS: the host's 127.0.0.1:PORT to ADDRESS in the control
+# plane's namespace (-L names the run directory, so a later run's sweep knows it).
+forward() {
+  spawn "$1-forward" socat -L "$run_dir/$1-forward.lock" \
+    "TCP-LISTEN:$2,bind=127.0.0.1,reuseaddr,fork" \
+    "EXEC:ip netns exec $PREFIX-control-plane socat STDIO TCP\:${3%:*}\:${3##*:}"
+}
 start_observability() {
   local obs="$run_dir/observability" listen targets=""
   mkdir -p "$obs/prometheus/targets"
@@ -307,18 +315,19 @@ start_observability() {
   spawn prometheus "${cp_prefix[@]}" prometheus \
     --config.file "$obs/prometheus/prometheus-demo.yml" --storage.tsdb.path "$obs/data" \
     --web.listen-address "$listen" --web.enable-lifecycle
-  if [ "$capture" = yes ]; then
-    # The host's way in: a forwarder into the control plane's namespace (-L names
-    # the run directory, so that a later run's sweep recognises it).
-    spawn prometheus-forward socat -L "$run_dir/prometheus-forward.lock" \
-      "TCP-LISTEN:$prometheus_port,bind=127.0.0.1,reuseaddr,fork" \
-      "EXEC:ip netns exec $PREFIX-control-plane socat STDIO TCP\:${listen%:*}\:${listen##*:}"
-  fi
-  if ! wait_until "Prometheus" curl -fs "http://127.0.0.1:$prometheus_port/-/ready"; then
-    tail -n 5 "$run_dir"/prometheus*.log >&2
+  [ "$capture" = yes ] && forward prometheus "$prometheus_port" "$listen"
+  listen=127.0.0.1:$dashboard_port
+  [ "$capture" = yes ] && listen=${cp_addr%:*}:$dashboard_port
+  spawn dashboard "${cp_prefix[@]}" "$bin/weftctl" --control-plane "$cp_addr" \
+    dashboard --listen "$listen" --namespace shop
+  [ "$capture" = yes ] && forward dashboard "$dashboard_port" "$listen"
+  if ! wait_until "Prometheus" curl -fs "http://127.0.0.1:$prometheus_port/-/ready" ||
+     ! wait_until "the dashboard" curl -fs "http://127.0.0.1:$dashboard_port/api/state"; then
+    tail -n 5 "$run_dir"/prometheus*.log "$run_dir"/dashboard*.log >&2
     exit 1
   fi
   echo "== Prometheus on http://127.0.0.1:$prometheus_port (${#pods[@]} sidecars; rules and alerts from deploy/observability/rules)"
+  echo "== dashboard on http://127.0.0.1:$dashboard_port (weftctl dashboard)"
 }
 
 for pod in "${pods[@]}"; do

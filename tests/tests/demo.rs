@@ -500,6 +500,8 @@ fn with_observe_a_real_prometheus_records_the_shop_s_golden_signals() {
         }
     }
 
+    the_dashboard_shows_the_shop_and_a_killed_replica_turns_red();
+
     // Stop it as Ctrl-C does; it tears everything down, Prometheus included.
     let group = demo.id().to_string();
     Command::new("kill")
@@ -512,4 +514,191 @@ fn with_observe_a_real_prometheus_records_the_shop_s_golden_signals() {
     assert!(status.success(), "{status}:\n{text}");
     assert!(text.contains("== stopped"), "{text}");
     assert_nothing_left(&before);
+}
+
+/// The demo's `weftctl dashboard`, as `--observe` prints it.
+const DASHBOARD_PORT: u16 = 50750;
+
+/// The page as headless Chromium renders it (its script run, its first poll
+/// answered): the DOM, serialized.
+fn dashboard_dom(hash: &str) -> String {
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=4000",
+            "--dump-dom",
+        ])
+        .arg(format!("http://127.0.0.1:{DASHBOARD_PORT}/{hash}"))
+        .output()
+        .expect("run chromium (Debian package chromium)");
+    assert!(output.status.success(), "chromium: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The attributes of every element whose class list has `class`.
+fn elements(dom: &str, class: &str) -> Vec<BTreeMap<String, String>> {
+    dom.split('<')
+        .filter_map(|tag| tag.split_once('>').map(|(inside, _)| inside))
+        .filter_map(|inside| {
+            let mut attributes = BTreeMap::new();
+            let mut rest = inside.split_once(' ')?.1;
+            while let Some((name, after)) = rest.split_once("=\"") {
+                let (value, next) = after.split_once('"')?;
+                attributes.insert(name.trim().to_owned(), value.replace("&amp;", "&"));
+                rest = next;
+            }
+            attributes
+                .get("class")
+                .is_some_and(|c| c.split(' ').any(|c| c == class))
+                .then_some(attributes)
+        })
+        .collect()
+}
+
+fn number(attributes: &BTreeMap<String, String>, name: &str) -> f64 {
+    attributes
+        .get(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number {name} in {attributes:?}"))
+}
+
+/// Issue 19's dashboard checks, on the running demo: the graph has the shop's
+/// four services and their callers' edges, its numbers agree with `weftctl top -o
+/// json`, a screenshot is kept, and a killed replica's proxy turns red.
+fn the_dashboard_shows_the_shop_and_a_killed_replica_turns_red() {
+    use std::time::{Duration, Instant};
+    use weft_e2e::wait_for;
+
+    let services = ["shop/cart", "shop/orders", "shop/products", "shop/users"];
+    let dom = wait_for("the graph with its edges", Duration::from_secs(30), || {
+        let dom = dashboard_dom("");
+        let edges = elements(&dom, "edge");
+        (edges.len() >= 7).then_some(dom)
+    });
+    let nodes = elements(&dom, "node");
+    for service in services {
+        let node = nodes
+            .iter()
+            .find(|n| n["data-name"] == service)
+            .unwrap_or_else(|| panic!("no node {service}: {nodes:?}"));
+        assert_eq!(node["data-kind"], "service");
+        assert!(
+            node["class"].contains(" ok"),
+            "{service} is not green: {node:?}"
+        );
+    }
+    let mut edges: Vec<(String, String)> = elements(&dom, "edge")
+        .iter()
+        .map(|e| (e["data-source"].clone(), e["data-destination"].clone()))
+        .collect();
+    edges.sort();
+    let expected = [
+        ("shop/cart", "shop/products"),
+        ("shop/orders", "shop/products"),
+        ("shop/orders", "shop/users"),
+        ("shopper", "shop/cart"),
+        ("shopper", "shop/orders"),
+        ("shopper", "shop/products"),
+        ("shopper", "shop/users"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    assert_eq!(edges, expected);
+
+    // The same numbers as weftctl top: both are rates over a couple of seconds of a
+    // steady shopper, so they agree within a quarter.
+    let top = Command::new("ip")
+        .args(["netns", "exec", "weft-demo-control-plane"])
+        .arg(bin_dir().join("weftctl"))
+        .args(["--control-plane", "10.77.0.2:15010", "top", "-o", "json"])
+        .args(["--namespace", "shop", "--count", "1", "--interval", "2s"])
+        .output()
+        .expect("weftctl top");
+    let frame: serde_json::Value = serde_json::from_slice(&top.stdout).expect("top's JSON");
+    let dom = dashboard_dom("");
+    let rows = elements(&dom, "node");
+    for service in services {
+        let row = frame["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .find(|r| r["service"] == service)
+            .unwrap_or_else(|| panic!("{service} not in top: {frame}"));
+        let top_rps = row["rps"].as_f64().expect("rps");
+        let node = rows
+            .iter()
+            .find(|n| n["data-name"] == service)
+            .expect("the node");
+        let page_rps = number(node, "data-rps");
+        assert!(
+            (page_rps - top_rps).abs() <= 0.25 * top_rps + 1.0,
+            "{service}: the page says {page_rps} rps, top {top_rps}"
+        );
+        assert_eq!(
+            number(node, "data-success"),
+            row["success"].as_f64().expect("success")
+        );
+    }
+
+    // A screenshot, kept as the test's artifact.
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let shot = artifacts.join("dashboard.png");
+    let status = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(["--window-size=1300,1150", "--virtual-time-budget=4000"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("http://127.0.0.1:{DASHBOARD_PORT}/"))
+        .output()
+        .expect("chromium --screenshot");
+    assert!(status.status.success(), "{status:?}");
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+
+    // orders-2 dies as a node would (app and sidecar, SIGKILL): its proxy turns red.
+    let pids = Command::new("ip")
+        .args(["netns", "pids", "weft-demo-orders-2"])
+        .output()
+        .expect("ip netns pids");
+    let pids = String::from_utf8_lossy(&pids.stdout).into_owned();
+    assert!(!pids.trim().is_empty(), "orders-2 runs nothing");
+    let killed = Instant::now();
+    Command::new("kill")
+        .arg("-KILL")
+        .args(pids.split_whitespace())
+        .status()
+        .expect("kill");
+    let row = wait_for(
+        "orders-2's proxy to turn red",
+        Duration::from_secs(30),
+        || {
+            let dom = dashboard_dom("");
+            elements(&dom, "state-down")
+                .into_iter()
+                .find(|r| r.get("data-proxy").is_some_and(|p| p == "orders-2"))
+        },
+    );
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(10), "red after {took:?}");
+    assert_eq!(row["data-workload"], "shop/orders");
+    // Its page says why.
+    let page = dashboard_dom("#proxy/orders-2");
+    assert!(
+        page.contains("data-state=\"down\""),
+        "orders-2's page does not say it is down:\n{page}"
+    );
+    eprintln!("orders-2 shown down {took:?} after it was killed");
 }

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use weft_control_plane::cli::client::{self, CliError};
 use weft_control_plane::cli::document::{self, Document, DEFAULT_NAMESPACE};
 use weft_control_plane::cli::top::run;
-use weft_control_plane::cli::{check, identity, resources, status, Format};
+use weft_control_plane::cli::{check, dashboard, identity, resources, status, Format};
 use weft_control_plane::identity::parse_duration;
 use weft_control_plane::inject::{manifests, pod, Settings};
 use weft_proto::model::validate_host_port;
@@ -92,6 +92,28 @@ enum Command {
         output: Format,
         /// Scrape these proxies' admin addresses (host:port, repeatable) instead of
         /// every proxy the control plane lists; the control plane is then not used.
+        #[arg(long = "proxy", value_name = "HOST:PORT")]
+        proxies: Vec<String>,
+        /// How long one scrape of a proxy's /metrics may take.
+        #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// A local web page of the mesh: the service graph with rate, success and
+    /// latency per edge, golden metrics per service, and a page per proxy (sync
+    /// state, config version, NACKs, certificate, endpoint states). Reads what `top`
+    /// and `status` read; works offline.
+    Dashboard {
+        /// Where the page is served; loopback unless you mean to share it.
+        #[arg(long, default_value = "127.0.0.1:50750")]
+        listen: std::net::SocketAddr,
+        /// Only the services of this namespace.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Time between refreshes (`1s`, `2s`, `5s`).
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        interval: std::time::Duration,
+        /// Show these proxies' admin addresses (host:port, repeatable) instead of
+        /// every proxy the control plane lists.
         #[arg(long = "proxy", value_name = "HOST:PORT")]
         proxies: Vec<String>,
         /// How long one scrape of a proxy's /metrics may take.
@@ -244,6 +266,9 @@ async fn run(args: Args) -> Result<(), CliError> {
     if let Command::Top { .. } = args.command {
         return top(args).await;
     }
+    if let Command::Dashboard { .. } = args.command {
+        return dashboard(args).await;
+    }
     if let Command::Inject {
         file,
         config,
@@ -343,6 +368,7 @@ async fn run(args: Args) -> Result<(), CliError> {
         }
         // Returned above, before connecting.
         Command::Top { .. }
+        | Command::Dashboard { .. }
         | Command::Crds
         | Command::Inject { .. }
         | Command::Check { .. }
@@ -381,6 +407,45 @@ async fn run(args: Args) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The proxies to read: the `--proxy` addresses, else every proxy the control
+/// plane lists.
+async fn targets(control_plane: &str, proxies: Vec<String>) -> Result<run::Targets, CliError> {
+    for proxy in &proxies {
+        validate_host_port("--proxy", proxy).map_err(|e| CliError::Input(e.to_string()))?;
+    }
+    Ok(if proxies.is_empty() {
+        run::Targets::ControlPlane {
+            admin: client::connect(control_plane).await?,
+            address: control_plane.to_owned(),
+            last: Vec::new(),
+        }
+    } else {
+        run::Targets::Fixed(proxies)
+    })
+}
+
+/// `weftctl dashboard`: serves until Ctrl-C.
+async fn dashboard(args: Args) -> Result<(), CliError> {
+    let Command::Dashboard {
+        listen,
+        namespace,
+        interval,
+        proxies,
+        timeout,
+    } = args.command
+    else {
+        return Ok(());
+    };
+    let targets = targets(&args.control_plane, proxies).await?;
+    let options = dashboard::Options {
+        listen,
+        namespace,
+        interval,
+        timeout,
+    };
+    dashboard::run(targets, options).await
+}
+
 /// `weftctl top`: with `--proxy`, no control plane is contacted.
 async fn top(args: Args) -> Result<(), CliError> {
     let Command::Top {
@@ -404,18 +469,7 @@ async fn top(args: Args) -> Result<(), CliError> {
             ))
         }
     };
-    for proxy in &proxies {
-        validate_host_port("--proxy", proxy).map_err(|e| CliError::Input(e.to_string()))?;
-    }
-    let targets = if proxies.is_empty() {
-        run::Targets::ControlPlane {
-            admin: client::connect(&args.control_plane).await?,
-            address: args.control_plane.clone(),
-            last: Vec::new(),
-        }
-    } else {
-        run::Targets::Fixed(proxies)
-    };
+    let targets = targets(&args.control_plane, proxies).await?;
     let options = run::Options {
         namespace,
         interval,

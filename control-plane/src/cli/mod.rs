@@ -16,6 +16,7 @@
 
 pub mod check;
 pub mod client;
+pub mod dashboard;
 pub mod explain;
 pub use weft_proto::document;
 pub mod identity;

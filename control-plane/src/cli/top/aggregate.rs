@@ -118,7 +118,8 @@ pub fn aggregate(
 
 /// The service graph's edges, sorted by source then destination, from the
 /// callers' outbound series; `namespace` keeps the edges into one namespace's
-/// services. Passthrough traffic (no service) is no edge.
+/// services. Passthrough traffic (no service) is no edge, nor a service not called
+/// in the window.
 pub fn edges(windows: &[Window<'_>], namespace: Option<&str>) -> Vec<EdgeStats> {
     let mut by_edge: BTreeMap<(&str, &str), Totals> = BTreeMap::new();
     for window in windows {
@@ -131,9 +132,12 @@ pub fn edges(windows: &[Window<'_>], namespace: Option<&str>) -> Vec<EdgeStats> 
             totals.add(sample, *increase, window.seconds);
         }
     }
+    // A proxy registers a series per service it may call; only calls make an edge.
     by_edge
         .into_iter()
-        .filter(|((_, destination), _)| in_namespace(destination, namespace))
+        .filter(|((_, destination), totals)| {
+            totals.requests > 0.0 && in_namespace(destination, namespace)
+        })
         .map(|((source, destination), totals)| {
             let row = stats(destination.to_owned(), &totals);
             EdgeStats {

@@ -37,6 +37,9 @@ pub struct Listed {
     pub proxies: Vec<v1::ProxyStatus>,
     /// The control plane's build, to tell outdated proxies.
     pub control_plane_build: String,
+    /// Whether `proxies` is this round's answer: false when the control plane did
+    /// not answer and the last targets stand in.
+    pub fresh: bool,
 }
 
 impl Targets {
@@ -47,6 +50,7 @@ impl Targets {
             Targets::Fixed(targets) => {
                 return Ok(Listed {
                     targets: targets.clone(),
+                    fresh: true,
                     ..Listed::default()
                 })
             }
@@ -70,6 +74,7 @@ impl Targets {
                     sources,
                     proxies: response.proxies,
                     control_plane_build: response.control_plane_build,
+                    fresh: true,
                 };
                 *last = listed.targets.clone();
                 Ok(listed)
