@@ -537,22 +537,31 @@ fn dashboard_dom(hash: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The attributes of every element whose class list has `class`.
-fn elements(dom: &str, class: &str) -> Vec<BTreeMap<String, String>> {
+/// Every start tag of a serialized DOM: its name and attributes.
+fn tags(dom: &str) -> Vec<(String, BTreeMap<String, String>)> {
     dom.split('<')
         .filter_map(|tag| tag.split_once('>').map(|(inside, _)| inside))
         .filter_map(|inside| {
+            let (name, mut rest) = inside.split_once(' ').unwrap_or((inside, ""));
             let mut attributes = BTreeMap::new();
-            let mut rest = inside.split_once(' ')?.1;
-            while let Some((name, after)) = rest.split_once("=\"") {
+            while let Some((attribute, after)) = rest.split_once("=\"") {
                 let (value, next) = after.split_once('"')?;
-                attributes.insert(name.trim().to_owned(), value.replace("&amp;", "&"));
+                attributes.insert(attribute.trim().to_owned(), value.replace("&amp;", "&"));
                 rest = next;
             }
-            attributes
-                .get("class")
+            Some((name.to_owned(), attributes))
+        })
+        .collect()
+}
+
+/// The attributes of every element whose class list has `class`.
+fn elements(dom: &str, class: &str) -> Vec<BTreeMap<String, String>> {
+    tags(dom)
+        .into_iter()
+        .map(|(_, attributes)| attributes)
+        .filter(|a| {
+            a.get("class")
                 .is_some_and(|c| c.split(' ').any(|c| c == class))
-                .then_some(attributes)
         })
         .collect()
 }
