@@ -43,6 +43,7 @@ use super::attempt::{self, Failure, Sent};
 use super::body::{
     grpc_status, Buffered, Completion, ProxyBody, ReceivedBody, Recording, RequestBody,
 };
+use super::debug;
 use super::filters;
 use super::headers::{self, strip_hop_by_hop};
 use super::routing;
@@ -198,6 +199,9 @@ impl Handler {
         };
         if let Some(rule) = rule {
             filters::on_response(rule, &mut response);
+        }
+        if self.cx.settings.debug_headers {
+            debug::name_choice(response.headers_mut(), &destination, rule);
         }
         response
     }

@@ -85,6 +85,13 @@ impl Matched {
         }
     }
 
+    /// The rule's index in its route.
+    pub fn rule_index(&self) -> usize {
+        match &self.rule {
+            RuleOf::Http(_, index) | RuleOf::Grpc(_, index) => *index,
+        }
+    }
+
     /// The rule's filters, in the order they are written.
     pub fn filters(&self) -> &[Filter] {
         match &self.rule {
