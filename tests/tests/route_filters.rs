@@ -4,7 +4,8 @@
 //! reports what reached the backend. Header modifiers on the request and the
 //! response, URL rewrites of path and host, redirects with their Location, a rule's
 //! request timeout shorter than its service's, a rule's retry replacing the
-//! service's, the debug headers naming the rule and backend; and header and path
+//! service's, the debug headers naming the rule and backend; a GRPCRoute rule's
+//! retry by gRPC status, seen by the Python grpcio client; and header and path
 //! matches driven by h2load over h2c, counted at the backends.
 
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use weft_e2e::mesh::{client_proxy, metric_value, shop_service, weftctl_ok, App, ControlPlane};
-use weft_e2e::{free_port, http_get, run, wait_for, which};
+use weft_e2e::{free_port, grpc, http_get, run, wait_for, which};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -391,4 +392,63 @@ spec:
             "{path} {header:?}"
         );
     }
+}
+
+#[test]
+fn a_grpc_rule_retry_answers_by_grpc_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = grpc::script(dir.path());
+    // Every other call fails with UNAVAILABLE, which the service retries by default.
+    let flaky = App::start(dir.path(), "flaky", &["--fail-ratio", "0.5"]);
+    let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
+    let (client, listen) = client_proxy(dir.path(), &cp.address(), "client", "shop/echo", &[]);
+    let mut mesh = shop_service(
+        "echo",
+        "grpc",
+        flaky.addr,
+        "  outlierDetection: {consecutiveFailures: 0}",
+    );
+    mesh.push_str(
+        "kind: GRPCRoute
+metadata: {name: echo-retries, namespace: shop}
+spec:
+  parentRefs: [{name: echo, port: 80}]
+  rules:
+  - matches: [{method: {service: weft.test.Echo, method: Retried}}]
+    retry: {codes: [UNAVAILABLE], attempts: 1, backoff: 10ms}
+  - matches: [{method: {service: weft.test.Echo, method: Once}}]
+    retry: {codes: [UNAVAILABLE], attempts: 0}
+",
+    );
+    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&mesh));
+    client.wait_ready();
+    let target = listen.to_string();
+    let call = |method: &str| {
+        let path = format!("/weft.test.Echo/{method}");
+        grpc::client(&script, &["served", &target, &path])["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    wait_for("the route to apply", WAIT, || {
+        let dump = client.config_dump();
+        dump["resources"]["grpc_routes"]
+            .to_string()
+            .contains("echo-retries")
+            .then_some(())
+    });
+    let count = |method: &str| -> (usize, u64) {
+        let before = served(&flaky);
+        let ok = (0..10).filter(|_| call(method) == "OK").count();
+        (ok, served(&flaky) - before)
+    };
+    let (ok, attempts) = count("Retried");
+    assert_eq!(ok, 10, "a retry on UNAVAILABLE hides every failure");
+    assert!(attempts > 10, "{attempts} attempts");
+    let (ok, attempts) = count("Once");
+    assert_eq!(
+        (ok, attempts),
+        (5, 10),
+        "attempts: 0 turns the service's retries off"
+    );
 }
