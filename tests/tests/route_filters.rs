@@ -69,6 +69,12 @@ spec:
     timeouts: {request: 300ms}
   - matches: [{path: {type: PathPrefix, value: /patient}}]
     backendRefs: [{name: slow, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /unhurried}}]
+    backendRefs: [{name: slow, port: 80}]
+    timeouts: {request: 0s}
+  - matches: [{path: {type: PathPrefix, value: /per-try}}]
+    backendRefs: [{name: slow, port: 80}]
+    timeouts: {backendRequest: 200ms}
   - matches: [{path: {type: PathPrefix, value: /retry}}]
     backendRefs: [{name: flaky, port: 80}]
     retry: {codes: [503], attempts: 1, backoff: 10ms}
@@ -169,8 +175,9 @@ fn rule_filters_timeouts_and_retries_apply() {
     let mesh = [
         shop_service("web", "http2", web.addr, ""),
         service("v1", v1.addr, ""),
-        // The service's own timeout is far longer than the rule's.
-        service("slow", slow.addr, "  timeouts: {requestMs: 10000}"),
+        // The service's own timeout is longer than the rules' and shorter than
+        // the app takes.
+        service("slow", slow.addr, "  timeouts: {requestMs: 1500}"),
         // The service retries every 5xx on its own; rules say otherwise.
         service(
             "flaky",
@@ -249,17 +256,25 @@ fn rule_filters_timeouts_and_retries_apply() {
     assert_eq!(secure.header("location"), ["https://web.shop/moved"]);
     assert_eq!(served(&web) + served(&v1), before);
 
-    // The rule's 300 ms request timeout fires, though the service allows 10 s...
-    let started = Instant::now();
-    let timed_out = curl(listen, "/slow", &[]);
-    assert_eq!(timed_out.status, 504, "{}", timed_out.body);
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
-    // ...and a rule without one keeps the service's, which the 2 s app meets.
-    assert_eq!(curl(listen, "/patient", &[]).status, 200);
+    // Timeouts against an app that takes 2 s, under a service that allows 1.5 s:
+    // (path, status, at least, less than).
+    let ms = Duration::from_millis;
+    for (path, status, at_least, within) in [
+        // The rule's 300 ms request timeout fires first.
+        ("/slow", 504, ms(300), ms(1200)),
+        // Without rule timeouts, the service's.
+        ("/patient", 504, ms(1500), ms(1900)),
+        // `0s` turns the service's off.
+        ("/unhurried", 200, ms(2000), ms(5000)),
+        // 200 ms per attempt; the service's two retries go the same way.
+        ("/per-try", 504, ms(600), ms(1200)),
+    ] {
+        let started = Instant::now();
+        let answer = curl(listen, path, &[]);
+        let took = started.elapsed();
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert!(at_least <= took && took < within, "{path} took {took:?}");
+    }
 
     // Retries: the rule's code and attempts in place of the service's.
     let count = |path: &str| -> (usize, u64) {
