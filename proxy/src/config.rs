@@ -112,6 +112,15 @@ pub struct Args {
     /// Data-path worker threads (0: one per CPU).
     #[arg(long, env = "WEFT_WORKERS", default_value = "0")]
     pub workers: String,
+    /// Add response headers naming the route rule (`weft-route`, `weft-route-rule`)
+    /// and the backend service (`weft-backend`) that served each request.
+    /// The variable takes true/false, yes/no, on/off or 1/0.
+    #[arg(
+        long,
+        env = "WEFT_DEBUG_HEADERS",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub debug_headers: bool,
     /// Log filter (tracing-subscriber syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
@@ -167,6 +176,8 @@ pub struct Config {
     /// limit in force.
     pub max_connections: Option<usize>,
     pub workers: usize,
+    /// `--debug-headers`: responses name the route rule and backend that served them.
+    pub debug_headers: bool,
     pub log: String,
     /// `None`: no token, identity disabled.
     pub identity: Option<IdentityConfig>,
@@ -386,6 +397,7 @@ impl Config {
             request_body_timeout,
             max_connections,
             workers,
+            debug_headers: args.debug_headers,
             log: args.log,
             identity,
         })
@@ -662,6 +674,15 @@ mod tests {
             .expect("valid")
             .identity
             .is_none());
+    }
+
+    #[test]
+    fn debug_headers_are_off_unless_asked_for() {
+        assert!(!Config::from_args(args(&[])).expect("valid").debug_headers);
+        let config = Config::from_args(args(&["--debug-headers"])).expect("valid");
+        assert!(config.debug_headers);
+        let dumped = serde_json::to_value(&config).expect("json");
+        assert_eq!(dumped["debug_headers"], true);
     }
 
     #[test]

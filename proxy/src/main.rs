@@ -60,6 +60,7 @@ fn run(mut config: Config) -> anyhow::Result<()> {
     let settings = dataplane::Settings {
         request_body_timeout: config.request_body_timeout,
         max_connections,
+        debug_headers: config.debug_headers,
         ..dataplane::Settings::default()
     };
     let metrics = metrics::install()?;

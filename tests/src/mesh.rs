@@ -291,6 +291,29 @@ pub fn metric_value(metrics: &str, parts: &[&str]) -> Option<f64> {
         .and_then(|value| value.parse().ok())
 }
 
+/// YAML for `weftctl apply`: a service `name` in `shop` with one port, 80, of
+/// `protocol` and the hostname `NAME.shop` (`spec` adds two-space indented lines to
+/// its spec), and its one endpoint, the app at `addr`.
+pub fn shop_service(name: &str, protocol: &str, addr: SocketAddr, spec: &str) -> String {
+    format!(
+        "kind: Service
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  ports: [{{port: 80, protocol: {protocol}}}]
+  hostnames: [{name}.shop]
+{spec}
+---
+kind: Endpoints
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  endpoints: [{{address: {ip}, port: {port}}}]
+---
+",
+        ip = addr.ip(),
+        port = addr.port()
+    )
+}
+
 /// A running `weft-test-app` (see its source for the flags).
 pub struct App {
     pub proc: Proc,

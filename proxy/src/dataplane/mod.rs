@@ -77,6 +77,9 @@ pub struct Settings {
     /// Downstream connections open at once over every listener; one more is
     /// closed as soon as it is accepted ([`admission`]).
     pub max_connections: usize,
+    /// Whether responses name the route rule and backend service that served
+    /// them (`--debug-headers`).
+    pub debug_headers: bool,
 }
 
 impl Default for Settings {
@@ -89,6 +92,7 @@ impl Default for Settings {
             drain_grace: Duration::from_secs(5),
             request_body_timeout: Duration::from_secs(60),
             max_connections: 100_000,
+            debug_headers: false,
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use weft_proto::model::route::{Filter, RouteTimeouts};
+use weft_proto::model::route::Filter;
 use weft_proto::model::{
     GrpcRoute, HttpRoute, ResourceName, TrustBundle, TRUST_BUNDLE_NAME, TRUST_BUNDLE_NAMESPACE,
 };
@@ -263,16 +263,14 @@ fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
             version: resource.version,
         })),
         Body::HttpRoute(route) => {
-            let rules = route.rules.iter();
-            unimplemented(rules.map(|r| (&r.filters, r.timeouts, r.retry.is_some())))?;
+            unimplemented(route.rules.iter().map(|r| r.filters.as_slice()))?;
             Ok(Accepted::HttpRoute(RouteView {
                 route: Arc::new(route),
                 version: resource.version,
             }))
         }
         Body::GrpcRoute(route) => {
-            let rules = route.rules.iter();
-            unimplemented(rules.map(|r| (&r.filters, r.timeouts, r.retry.is_some())))?;
+            unimplemented(route.rules.iter().map(|r| r.filters.as_slice()))?;
             Ok(Accepted::GrpcRoute(RouteView {
                 route: Arc::new(route),
                 version: resource.version,
@@ -282,23 +280,22 @@ fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
 }
 
 /// Refuses a route whose rules ask for what this proxy's data path does not carry
-/// out yet (filters, per-rule timeouts and retries), naming it: a NACK the operator
-/// sees in `weftctl status` beats a rule silently forwarding without its filter.
-fn unimplemented<'a>(
-    rules: impl Iterator<Item = (&'a Vec<Filter>, RouteTimeouts, bool)>,
-) -> Result<(), String> {
-    for (filters, timeouts, retry) in rules {
-        if let Some(filter) = filters.first() {
+/// out yet (some filters), naming it: a NACK the operator sees in `weftctl status`
+/// beats a rule silently forwarding without its filter.
+fn unimplemented<'a>(rules: impl Iterator<Item = &'a [Filter]>) -> Result<(), String> {
+    for filters in rules {
+        let missing = filters.iter().find(|filter| match filter {
+            Filter::RequestHeaderModifier(_)
+            | Filter::ResponseHeaderModifier(_)
+            | Filter::RequestRedirect(_)
+            | Filter::UrlRewrite(_) => false,
+            Filter::RequestMirror(_) | Filter::Fault(_) | Filter::LocalRateLimit(_) => true,
+        });
+        if let Some(filter) = missing {
             return Err(format!(
                 "filter {} is not implemented by this proxy",
                 filter.type_name()
             ));
-        }
-        if timeouts != RouteTimeouts::default() {
-            return Err("rule timeouts are not implemented by this proxy".to_owned());
-        }
-        if retry {
-            return Err("rule retry is not implemented by this proxy".to_owned());
         }
     }
     Ok(())
@@ -443,18 +440,54 @@ spec:
         assert_eq!(held.count(Kind::HttpRoute), 0);
 
         let route = "kind: GRPCRoute
-metadata: {name: slow, namespace: shop}
+metadata: {name: faulty, namespace: shop}
 spec:
   parentRefs: [{name: orders}]
-  rules: [{timeouts: {request: 1s}}]
+  rules:
+  - filters: [{type: weft.io/Fault, fault: {abort: {grpcStatus: UNAVAILABLE}}}]
 ";
         let errors = held.apply(&route_push(Kind::GrpcRoute, route, &[]));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
-            errors[0].message.contains("timeouts"),
+            errors[0].message.contains("filter weft.io/Fault"),
             "{}",
             errors[0].message
         );
+    }
+
+    #[test]
+    fn routes_using_what_the_data_path_does_are_accepted() {
+        let mut held = Resources::default();
+        let route = "kind: HTTPRoute
+metadata: {name: filtered, namespace: shop}
+spec:
+  parentRefs: [{name: orders}]
+  rules:
+  - matches: [{path: {value: /old}}]
+    filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}}]
+  - filters:
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: b}]}}
+    - {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [server]}}
+    - {type: URLRewrite, urlRewrite: {hostname: orders.internal}}
+    timeouts: {request: 1s, backendRequest: 500ms}
+    retry: {codes: [503], attempts: 1}
+";
+        let errors = held.apply(&route_push(Kind::HttpRoute, route, &[]));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(held.count(Kind::HttpRoute), 1);
+
+        let route = "kind: GRPCRoute
+metadata: {name: slow, namespace: shop}
+spec:
+  parentRefs: [{name: orders}]
+  rules:
+  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: x-a, value: b}]}}]
+    timeouts: {request: 1s}
+    retry: {codes: [UNAVAILABLE]}
+";
+        let errors = held.apply(&route_push(Kind::GrpcRoute, route, &[]));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(held.count(Kind::GrpcRoute), 1);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! What the caller does with a [`Verdict`] (withdraw from a budget, sleep, pick the
 //! next endpoint) is IO and lives in the forwarder; everything that decides is here.
 
+use weft_proto::model::route::InForce;
 use weft_proto::model::{Retries, RetryOn};
 
 /// Moves after failed connects may add at most this share of the destination's
@@ -93,17 +94,54 @@ pub struct Progress {
     pub untried: usize,
 }
 
+/// What the rule asks of a retry policy: a service's own [`Retries`], or the
+/// settings in force for a request a route rule chose ([`InForce`]: its service's
+/// with the rule's in their place).
+pub trait RetryPolicy {
+    /// Retries after the first attempt.
+    fn max_retries(&self) -> u32;
+    /// Whether a failure other than a response earns a retry.
+    fn retries(&self, on: RetryOn) -> bool;
+    /// Whether a response earns a retry.
+    fn retries_status(&self, status: u16, grpc: Option<u16>) -> bool;
+}
+
+impl RetryPolicy for Retries {
+    fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+    fn retries(&self, on: RetryOn) -> bool {
+        Retries::retries(self, on)
+    }
+    fn retries_status(&self, status: u16, grpc: Option<u16>) -> bool {
+        Retries::retries_status(self, status, grpc)
+    }
+}
+
+impl RetryPolicy for InForce<'_> {
+    fn max_retries(&self) -> u32 {
+        InForce::max_retries(self)
+    }
+    fn retries(&self, on: RetryOn) -> bool {
+        InForce::retries(self, on)
+    }
+    fn retries_status(&self, status: u16, grpc: Option<u16>) -> bool {
+        InForce::retries_status(self, status, grpc)
+    }
+}
+
 /// Whether an answer counts against its endpoint: a 5xx, or gRPC UNAVAILABLE.
 pub fn is_failure(status: u16, grpc: Option<u16>) -> bool {
     status >= 500 || grpc == Some(14)
 }
 
-/// The failover rule. `retries` is the service's retry policy.
-pub fn decide(outcome: Outcome, retries: &Retries, progress: Progress) -> Verdict {
+/// The failover rule. `retries` is the request's retry policy.
+pub fn decide(outcome: Outcome, retries: &impl RetryPolicy, progress: Progress) -> Verdict {
     let verdict = |feedback, next| Verdict { feedback, next };
+    let max_retries = retries.max_retries();
     let may_retry = |on: Option<RetryOn>| {
         progress.replayable
-            && progress.retries < retries.max_retries
+            && progress.retries < max_retries
             && on.is_none_or(|on| retries.retries(on))
     };
     let retry_or_respond = |ok: bool| if ok { Next::Retry } else { Next::Respond };
@@ -115,7 +153,7 @@ pub fn decide(outcome: Outcome, retries: &Retries, progress: Progress) -> Verdic
             };
             // Moving what reached nothing is always safe; a service that turned
             // retries off still gets one move, as it always had.
-            let allowed = retries.retries(reason) || retries.max_retries == 0;
+            let allowed = retries.retries(reason) || max_retries == 0;
             let next = match allowed && progress.untried > 0 {
                 true => Next::Move,
                 false => Next::Respond,
@@ -140,7 +178,7 @@ pub fn decide(outcome: Outcome, retries: &Retries, progress: Progress) -> Verdic
                 false => Feedback::Success,
             };
             let again = progress.replayable
-                && progress.retries < retries.max_retries
+                && progress.retries < max_retries
                 && retries.retries_status(status, grpc);
             verdict(feedback, retry_or_respond(again))
         }

@@ -4,7 +4,7 @@
 //! ```text
 //! weft-test-app --listen 127.0.0.1:8080 --name users-1
 //!               [--fail-ratio 0.5] [--fail-status 503] [--delay-ms 0]
-//!               [--unhealthy-file PATH] [--control 127.0.0.1:8081]
+//!               [--unhealthy-file PATH] [--control 127.0.0.1:8081] [--echo true]
 //! ```
 //! With `--control`, a test switches the app between ways of failing from outside,
 //! one line per command on that port, each answered `ok` once in effect:
@@ -19,6 +19,11 @@
 //! `listening on ADDR` is printed once the socket is bound. `GET /served` answers
 //! how many requests (other than these two paths) reached the app, so a test can
 //! count upstream attempts.
+//!
+//! With `--echo true`, an HTTP answer's body is instead the request as the app saw
+//! it, in JSON: `{"served_by", "method", "target", "host", "headers": {name:
+//! [values]}}` (`target` the path and query, `host` the Host or `:authority`), so
+//! a test can check what a proxy changed on the way.
 //!
 //! A gRPC request (`content-type: application/grpc`, any method) is answered as a
 //! unary call: the app's name as the message and `grpc-status: 0` in the trailers,
@@ -50,6 +55,8 @@ struct App {
     served: AtomicU64,
     /// Set by `--control`: 0 serve, 1 stall, else answer that status to everything.
     forced: AtomicU16,
+    /// `--echo`: describe the request in the body.
+    echo: bool,
 }
 
 const SERVE: u16 = 0;
@@ -69,6 +76,7 @@ impl App {
             .headers()
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let echo = (self.echo && !grpc).then(|| echo(&request));
         // Read the whole body so that uploads are consumed like a real app would.
         let _ = request.into_body().collect().await;
         if path == "/served" {
@@ -103,7 +111,14 @@ impl App {
         let mut response = if grpc {
             self.grpc_answer(status == StatusCode::OK)
         } else {
-            let mut response = Response::new(Answer::text(format!("{}\n", self.name)));
+            let text = match echo {
+                Some(mut echo) => {
+                    echo["served_by"] = self.name.clone().into();
+                    format!("{echo}\n")
+                }
+                None => format!("{}\n", self.name),
+            };
+            let mut response = Response::new(Answer::text(text));
             *response.status_mut() = status;
             response
         };
@@ -112,6 +127,33 @@ impl App {
         }
         response
     }
+}
+
+/// The request as `--echo` describes it.
+fn echo(request: &Request<Incoming>) -> serde_json::Value {
+    let mut headers = serde_json::Map::new();
+    for name in request.headers().keys() {
+        let values: Vec<serde_json::Value> = request
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
+            .collect();
+        headers.insert(name.as_str().to_owned(), values.into());
+    }
+    let uri = request.uri();
+    let host = uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+        request
+            .headers()
+            .get("host")
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+    });
+    serde_json::json!({
+        "method": request.method().as_str(),
+        "target": uri.path_and_query().map_or("/", |p| p.as_str()),
+        "host": host,
+        "headers": headers,
+    })
 }
 
 impl App {
@@ -204,6 +246,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Flags, App)> {
         unhealthy_file: None,
         served: AtomicU64::new(0),
         forced: AtomicU16::new(SERVE),
+        echo: false,
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -225,6 +268,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Flags, App)> {
             "--delay-ms" => app.delay = Duration::from_millis(value.parse().context("--delay-ms")?),
             "--unhealthy-file" => app.unhealthy_file = Some(value.into()),
             "--control" => control = Some(value.parse().context("--control")?),
+            "--echo" => app.echo = value.parse().context("--echo: true or false")?,
             other => bail!("unknown flag {other}"),
         }
     }

@@ -16,7 +16,7 @@ use crate::v1;
 mod rewrite;
 mod weft;
 
-pub use rewrite::{PathModifier, RequestRedirect, Scheme, UrlRewrite};
+pub use rewrite::{PathModifier, RedirectFrom, RequestRedirect, Scheme, UrlRewrite};
 pub use weft::{AbortStatus, Fault, FaultAbort, FaultDelay, LocalRateLimit, RateUnit};
 
 /// The Gateway API's limit on the entries of a header modifier's lists.
@@ -44,8 +44,24 @@ pub const URL_REWRITE: &str = "URLRewrite";
 pub const FAULT: &str = "weft.io/Fault";
 pub const LOCAL_RATE_LIMIT: &str = "weft.io/LocalRateLimit";
 
+/// Headers a modifier may not touch: those that frame the message or belong to one
+/// connection (a changed `content-length` would let the next hop read the body
+/// apart from this one), and `host`, which URLRewrite's `hostname` sets (Envoy
+/// refuses these the same way).
+const UNMODIFIABLE: [&str; 9] = [
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Sets, adds and removes headers. Names are lower case (as HTTP/2 sends them); each
-/// name appears once across the three lists.
+/// name appears once across the three lists, and none is one of [`UNMODIFIABLE`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderModifier {
     pub set: Vec<(HeaderName, HeaderValue)>,
@@ -247,6 +263,12 @@ impl HeaderModifier {
         let msg = msg.cloned().unwrap_or_default();
         let mut seen: Vec<HeaderName> = Vec::new();
         let mut once = |field: String, name: &HeaderName| {
+            if UNMODIFIABLE.contains(&name.as_str()) {
+                return Err(Invalid::new(
+                    field,
+                    format!("header {name} frames the message or its connection, or is the host (URLRewrite sets that), and cannot be modified"),
+                ));
+            }
             if seen.contains(name) {
                 return Err(Invalid::new(
                     field,

@@ -41,10 +41,10 @@ mod value_match;
 pub use backend::{pick_backend, Backends};
 pub use common::Route;
 pub use duration::{format_duration, parse_duration};
-pub use effective::{Effective, IntoCondition, RetryCondition};
+pub use effective::{Effective, InForce, IntoCondition, RetryCondition, RuleRetry};
 pub use filter::{
     AbortStatus, Fault, FaultAbort, FaultDelay, Filter, HeaderModifier, LocalRateLimit,
-    PathModifier, RateUnit, RequestMirror, RequestRedirect, Scheme, UrlRewrite,
+    PathModifier, RateUnit, RedirectFrom, RequestMirror, RequestRedirect, Scheme, UrlRewrite,
 };
 pub use grpc::{GrpcMatch, GrpcRequest, GrpcRoute, GrpcRule, MethodMatch};
 pub use grpc_code::GrpcCode;

@@ -219,6 +219,9 @@ pub struct Selection<'t, R: RouteRule> {
     /// table (metrics handles, rate-limit buckets).
     pub index: usize,
     pub matched: &'t R::Match,
+    /// The position of `matched` in the rule's matches, for what needs it later
+    /// without holding the table (a ReplacePrefixMatch replaces its path prefix).
+    pub match_index: usize,
 }
 
 impl<R: RouteRule> Table<R> {
@@ -308,6 +311,7 @@ impl<R: RouteRule> Table<R> {
                     rule: compiled,
                     index: entry.rule as usize,
                     matched: m,
+                    match_index: entry.matched as usize,
                 });
             }
         }

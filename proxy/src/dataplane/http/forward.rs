@@ -15,7 +15,9 @@
 //! module only carries the rule out: it sends, waits, and feeds back.
 //!
 //! Before any of that, the service's routes may send the request to another
-//! service ([`routing`]).
+//! service ([`routing`]), and the rule that chose it may answer it itself or change
+//! it ([`filters`]); its timeouts and retries then stand in for the service's
+//! ([`InForce`]), which costs a request no route chose nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +27,8 @@ use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Version
 use hyper::body::Body;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use weft_proto::model::{Protocol, Resilience, RetryOn};
+use weft_proto::model::route::InForce;
+use weft_proto::model::Protocol;
 
 use crate::metrics::{Direction, ServiceMetrics};
 use crate::resilience::breaker::Limit;
@@ -40,6 +43,7 @@ use super::attempt::{self, Failure, Sent};
 use super::body::{
     grpc_status, Buffered, Completion, ProxyBody, ReceivedBody, Recording, RequestBody,
 };
+use super::debug;
 use super::filters;
 use super::headers::{self, strip_hop_by_hop};
 use super::routing;
@@ -164,29 +168,40 @@ impl Handler {
             }
         }
         let rule = chosen.rule.as_ref();
-        if let Some(rule) = rule {
-            if let Some(answer) = filters::on_request(&self.cx, rule, &mut request, grpc).await {
+        let answer = match rule {
+            Some(rule) => filters::on_request(&self.cx, rule, &mut request, grpc).await,
+            None => None,
+        };
+        let mut response = match answer {
+            // A filter answered: nothing is forwarded.
+            Some(answer) => {
+                metrics.response(answer.status().as_u16(), grpc_status(answer.headers()));
                 metrics.duration.record(started.elapsed().as_secs_f64());
-                return answer;
+                answer
             }
-        }
-        let version = request.version();
-        let mut response = match self
-            .forward(&destination, metrics, request, started, grpc)
-            .await
-        {
-            Ok(mut response) => {
-                // The downstream connection's version, whatever the upstream spoke.
-                *response.version_mut() = version;
-                response
-            }
-            Err(error) => {
-                metrics.duration.record(started.elapsed().as_secs_f64());
-                rescue(&error, metrics, grpc)
+            None => {
+                let version = request.version();
+                match self
+                    .forward(&destination, metrics, request, started, grpc, rule)
+                    .await
+                {
+                    Ok(mut response) => {
+                        // The downstream connection's version, whatever the upstream spoke.
+                        *response.version_mut() = version;
+                        response
+                    }
+                    Err(error) => {
+                        metrics.duration.record(started.elapsed().as_secs_f64());
+                        rescue(&error, metrics, grpc)
+                    }
+                }
             }
         };
         if let Some(rule) = rule {
             filters::on_response(rule, &mut response);
+        }
+        if self.cx.settings.debug_headers {
+            debug::name_choice(response.headers_mut(), &destination, rule);
         }
         response
     }
@@ -221,11 +236,18 @@ impl Handler {
         mut request: Request<ReceivedBody>,
         started: Instant,
         grpc: bool,
+        rule: Option<&routing::Matched>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
         // The set as the request arrives: its policy applies to the whole request,
         // and the first attempt picks from it; a retry loads the set again.
         let first_set = destination.endpoints_full();
         let policy = &first_set.policy;
+        // The timeouts and retries in force: the service's, or for a request a
+        // route rule chose, the rule's where it sets them (borrowed, not copied).
+        let in_force = match rule {
+            Some(rule) => rule.in_force(policy),
+            None => InForce::service(policy),
+        };
         let limits = &policy.circuit_breakers;
         let Some(_active) = destination
             .breakers
@@ -237,7 +259,7 @@ impl Handler {
         // pick and the first attempt's latency.
         let started_ns = crate::balance::at(started);
         destination.budget.deposit(started_ns / 1_000_000_000);
-        let deadline = request_deadline(policy, request.headers(), grpc, started);
+        let deadline = request_deadline(&in_force, request.headers(), grpc, started);
 
         let http1 = destination.protocol == Protocol::Http1;
         let present = headers::Present::scan(request.headers());
@@ -265,11 +287,10 @@ impl Handler {
                 .remove(RETRYABLE)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let repeatable = !upgrade
-            && policy.retries.max_retries > 0
-            && (idempotent(request.method()) || marked || (grpc && retries_grpc(policy)));
+            && in_force.max_retries() > 0
+            && (idempotent(request.method()) || marked || (grpc && in_force.retries_grpc()));
         let mut pending = Pending::new(request, repeatable);
 
-        let retries = &policy.retries;
         let mut tried = [usize::MAX; MAX_ATTEMPTS];
         let mut last: Option<Result<Sent, ForwardError>> = None;
         let mut retried = 0;
@@ -321,7 +342,7 @@ impl Handler {
             };
             let try_deadline = earliest(
                 deadline,
-                retries.per_try_timeout.map(|t| attempt_started + t),
+                in_force.per_try_timeout().map(|t| attempt_started + t),
             );
             let sent = match try_deadline {
                 Some(at) => tokio::time::timeout_at(at.into(), send)
@@ -355,7 +376,7 @@ impl Handler {
                 retries: retried,
                 untried: set.endpoints.len().saturating_sub(attempt + 1),
             };
-            let verdict = failover::decide(outcome, retries, progress);
+            let verdict = failover::decide(outcome, &in_force, progress);
             destination.feedback(set, &in_flight, verdict.feedback, crate::balance::now());
             if attempt > 0 {
                 let resilience = destination.metrics.resilience();
@@ -367,7 +388,7 @@ impl Handler {
             let go_on = match verdict.next {
                 Next::Respond => false,
                 Next::Move => may_move(destination),
-                Next::Retry => may_retry(destination, policy, retried + 1, deadline).await,
+                Next::Retry => may_retry(destination, &in_force, retried + 1, deadline).await,
             };
             last = Some(result);
             if !go_on {
@@ -437,11 +458,13 @@ impl Handler {
 /// backoff ends before the deadline (then it has waited the backoff).
 async fn may_retry(
     destination: &Destination,
-    policy: &Resilience,
+    in_force: &InForce<'_>,
     retry: u32,
     deadline: Option<Instant>,
 ) -> bool {
-    let retries = &policy.retries;
+    // The budget is the service's, whatever a rule says: it bounds what retries
+    // cost the service as a whole.
+    let retries = &in_force.resilience().retries;
     let paid = destination.budget.withdraw(
         seconds(),
         retries.budget_percent,
@@ -457,8 +480,8 @@ async fn may_retry(
     }
     let pause = backoff::delay(
         retry,
-        retries.backoff_base,
-        retries.backoff_max,
+        in_force.backoff_base(),
+        in_force.backoff_max(),
         &mut rand::rng(),
     );
     if deadline.is_some_and(|at| Instant::now() + pause >= at) {
@@ -518,10 +541,10 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// When the whole request must have its response headers: the service's request
-/// timeout, shortened by a gRPC client's `grpc-timeout`.
+/// When the whole request must have its response headers: the request timeout in
+/// force (the service's or its rule's), shortened by a gRPC client's `grpc-timeout`.
 fn request_deadline(
-    policy: &Resilience,
+    in_force: &InForce<'_>,
     headers: &HeaderMap,
     grpc: bool,
     started: Instant,
@@ -530,7 +553,7 @@ fn request_deadline(
         .then(|| headers.get(GRPC_TIMEOUT))
         .flatten()
         .and_then(|v| deadline::grpc_timeout(v.as_bytes()));
-    let timeout = match (policy.timeouts.request, client) {
+    let timeout = match (in_force.request_timeout(), client) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
@@ -542,14 +565,6 @@ fn idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-fn retries_grpc(policy: &Resilience) -> bool {
-    policy
-        .retries
-        .retry_on
-        .iter()
-        .any(|on| matches!(on, RetryOn::Grpc(_)))
 }
 
 /// Whether a body may be small enough to record: not one announced larger.

@@ -16,6 +16,7 @@ mod attempt;
 pub mod body;
 pub mod client;
 mod date;
+mod debug;
 mod filters;
 mod forward;
 pub mod h1client;

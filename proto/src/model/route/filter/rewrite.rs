@@ -44,6 +44,31 @@ pub enum PathModifier {
     ReplacePrefixMatch(String),
 }
 
+/// What a redirect's `Location` is built from when the redirect leaves it as it was.
+#[derive(Debug, Clone, Copy)]
+pub struct RedirectFrom<'a> {
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// The request's host, without its port.
+    pub host: &'a str,
+    /// The port the request was sent to (on a Gateway the listener's; in the mesh
+    /// the service's).
+    pub port: u16,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// After `?`, as sent.
+    pub query: Option<&'a str>,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 fn hostname(text: &str) -> Result<Option<String>, Invalid> {
     if text.is_empty() {
         return Ok(None);
@@ -209,6 +234,43 @@ impl RequestRedirect {
     }
 }
 
+impl RequestRedirect {
+    /// The `Location` a request is redirected to, by the Gateway API's rules: each
+    /// part the redirect does not set is the request's; without a port, a scheme
+    /// the redirect sets brings its well-known port (80, 443), else the port the
+    /// request was sent to stays; the port is left out when it is its scheme's
+    /// default. The query string is kept. `matched` is the match that selected
+    /// the request (for ReplacePrefixMatch).
+    pub fn location(&self, from: &RedirectFrom<'_>, matched: &PathMatch) -> String {
+        let scheme: &str = match self.scheme {
+            Some(scheme) => scheme.as_str(),
+            None => from.scheme,
+        };
+        let port = match (self.port, self.scheme) {
+            (Some(port), _) => port,
+            (None, Some(Scheme::Http)) => 80,
+            (None, Some(Scheme::Https)) => 443,
+            (None, None) => from.port,
+        };
+        let host = self.hostname.as_deref().unwrap_or(from.host);
+        let path = match &self.path {
+            Some(modifier) => modifier.apply(from.path, matched),
+            None => from.path.to_owned(),
+        };
+        let mut location = format!("{scheme}://{host}");
+        if !matches!((scheme, port), ("http", 80) | ("https", 443)) {
+            location.push(':');
+            location.push_str(&port.to_string());
+        }
+        location.push_str(&path);
+        if let Some(query) = from.query {
+            location.push('?');
+            location.push_str(query);
+        }
+        location
+    }
+}
+
 impl UrlRewrite {
     pub(super) fn from_proto(msg: Option<&v1::UrlRewrite>) -> Result<UrlRewrite, Invalid> {
         let msg = msg.cloned().unwrap_or_default();
@@ -257,5 +319,73 @@ mod tests {
         }
         let full = PathModifier::ReplaceFullPath("/here".to_owned());
         assert_eq!(full.apply("/foo/bar", &prefix("/foo")), "/here");
+    }
+
+    #[test]
+    fn a_location_keeps_what_the_redirect_leaves_and_drops_default_ports() {
+        let from = RedirectFrom {
+            scheme: "http",
+            host: "web.shop",
+            port: 80,
+            path: "/foo/bar",
+            query: Some("a=1&b"),
+        };
+        let matched = PathMatch::PathPrefix("/foo".to_owned());
+        let redirect = |scheme, hostname: Option<&str>, port, path| RequestRedirect {
+            scheme,
+            hostname: hostname.map(str::to_owned),
+            path,
+            port,
+            status_code: 302,
+        };
+        let prefix = |p: &str| Some(PathModifier::ReplacePrefixMatch(p.to_owned()));
+        for (redirect, expected) in [
+            (
+                redirect(None, None, None, None),
+                "http://web.shop/foo/bar?a=1&b",
+            ),
+            (
+                redirect(Some(Scheme::Https), None, None, None),
+                "https://web.shop/foo/bar?a=1&b",
+            ),
+            (
+                redirect(Some(Scheme::Https), None, Some(8443), None),
+                "https://web.shop:8443/foo/bar?a=1&b",
+            ),
+            (
+                redirect(None, Some("example.com"), Some(443), prefix("/")),
+                "http://example.com:443/bar?a=1&b",
+            ),
+            (
+                redirect(Some(Scheme::Http), None, Some(80), prefix("/x")),
+                "http://web.shop/x/bar?a=1&b",
+            ),
+            (
+                redirect(
+                    None,
+                    None,
+                    None,
+                    Some(PathModifier::ReplaceFullPath("/".to_owned())),
+                ),
+                "http://web.shop/?a=1&b",
+            ),
+        ] {
+            assert_eq!(redirect.location(&from, &matched), expected, "{redirect:?}");
+        }
+        // A request sent to a port other than its scheme's keeps it, unless the
+        // redirect sets a scheme (whose well-known port then applies).
+        let other = RedirectFrom {
+            port: 8080,
+            query: None,
+            ..from
+        };
+        assert_eq!(
+            redirect(None, None, None, None).location(&other, &matched),
+            "http://web.shop:8080/foo/bar"
+        );
+        assert_eq!(
+            redirect(Some(Scheme::Https), None, None, None).location(&other, &matched),
+            "https://web.shop/foo/bar"
+        );
     }
 }
