@@ -282,13 +282,21 @@ fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
 }
 
 /// Refuses a route whose rules ask for what this proxy's data path does not carry
-/// out yet (filters, per-rule timeouts and retries), naming it: a NACK the operator
-/// sees in `weftctl status` beats a rule silently forwarding without its filter.
+/// out yet (some filters, per-rule timeouts and retries), naming it: a NACK the
+/// operator sees in `weftctl status` beats a rule silently forwarding without its
+/// filter. Fault, LocalRateLimit and RequestMirror are carried out
+/// (`dataplane::http::filters`).
 fn unimplemented<'a>(
     rules: impl Iterator<Item = (&'a Vec<Filter>, RouteTimeouts, bool)>,
 ) -> Result<(), String> {
+    let implemented = |f: &&Filter| {
+        matches!(
+            f,
+            Filter::Fault(_) | Filter::LocalRateLimit(_) | Filter::RequestMirror(_)
+        )
+    };
     for (filters, timeouts, retry) in rules {
-        if let Some(filter) = filters.first() {
+        if let Some(filter) = filters.iter().find(|f| !implemented(f)) {
             return Err(format!(
                 "filter {} is not implemented by this proxy",
                 filter.type_name()
@@ -427,16 +435,18 @@ mod tests {
     fn routes_using_what_the_data_path_does_not_do_are_refused_by_name() {
         let mut held = Resources::default();
         let route = "kind: HTTPRoute
-metadata: {name: mirrored, namespace: shop}
+metadata: {name: modified, namespace: shop}
 spec:
   parentRefs: [{name: orders}]
   rules:
-  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: users}}}]
+  - filters:
+    - {type: weft.io/Fault, fault: {abort: {httpStatus: 503, percent: 1}}}
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: b}]}}
 ";
         let errors = held.apply(&route_push(Kind::HttpRoute, route, &[]));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
-            errors[0].message.contains("filter RequestMirror"),
+            errors[0].message.contains("filter RequestHeaderModifier"),
             "{}",
             errors[0].message
         );
@@ -455,6 +465,33 @@ spec:
             "{}",
             errors[0].message
         );
+    }
+
+    #[test]
+    fn faults_rate_limits_and_mirrors_are_accepted() {
+        let mut held = Resources::default();
+        let route = "kind: HTTPRoute
+metadata: {name: filtered, namespace: shop}
+spec:
+  parentRefs: [{name: orders}]
+  rules:
+  - filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: users}, percent: 10}}
+    - {type: weft.io/Fault, fault: {delay: {fixedDelay: 10ms, percent: 5}}}
+    - {type: weft.io/LocalRateLimit, localRateLimit: {requestsPerUnit: 10, unit: second}}
+";
+        let errors = held.apply(&route_push(Kind::HttpRoute, route, &[]));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(held.count(Kind::HttpRoute), 1);
+        let route = "kind: GRPCRoute
+metadata: {name: filtered, namespace: shop}
+spec:
+  parentRefs: [{name: orders}]
+  rules:
+  - filters: [{type: weft.io/Fault, fault: {abort: {grpcStatus: UNAVAILABLE, percent: 50}}}]
+";
+        let errors = held.apply(&route_push(Kind::GrpcRoute, route, &[]));
+        assert!(errors.is_empty(), "{errors:?}");
     }
 
     #[test]

@@ -166,6 +166,7 @@ impl Handler {
         let rule = chosen.rule.as_ref();
         if let Some(rule) = rule {
             if let Some(answer) = filters::on_request(&self.cx, rule, &mut request, grpc).await {
+                metrics.response(answer.status().as_u16(), grpc_status(answer.headers()));
                 metrics.duration.record(started.elapsed().as_secs_f64());
                 return answer;
             }
@@ -214,7 +215,9 @@ impl Handler {
         }
     }
 
-    async fn forward(
+    /// Forwards to `destination` (no route selection, no filters): the request
+    /// path after the filters, and a mirrored copy's whole path.
+    pub(super) async fn forward(
         &self,
         destination: &Destination,
         metrics: &Arc<ServiceMetrics>,

@@ -16,7 +16,7 @@ mod attempt;
 pub mod body;
 pub mod client;
 mod date;
-mod filters;
+pub(crate) mod filters;
 mod forward;
 pub mod h1client;
 pub(crate) mod h1server;
