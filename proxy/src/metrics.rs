@@ -11,7 +11,7 @@
 //! empty for passthrough traffic), `route` (the HTTPRoute or GRPCRoute that chose the service;
 //! empty when none did), `status_code`,
 //! `grpc_status`, `error`, `state`, `policy` (an authorization policy's
-//! `namespace/name`), and on inbound traffic series `tls` (`"true"` when the
+//! `namespace/name`), `kind` and `reason` (a route filter's counters), and on inbound traffic series `tls` (`"true"` when the
 //! caller came in over mTLS).
 
 use std::sync::OnceLock;

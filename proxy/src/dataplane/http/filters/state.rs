@@ -108,3 +108,75 @@ fn add<R: RouteRule>(
         Arc::new(RouteState { metrics, buckets }),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::RouteView;
+    use weft_proto::resource::{decode_resource, Body};
+
+    /// A snapshot holding one HTTPRoute `shop/r` whose rule 1 limits to `burst`.
+    fn snapshot(burst: u32, other: &str) -> Snapshot {
+        let yaml = format!(
+            "kind: HTTPRoute
+metadata: {{name: r, namespace: shop}}
+spec:
+  parentRefs: [{{name: web}}]
+  rules:
+  - matches: [{{path: {{value: {other}}}}}]
+  - matches: [{{path: {{value: /limited}}}}]
+    filters:
+    - {{type: weft.io/Fault, fault: {{delay: {{fixedDelay: 1ms, percent: 1}}}}}}
+    - {{type: weft.io/LocalRateLimit, localRateLimit: {{requestsPerUnit: 1, unit: minute, burst: {burst}}}}}
+"
+        );
+        let documents = weft_proto::document::parse(&yaml).expect("parse");
+        let Ok(Body::HttpRoute(route)) = decode_resource(&documents[0].to_resource()) else {
+            panic!("not an HTTPRoute");
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.http_routes.insert(
+            route.name.clone(),
+            Arc::new(RouteView {
+                route: Arc::new(route),
+                version: 1,
+            }),
+        );
+        snapshot
+    }
+
+    fn limit(burst: u32) -> weft_proto::model::route::LocalRateLimit {
+        weft_proto::model::route::LocalRateLimit {
+            requests_per_unit: 1,
+            unit: weft_proto::model::route::RateUnit::Minute,
+            burst,
+        }
+    }
+
+    #[test]
+    fn a_bucket_outlives_pushes_that_keep_its_limit() {
+        let name = ResourceName::parse("shop/r").expect("name");
+        let first = State::build(&snapshot(2, "/a"), &State::default());
+        let bucket = |state: &State, burst| {
+            state
+                .route(&name)
+                .expect("route state")
+                .bucket(1, 1, &limit(burst))
+                .map(|b| b.take(crate::balance::now()).is_ok())
+        };
+        assert_eq!(bucket(&first, 2), Some(true));
+        assert_eq!(bucket(&first, 2), Some(true));
+        assert_eq!(bucket(&first, 2), Some(false));
+        // Another rule changed: the bucket stays empty.
+        let second = State::build(&snapshot(2, "/b"), &first);
+        assert_eq!(bucket(&second, 2), Some(false));
+        // Its limit changed: a new, full bucket; the old limit finds none.
+        let third = State::build(&snapshot(3, "/b"), &second);
+        assert_eq!(bucket(&third, 2), None);
+        assert_eq!(bucket(&third, 3), Some(true));
+        // A route without these filters gets no state.
+        assert!(State::build(&Snapshot::default(), &third)
+            .route(&name)
+            .is_none());
+    }
+}
