@@ -281,6 +281,29 @@ pub fn weftctl_ok(control_plane: &str, args: &[&str], stdin: Option<&str>) -> St
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A service `name` in namespace `shop` on port 80 speaking `protocol`, host name
+/// `NAME.shop`, its one endpoint `addr`; `extra` is added to its spec (YAML lines
+/// indented by two). Two documents, each ending with `---`.
+pub fn shop_service(name: &str, addr: SocketAddr, protocol: &str, extra: &str) -> String {
+    format!(
+        "kind: Service
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  ports: [{{port: 80, protocol: {protocol}}}]
+  hostnames: [{name}.shop]
+{extra}
+---
+kind: Endpoints
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  endpoints: [{{address: {ip}, port: {port}}}]
+---
+",
+        ip = addr.ip(),
+        port = addr.port()
+    )
+}
+
 /// The value of a Prometheus sample whose name and labels contain every `part`.
 pub fn metric_value(metrics: &str, parts: &[&str]) -> Option<f64> {
     metrics

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use weft_e2e::mesh::{
-    client_proxy, metric_value, named_app as app, weftctl, weftctl_ok, ControlPlane,
+    client_proxy, metric_value, named_app as app, shop_service, weftctl, weftctl_ok, ControlPlane,
 };
 use weft_e2e::{free_port, grpc, http_get, run, wait_for, which};
 
@@ -18,22 +18,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A service `name` in `shop` on port 80, its one endpoint the app at `addr`.
 fn service(name: &str, addr: SocketAddr) -> String {
-    format!(
-        "kind: Service
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  ports: [{{port: 80, protocol: http1}}]
-  hostnames: [{name}.shop]
----
-kind: Endpoints
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  endpoints: [{{address: {ip}, port: {port}}}]
----
-",
-        ip = addr.ip(),
-        port = addr.port()
-    )
+    shop_service(name, addr, "http1", "")
 }
 
 /// The route of `web`: by header, by path, a rule without backend, and a split
