@@ -182,7 +182,7 @@ fn describe() {
     );
     describe_counter!(
         ROUTE_MIRRORS_DROPPED,
-        "Copies a RequestMirror filter chose to send but did not, by route and reason (limit: too many in flight; body: the body was still streaming; no_service: the mirror service is not in the mesh)."
+        "Copies a RequestMirror filter chose to send but did not, by route and reason (limit: too many in flight; body: over 64 KiB, failed or never sent, or a tunnel; no_service: the mirror service is not in the mesh)."
     );
     // The discovery client's metrics, described here so that every series on
     // /metrics has HELP text (`promtool check metrics` fails without it).

@@ -295,7 +295,9 @@ fn grpc_faults_and_limits_answer_with_grpc_statuses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let script = grpc::script(dir.path());
     let app = grpc::app(&script, "one");
+    let shadow = grpc::app(&script, "shadow");
     let config = shop_service("echo", app.addr, "grpc", "")
+        + &shop_service("echo-shadow", shadow.addr, "grpc", "")
         + "kind: GRPCRoute
 metadata: {name: echo-faults, namespace: shop}
 spec:
@@ -319,6 +321,31 @@ spec:
     assert_eq!(first["code"], "OK", "{first}");
     let second = call("/weft.test.Echo/Stream");
     assert_eq!(second["code"], "RESOURCE_EXHAUSTED", "{second}");
+
+    // A gRPC call's body streams (HTTP/2 DATA after the headers): the mirror gets
+    // it teed, and answers each copy.
+    let mirrored = config.replace(
+        "filters: [{type: weft.io/Fault, fault: {abort: {grpcStatus: ABORTED, percent: 100}}}]",
+        "filters: [{type: RequestMirror, requestMirror: {backendRef: {name: echo-shadow, port: 80}}}]",
+    );
+    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&mirrored));
+    wait_for("the mirror rule to apply", WAIT, || {
+        (call("/weft.test.Echo/Unary")["code"] == "OK").then_some(())
+    });
+    for _ in 0..5 {
+        let unary = call("/weft.test.Echo/Unary");
+        assert_eq!(unary["served_by"], "one", "{unary}");
+    }
+    let answered = || {
+        metric_sum(
+            &client.metrics(),
+            "weft_responses_total",
+            &["service=\"shop/echo-shadow\"", "grpc_status=\"0\""],
+        )
+    };
+    wait_for("the mirror to answer the copies", WAIT, || {
+        (answered() >= 5.0).then_some(())
+    });
 }
 
 #[test]

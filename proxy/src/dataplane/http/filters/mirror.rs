@@ -10,11 +10,12 @@
 //! - at most [`MAX_IN_FLIGHT`] copies in flight per proxy; a copy beyond that is
 //!   not sent (counted as dropped, reason `limit`);
 //! - a copy lives at most [`DEADLINE`], its response included;
-//! - only a request whose body is already in hand is copied: no body, or a small
-//!   HTTP/1.1 body the server read whole before the request went on. A body still
-//!   streaming from the client (most gRPC calls, large uploads) is not teed, as that
-//!   would make the client's upload wait on the mirror or buffer without bound; the
-//!   request is not mirrored (dropped, reason `body`). Upgrades and CONNECT are not
+//! - a body in hand (none, or a small HTTP/1.1 body the server read whole) is
+//!   shared with the copy; one still streaming (gRPC calls, HTTP/2 bodies, larger
+//!   HTTP/1.1 uploads) is teed as the real request sends it ([`super::tee`]) and
+//!   the copy leaves once it has ended: the client's upload never waits on the
+//!   mirror. A body over [`tee::LIMIT`] (64 KiB), or one that fails or is never
+//!   sent, is not mirrored (dropped, reason `body`). Upgrades and CONNECT are not
 //!   mirrored either (there is no copy of a tunnel).
 //!
 //! As Envoy and Istio do, the copy's Host (`:authority`) gets a `-shadow` suffix on
@@ -27,10 +28,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::Authority;
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Body;
+use tokio::sync::oneshot;
 use weft_proto::model::route::RequestMirror;
 
 use crate::metrics::RouteFilterMetrics;
@@ -40,6 +43,7 @@ use super::super::super::Context;
 use super::super::body::ReceivedBody;
 use super::super::forward::Handler;
 use super::super::Route;
+use super::tee::{self, Tee};
 
 /// Copies in flight per proxy at most.
 pub const MAX_IN_FLIGHT: usize = 256;
@@ -69,21 +73,32 @@ impl Drop for Slot {
     }
 }
 
-/// Sends a copy of `request` to the mirror when the draw falls in its share.
+/// The body a copy carries: in hand already, or the real request's once it has
+/// streamed through the tee.
+enum CopyBody {
+    Ready(ReceivedBody),
+    Streaming(oneshot::Receiver<Bytes>),
+}
+
+/// Sends a copy of `request` to the mirror when the draw falls in its share; a
+/// body still streaming is teed (`request`'s body is wrapped).
 pub(super) fn send(
     cx: &Arc<Context>,
     mirror: &RequestMirror,
-    request: &Request<ReceivedBody>,
-    metrics: &RouteFilterMetrics,
+    request: &mut Request<ReceivedBody>,
+    metrics: &Arc<RouteFilterMetrics>,
     grpc: bool,
 ) {
     if !super::fault::chosen(mirror.percent, rand::random_range(0..100)) {
         return;
     }
-    let Some(copy) = copy(request) else {
+    let tunnel = request.method() == Method::CONNECT
+        || request.headers().contains_key(http::header::UPGRADE);
+    let too_large = request.body().size_hint().lower() > tee::LIMIT as u64;
+    if tunnel || too_large {
         metrics.mirrors_body_streaming.increment(1);
         return;
-    };
+    }
     let destination = cx
         .registry
         .routes()
@@ -97,13 +112,35 @@ pub(super) fn send(
         metrics.mirrors_over_limit.increment(1);
         return;
     };
-    metrics.mirrored.increment(1);
+    let head = shadow_head(request);
+    let body = copy_body(request);
+    if matches!(body, CopyBody::Ready(_)) {
+        metrics.mirrored.increment(1);
+    }
     let handler = Handler::new(cx.clone(), Route::Fixed(destination.clone()));
+    let route_metrics = metrics.clone();
     tokio::spawn(async move {
         let _slot = slot;
         let metrics = &destination.metrics;
-        metrics.requests.increment(1);
         let exchange = async {
+            let body = match body {
+                CopyBody::Ready(body) => body,
+                CopyBody::Streaming(copied) => match copied.await {
+                    Ok(bytes) => {
+                        route_metrics.mirrored.increment(1);
+                        match bytes.is_empty() {
+                            true => ReceivedBody::Empty,
+                            false => ReceivedBody::Whole(Some(bytes)),
+                        }
+                    }
+                    Err(_) => {
+                        route_metrics.mirrors_body_streaming.increment(1);
+                        return;
+                    }
+                },
+            };
+            metrics.requests.increment(1);
+            let copy = head.map(|()| body);
             match handler
                 .forward(&destination, metrics, copy, Instant::now(), grpc)
                 .await
@@ -121,19 +158,25 @@ pub(super) fn send(
     });
 }
 
-/// The copy of a request whose body is in hand, its host marked `-shadow`.
-fn copy(request: &Request<ReceivedBody>) -> Option<Request<ReceivedBody>> {
-    let body = match request.body() {
-        _ if request.method() == Method::CONNECT
-            || request.headers().contains_key(http::header::UPGRADE) =>
-        {
-            return None
+/// The body for the copy: a clone of one in hand, else a tee put in the real
+/// request's place.
+fn copy_body(request: &mut Request<ReceivedBody>) -> CopyBody {
+    match request.body() {
+        ReceivedBody::Whole(Some(bytes)) => {
+            return CopyBody::Ready(ReceivedBody::Whole(Some(bytes.clone())))
         }
-        ReceivedBody::Whole(Some(bytes)) => ReceivedBody::Whole(Some(bytes.clone())),
-        body if body.is_end_stream() => ReceivedBody::Empty,
-        _ => return None,
-    };
-    let mut copy = Request::new(body);
+        body if body.is_end_stream() => return CopyBody::Ready(ReceivedBody::Empty),
+        _ => {}
+    }
+    let inner = std::mem::replace(request.body_mut(), ReceivedBody::Empty);
+    let (tee, copied) = Tee::new(inner);
+    *request.body_mut() = ReceivedBody::Teed(Box::new(tee));
+    CopyBody::Streaming(copied)
+}
+
+/// The copy's head: the request's, its host marked `-shadow`.
+fn shadow_head(request: &Request<ReceivedBody>) -> Request<()> {
+    let mut copy = Request::new(());
     *copy.method_mut() = request.method().clone();
     *copy.version_mut() = request.version();
     *copy.headers_mut() = request.headers().clone();
@@ -158,7 +201,7 @@ fn copy(request: &Request<ReceivedBody>) -> Option<Request<ReceivedBody>> {
     if let Some(host) = host {
         copy.headers_mut().insert(http::header::HOST, host);
     }
-    Some(copy)
+    copy
 }
 
 /// `host[:port]` with `-shadow` after the host part (an IPv6 literal keeps its
@@ -192,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_request_whose_body_is_in_hand_is_copied() {
+    fn the_copy_has_the_head_and_a_body_in_hand_or_teed() {
         let mut request = Request::new(ReceivedBody::Empty);
         request
             .headers_mut()
@@ -200,22 +243,21 @@ mod tests {
         request
             .headers_mut()
             .insert("x-trace", HeaderValue::from_static("1"));
-        let copied = copy(&request).expect("no body");
-        assert_eq!(copied.headers()["host"], "web.shop-shadow:80");
-        assert_eq!(copied.headers()["x-trace"], "1");
+        let head = shadow_head(&request);
+        assert_eq!(head.headers()["host"], "web.shop-shadow:80");
+        assert_eq!(head.headers()["x-trace"], "1");
+        assert!(matches!(
+            copy_body(&mut request),
+            CopyBody::Ready(ReceivedBody::Empty)
+        ));
 
-        let whole = Request::post("http://web.shop/items")
+        let mut whole = Request::post("http://web.shop/items")
             .body(ReceivedBody::Whole(Some(Bytes::from_static(b"{}"))))
             .expect("request");
-        let copied = copy(&whole).expect("whole body");
-        assert_eq!(copied.uri(), "http://web.shop-shadow/items");
-        assert!(matches!(copied.body(), ReceivedBody::Whole(Some(b)) if b == "{}"));
-
-        let upgrade = Request::get("/ws")
-            .header("upgrade", "websocket")
-            .body(ReceivedBody::Empty)
-            .expect("request");
-        assert!(copy(&upgrade).is_none());
+        assert_eq!(shadow_head(&whole).uri(), "http://web.shop-shadow/items");
+        let copied = copy_body(&mut whole);
+        assert!(matches!(copied, CopyBody::Ready(ReceivedBody::Whole(Some(b))) if b == "{}"));
+        assert!(matches!(whole.body(), ReceivedBody::Whole(Some(_))));
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod fault;
 mod mirror;
 mod rate_limit;
 pub mod state;
+pub mod tee;
 
 use std::sync::Arc;
 
