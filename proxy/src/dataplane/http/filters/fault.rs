@@ -1,7 +1,11 @@
 //! `weft.io/Fault` on the data path, as Istio's fault injection: a fixed delay for
 //! `delay.percent` of the requests, and an abort for `abort.percent`, each drawn
 //! independently per request (a request may be delayed, then aborted). The delay
-//! runs before the request goes on; an abort answers it.
+//! runs before the request goes on; an abort answers it. The delay counts toward
+//! the request's timeout, whose clock starts when the request arrives: a delay
+//! longer than the service's (or the client's `grpc-timeout`) deadline ends in
+//! the proxy's own 504 / `DEADLINE_EXCEEDED`, which is what a test of timeouts
+//! wants to see. (Envoy starts its route timeout after its fault filter.)
 //!
 //! An abort with `httpStatus` is that HTTP status, also to a gRPC client (whose
 //! library maps it to a gRPC status, as the gRPC spec says: 503 is `UNAVAILABLE`);
