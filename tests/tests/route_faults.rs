@@ -160,8 +160,12 @@ fn faults_abort_and_delay_their_share_of_requests() {
     let rules = "  - matches: [{path: {type: Exact, value: /abort}}]
     filters: [{type: weft.io/Fault, fault: {abort: {httpStatus: 503, percent: 30}}}]
   - matches: [{path: {type: Exact, value: /delay}}]
-    filters: [{type: weft.io/Fault, fault: {delay: {fixedDelay: 25ms, percent: 10}}}]";
-    let config = shop_service("web", named_app("web"), "http1", "") + &route("faults", 418, rules);
+    filters: [{type: weft.io/Fault, fault: {delay: {fixedDelay: 25ms, percent: 10}}}]
+  - matches: [{path: {type: Exact, value: /beyond}}]
+    filters: [{type: weft.io/Fault, fault: {delay: {fixedDelay: 1s, percent: 100}}}]";
+    let timeout = "  timeouts: {requestMs: 500}";
+    let config =
+        shop_service("web", named_app("web"), "http1", timeout) + &route("faults", 418, rules);
     let (_cp, client, listen) = mesh(dir.path(), &config);
     wait_ready_marker(listen, 418);
 
@@ -180,6 +184,10 @@ fn faults_abort_and_delay_their_share_of_requests() {
     let share = percent(delayed, 3_000);
     eprintln!("delay: configured 10%, measured {share:.2}% of 3000");
     assert!((share - 10.0).abs() <= 2.0, "delayed {share}%");
+
+    // A delay beyond the service's request timeout: the proxy's own 504.
+    let beyond = curl_many(listen, "/beyond", 1);
+    assert_eq!(beyond[0].status, 504, "{beyond:?}");
 
     let metrics = client.metrics();
     let faults = |kind: &str| {
