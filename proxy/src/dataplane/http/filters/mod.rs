@@ -50,8 +50,8 @@ pub(super) async fn on_request(
                 let Some(route) = route_state(cx, rule) else {
                     continue;
                 };
-                // Boxed: the delay's timer would otherwise grow every request's
-                // future, filters or not (measured with bench/callgrind.sh).
+                // Boxed: the delay's timer would otherwise grow the future of
+                // every request, filters or not.
                 if let Some(answer) = Box::pin(fault::apply(fault, &route.metrics)).await {
                     return Some(answer);
                 }
