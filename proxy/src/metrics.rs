@@ -11,7 +11,7 @@
 //! empty for passthrough traffic), `route` (the HTTPRoute or GRPCRoute that chose the service;
 //! empty when none did), `status_code`,
 //! `grpc_status`, `error`, `state`, `policy` (an authorization policy's
-//! `namespace/name`), and on inbound traffic series `tls` (`"true"` when the
+//! `namespace/name`), `kind` and `reason` (a route filter's counters), and on inbound traffic series `tls` (`"true"` when the
 //! caller came in over mTLS).
 
 use std::sync::OnceLock;
@@ -47,6 +47,10 @@ const AUTHZ_ALLOWED: &str = "weft_authz_allowed_total";
 const AUTHZ_DENIED: &str = "weft_authz_denied_total";
 const DOWNSTREAM_OPEN: &str = "weft_downstream_connections_open";
 const DOWNSTREAM_REFUSED: &str = "weft_downstream_connections_refused_total";
+const ROUTE_FAULTS: &str = "weft_route_faults_total";
+const ROUTE_RATE_LIMITED: &str = "weft_route_rate_limited_total";
+const ROUTE_MIRRORS: &str = "weft_route_mirrors_total";
+const ROUTE_MIRRORS_DROPPED: &str = "weft_route_mirrors_dropped_total";
 
 /// Upper bounds of the latency buckets: 0.5 ms (a loopback hop) up to 30 s (a
 /// slow streaming call), roughly doubling.
@@ -163,6 +167,22 @@ fn describe() {
     describe_counter!(
         AUTHZ_DENIED,
         "Inbound requests (answered 403 or PERMISSION_DENIED) and TCP connections (closed) an authorization policy refused, by policy and protected service."
+    );
+    describe_counter!(
+        ROUTE_FAULTS,
+        "Faults a route's weft.io/Fault filter injected, by route and kind (delay or abort)."
+    );
+    describe_counter!(
+        ROUTE_RATE_LIMITED,
+        "Requests a route's weft.io/LocalRateLimit filter refused (429 or RESOURCE_EXHAUSTED), by route."
+    );
+    describe_counter!(
+        ROUTE_MIRRORS,
+        "Copies of requests a route's RequestMirror filter sent to the mirror service, by route."
+    );
+    describe_counter!(
+        ROUTE_MIRRORS_DROPPED,
+        "Copies a RequestMirror filter chose to send but did not, by route and reason (limit: too many in flight; body: over 64 KiB, failed or never sent, or a tunnel; no_service: the mirror service is not in the mesh)."
     );
     // The discovery client's metrics, described here so that every series on
     // /metrics has HELP text (`promtool check metrics` fails without it).
@@ -447,6 +467,35 @@ impl AuthzMetrics {
         AuthzMetrics {
             allowed: metrics::counter!(AUTHZ_ALLOWED, "policy" => policy.clone(), "service" => service.clone()),
             denied: metrics::counter!(AUTHZ_DENIED, "policy" => policy, "service" => service),
+        }
+    }
+}
+
+/// The counters of one route's filters (`route` is its `namespace/name`); made
+/// when a snapshot brings a route that uses Fault, LocalRateLimit or RequestMirror.
+#[derive(Debug)]
+pub struct RouteFilterMetrics {
+    pub delays: Counter,
+    pub aborts: Counter,
+    pub rate_limited: Counter,
+    pub mirrored: Counter,
+    pub mirrors_over_limit: Counter,
+    pub mirrors_body_streaming: Counter,
+    pub mirrors_no_service: Counter,
+}
+
+impl RouteFilterMetrics {
+    pub fn new(route: String) -> RouteFilterMetrics {
+        let fault = |kind: &'static str| metrics::counter!(ROUTE_FAULTS, "route" => route.clone(), "kind" => kind);
+        let dropped = |reason: &'static str| metrics::counter!(ROUTE_MIRRORS_DROPPED, "route" => route.clone(), "reason" => reason);
+        RouteFilterMetrics {
+            delays: fault("delay"),
+            aborts: fault("abort"),
+            rate_limited: metrics::counter!(ROUTE_RATE_LIMITED, "route" => route.clone()),
+            mirrored: metrics::counter!(ROUTE_MIRRORS, "route" => route.clone()),
+            mirrors_over_limit: dropped("limit"),
+            mirrors_body_streaming: dropped("body"),
+            mirrors_no_service: dropped("no_service"),
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct Routes {
     /// Metric handles (with the `route` label) by route, then by the backend service
     /// it sends to: looked up by reference, so a routed request allocates nothing.
     pub route_metrics: RouteMetrics,
+    /// Per-route state of the rules' filters (counters, rate-limit buckets),
+    /// carried over from the previous tables where unchanged.
+    pub filters: super::http::filters::State,
 }
 
 pub type RouteMetrics = HashMap<ResourceName, HashMap<ResourceName, Arc<ServiceMetrics>>>;
@@ -232,6 +235,7 @@ impl Registry {
         let mut routes = Routes {
             snapshot: snapshot.clone(),
             route_metrics: route_metrics(&snapshot),
+            filters: super::http::filters::State::build(&snapshot, &old.filters),
             ..Routes::default()
         };
         let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use weft_proto::model::route::Filter;
 use weft_proto::model::{
     GrpcRoute, HttpRoute, ResourceName, TrustBundle, TRUST_BUNDLE_NAME, TRUST_BUNDLE_NAMESPACE,
 };
@@ -262,43 +261,15 @@ fn accept(kind: Kind, resource: &v1::Resource) -> Result<Accepted, String> {
             policy,
             version: resource.version,
         })),
-        Body::HttpRoute(route) => {
-            unimplemented(route.rules.iter().map(|r| r.filters.as_slice()))?;
-            Ok(Accepted::HttpRoute(RouteView {
-                route: Arc::new(route),
-                version: resource.version,
-            }))
-        }
-        Body::GrpcRoute(route) => {
-            unimplemented(route.rules.iter().map(|r| r.filters.as_slice()))?;
-            Ok(Accepted::GrpcRoute(RouteView {
-                route: Arc::new(route),
-                version: resource.version,
-            }))
-        }
+        Body::HttpRoute(route) => Ok(Accepted::HttpRoute(RouteView {
+            route: Arc::new(route),
+            version: resource.version,
+        })),
+        Body::GrpcRoute(route) => Ok(Accepted::GrpcRoute(RouteView {
+            route: Arc::new(route),
+            version: resource.version,
+        })),
     }
-}
-
-/// Refuses a route whose rules ask for what this proxy's data path does not carry
-/// out yet (some filters), naming it: a NACK the operator sees in `weftctl status`
-/// beats a rule silently forwarding without its filter.
-fn unimplemented<'a>(rules: impl Iterator<Item = &'a [Filter]>) -> Result<(), String> {
-    for filters in rules {
-        let missing = filters.iter().find(|filter| match filter {
-            Filter::RequestHeaderModifier(_)
-            | Filter::ResponseHeaderModifier(_)
-            | Filter::RequestRedirect(_)
-            | Filter::UrlRewrite(_) => false,
-            Filter::RequestMirror(_) | Filter::Fault(_) | Filter::LocalRateLimit(_) => true,
-        });
-        if let Some(filter) = missing {
-            return Err(format!(
-                "filter {} is not implemented by this proxy",
-                filter.type_name()
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn reject(resource: &v1::Resource, message: String) -> v1::ResourceError {
@@ -421,42 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn routes_using_what_the_data_path_does_not_do_are_refused_by_name() {
-        let mut held = Resources::default();
-        let route = "kind: HTTPRoute
-metadata: {name: mirrored, namespace: shop}
-spec:
-  parentRefs: [{name: orders}]
-  rules:
-  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: users}}}]
-";
-        let errors = held.apply(&route_push(Kind::HttpRoute, route, &[]));
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(
-            errors[0].message.contains("filter RequestMirror"),
-            "{}",
-            errors[0].message
-        );
-        assert_eq!(held.count(Kind::HttpRoute), 0);
-
-        let route = "kind: GRPCRoute
-metadata: {name: faulty, namespace: shop}
-spec:
-  parentRefs: [{name: orders}]
-  rules:
-  - filters: [{type: weft.io/Fault, fault: {abort: {grpcStatus: UNAVAILABLE}}}]
-";
-        let errors = held.apply(&route_push(Kind::GrpcRoute, route, &[]));
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(
-            errors[0].message.contains("filter weft.io/Fault"),
-            "{}",
-            errors[0].message
-        );
-    }
-
-    #[test]
-    fn routes_using_what_the_data_path_does_are_accepted() {
+    fn routes_using_every_filter_timeouts_and_retries_are_accepted() {
         let mut held = Resources::default();
         let route = "kind: HTTPRoute
 metadata: {name: filtered, namespace: shop}
@@ -471,6 +407,11 @@ spec:
     - {type: URLRewrite, urlRewrite: {hostname: orders.internal}}
     timeouts: {request: 1s, backendRequest: 500ms}
     retry: {codes: [503], attempts: 1}
+  - matches: [{path: {value: /copy}}]
+    filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: users}, percent: 10}}
+    - {type: weft.io/Fault, fault: {delay: {fixedDelay: 10ms, percent: 5}}}
+    - {type: weft.io/LocalRateLimit, localRateLimit: {requestsPerUnit: 10, unit: second}}
 ";
         let errors = held.apply(&route_push(Kind::HttpRoute, route, &[]));
         assert!(errors.is_empty(), "{errors:?}");
@@ -481,7 +422,9 @@ metadata: {name: slow, namespace: shop}
 spec:
   parentRefs: [{name: orders}]
   rules:
-  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: x-a, value: b}]}}]
+  - filters:
+    - {type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: x-a, value: b}]}}
+    - {type: weft.io/Fault, fault: {abort: {grpcStatus: UNAVAILABLE, percent: 50}}}
     timeouts: {request: 1s}
     retry: {codes: [UNAVAILABLE]}
 ";

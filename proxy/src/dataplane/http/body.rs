@@ -25,6 +25,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::metrics::ServiceMetrics;
 
+use super::filters::tee::Tee;
 use super::h1client::ResponseBody;
 use super::stall::Watched;
 use super::stream::RecvBody;
@@ -87,6 +88,9 @@ pub enum ReceivedBody {
     Http1Downstream(Watched<Incoming>),
     /// A request body streamed from an HTTP/2 client, under the body timeout.
     Http2Downstream(Watched<RecvBody>),
+    /// A request body copied for a mirror as it streams (see
+    /// [`super::filters::tee`]).
+    Teed(Box<Tee>),
 }
 
 impl Body for ReceivedBody {
@@ -102,6 +106,7 @@ impl Body for ReceivedBody {
             ReceivedBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             ReceivedBody::Http1Downstream(body) => body.poll_frame(cx),
             ReceivedBody::Http2Downstream(body) => body.poll_frame(cx),
+            ReceivedBody::Teed(body) => body.poll_frame(cx),
         }
     }
 
@@ -114,6 +119,7 @@ impl Body for ReceivedBody {
             ReceivedBody::Http2(body) => body.is_end_stream(),
             ReceivedBody::Http1Downstream(body) => body.is_end_stream(),
             ReceivedBody::Http2Downstream(body) => body.is_end_stream(),
+            ReceivedBody::Teed(body) => body.is_end_stream(),
         }
     }
 
@@ -128,6 +134,7 @@ impl Body for ReceivedBody {
             ReceivedBody::Http2(body) => body.size_hint(),
             ReceivedBody::Http1Downstream(body) => body.size_hint(),
             ReceivedBody::Http2Downstream(body) => body.size_hint(),
+            ReceivedBody::Teed(body) => body.size_hint(),
         }
     }
 }

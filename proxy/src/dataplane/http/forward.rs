@@ -229,7 +229,9 @@ impl Handler {
         }
     }
 
-    async fn forward(
+    /// Forwards to `destination` (no route selection, no filters): the request
+    /// path after the filters, and a mirrored copy's whole path.
+    pub(super) async fn forward(
         &self,
         destination: &Destination,
         metrics: &Arc<ServiceMetrics>,

@@ -17,7 +17,7 @@ pub mod body;
 pub mod client;
 mod date;
 mod debug;
-mod filters;
+pub(crate) mod filters;
 mod forward;
 pub mod h1client;
 pub(crate) mod h1server;

@@ -16,8 +16,7 @@
 //!
 //! The rule chosen travels with the request ([`Matched`]): its filters run in
 //! [`super::filters`], its timeouts and retries replace the service's for the
-//! request. What the data path does not carry out yet the discovery client refuses
-//! (NACKs, [`crate::discovery`]), so nothing a rule asks for is silently ignored.
+//! request.
 
 use std::sync::Arc;
 

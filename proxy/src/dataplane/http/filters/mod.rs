@@ -6,33 +6,50 @@
 //! redirect, an injected abort, a rate limit), and then nothing is forwarded.
 //! [`on_response`] runs on the response the client gets, forwarded or answered here.
 //!
+//! Weft's own filters and the mirror keep per-route state (counters, rate-limit
+//! buckets) beside the route table ([`state`]); a rule without them never reads it.
+//! What the proxy answers itself is never forwarded, so it is never retried
+//! ([`fault`] says what that means for injected faults).
+//!
 //! # Layout
 //! - `headers`: RequestHeaderModifier and ResponseHeaderModifier.
 //! - `rewrite`: URLRewrite (path and host, before forwarding) and RequestRedirect
 //!   (answered here).
-//!
-//! A filter the data path does not carry out yet never reaches here: the
-//! discovery client refuses (NACKs) a route that uses one.
+//! - `fault`, `rate_limit`: weft.io/Fault and weft.io/LocalRateLimit (answered here
+//!   when they fire).
+//! - `mirror`, `tee`: RequestMirror, and the copy of a body still streaming.
+//! - `state`: per-route counters and buckets, kept across pushes.
 
-use http::{Request, Response};
+mod fault;
+mod headers;
+mod mirror;
+mod rate_limit;
+mod rewrite;
+pub mod state;
+pub mod tee;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
 use weft_proto::model::route::Filter;
 
 use super::super::Context;
 use super::body::{ProxyBody, ReceivedBody};
 use super::routing::Matched;
 
-mod headers;
-mod rewrite;
+pub use state::State;
 
 /// Runs the rule's request filters; `Some` is the answer when one of them answers
 /// the request itself (the caller counts its status and runs [`on_response`] on it).
 pub(super) async fn on_request(
-    _cx: &Context,
+    cx: &Arc<Context>,
     rule: &Matched,
     request: &mut Request<ReceivedBody>,
-    _grpc: bool,
+    grpc: bool,
 ) -> Option<Response<ProxyBody>> {
-    for filter in rule.filters() {
+    let mut mirrors = false;
+    for (index, filter) in rule.filters().iter().enumerate() {
         match filter {
             Filter::RequestHeaderModifier(modifier) => {
                 headers::modify(request.headers_mut(), modifier)
@@ -45,13 +62,86 @@ pub(super) async fn on_request(
             Filter::RequestRedirect(redirect) => {
                 return Some(rewrite::redirect(request, redirect, rule));
             }
+            Filter::Fault(fault) => {
+                let Some(route) = route_state(cx, rule) else {
+                    continue;
+                };
+                // Boxed: the delay's timer would otherwise grow the future of
+                // every request, filters or not.
+                if let Some(answer) = Box::pin(fault::apply(fault, &route.metrics)).await {
+                    return Some(answer);
+                }
+            }
+            Filter::LocalRateLimit(limit) => {
+                let Some(route) = route_state(cx, rule) else {
+                    continue;
+                };
+                if let Some(bucket) = route.bucket(rule.rule_index(), index, limit) {
+                    if let Some(answer) = rate_limit::apply(bucket, &route.metrics, grpc) {
+                        return Some(answer);
+                    }
+                }
+            }
+            // Sent below, once no filter answered the request.
+            Filter::RequestMirror(_) => mirrors = true,
             // Runs on the response.
             Filter::ResponseHeaderModifier(_) => {}
-            // Refused by the discovery client until carried out here.
-            Filter::RequestMirror(_) | Filter::Fault(_) | Filter::LocalRateLimit(_) => {}
+        }
+    }
+    if mirrors {
+        if let Some(route) = route_state(cx, rule) {
+            for filter in rule.filters() {
+                if let Filter::RequestMirror(to) = filter {
+                    mirror::send(cx, to, request, &route.metrics, grpc);
+                }
+            }
         }
     }
     None
+}
+
+/// The state of the matched rule's route. `None` only while a push that removed
+/// the route races the request; its filters are then skipped.
+fn route_state(cx: &Context, rule: &Matched) -> Option<Arc<state::RouteState>> {
+    cx.registry
+        .routes()
+        .filters
+        .route(rule.route_name())
+        .cloned()
+}
+
+/// An answer the proxy makes itself: `status` with a one-line body, or for gRPC
+/// (`grpc`) HTTP 200, trailers-only, with `grpc_status`, as the rescue table
+/// answers (`weft-proxy-error` tells an operator the proxy answered).
+fn answer(
+    grpc: bool,
+    status: StatusCode,
+    grpc_status: u16,
+    message: &'static str,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(match grpc {
+        true => ProxyBody::empty(),
+        false => ProxyBody::full(Bytes::from(format!("{message}\n"))),
+    });
+    if !grpc {
+        *response.status_mut() = status;
+    }
+    let headers = response.headers_mut();
+    headers.insert("weft-proxy-error", HeaderValue::from_static(message));
+    if grpc {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(grpc_status));
+        headers.insert("grpc-message", HeaderValue::from_static(message));
+    } else {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    response
 }
 
 /// Runs the rule's response filters on the response the client gets.
