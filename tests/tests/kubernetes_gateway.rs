@@ -13,7 +13,9 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use weft_e2e::kube::weft::{install, proxy_admin};
+use weft_e2e::kube::weft::{
+    install, proxy_admin, sidecar, NAMED_APP_CONTAINER, SIDECAR_TOKEN_VOLUME,
+};
 use weft_e2e::kube::{install_gateway_api, Cluster, Images, Kubelet};
 use weft_e2e::wait_for;
 
@@ -21,46 +23,21 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 const CONTROLLER: &str = "weft.io/mesh-controller";
 const CONTROL_PLANE_SA: &str = "system:serviceaccount:weft:weft-control-plane";
 
-/// The sidecar of the test's pods, as a container: a proxy that proves its identity
-/// with a projected ServiceAccount token; `extra` adds arguments (JSON strings).
-fn sidecar(control_plane: &str, extra: &str) -> String {
+/// The sidecar of the test's pods, as a container with its token volume; `extra`
+/// adds arguments, each `, "--flag", "value"`.
+fn proxy(control_plane: &str, extra: &str) -> String {
     format!(
-        r#"      - name: weft-proxy
-        image: weft-proxy
-        args: ["--control-plane", "{control_plane}", "--node-id", "$(POD_NAME)",
-               "--namespace", "$(POD_NAMESPACE)", "--service-account", "$(SERVICE_ACCOUNT)",
-               "--identity-token-file", "/var/run/weft/token/token",
-               "--admin", "0.0.0.0:15020", "--admin-advertise", "$(POD_IP):15020",
-               "--reconnect-max-ms", "500", {extra}]
-        env:
-        - name: POD_IP
-          valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
-        - name: POD_NAME
-          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
-        - name: POD_NAMESPACE
-          valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
-        - name: SERVICE_ACCOUNT
-          valueFrom: {{fieldRef: {{fieldPath: spec.serviceAccountName}}}}
-        readinessProbe:
-          httpGet: {{path: /ready, port: 15020}}
-          periodSeconds: 1
-        volumeMounts:
-        - {{name: weft-token, mountPath: /var/run/weft/token, readOnly: true}}
-      volumes:
-      - name: weft-token
-        projected:
-          sources:
-          - serviceAccountToken: {{audience: weft, expirationSeconds: 3600, path: token}}
-"#
+        "      - name: weft-proxy{}{SIDECAR_TOKEN_VOLUME}\n",
+        sidecar(control_plane, extra)
     )
 }
 
 /// A Deployment of one pod of Service `app`: a `weft-test-app` answering with its
 /// pod's name, behind its sidecar on the Service's target port 15006.
 fn backend(app: &str, control_plane: &str) -> String {
-    let proxy = sidecar(
+    let proxy = proxy(
         control_plane,
-        r#""--inbound", "0.0.0.0:15006", "--inbound-forward", "127.0.0.1:8080",
+        r#", "--inbound", "0.0.0.0:15006", "--inbound-forward", "127.0.0.1:8080",
                "--workload-address", "$(POD_IP)""#,
     );
     format!(
@@ -80,13 +57,7 @@ spec:
     spec:
       serviceAccountName: {app}
       containers:
-      - name: app
-        image: weft-test-app
-        args: ["--listen", "127.0.0.1:8080", "--name", "$(POD_NAME)"]
-        env:
-        - name: POD_NAME
-          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
-{proxy}"#
+{NAMED_APP_CONTAINER}{proxy}"#
     )
 }
 
@@ -94,9 +65,9 @@ spec:
 /// `/config_dump` shows what the control plane serves it and whose listener
 /// 127.0.0.1:9080 is for `web`.
 fn shop(control_plane: &str) -> String {
-    let client = sidecar(
+    let client = proxy(
         control_plane,
-        r#""--outbound", "127.0.0.1:15001", "--upstream", "shop/web:80=127.0.0.1:9080""#,
+        r#", "--outbound", "127.0.0.1:15001", "--upstream", "shop/web:80=127.0.0.1:9080""#,
     );
     let backends = backend("web", control_plane) + &backend("web-v2", control_plane);
     format!(
