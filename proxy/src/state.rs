@@ -225,3 +225,50 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn shared() -> Arc<Shared> {
+        let args = crate::config::Args::parse_from(["weft-proxy"]);
+        Shared::new(Config::from_args(args).expect("default config"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ack_waits_for_the_data_path_to_apply_the_snapshot() {
+        let shared = shared();
+        let pushed = Arc::new(Snapshot::default());
+        shared.snapshot.send_replace(pushed.clone());
+        let applier = {
+            let shared = shared.clone();
+            let pushed = pushed.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                shared.applied.send_replace(pushed);
+            })
+        };
+        let started = tokio::time::Instant::now();
+        assert!(shared.wait_applied(&pushed, Duration::from_secs(2)).await);
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        applier.await.expect("applier");
+        // Already applied: no wait.
+        assert!(shared.wait_applied(&pushed, Duration::from_secs(2)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replaced_snapshot_is_not_waited_for_and_a_stalled_data_path_times_out() {
+        let shared = shared();
+        let first = Arc::new(Snapshot::default());
+        shared.snapshot.send_replace(first.clone());
+        shared.snapshot.send_replace(Arc::new(Snapshot::default()));
+        assert!(shared.wait_applied(&first, Duration::from_secs(2)).await);
+
+        let stalled = Arc::new(Snapshot::default());
+        shared.snapshot.send_replace(stalled.clone());
+        let started = tokio::time::Instant::now();
+        assert!(!shared.wait_applied(&stalled, Duration::from_secs(2)).await);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+}
