@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use weft_proto::resource::Kind;
 use weft_proto::v1;
@@ -12,6 +13,7 @@ use crate::identity::{unix_now, Ca, Tokens};
 use crate::inject::certificate::{self, ServingCert};
 use crate::registry::Registry;
 use crate::store::{Record, Store};
+use crate::view::View;
 
 pub struct AdminService {
     pub applier: Arc<Applier>,
@@ -19,8 +21,48 @@ pub struct AdminService {
     pub registry: Arc<Registry>,
     pub ca: Arc<Ca>,
     pub tokens: Arc<Tokens>,
+    /// The view served to proxies, for `List` with `served`.
+    pub view: ServedView,
     /// The injection webhook, in Kubernetes mode.
     pub webhook: Option<WebhookInfo>,
+}
+
+/// The view served to proxies, read as of the store's latest write: a `List` with
+/// `served` right after an `Apply` sees what it applied.
+pub struct ServedView {
+    pub view: watch::Receiver<Arc<View>>,
+    /// The store revision the view maintainer last rebuilt from.
+    pub considered: watch::Receiver<u64>,
+    /// The store's current revision.
+    pub revision: watch::Receiver<u64>,
+}
+
+/// How long a served `List` waits for the view to catch up with the store (its
+/// rebuild is debounced by tens of milliseconds).
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl ServedView {
+    /// The served resources of `kind`, once the view is at least as recent as the
+    /// store was when asked (or after [`CATCH_UP`], as it then is).
+    async fn list(&self, kind: Kind) -> Vec<v1::Resource> {
+        let wanted = *self.revision.borrow();
+        let mut considered = self.considered.clone();
+        let caught_up = considered.wait_for(|revision| *revision >= wanted);
+        if tokio::time::timeout(CATCH_UP, caught_up).await.is_err() {
+            tracing::warn!(
+                wanted,
+                "the served view did not catch up with the store in time"
+            );
+        }
+        let view = self.view.borrow().of(kind);
+        view.iter()
+            .map(|(name, entry)| v1::Resource {
+                name: name.to_string(),
+                version: entry.version,
+                body: Some(entry.body.as_ref().clone()),
+            })
+            .collect()
+    }
 }
 
 /// What `GetWebhook` describes.
@@ -84,7 +126,12 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         request: Request<v1::ListRequest>,
     ) -> Result<Response<v1::ListResponse>, Status> {
-        let kind = kind_of(&request.into_inner().type_url)?;
+        let request = request.into_inner();
+        let kind = kind_of(&request.type_url)?;
+        if request.served {
+            let resources = self.view.list(kind).await;
+            return Ok(Response::new(v1::ListResponse { resources }));
+        }
         let records = self.store.list(kind).await.map_err(unavailable)?;
         Ok(Response::new(v1::ListResponse {
             resources: records.into_iter().map(to_resource).collect(),

@@ -17,7 +17,7 @@ use weft_proto::v1::admin_server::AdminServer;
 use weft_proto::v1::discovery_server::DiscoveryServer;
 use weft_proto::v1::identity_server::IdentityServer;
 
-use crate::admin::{AdminService, WebhookInfo};
+use crate::admin::{AdminService, ServedView, WebhookInfo};
 use crate::apply::Applier;
 use crate::discovery::registration::Registrar;
 use crate::discovery::DiscoveryService;
@@ -175,7 +175,9 @@ pub async fn run(
     let tokens = Arc::new(Tokens::new(store.clone()));
     let proof = proof.unwrap_or_else(|| Proof::JoinTokens(tokens.clone()));
     let contents = store.contents().await?;
-    let (view_tx, view_rx) = watch::channel(Arc::new(view::build(&contents, None)));
+    let first = view::build(&contents, None);
+    let (considered_tx, considered_rx) = watch::channel(first.revision);
+    let (view_tx, view_rx) = watch::channel(Arc::new(first));
     let (unhealthy_tx, unhealthy_rx) = watch::channel(health::Unhealthy::default());
     tokio::spawn(health::run(store.clone(), unhealthy_tx));
     tokio::spawn(view::maintain(
@@ -183,6 +185,7 @@ pub async fn run(
         Duration::from_millis(config.debounce_ms),
         view_tx,
         unhealthy_rx,
+        considered_tx,
     ));
 
     let registry = Registry::new();
@@ -204,6 +207,11 @@ pub async fn run(
         registry: registry.clone(),
         ca: ca.clone(),
         tokens: tokens.clone(),
+        view: ServedView {
+            view: view_rx.clone(),
+            considered: considered_rx,
+            revision: store.revision(),
+        },
         webhook,
     };
     let identity = IdentityService {

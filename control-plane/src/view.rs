@@ -281,11 +281,15 @@ fn merge_registrations(contents: &Contents, endpoints: &mut BTreeMap<String, Bui
 /// so that a burst of writes becomes one rebuild and one push per proxy.
 ///
 /// A change of the health checks' verdicts on declared endpoints rebuilds it too.
+/// `considered`: the store revision of the last rebuild, published after the view
+/// (which is only replaced when it changed), so a reader that waits for a revision
+/// then reads a view at least that recent.
 pub async fn maintain(
     store: Arc<dyn Store>,
     debounce: Duration,
     view: watch::Sender<Arc<View>>,
     mut unhealthy: watch::Receiver<Unhealthy>,
+    considered: watch::Sender<u64>,
 ) {
     let mut revision = store.revision();
     let mut checks_running = true;
@@ -322,10 +326,12 @@ pub async fn maintain(
                 .get(kind)
                 .is_some_and(|old| Arc::ptr_eq(old, map))
         });
+        let revision = next.revision;
         if changed {
-            tracing::debug!(revision = next.revision, "publishing a new view");
+            tracing::debug!(revision, "publishing a new view");
             view.send_replace(Arc::new(next));
         }
+        considered.send_replace(revision);
     }
 }
 

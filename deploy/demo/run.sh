@@ -210,8 +210,9 @@ spawn control-plane "${cp_prefix[@]}" "$bin/weft-control-plane" --listen "$cp_ad
   --data-dir "$run_dir/control-plane" --registration-grace-ms 2000
 wait_until "the control plane" ctl status
 
-echo "== weftctl apply -f deploy/demo/shop.yaml"
+echo "== weftctl apply -f deploy/demo/shop.yaml -f deploy/demo/routes.yaml"
 ctl apply -f deploy/demo/shop.yaml
+ctl apply -f deploy/demo/routes.yaml
 
 # A service's URL as a pod's app uses it: the virtual IP under capture (the app does
 # not know a proxy exists), else its own sidecar's explicit port for that service.

@@ -3,6 +3,7 @@
 //! It runs on the control runtime, apart from the data-path workers, so a saturated
 //! data path never makes the proxy look dead to Kubernetes (DESIGN.md decision 10).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -78,7 +79,9 @@ fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
             .body(Full::new(Bytes::from(admin.metrics.render())))
             .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "render failed\n")),
         (&Method::GET, "/config_dump") => {
-            let snapshot = admin.shared.snapshot.borrow().clone();
+            // The snapshot requests are routed by, not one still being applied.
+            let snapshot = admin.shared.applied.borrow().clone();
+            let out_of_rotation = admin.shared.out_of_rotation();
             let body = json!({
                 "ready": admin.shared.is_ready(),
                 "node_id": admin.shared.config.node_id,
@@ -88,7 +91,7 @@ fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 "workload_health": admin.shared.workload_health.borrow().as_str(),
                 "config": admin.shared.config,
                 "local_workload": dump_local(&admin.shared.config, &admin.shared.local.borrow()),
-                "resources": dump_resources(&snapshot),
+                "resources": dump_resources(&snapshot, &out_of_rotation),
                 "identity": admin.shared.identity.dump(),
             });
             let text_body = serde_json::to_string_pretty(&body).unwrap_or_default();
@@ -173,7 +176,12 @@ fn dump_local(config: &Config, local: &Local) -> serde_json::Value {
     })
 }
 
-fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
+/// `out_of_rotation`: the data path's endpoints out of rotation now, by (service,
+/// address); an endpoint's `state` is that, else the health the control plane gave.
+fn dump_resources(
+    snapshot: &Snapshot,
+    out_of_rotation: &BTreeMap<(String, String), &'static str>,
+) -> serde_json::Value {
     use weft_proto::document::{
         AuthorizationPolicyDocument, EndpointsDocument, GrpcRouteDocument, HttpRouteDocument,
         ServiceDocument,
@@ -202,11 +210,17 @@ fn dump_resources(snapshot: &Snapshot) -> serde_json::Value {
         .endpoints
         .iter()
         .map(|(name, view)| {
+            let service = name.to_string();
+            let state = |address: String, health: &'static str| {
+                let key = (service.clone(), address);
+                out_of_rotation.get(&key).copied().unwrap_or(health)
+            };
             json!({
-                "name": name.to_string(),
+                "name": service,
                 "version": view.version,
                 "endpoints": view.endpoints.endpoints.iter().map(|e| json!({
                     "address": e.address.to_string(),
+                    "state": state(e.address.to_string(), e.health.as_str()),
                     "port_name": e.port_name,
                     "weight": e.weight,
                     "region": e.locality.region,

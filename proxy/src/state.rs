@@ -1,7 +1,9 @@
 //! State shared between the discovery client, the admin server and the data path.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -81,9 +83,25 @@ impl WorkloadHealth {
     }
 }
 
+/// What the data path knows of endpoints beyond what the control plane says, read
+/// by `/config_dump` (and so by `weftctl explain --proxy`).
+pub trait EndpointStates: Send + Sync {
+    /// The endpoints out of rotation now, by (service, address): `ejected` by
+    /// outlier detection or `unreachable` when last dialled.
+    fn out_of_rotation(&self) -> BTreeMap<(String, String), &'static str>;
+}
+
 pub struct Shared {
     pub config: Config,
+    /// The latest snapshot, published by the discovery client (or a static file).
     pub snapshot: watch::Sender<Arc<Snapshot>>,
+    /// The snapshot the data path's routing tables were last rebuilt from: set by
+    /// the registry after its swap, so what `/config_dump` shows is what requests
+    /// see, and an ACK can wait for it.
+    pub applied: watch::Sender<Arc<Snapshot>>,
+    /// The data path's live endpoint states, once it runs. Weak: the admin server
+    /// must not keep a stopped data path alive.
+    pub endpoint_states: OnceLock<Weak<dyn EndpointStates>>,
     /// The local workload the data path applies, published by the registry after
     /// each snapshot (for `/config_dump`).
     pub local: watch::Sender<Arc<Local>>,
@@ -110,6 +128,8 @@ impl Shared {
             identity,
             config,
             snapshot,
+            applied: watch::channel(Arc::new(Snapshot::default())).0,
+            endpoint_states: OnceLock::new(),
             local: watch::channel(Arc::new(Local::default())).0,
             configured: AtomicBool::new(false),
             connection: Mutex::new(Connection::default()),
@@ -138,6 +158,27 @@ impl Shared {
             return Some("no certificate yet");
         }
         None
+    }
+
+    /// Waits until the data path routes by `snapshot`, or until a newer snapshot
+    /// replaced it before it was applied, at most `limit`. False when the limit
+    /// passed (a data path that is not running, or wedged).
+    pub async fn wait_applied(&self, snapshot: &Arc<Snapshot>, limit: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        let done = applied.wait_for(|now| {
+            Arc::ptr_eq(now, snapshot) || !Arc::ptr_eq(&*self.snapshot.borrow(), snapshot)
+        });
+        let in_force = matches!(tokio::time::timeout(limit, done).await, Ok(Ok(_)));
+        in_force
+    }
+
+    /// The data path's endpoints out of rotation; empty while it does not run.
+    pub fn out_of_rotation(&self) -> BTreeMap<(String, String), &'static str> {
+        self.endpoint_states
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|states| states.out_of_rotation())
+            .unwrap_or_default()
     }
 
     pub fn source(&self) -> ConfigSource {
@@ -182,5 +223,52 @@ impl Shared {
         if let Ok(mut c) = self.connection.lock() {
             update(&mut c);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn shared() -> Arc<Shared> {
+        let args = crate::config::Args::parse_from(["weft-proxy"]);
+        Shared::new(Config::from_args(args).expect("default config"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ack_waits_for_the_data_path_to_apply_the_snapshot() {
+        let shared = shared();
+        let pushed = Arc::new(Snapshot::default());
+        shared.snapshot.send_replace(pushed.clone());
+        let applier = {
+            let shared = shared.clone();
+            let pushed = pushed.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                shared.applied.send_replace(pushed);
+            })
+        };
+        let started = tokio::time::Instant::now();
+        assert!(shared.wait_applied(&pushed, Duration::from_secs(2)).await);
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        applier.await.expect("applier");
+        // Already applied: no wait.
+        assert!(shared.wait_applied(&pushed, Duration::from_secs(2)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replaced_snapshot_is_not_waited_for_and_a_stalled_data_path_times_out() {
+        let shared = shared();
+        let first = Arc::new(Snapshot::default());
+        shared.snapshot.send_replace(first.clone());
+        shared.snapshot.send_replace(Arc::new(Snapshot::default()));
+        assert!(shared.wait_applied(&first, Duration::from_secs(2)).await);
+
+        let stalled = Arc::new(Snapshot::default());
+        shared.snapshot.send_replace(stalled.clone());
+        let started = tokio::time::Instant::now();
+        assert!(!shared.wait_applied(&stalled, Duration::from_secs(2)).await);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
     }
 }

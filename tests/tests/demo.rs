@@ -10,11 +10,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::Deserialize;
-use weft_e2e::{bin_dir, metric_sum as sum};
+
+use weft_e2e::mesh::{weftctl, weftctl_ok};
+use weft_e2e::{bin_dir, metric_sum as sum, wait_for};
 
 /// One demo at a time: its namespaces, ports and run directory have fixed names.
 static DEMO: Mutex<()> = Mutex::new(());
@@ -34,8 +37,14 @@ struct Run {
 }
 
 fn run_demo(args: &[&str]) -> Run {
+    run_demo_with(args, || {})
+}
+
+/// Runs the demo to its end, calling `during` while it runs (it must return before
+/// the demo's `--duration` ends).
+fn run_demo_with(args: &[&str], during: impl FnOnce()) -> Run {
     let summary_dir = tempfile::tempdir().expect("temp dir");
-    let output = Command::new("bash")
+    let mut child = Command::new("bash")
         .arg(repo().join("deploy/demo/run.sh"))
         .args(args)
         .arg("--bin-dir")
@@ -43,14 +52,27 @@ fn run_demo(args: &[&str]) -> Run {
         .arg("--summary-dir")
         .arg(summary_dir.path())
         .current_dir(repo())
-        .output()
+        .stdin(Stdio::null())
+        // Files, not pipes: nobody reads a pipe while `during` runs.
+        .stdout(log(&summary_dir, "stdout"))
+        .stderr(log(&summary_dir, "stderr"))
+        .spawn()
         .expect("run deploy/demo/run.sh");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The demo ends by itself: a failure in `during` waits for it, so that nothing
+    // it started outlives the test.
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(during));
+    let status = child.wait().expect("wait for deploy/demo/run.sh");
+    let read = |name: &str| {
+        std::fs::read_to_string(summary_dir.path().join(format!("run.{name}"))).unwrap_or_default()
+    };
+    let (stdout, stderr) = (read("stdout"), read("stderr"));
+    if let Err(failure) = checked {
+        eprintln!("{stdout}\n{stderr}");
+        std::panic::resume_unwind(failure);
+    }
     assert!(
-        output.status.success(),
-        "run.sh {args:?} failed ({}):\n{stdout}\n{stderr}",
-        output.status
+        status.success(),
+        "run.sh {args:?} failed ({status}):\n{stdout}\n{stderr}"
     );
     let text = std::fs::read_to_string(summary_dir.path().join("summary.json"))
         .unwrap_or_else(|e| panic!("no summary.json ({e}):\n{stdout}\n{stderr}"));
@@ -70,6 +92,11 @@ fn run_demo(args: &[&str]) -> Run {
         summary,
         metrics,
     }
+}
+
+/// A file in `dir` for the demo's `name` stream.
+fn log(dir: &tempfile::TempDir, name: &str) -> std::fs::File {
+    std::fs::File::create(dir.path().join(format!("run.{name}"))).expect("demo log file")
 }
 
 const SERVICE_PODS: [&str; 6] = [
@@ -226,11 +253,99 @@ fn the_demo_serves_the_shop_through_the_mesh_and_loses_nothing_when_a_replica_di
     assert_nothing_left(&before);
 }
 
+/// Where the demo's control plane listens without capture (deploy/demo/run.sh).
+const DEMO_CONTROL_PLANE: &str = "127.0.0.1:17010";
+
+/// `weftctl explain` of the shopper's checkout (`POST /orders`), from the demo's
+/// control plane, with `extra` arguments.
+fn explain_checkout(source: &str, extra: &[&str]) -> String {
+    let mut args = vec!["explain", source, "http://orders.shop/orders", "-X", "POST"];
+    args.extend_from_slice(extra);
+    weftctl_ok(DEMO_CONTROL_PLANE, &args, None)
+}
+
+/// While the demo runs: `weftctl explain` names the route of orders (from
+/// deploy/demo/routes.yaml), its backend, the policy that admits the shopper and
+/// both replicas (registered by their proxies), from the control plane and from the
+/// shopper's own proxy. After a route change both answer with the new rule; the new
+/// route still sends every request to orders, so the shop goes on working.
+fn explain_the_checkout_and_change_its_route() {
+    const WAIT: Duration = Duration::from_secs(60);
+    let shopper = wait_for("the shopper's proxy in the status", WAIT, || {
+        let output = weftctl(DEMO_CONTROL_PLANE, &["status", "-o", "json"], None);
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        let proxies = status.as_array()?;
+        let shopper = proxies.iter().find(|p| p["id"] == "shopper")?;
+        shopper["adminAddress"].as_str().map(str::to_owned)
+    });
+    let expected = [
+        "service  shop/orders port 80 (by hostname)",
+        "outcome  forwarded",
+        "route    HTTPRoute shop/orders-rollout rule 0 (stable), producer route",
+        "match    path prefix /",
+        "timeouts request 5000ms",
+        "backend  shop/orders:80  weight 100 (100%)",
+        "authz    allowed by shop/orders-callers",
+        "healthy   zone eu-west-1a",
+        "healthy   zone eu-west-1b",
+    ];
+    // From the control plane's view, then the shopper's proxy explaining for its
+    // own workload: the same answer, once both replicas are in.
+    let replicas = |text: &String| text.matches("  endpoint ").count() == 2;
+    for extra in [&[][..], &["--proxy", &shopper]] {
+        let source = if extra.is_empty() {
+            "shop/shopper"
+        } else {
+            "self"
+        };
+        let text = wait_for("both orders replicas in the view", WAIT, || {
+            let mut args = vec!["explain", source, "http://orders.shop/orders", "-X", "POST"];
+            args.extend_from_slice(extra);
+            let output = weftctl(DEMO_CONTROL_PLANE, &args, None);
+            Some(String::from_utf8_lossy(&output.stdout).into_owned()).filter(replicas)
+        });
+        for line in expected {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+    }
+
+    // Checkouts get a rule of their own.
+    let route = std::fs::read_to_string(repo().join("deploy/demo/routes.yaml"))
+        .expect("routes.yaml")
+        .replace(
+            "  rules:\n",
+            "  rules:\n  - name: checkout\n    matches: [{path: {type: Exact, value: /orders}, method: POST}]\n    backendRefs: [{name: orders, weight: 100}]\n",
+        );
+    weftctl_ok(DEMO_CONTROL_PLANE, &["apply", "-f", "-"], Some(&route));
+    let changed = "route    HTTPRoute shop/orders-rollout rule 0 (checkout), producer route";
+    let text = explain_checkout("shop/shopper", &[]);
+    assert!(text.contains(changed), "{text}");
+    assert!(
+        text.contains("match    path = /orders, method POST"),
+        "{text}"
+    );
+    wait_for("the shopper's proxy to take the new route", WAIT, || {
+        explain_checkout("self", &["--proxy", &shopper])
+            .contains(changed)
+            .then_some(())
+    });
+    // Another path keeps the old rule.
+    let other = weftctl_ok(
+        DEMO_CONTROL_PLANE,
+        &["explain", "shop/shopper", "http://orders.shop/orders/7"],
+        None,
+    );
+    assert!(other.contains("rule 1 (stable)"), "{other}");
+}
+
 #[test]
 fn without_capture_the_demo_uses_explicit_upstream_ports() {
     let _one = DEMO.lock().unwrap_or_else(|e| e.into_inner());
     let before = iptables();
-    let run = run_demo(&["--duration", "6", "--no-capture"]);
+    let run = run_demo_with(
+        &["--duration", "12", "--no-capture"],
+        explain_the_checkout_and_change_its_route,
+    );
     assert_eq!(run.summary["capture"].as_bool(), Some(false));
     assert!(
         run.stdout.contains("no capture"),

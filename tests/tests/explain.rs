@@ -1,11 +1,12 @@
 //! `weftctl explain` against a real control plane and a real proxy: the same answer
 //! from the control plane's resources and from the proxy's `/config_dump`, and a new
-//! answer once a route is applied and changed.
+//! answer once a route is applied and changed; and the proxy's view of an endpoint
+//! its outlier detection ejected.
 
 use std::time::Duration;
 
-use weft_e2e::mesh::{weftctl, weftctl_ok, ControlPlane, Proxy};
-use weft_e2e::{free_port, wait_for};
+use weft_e2e::mesh::{client_proxy, weftctl, weftctl_ok, App, ControlPlane, Proxy};
+use weft_e2e::{free_port, http_get, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -147,4 +148,72 @@ fn explain_names_route_backends_policy_and_endpoints_and_follows_route_changes()
         None,
     );
     assert_eq!(missing.status.code(), Some(1));
+}
+
+/// A backend that answers 503 to everything, beside a healthy one: once the client
+/// proxy's outlier detection ejects it, `explain --proxy` shows it `ejected` (the
+/// control plane, which knows only its health, still says `healthy`).
+#[test]
+fn explain_through_a_proxy_shows_an_ejected_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
+    let good = App::start(dir.path(), "good", &[]);
+    let bad = App::start(
+        dir.path(),
+        "bad",
+        &["--fail-ratio", "1", "--fail-status", "503"],
+    );
+    let (client, listen) = client_proxy(dir.path(), &cp.address(), "client", "shop/orders", &[]);
+    let mesh = format!(
+        "\
+kind: Service
+metadata: {{name: orders, namespace: shop}}
+spec:
+  ports: [{{port: 80, protocol: http1}}]
+  hostnames: [orders.shop]
+  # Round robin keeps sending to the failing endpoint (P2C over latency would
+  # shun it after its first failure, before three in a row).
+  loadBalancer: round_robin
+  outlierDetection: {{consecutiveFailures: 3, baseEjectionMs: 60000}}
+  retries: {{maxRetries: 0}}
+---
+kind: Endpoints
+metadata: {{name: orders, namespace: shop}}
+spec:
+  endpoints: [{{address: {}, port: {}}}, {{address: {}, port: {}}}]
+",
+        good.addr.ip(),
+        good.addr.port(),
+        bad.addr.ip(),
+        bad.addr.port()
+    );
+    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&mesh));
+    client.wait_ready();
+    let admin = client.admin.to_string();
+    let line = |text: &str, address: &str| -> String {
+        text.lines()
+            .find(|l| l.contains(&format!("endpoint {address}")))
+            .unwrap_or_else(|| panic!("no endpoint {address} in\n{text}"))
+            .to_owned()
+    };
+    let (good, bad) = (good.addr.to_string(), bad.addr.to_string());
+    let text = wait_for("both endpoints in the proxy's view", WAIT, || {
+        let text = explain(&cp.address(), &["--proxy", &admin]);
+        text.contains(&bad).then_some(text)
+    });
+    assert!(line(&text, &bad).contains(" healthy "), "{text}");
+
+    // Requests until the failing endpoint has answered 503 three times in a row.
+    let text = wait_for("the failing endpoint to be ejected", WAIT, || {
+        let _ = http_get(listen, "/api/items");
+        let text = explain(&cp.address(), &["--proxy", &admin]);
+        line(&text, &bad).contains(" ejected ").then_some(text)
+    });
+    assert!(line(&text, &good).contains(" healthy "), "{text}");
+    let dump = client.config_dump();
+    let states = dump["resources"]["endpoints"][0]["endpoints"].to_string();
+    assert!(states.contains("\"state\":\"ejected\""), "{states}");
+    // The control plane knows health, not this proxy's ejections.
+    let central = explain(&cp.address(), &[]);
+    assert!(line(&central, &bad).contains(" healthy "), "{central}");
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use weft_e2e::kube::weft::proxy_admin;
+use weft_e2e::kube::weft::{proxy_admin, sidecar, SIDECAR_TOKEN_VOLUME};
 use weft_e2e::kube::{Cluster, Images, Kubelet};
 use weft_e2e::load::{Load, Options};
 use weft_e2e::mesh::csr;
@@ -88,37 +88,8 @@ fn the_manifests_apply_and_grant_exactly_what_the_control_plane_needs() {
 /// exposes `shop/web:80` on 127.0.0.1:9080. Both identities come from projected
 /// ServiceAccount tokens for the audience `weft`.
 fn shop(control_plane: &str) -> String {
-    let proxy = |extra: &str| {
-        format!(
-            r#"
-        image: weft-proxy
-        args: ["--control-plane", "{control_plane}", "--node-id", "$(POD_NAME)",
-               "--namespace", "$(POD_NAMESPACE)", "--service-account", "$(SERVICE_ACCOUNT)",
-               "--identity-token-file", "/var/run/weft/token/token",
-               "--admin", "0.0.0.0:15020", "--admin-advertise", "$(POD_IP):15020",
-               "--reconnect-max-ms", "500"{extra}]
-        env:
-        - name: POD_IP
-          valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
-        - name: POD_NAME
-          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
-        - name: POD_NAMESPACE
-          valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
-        - name: SERVICE_ACCOUNT
-          valueFrom: {{fieldRef: {{fieldPath: spec.serviceAccountName}}}}
-        readinessProbe:
-          httpGet: {{path: /ready, port: 15020}}
-          periodSeconds: 1
-        volumeMounts:
-        - {{name: weft-token, mountPath: /var/run/weft/token, readOnly: true}}"#
-        )
-    };
-    let token_volume = r#"
-      volumes:
-      - name: weft-token
-        projected:
-          sources:
-          - serviceAccountToken: {audience: weft, expirationSeconds: 3600, path: token}"#;
+    let proxy = |extra: &str| sidecar(control_plane, extra);
+    let token_volume = SIDECAR_TOKEN_VOLUME;
     let server_proxy = proxy(
         r#", "--inbound", "0.0.0.0:15006", "--inbound-forward", "127.0.0.1:8080",
                "--service", "web", "--workload-address", "$(POD_IP)", "--workload-port", "http=15006",

@@ -3,14 +3,19 @@
 //! installed from deploy/kubernetes/base, a route applied with kubectl reaches a meshed
 //! proxy, and the control plane reports on it in `status.parents` as the Gateway API
 //! asks: Accepted (or not, naming the field), ResolvedRefs, its own controller name,
-//! and other controllers' entries left alone.
+//! and other controllers' entries left alone. And it steers traffic: the client pod's
+//! requests reach the pod of `web` or of `web-v2` (each answers with its own name) as
+//! the route's header match and weights say, the last good route still steering
+//! while an invalid change is refused.
 
 use std::io::Write;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use weft_e2e::kube::weft::{install, proxy_admin};
+use weft_e2e::kube::weft::{
+    install, proxy_admin, sidecar, NAMED_APP_CONTAINER, SIDECAR_TOKEN_VOLUME,
+};
 use weft_e2e::kube::{install_gateway_api, Cluster, Images, Kubelet};
 use weft_e2e::wait_for;
 
@@ -18,10 +23,53 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 const CONTROLLER: &str = "weft.io/mesh-controller";
 const CONTROL_PLANE_SA: &str = "system:serviceaccount:weft:weft-control-plane";
 
-/// Services `web` and `web-v2`, and a meshed `client` pod (a proxy that proves its
-/// identity with a projected ServiceAccount token) whose `/config_dump` shows what
-/// the control plane serves it.
+/// The sidecar of the test's pods, as a container with its token volume; `extra`
+/// adds arguments, each `, "--flag", "value"`.
+fn proxy(control_plane: &str, extra: &str) -> String {
+    format!(
+        "      - name: weft-proxy{}{SIDECAR_TOKEN_VOLUME}\n",
+        sidecar(control_plane, extra)
+    )
+}
+
+/// A Deployment of one pod of Service `app`: a `weft-test-app` answering with its
+/// pod's name, behind its sidecar on the Service's target port 15006.
+fn backend(app: &str, control_plane: &str) -> String {
+    let proxy = proxy(
+        control_plane,
+        r#", "--inbound", "0.0.0.0:15006", "--inbound-forward", "127.0.0.1:8080",
+               "--workload-address", "$(POD_IP)""#,
+    );
+    format!(
+        r#"---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {app}, namespace: shop}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {app}, namespace: shop}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {app}}}}}
+  template:
+    metadata: {{labels: {{app: {app}}}}}
+    spec:
+      serviceAccountName: {app}
+      containers:
+{NAMED_APP_CONTAINER}{proxy}"#
+    )
+}
+
+/// Services `web` and `web-v2` with one pod each, and a meshed `client` pod whose
+/// `/config_dump` shows what the control plane serves it and whose listener
+/// 127.0.0.1:9080 is for `web`.
 fn shop(control_plane: &str) -> String {
+    let client = proxy(
+        control_plane,
+        r#", "--outbound", "127.0.0.1:15001", "--upstream", "shop/web:80=127.0.0.1:9080""#,
+    );
+    let backends = backend("web", control_plane) + &backend("web-v2", control_plane);
     format!(
         r#"
 apiVersion: v1
@@ -57,41 +105,14 @@ spec:
     spec:
       serviceAccountName: client
       containers:
-      - name: weft-proxy
-        image: weft-proxy
-        args: ["--control-plane", "{control_plane}", "--node-id", "$(POD_NAME)",
-               "--namespace", "$(POD_NAMESPACE)", "--service-account", "$(SERVICE_ACCOUNT)",
-               "--identity-token-file", "/var/run/weft/token/token",
-               "--admin", "0.0.0.0:15020", "--admin-advertise", "$(POD_IP):15020",
-               "--reconnect-max-ms", "500",
-               "--outbound", "127.0.0.1:15001", "--upstream", "shop/web:80=127.0.0.1:9080"]
-        env:
-        - name: POD_IP
-          valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
-        - name: POD_NAME
-          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
-        - name: POD_NAMESPACE
-          valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
-        - name: SERVICE_ACCOUNT
-          valueFrom: {{fieldRef: {{fieldPath: spec.serviceAccountName}}}}
-        readinessProbe:
-          httpGet: {{path: /ready, port: 15020}}
-          periodSeconds: 1
-        volumeMounts:
-        - {{name: weft-token, mountPath: /var/run/weft/token, readOnly: true}}
-      volumes:
-      - name: weft-token
-        projected:
-          sources:
-          - serviceAccountToken: {{audience: weft, expirationSeconds: 3600, path: token}}
-"#
+{client}{backends}"#
     )
 }
 
 /// An HTTPRoute `web-split` attached to the Service web and to a Gateway (another
-/// controller's business): requests with `x-canary: 1` go to web-v2. `canary_path`
-/// is the path match of the canary rule.
-fn split(canary_path: Value) -> String {
+/// controller's business): requests with `x-canary: 1` go to web-v2, the others to
+/// web and web-v2 by `weights`. `canary_path` is the path match of the canary rule.
+fn split(canary_path: Value, weights: (u32, u32)) -> String {
     json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -104,7 +125,10 @@ fn split(canary_path: Value) -> String {
             "rules": [
                 {"matches": [{"path": canary_path, "headers": [{"name": "x-canary", "value": "1"}]}],
                  "backendRefs": [{"name": "web-v2", "port": 80}]},
-                {"backendRefs": [{"name": "web", "port": 80}]},
+                {"backendRefs": [
+                    {"name": "web", "port": 80, "weight": weights.0},
+                    {"name": "web-v2", "port": 80, "weight": weights.1},
+                ]},
             ],
         },
     })
@@ -144,6 +168,46 @@ fn held(kubelet: &Kubelet, client: &str, name: &str) -> Option<Value> {
         .iter()
         .find(|r| r["metadata"]["name"] == name)
         .cloned()
+}
+
+/// The body of the answer (the name of the pod that served it) to a GET the client
+/// pod sends to its listener for `web`, with `headers`; `None` unless it is 2xx.
+fn answer(kubelet: &Kubelet, client: &str, headers: &[&str]) -> Option<String> {
+    let mut curl = kubelet.pod_command("shop", client, "curl");
+    curl.args(["-sf", "--max-time", "5"]);
+    for header in headers {
+        curl.args(["-H", header]);
+    }
+    let output = curl.arg("http://127.0.0.1:9080/").output().ok()?;
+    let body = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    output.status.success().then_some(body)
+}
+
+/// The one ready pod of Deployment `app`.
+fn pod_of(kubelet: &Kubelet, app: &str) -> String {
+    // `web-` also names web-v2's pods: a Deployment's pod is `<app>-<hash>-<suffix>`.
+    let ours = |name: &str| {
+        name.strip_prefix(app)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|rest| rest.matches('-').count() == 1)
+    };
+    wait_for(&format!("a ready {app} pod"), TIMEOUT, || {
+        let pods = kubelet.pods_named("shop", &format!("{app}-"));
+        let pod = pods.into_iter().find(|p| p.ready && ours(&p.name))?;
+        Some(pod.name)
+    })
+}
+
+/// Waits until requests with `headers` reach pod `expected`, then checks that five
+/// in a row do.
+fn steered(kubelet: &Kubelet, client: &str, headers: &[&str], expected: &str) {
+    wait_for(&format!("{headers:?} to reach {expected}"), TIMEOUT, || {
+        (answer(kubelet, client, headers).as_deref() == Some(expected)).then_some(())
+    });
+    for _ in 0..5 {
+        let served = answer(kubelet, client, headers);
+        assert_eq!(served.as_deref(), Some(expected), "{headers:?}");
+    }
 }
 
 /// `weftctl apply -f -` of `document` against one control-plane replica, from the LAN.
@@ -238,7 +302,7 @@ fn gateway_api_routes_reach_the_proxies_and_get_a_status() {
 
     // A valid route: accepted by Weft's controller, and served to the client's proxy
     // with the Gateway parent left out.
-    cluster.apply(&split(json!({"type": "PathPrefix", "value": "/"})));
+    cluster.apply(&split(json!({"type": "PathPrefix", "value": "/"}), (1, 0)));
     wait_for("web-split Accepted by Weft", TIMEOUT, || {
         let route = route(&cluster, "web-split");
         let accepted = weft_condition(&route, "Accepted")?;
@@ -263,6 +327,14 @@ fn gateway_api_routes_reach_the_proxies_and_get_a_status() {
         served["metadata"]["creationTimestamp"].is_string(),
         "the object's creation time orders ties: {served}"
     );
+
+    // The route steers the client's requests between the two pods: the canary
+    // header to web-v2's, the rest to web's; then, weights 0/100, all to web-v2's.
+    let (web, v2) = (pod_of(&kubelet, "web"), pod_of(&kubelet, "web-v2"));
+    steered(&kubelet, &client.name, &["x-canary: 1"], &v2);
+    steered(&kubelet, &client.name, &[], &web);
+    cluster.apply(&split(json!({"type": "PathPrefix", "value": "/"}), (0, 1)));
+    steered(&kubelet, &client.name, &[], &v2);
 
     // weftctl apply of a route is refused, pointing at kubectl: the objects are the
     // Gateway API's.
@@ -304,6 +376,7 @@ fn gateway_api_routes_reach_the_proxies_and_get_a_status() {
     // the field named; the proxy keeps the last good route.
     cluster.apply(&split(
         json!({"type": "RegularExpression", "value": "/(unclosed"}),
+        (1, 0),
     ));
     let (_, reason, message) = wait_for("web-split not Accepted", TIMEOUT, || {
         weft_condition(&route(&cluster, "web-split"), "Accepted").filter(|c| c.0 == "False")
@@ -325,6 +398,8 @@ fn gateway_api_routes_reach_the_proxies_and_get_a_status() {
     let canary = &still["spec"]["rules"][0]["matches"][0];
     assert_eq!(canary["headers"][0]["name"], "x-canary", "{still}");
     assert!(canary["path"].is_null(), "{still}");
+    // And it still steers: weights 0/100.
+    steered(&kubelet, &client.name, &[], &v2);
 
     // A route of Gateways only is not the mesh's: no entry of Weft's, nothing served.
     // It is applied before the next one: one watch delivers both in order, so once

@@ -15,7 +15,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use weft_e2e::kube::weft::{curl_job, install, proxy_admin, ControlPlane, CONFIGURATION};
+use weft_e2e::kube::weft::{
+    curl_job, install, proxy_admin, ControlPlane, CONFIGURATION, NAMED_APP_CONTAINER,
+};
 use weft_e2e::kube::{Cluster, Images, Kubelet};
 use weft_e2e::{bin, metric_sum, wait_for};
 
@@ -116,26 +118,25 @@ spec:
   ports: [{name: http, port: 80, targetPort: 8080, appProtocol: http}]
 "#;
 
-const WEB: &str = r#"
+/// web's Deployment: two replicas of the named test app.
+fn web() -> String {
+    format!(
+        r#"
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: web}
+metadata: {{name: web}}
 spec:
   replicas: 2
-  selector: {matchLabels: {app: web}}
+  selector: {{matchLabels: {{app: web}}}}
   template:
-    metadata: {labels: {app: web}}
+    metadata: {{labels: {{app: web}}}}
     spec:
       serviceAccountName: web
       terminationGracePeriodSeconds: 5
       containers:
-      - name: app
-        image: weft-test-app
-        args: ["--listen", "127.0.0.1:8080", "--name", "$(POD_NAME)"]
-        env:
-        - name: POD_NAME
-          valueFrom: {fieldRef: {fieldPath: metadata.name}}
-"#;
+{NAMED_APP_CONTAINER}"#
+    )
+}
 
 fn pod_manifest(namespace: &str, name: &str, labels: &str) -> String {
     format!(
@@ -177,7 +178,7 @@ fn labelled_pods_get_a_native_sidecar_that_carries_mtls_and_lets_jobs_finish() {
     let logs = tempfile::tempdir().expect("temp dir");
     let control_plane = ControlPlane::connect(&cluster, &kubelet, logs.path());
     cluster.apply(SHOP);
-    cluster.kubectl_stdin(&["apply", "-n", "shop", "-f", "-"], WEB);
+    cluster.kubectl_stdin(&["apply", "-n", "shop", "-f", "-"], &web());
 
     // 1. The real ReplicaSet controller's pods, as stored: the webhook injected them.
     let webs = kubelet.wait_ready_named("shop", "web-", 2, TIMEOUT);
@@ -214,7 +215,7 @@ fn labelled_pods_get_a_native_sidecar_that_carries_mtls_and_lets_jobs_finish() {
     // server has defaulted both (in a namespace the webhook does not see).
     let settings = logs.path().join("injector.yaml");
     std::fs::write(&settings, &control_plane.settings).expect("write the settings");
-    let (offline, report) = weftctl_inject(WEB, "shop", &settings);
+    let (offline, report) = weftctl_inject(&web(), "shop", &settings);
     assert!(report.contains("deployment/web injected"), "{report}");
     let offline = cluster.kubectl_stdin(
         &[

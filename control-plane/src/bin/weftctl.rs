@@ -330,7 +330,10 @@ async fn run(args: Args) -> Result<(), CliError> {
                     .into_inner()],
                 None => {
                     admin
-                        .list(v1::ListRequest { type_url })
+                        .list(v1::ListRequest {
+                            type_url,
+                            served: false,
+                        })
                         .await?
                         .into_inner()
                         .resources
@@ -670,7 +673,12 @@ async fn explain(args: Args) -> Result<(), CliError> {
             let mut resources = Vec::new();
             for kind in Kind::ALL {
                 let type_url = kind.type_url().to_owned();
-                let listed = admin.list(v1::ListRequest { type_url }).await?.into_inner();
+                // As served to proxies: with the registered endpoints and their health.
+                let request = v1::ListRequest {
+                    type_url,
+                    served: true,
+                };
+                let listed = admin.list(request).await?.into_inner();
                 resources.extend(listed.resources);
             }
             Mesh::from_resources(&resources)

@@ -7,7 +7,7 @@
 //! service and address stay; metric handles are made once per service. Only the
 //! maintenance task writes; connections read the current [`Routes`] lock-free.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +20,7 @@ use crate::local::{self, Local};
 use crate::metrics::{AuthzMetrics, Direction, EndpointGauges, ServiceMetrics};
 use crate::resilience::locality;
 use crate::snapshot::{Snapshot, Target};
-use crate::state::Shared;
+use crate::state::{EndpointStates, Shared};
 
 use super::authz::{Caller, Denied, InboundPolicies};
 use super::destination::{self, Destination, EndpointSet, Tier};
@@ -152,6 +152,8 @@ impl Registry {
         });
         let snapshot = registry.shared.snapshot.borrow().clone();
         registry.apply(snapshot);
+        let states: Arc<dyn EndpointStates> = registry.clone();
+        let _ = registry.shared.endpoint_states.set(Arc::downgrade(&states));
         registry
     }
 
@@ -351,6 +353,7 @@ impl Registry {
         self.current.store(Arc::new(routes));
         // After the swap: what `/config_dump` shows is what connections now see.
         self.shared.local.send_replace(local);
+        self.shared.applied.send_replace(snapshot);
     }
 
     /// Where this proxy runs: its workload's region and zone (none without one).
@@ -409,6 +412,25 @@ impl Registry {
                 resilience.unreachable_now.set(unreachable as f64);
             }
         }
+    }
+}
+
+impl EndpointStates for Registry {
+    fn out_of_rotation(&self) -> BTreeMap<(String, String), &'static str> {
+        let now = crate::balance::now();
+        let routes = self.routes();
+        let mut states = BTreeMap::new();
+        for ((service, address, _), endpoint) in &routes.endpoints {
+            let state = if endpoint.reachability.is_unreachable() {
+                "unreachable"
+            } else if endpoint.outlier.is_ejected(now) {
+                "ejected"
+            } else {
+                continue;
+            };
+            states.insert((service.to_string(), address.to_string()), state);
+        }
+        states
     }
 }
 

@@ -34,6 +34,8 @@ use crate::state::{ConfigSource, ConnectionState, Rejected, Shared};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// How long an ACK waits for the data path to apply its push.
+const APPLY_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -210,9 +212,12 @@ async fn session(
         *progressed = true;
         let kind = Kind::from_type_url(&response.type_url);
         let errors = resources.apply(&response);
+        let mut published = None;
         if !response.more {
             // The data path sees whole pushes only.
-            shared.snapshot.send_replace(Arc::new(resources.snapshot()));
+            let snapshot = Arc::new(resources.snapshot());
+            shared.snapshot.send_replace(snapshot.clone());
+            published = Some(snapshot);
             if kind == Some(Kind::TrustBundle) {
                 if let Some(view) = resources.trust_bundle() {
                     shared
@@ -235,6 +240,17 @@ async fn session(
             save(shared, resources).await;
         }
         record(shared, resources, kind, &response, &errors);
+        // An ACK says the push is in force: requests that arrive after the control
+        // plane sees it take the new routes and endpoints. The data path rebuilds
+        // its tables on its own runtime, so wait for that (bounded: a data path that
+        // is not running must not stall the stream).
+        if let Some(snapshot) = published {
+            if !shared.wait_applied(&snapshot, APPLY_WAIT).await {
+                tracing::warn!(
+                    "the data path did not apply a push in time; acknowledging it anyway"
+                );
+            }
+        }
         let answer = if errors.is_empty() {
             Req::Ack(v1::Ack {
                 nonce: response.nonce,

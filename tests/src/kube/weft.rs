@@ -159,3 +159,51 @@ spec:
 "#
     )
 }
+
+/// A hand-written sidecar (for pods the webhook does not inject): the fields of a
+/// `weft-proxy` container after its `- name:` line, indented for a pod template,
+/// proving its identity with the token of [`SIDECAR_TOKEN_VOLUME`], its admin on
+/// 15020 as the readiness probe. `extra` adds arguments, each `, "--flag", "value"`.
+pub fn sidecar(control_plane: &str, extra: &str) -> String {
+    format!(
+        r#"
+        image: weft-proxy
+        args: ["--control-plane", "{control_plane}", "--node-id", "$(POD_NAME)",
+               "--namespace", "$(POD_NAMESPACE)", "--service-account", "$(SERVICE_ACCOUNT)",
+               "--identity-token-file", "/var/run/weft/token/token",
+               "--admin", "0.0.0.0:15020", "--admin-advertise", "$(POD_IP):15020",
+               "--reconnect-max-ms", "500"{extra}]
+        env:
+        - name: POD_IP
+          valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+        - name: POD_NAME
+          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+        - name: POD_NAMESPACE
+          valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
+        - name: SERVICE_ACCOUNT
+          valueFrom: {{fieldRef: {{fieldPath: spec.serviceAccountName}}}}
+        readinessProbe:
+          httpGet: {{path: /ready, port: 15020}}
+          periodSeconds: 1
+        volumeMounts:
+        - {{name: weft-token, mountPath: /var/run/weft/token, readOnly: true}}"#
+    )
+}
+
+/// The pod template's `volumes`, holding the projected token [`sidecar`] reads.
+pub const SIDECAR_TOKEN_VOLUME: &str = r#"
+      volumes:
+      - name: weft-token
+        projected:
+          sources:
+          - serviceAccountToken: {audience: weft, expirationSeconds: 3600, path: token}"#;
+
+/// The container of a pod template that runs `weft-test-app` on 127.0.0.1:8080,
+/// answering with its pod's name.
+pub const NAMED_APP_CONTAINER: &str = r#"      - name: app
+        image: weft-test-app
+        args: ["--listen", "127.0.0.1:8080", "--name", "$(POD_NAME)"]
+        env:
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+"#;
