@@ -220,7 +220,7 @@ fn dump_resources(
                 "version": view.version,
                 "endpoints": view.endpoints.endpoints.iter().map(|e| json!({
                     "address": e.address.to_string(),
-                    "state": state(e.address.to_string(), e.health.as_str()),
+                    "state": state(e.address.to_string(), e.state()),
                     "port_name": e.port_name,
                     "weight": e.weight,
                     "region": e.locality.region,

@@ -48,8 +48,6 @@ pub struct Explanation {
     /// Why, in a sentence.
     pub reason: String,
     pub route: Option<RouteView>,
-    /// Timeouts and retries in force (the service's, with the rule's in their place).
-    pub resilience: Option<ResilienceView>,
     /// Where the request may go: each backend with its share of the traffic.
     pub backends: Vec<BackendView>,
 }
@@ -122,6 +120,9 @@ pub struct BackendView {
     /// Of the rule's requests, in percent.
     pub share_percent: f64,
     pub authorization: AuthorizationView,
+    /// Timeouts and retries in force for requests sent to this backend: the backend
+    /// service's, with the rule's in their place, as the proxy applies them.
+    pub resilience: Option<ResilienceView>,
     /// The backend's own outlier detection, circuit breakers and locality.
     pub outlier_detection: Option<String>,
     pub circuit_breakers: Option<String>,
@@ -171,7 +172,6 @@ pub fn explain(mesh: &Mesh, source: &Source, request: &Request) -> Explanation {
         outcome: Outcome::NotMeshed,
         reason: String::new(),
         route: None,
-        resilience: None,
         backends: Vec::new(),
     };
     let Some((service, port, resolved_by)) = resolve(mesh, request) else {
@@ -212,14 +212,14 @@ pub fn explain(mesh: &Mesh, source: &Source, request: &Request) -> Explanation {
             };
             Some(table.select(&http).map(|s| {
                 let matched = describe_http(s.matched);
-                chosen_rule("HTTPRoute", s.rule, matched, audience, service)
+                chosen_rule("HTTPRoute", s.rule, matched, audience)
             }))
         }
         Some(RouteTable::Grpc(table)) => {
             let call = GrpcRequest::from_path(&request.path, Some(&request.authority), headers);
             Some(call.and_then(|call| table.select(&call)).map(|s| {
                 let matched = describe_grpc(s.matched);
-                chosen_rule("GRPCRoute", s.rule, matched, audience, service)
+                chosen_rule("GRPCRoute", s.rule, matched, audience)
             }))
         }
     };
@@ -234,7 +234,8 @@ pub fn explain(mesh: &Mesh, source: &Source, request: &Request) -> Explanation {
                 port: Some(port),
                 weight: 1,
             };
-            let effective = Effective::of::<u16>(&service.resilience, &Default::default(), None);
+            let effective: Box<dyn Fn(&Resilience) -> Effective> =
+                Box::new(|service| Effective::of::<u16>(service, &Default::default(), None));
             (vec![parent], effective)
         }
         Some(None) => {
@@ -266,18 +267,17 @@ pub fn explain(mesh: &Mesh, source: &Source, request: &Request) -> Explanation {
                 explanation.backends = chosen
                     .backends
                     .iter()
-                    .map(|b| backend(mesh, source, b, port, 0))
+                    .map(|b| backend(mesh, source, b, port, 0, &chosen.effective))
                     .collect();
                 return explanation;
             }
             (chosen.backends, chosen.effective)
         }
     };
-    explanation.resilience = Some(resilience_view(&service.resilience, &effective));
     let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
     explanation.backends = backends
         .iter()
-        .map(|b| backend(mesh, source, b, port, total))
+        .map(|b| backend(mesh, source, b, port, total, &effective))
         .collect();
     let takes_traffic = |b: &&BackendView| b.weight > 0 && b.problem.is_none();
     if explanation
@@ -328,21 +328,21 @@ fn resolve<'m>(mesh: &'m Mesh, request: &Request) -> Option<(&'m Service, u16, &
     Some((service, port, "hostname"))
 }
 
-struct Chosen {
+struct Chosen<'m> {
     route: RouteView,
     forwards: bool,
     backends: Vec<BackendRef>,
     total_weight: u64,
-    effective: Effective,
+    /// The timeouts and retries in force over a backend service's own.
+    effective: Box<dyn Fn(&Resilience) -> Effective + 'm>,
 }
 
-fn chosen_rule<R: RouteRule + RuleSettings>(
+fn chosen_rule<'m, R: RouteRule + RuleSettings>(
     kind: &'static str,
-    rule: &CompiledRule<R>,
+    rule: &'m CompiledRule<R>,
     matched: String,
     audience: impl Fn(&ResourceName) -> &'static str,
-    service: &Service,
-) -> Chosen {
+) -> Chosen<'m> {
     Chosen {
         route: RouteView {
             kind,
@@ -356,7 +356,7 @@ fn chosen_rule<R: RouteRule + RuleSettings>(
         forwards: rule.rule().forwards(),
         backends: rule.backends.refs().to_vec(),
         total_weight: rule.backends.total_weight(),
-        effective: rule.rule().effective(&service.resilience),
+        effective: Box::new(|service| rule.rule().effective(service)),
     }
 }
 
@@ -474,6 +474,7 @@ fn backend(
     backend: &BackendRef,
     request_port: u16,
     total_weight: u64,
+    effective: &dyn Fn(&Resilience) -> Effective,
 ) -> BackendView {
     let share_percent = if total_weight == 0 {
         0.0
@@ -490,6 +491,7 @@ fn backend(
             policy: None,
             considered: Vec::new(),
         },
+        resilience: None,
         outlier_detection: None,
         circuit_breakers: None,
         locality: None,
@@ -500,6 +502,10 @@ fn backend(
         view.problem = Some("no such service in this view of the mesh".to_owned());
         return view;
     };
+    view.resilience = Some(resilience_view(
+        &service.resilience,
+        &effective(&service.resilience),
+    ));
     // As `BackendRef::port` says: the port with the request's number, or the only one.
     let port = backend.port.or_else(|| {
         if service.ports.iter().any(|p| p.port == request_port) {
@@ -571,7 +577,7 @@ fn backend(
                     .endpoint_states
                     .get(&(service.name.clone(), address.clone()))
                     .cloned()
-                    .unwrap_or_else(|| e.health.as_str().to_owned());
+                    .unwrap_or_else(|| e.state().to_owned());
                 EndpointView {
                     address,
                     state,

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService, ServicePort as KubePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use weft_proto::model::DRAINING_LABEL;
 use weft_proto::v1;
 
 /// Overrides the protocol of some ports: `"<port name or number>=<protocol>, ..."`,
@@ -291,6 +292,11 @@ pub fn endpoints(
             .map(|(standing, mut endpoint)| {
                 if standing != served {
                     endpoint.health = "unhealthy".to_owned();
+                }
+                if standing == Standing::Terminating {
+                    endpoint
+                        .labels
+                        .insert(DRAINING_LABEL.to_owned(), "true".to_owned());
                 }
                 endpoint
             })

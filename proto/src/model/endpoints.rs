@@ -30,6 +30,27 @@ pub struct Endpoint {
     pub identity: Option<SpiffeId>,
 }
 
+/// The label the control plane puts on an endpoint whose workload is shutting down
+/// but still serves (a terminating Kubernetes Pod): it takes no new requests while
+/// another endpoint is ready, and shows as `draining`. A label, not a third health,
+/// so that proxies of every version read the health they know.
+pub const DRAINING_LABEL: &str = "weft.io/draining";
+
+impl Endpoint {
+    pub fn draining(&self) -> bool {
+        self.labels.get(DRAINING_LABEL).is_some_and(|v| v == "true")
+    }
+
+    /// What an operator sees of the endpoint as listed: `healthy`, `unhealthy` or
+    /// `draining` (a proxy may know more: ejected, unreachable).
+    pub fn state(&self) -> &'static str {
+        match self.draining() {
+            true => "draining",
+            false => self.health.as_str(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Locality {
     pub region: String,

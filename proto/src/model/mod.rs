@@ -21,7 +21,7 @@ mod tests;
 pub use address::validate_host_port;
 pub use authorization::{decide, AuthorizationPolicy, Decision, DefaultAction, IdentityPattern};
 pub use directory::{host_key, Directory, Target};
-pub use endpoints::{Endpoint, Endpoints, Health, Locality};
+pub use endpoints::{Endpoint, Endpoints, Health, Locality, DRAINING_LABEL};
 pub use error::Invalid;
 pub use health_check::{HealthCheck, Probe};
 pub use identity::{SpiffeId, TrustBundle, TrustDomain, TRUST_BUNDLE_NAME, TRUST_BUNDLE_NAMESPACE};

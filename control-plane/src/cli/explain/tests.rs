@@ -18,6 +18,7 @@ metadata: {name: orders-v2, namespace: shop}
 spec:
   ports: [{name: http, port: 80, protocol: http1}]
   hostnames: [orders-v2.shop]
+  timeouts: {connectMs: 250}
 ---
 kind: Service
 metadata: {name: payments, namespace: shop}
@@ -31,6 +32,7 @@ spec:
   endpoints:
   - {address: 10.0.0.5, port: 8080, locality: {zone: a}}
   - {address: 10.0.0.6, port: 8080, locality: {zone: b}, health: unhealthy}
+  - {address: 10.0.0.7, port: 8080, locality: {zone: b}, health: unhealthy, labels: {weft.io/draining: "true"}}
 ---
 kind: Endpoints
 metadata: {name: orders-v2, namespace: shop}
@@ -116,10 +118,16 @@ fn weights_become_shares_and_the_rule_s_resilience_applies() {
         shares,
         [("shop/orders", 90, 90.0), ("shop/orders-v2", 10, 10.0)]
     );
-    let r = e.resilience.expect("resilience");
+    // The rule's settings over each backend service's own, as the proxy applies them.
+    let r = e.backends[0].resilience.as_ref().expect("resilience");
     assert_eq!(r.request_timeout_ms, Some(2000));
     assert_eq!(r.max_retries, 3);
     assert_eq!(r.retry_on, ["connect-failure", "503"]);
+    assert_eq!(r.connect_timeout_ms, 1000);
+    // orders-v2's requests keep orders-v2's own connect timeout, under the rule's.
+    let v2 = e.backends[1].resilience.as_ref().expect("resilience");
+    assert_eq!(v2.connect_timeout_ms, 250);
+    assert_eq!(v2.request_timeout_ms, Some(2000));
 }
 
 #[test]
@@ -190,7 +198,9 @@ fn endpoints_are_listed_with_health_zone_and_what_the_proxy_adds() {
         endpoints,
         [
             ("10.0.0.5:8080", "healthy", "a"),
-            ("10.0.0.6:8080", "unhealthy", "b")
+            ("10.0.0.6:8080", "unhealthy", "b"),
+            // A terminating Pod, as the control plane lists it on Kubernetes.
+            ("10.0.0.7:8080", "draining", "b")
         ]
     );
     let orders = ResourceName::new("shop", "orders").expect("name");

@@ -59,29 +59,6 @@ pub fn render(e: &Explanation) -> String {
             let _ = writeln!(out, "filters  {}", route.filters.join(", "));
         }
     }
-    if let Some(r) = &e.resilience {
-        let timeout = |t: Option<u64>| t.map_or("none".to_owned(), |ms| format!("{ms}ms"));
-        let _ = writeln!(
-            out,
-            "timeouts request {}, per try {}, connect {}ms",
-            timeout(r.request_timeout_ms),
-            timeout(r.per_try_timeout_ms),
-            r.connect_timeout_ms
-        );
-        let _ = writeln!(
-            out,
-            "retries  up to {} on {}, backoff {}-{}ms, budget {}%",
-            r.max_retries,
-            if r.retry_on.is_empty() {
-                "nothing".to_owned()
-            } else {
-                r.retry_on.join(", ")
-            },
-            r.backoff_base_ms,
-            r.backoff_max_ms,
-            r.retry_budget_percent
-        );
-    }
     for b in &e.backends {
         let port = b.port.map(|p| format!(":{p}")).unwrap_or_default();
         let _ = writeln!(
@@ -98,6 +75,29 @@ pub fn render(e: &Explanation) -> String {
             (Some(policy), decision) => format!("{decision} by {policy}"),
         };
         let _ = writeln!(out, "  authz    {authz}");
+        if let Some(r) = &b.resilience {
+            let timeout = |t: Option<u64>| t.map_or("none".to_owned(), |ms| format!("{ms}ms"));
+            let _ = writeln!(
+                out,
+                "  timeouts request {}, per try {}, connect {}ms",
+                timeout(r.request_timeout_ms),
+                timeout(r.per_try_timeout_ms),
+                r.connect_timeout_ms
+            );
+            let _ = writeln!(
+                out,
+                "  retries  up to {} on {}, backoff {}-{}ms, budget {}%",
+                r.max_retries,
+                if r.retry_on.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    r.retry_on.join(", ")
+                },
+                r.backoff_base_ms,
+                r.backoff_max_ms,
+                r.retry_budget_percent
+            );
+        }
         for (label, text) in [
             ("outlier", &b.outlier_detection),
             ("breakers", &b.circuit_breakers),

@@ -187,6 +187,10 @@ fn health(served: &v1::Endpoints) -> Vec<(&str, &str)> {
         .collect()
 }
 
+fn draining(endpoint: &v1::Endpoint) -> Option<&str> {
+    endpoint.labels.get(DRAINING_LABEL).map(String::as_str)
+}
+
 #[test]
 fn terminating_endpoints_drain_and_serve_only_when_nothing_else_is_ready() {
     let terminating = json!({"addresses": ["10.244.0.5"],
@@ -207,12 +211,23 @@ fn terminating_endpoints_drain_and_serve_only_when_nothing_else_is_ready() {
         "no new requests to a terminating pod"
     );
 
+    // The serving one is draining, and says so; the one that no longer serves is
+    // just unhealthy.
+    let labels: Vec<Option<&str>> = served.endpoints.iter().map(draining).collect();
+    assert_eq!(labels, [Some("true"), None, None]);
+
     let alone = slice_of(json!([terminating, stopping]));
     let served = endpoints(&web(), &[&alone], &Known(BTreeMap::new()));
     assert_eq!(
         health(&served),
         [("10.244.0.5", ""), ("10.244.0.7", "unhealthy")],
         "the last serving pod still answers"
+    );
+    let labels: Vec<Option<&str>> = served.endpoints.iter().map(draining).collect();
+    assert_eq!(
+        labels,
+        [Some("true"), None],
+        "still draining while it answers"
     );
 }
 
