@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use weft_proto::model::{Protocol, Resilience};
 
 use crate::balance::Picker;
@@ -35,6 +35,7 @@ use crate::snapshot::{Policy, Target};
 
 use super::endpoint::{Endpoint, InFlight};
 use super::error::ForwardError;
+use super::http::routing::Routing;
 use super::probe;
 
 #[derive(Debug)]
@@ -52,8 +53,11 @@ pub struct Destination {
     /// The service port this destination is; `None` for the local app or a
     /// passthrough, which routes never apply to.
     pub target: Option<Target>,
-    /// Whether some route attaches to the target's service in the current snapshot.
+    /// Whether some route attaches to the target's service in the current snapshot
+    /// (read first: an unrouted request pays one relaxed load).
     routed: AtomicBool,
+    /// What routing a request needs, resolved when the snapshot was applied.
+    routing: ArcSwapOption<Routing>,
 }
 
 /// The endpoints a destination currently balances over, and how.
@@ -171,6 +175,7 @@ impl Destination {
             set: ArcSwap::from_pointee(set),
             target,
             routed: AtomicBool::new(false),
+            routing: ArcSwapOption::empty(),
         }
     }
 
@@ -180,8 +185,14 @@ impl Destination {
         self.routed.load(Ordering::Relaxed)
     }
 
-    pub fn set_routed(&self, routed: bool) {
-        self.routed.store(routed, Ordering::Relaxed);
+    /// The routes of this destination's service, resolved for this proxy's callers.
+    pub fn routing(&self) -> Option<Arc<Routing>> {
+        self.routing.load_full()
+    }
+
+    pub fn set_routing(&self, routing: Option<Arc<Routing>>) {
+        self.routed.store(routing.is_some(), Ordering::Relaxed);
+        self.routing.store(routing);
     }
 
     /// A destination with one fixed address: the local app, or a passthrough. It

@@ -25,6 +25,7 @@ use crate::state::{EndpointStates, Shared};
 use super::authz::{Caller, Denied, InboundPolicies};
 use super::destination::{self, Destination, EndpointSet, Tier};
 use super::endpoint::Endpoint;
+use super::http::routing::Routing;
 use super::Context;
 
 /// The outbound routing tables of one snapshot.
@@ -324,9 +325,19 @@ impl Registry {
                         Destination::for_target(port.protocol, metrics.clone(), set, target.clone())
                     }
                 };
-                destination.set_routed(snapshot.routes.contains_key(name));
                 routes.by_target.insert(target, destination);
             }
+        }
+        // Once every destination exists, each routed one resolves its rules'
+        // backends to them, so that a request looks nothing up.
+        let namespace = &self.shared.config.namespace;
+        for (target, destination) in &routes.by_target {
+            let routing = snapshot
+                .routes_of(&target.service)
+                .and_then(|service_routes| {
+                    Routing::resolve(target, namespace, service_routes, &routes)
+                });
+            destination.set_routing(routing.map(Arc::new));
         }
         // A destination gone from the mesh fails fast for anyone still holding it.
         for (target, destination) in &old.by_target {

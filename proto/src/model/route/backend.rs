@@ -30,7 +30,13 @@ impl Backends {
 
     /// The backend for a request, given a uniformly random `random`.
     pub fn pick(&self, random: u32) -> Option<&BackendRef> {
-        pick_in(&self.refs, self.total, random)
+        self.pick_index(random).map(|i| &self.refs[i])
+    }
+
+    /// [`Backends::pick`], as the backend's position in [`Backends::refs`]: for
+    /// state kept beside the table in the same order.
+    pub fn pick_index(&self, random: u32) -> Option<usize> {
+        pick_at(&self.refs, self.total, random)
     }
 }
 
@@ -42,16 +48,20 @@ pub fn pick_backend(backends: &[BackendRef], random: u32) -> Option<&BackendRef>
 }
 
 fn pick_in(backends: &[BackendRef], total: u64, random: u32) -> Option<&BackendRef> {
+    pick_at(backends, total, random).map(|i| &backends[i])
+}
+
+fn pick_at(backends: &[BackendRef], total: u64, random: u32) -> Option<usize> {
     if total == 0 {
         return None;
     }
     // Scales the 32-bit number onto [0, total) without modulo bias beyond 2^-32
     // per unit of weight; total is at most 16 * 10^6, so the product fits in u64.
     let mut point = (u64::from(random) * total) >> 32;
-    for backend in backends {
+    for (i, backend) in backends.iter().enumerate() {
         let weight = u64::from(backend.weight);
         if point < weight {
-            return Some(backend);
+            return Some(i);
         }
         point -= weight;
     }

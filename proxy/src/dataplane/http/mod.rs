@@ -23,7 +23,7 @@ pub mod h1client;
 pub(crate) mod h1server;
 pub mod headers;
 mod idle;
-mod routing;
+pub(crate) mod routing;
 mod server;
 mod stall;
 mod stream;

@@ -18,12 +18,12 @@
 //! [`super::filters`], its timeouts and retries replace the service's for the
 //! request.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use http::Request;
 use weft_proto::model::route::{
-    BackendRef, Filter, GrpcRequest, GrpcRoute, HttpRequest, HttpRoute, InForce, PathMatch, Route,
-    RouteRule, RouteTable, RuleRetry, Selection,
+    CompiledRule, Filter, GrpcRequest, GrpcRoute, HttpRequest, HttpRoute, InForce, PathMatch,
+    Route, RouteRule, RouteTable, RuleRetry, Selection, ServiceRoutes,
 };
 use weft_proto::model::{Resilience, ResourceName};
 
@@ -128,6 +128,104 @@ impl Matched {
     }
 }
 
+/// A routed destination's routes, resolved when the registry applied the snapshot
+/// so that a request does no map lookup: the compiled routes of its service, and
+/// for each rule of the table this proxy's callers use (in the table's order) each
+/// backend's destination and metric handles (in the rule's order).
+pub struct Routing {
+    routes: Arc<ServiceRoutes>,
+    rules: Vec<RuleTargets>,
+}
+
+struct RuleTargets {
+    /// `None`: no destination serves the backend (the proxy answers 500).
+    backends: Vec<Option<BackendTarget>>,
+    /// The handles with the route's label for the parent service, which a rule
+    /// that answers itself (a redirect) is counted against.
+    parent_metrics: Option<Arc<ServiceMetrics>>,
+}
+
+struct BackendTarget {
+    /// Weak: routes may point destinations at each other, and a cycle of strong
+    /// references would keep removed destinations alive. `None`: the parent itself.
+    destination: Option<Weak<Destination>>,
+    metrics: Option<Arc<ServiceMetrics>>,
+}
+
+impl std::fmt::Debug for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routing")
+            .field("rules", &self.rules.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Routing {
+    /// The routing of the destination `target` for callers in `namespace`, or
+    /// `None` when no route attaches to its port for them.
+    pub fn resolve(
+        target: &Target,
+        namespace: &str,
+        service_routes: &Arc<ServiceRoutes>,
+        routes: &Routes,
+    ) -> Option<Routing> {
+        let table = service_routes.for_caller(target.port, namespace)?;
+        let rules = match table {
+            RouteTable::Http(table) => resolve_rules(table.rules(), target, routes),
+            RouteTable::Grpc(table) => resolve_rules(table.rules(), target, routes),
+        };
+        Some(Routing {
+            routes: service_routes.clone(),
+            rules,
+        })
+    }
+}
+
+fn resolve_rules<R: RouteRule>(
+    rules: &[CompiledRule<R>],
+    parent: &Target,
+    routes: &Routes,
+) -> Vec<RuleTargets> {
+    let metrics = |route: &ResourceName, service: &ResourceName| {
+        routes
+            .route_metrics
+            .get(route)
+            .and_then(|by_backend| by_backend.get(service))
+            .cloned()
+    };
+    rules
+        .iter()
+        .map(|rule| {
+            let route = &rule.route.name;
+            let backends = rule
+                .backends
+                .refs()
+                .iter()
+                .map(|backend| {
+                    let port = backend.port.unwrap_or(parent.port);
+                    let destination = if backend.service == parent.service && port == parent.port {
+                        None
+                    } else {
+                        let key = Target {
+                            service: backend.service.clone(),
+                            port,
+                        };
+                        Some(Arc::downgrade(routes.by_target.get(&key)?))
+                    };
+                    Some(BackendTarget {
+                        destination,
+                        metrics: metrics(route, &backend.service),
+                    })
+                })
+                .collect();
+            RuleTargets {
+                backends,
+                parent_metrics: metrics(route, &parent.service),
+            }
+        })
+        .collect()
+}
+
 /// Where `request` goes: `destination` itself when no route applies, else the
 /// backend its routes choose. On an error the request is refused, and counted
 /// against the destination it was sent to.
@@ -139,14 +237,14 @@ pub(super) fn select<B>(
     if !destination.routed() {
         return Ok(Chosen::unrouted(destination));
     }
-    let Some(target) = destination.target.as_ref() else {
+    let (Some(target), Some(routing)) = (destination.target.as_ref(), destination.routing()) else {
         return Ok(Chosen::unrouted(destination));
     };
-    let routes = cx.registry.routes();
-    let Some(service_routes) = routes.snapshot.routes_of(&target.service) else {
-        return Ok(Chosen::unrouted(destination));
-    };
-    let Some(table) = service_routes.for_caller(target.port, &cx.shared.config.namespace) else {
+    // The same table the routing was resolved against: this proxy's namespace.
+    let Some(table) = routing
+        .routes
+        .for_caller(target.port, &cx.shared.config.namespace)
+    else {
         return Ok(Chosen::unrouted(destination));
     };
     let authority = headers::authority(request);
@@ -171,51 +269,47 @@ pub(super) fn select<B>(
                 .map(|s| decided(s, RuleOf::Grpc, target.port, random))
         }
     };
-    let (rule, backend) = match chosen {
-        None => return Err((ForwardError::NoRuleMatched, destination)),
+    let Some((rule, index, forwards, picked)) = chosen else {
+        return Err((ForwardError::NoRuleMatched, destination));
+    };
+    let Some(targets) = routing.rules.get(index) else {
+        return Err((ForwardError::NoBackend, destination));
+    };
+    if !forwards {
         // A rule that answers itself (a redirect) has no backend by design: its
         // filter answers, counted against the service the request was sent to.
-        Some((rule, false, _)) => {
-            let metrics = route_metrics(&routes, &rule, &target.service);
-            return Ok(Chosen {
-                destination,
-                metrics,
-                rule: Some(rule),
-            });
-        }
-        Some((_, true, None)) => return Err((ForwardError::NoBackend, destination)),
-        Some((rule, true, Some(backend))) => (rule, backend),
+        return Ok(Chosen {
+            destination,
+            metrics: targets.parent_metrics.clone(),
+            rule: Some(rule),
+        });
+    }
+    let Some(backend) = picked.and_then(|i| targets.backends.get(i)?.as_ref()) else {
+        return Err((ForwardError::NoBackend, destination));
     };
-    let port = backend.port.unwrap_or(target.port);
-    let backend_destination = if backend.service == target.service && port == target.port {
-        // A route that names its own parent: no second lookup.
-        destination.clone()
-    } else {
-        let key = Target {
-            service: backend.service.clone(),
-            port,
-        };
-        match routes.by_target.get(&key) {
-            Some(found) => found.clone(),
+    let backend_destination = match &backend.destination {
+        // A route that names its own parent.
+        None => destination,
+        Some(weak) => match weak.upgrade() {
+            Some(found) => found,
             None => return Err((ForwardError::NoBackend, destination)),
-        }
+        },
     };
-    let metrics = route_metrics(&routes, &rule, &backend.service);
     Ok(Chosen {
         destination: backend_destination,
-        metrics,
+        metrics: backend.metrics.clone(),
         rule: Some(rule),
     })
 }
 
-/// What a selection decides: the rule, whether it forwards, and the backend its
-/// weights pick with `random`.
-fn decided<'t, R: RouteRule>(
-    selection: Selection<'t, R>,
+/// What a selection decides: the rule, its position in the table, whether it
+/// forwards, and the backend its weights pick with `random` (by position).
+fn decided<R: RouteRule>(
+    selection: Selection<'_, R>,
     rule_of: fn(Arc<Route<R>>, usize) -> RuleOf,
     port: u16,
     random: u32,
-) -> (Matched, bool, Option<&'t BackendRef>) {
+) -> (Matched, usize, bool, Option<usize>) {
     let compiled = selection.rule;
     let matched = Matched {
         rule: rule_of(compiled.route.clone(), compiled.rule_index),
@@ -223,18 +317,10 @@ fn decided<'t, R: RouteRule>(
         port,
     };
     let forwards = compiled.rule().forwards();
-    (matched, forwards, compiled.backends.pick(random))
-}
-
-/// The metric handles with the rule's route label for requests to `service`.
-fn route_metrics(
-    routes: &Routes,
-    rule: &Matched,
-    service: &ResourceName,
-) -> Option<Arc<ServiceMetrics>> {
-    routes
-        .route_metrics
-        .get(rule.route_name())
-        .and_then(|by_backend| by_backend.get(service))
-        .cloned()
+    (
+        matched,
+        selection.index,
+        forwards,
+        compiled.backends.pick_index(random),
+    )
 }
