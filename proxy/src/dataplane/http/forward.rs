@@ -169,7 +169,9 @@ impl Handler {
         }
         let rule = chosen.rule.as_ref();
         let answer = match rule {
-            Some(rule) => filters::on_request(&self.cx, rule, &mut request, grpc).await,
+            // Boxed: its state (a fault's timer, a mirror's copy) would otherwise
+            // be part of every request's future, routed or not, and moved with it.
+            Some(rule) => Box::pin(filters::on_request(&self.cx, rule, &mut request, grpc)).await,
             None => None,
         };
         let mut response = match answer {
