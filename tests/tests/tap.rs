@@ -221,6 +221,24 @@ fn tap_streams_finished_requests_filtered_rate_capped_and_authorized() {
         assert_eq!(event["status"], 200, "{event}");
     }
 
+    // Found through the control plane: --service picks the web workload's proxy.
+    let tap = weftctl_tap(&[
+        "--control-plane",
+        &cp.address(),
+        "--service",
+        "default/web",
+        "-o",
+        "json",
+        "--count",
+        "1",
+    ]);
+    let lines = tap_while(tap, || {
+        assert_eq!(curl("GET", listen, "/listed"), 200);
+    });
+    let listed = events(&lines);
+    assert_eq!(listed[0]["direction"], "inbound", "{lines:?}");
+    assert_eq!(listed[0]["path"], "/listed", "{lines:?}");
+
     // Both at once, as text: a request shows once per proxy it crossed.
     let tap = weftctl_tap(&[
         "--proxy",

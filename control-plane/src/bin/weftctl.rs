@@ -514,7 +514,6 @@ async fn tap(args: Args) -> Result<(), CliError> {
             path,
             method,
             max_rps: Some(max_rps),
-            ..tap::Filter::default()
         },
         count,
         output,

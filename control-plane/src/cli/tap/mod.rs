@@ -44,8 +44,6 @@ pub fn chosen(
 /// what it sends at `max_rps`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
-    /// Requests to services of this namespace.
-    pub namespace: Option<String>,
     /// Requests to this service (`namespace/name` or a name).
     pub service: Option<String>,
     /// Paths that start with this.
@@ -59,7 +57,6 @@ impl Filter {
     pub fn query(&self) -> String {
         let max_rps = self.max_rps.map(|rps| rps.to_string());
         let pairs = [
-            ("namespace", self.namespace.as_deref()),
             ("service", self.service.as_deref()),
             ("path", self.path.as_deref()),
             ("method", self.method.as_deref()),
