@@ -1,16 +1,25 @@
-//! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config_dump`, `/shutdown`.
+//! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config_dump`, `/tap`,
+//! `/shutdown`.
 //!
 //! It runs on the control runtime, apart from the data-path workers, so a saturated
 //! data path never makes the proxy look dead to Kubernetes (DESIGN.md decision 10).
+//!
+//! `/tap` streams the proxy's finished requests ([`crate::tap`]). It shows paths and
+//! identities, so it answers only a client on loopback, or one that sends the
+//! `--tap-token` as a bearer token; anyone else gets 403.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::{Either, Full};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -23,6 +32,10 @@ use crate::drain::Watch;
 use crate::local::{Local, LocalPort};
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
+use crate::tap::{filter::Filter, Subscription};
+
+/// A page, or the endless body of a tap.
+type Body = Either<Full<Bytes>, TapBody>;
 
 pub struct Admin {
     pub shared: Arc<Shared>,
@@ -37,7 +50,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut drain: Watch) {
             accepted = listener.accept() => accepted,
             () = drain.signaled() => return,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -48,7 +61,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut drain: Watch) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(handle(&admin, req)) }
+                async move { Ok::<_, Infallible>(route(&admin, req, peer)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -56,6 +69,107 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut drain: Watch) {
                 tracing::debug!(error = %e, "admin connection ended");
             }
         });
+    }
+}
+
+fn route(admin: &Admin, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    if req.uri().path() == "/tap" {
+        return match tap(admin, &req, peer) {
+            Ok(subscription) => Response::builder()
+                .header("content-type", "application/x-ndjson")
+                .body(Either::Right(TapBody::new(subscription)))
+                .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "").map(Either::Left)),
+            Err((status, reason)) => owned_text(status, reason).map(Either::Left),
+        };
+    }
+    handle(admin, req).map(Either::Left)
+}
+
+/// A subscription for an authorized `GET /tap?...`, or the status and reason
+/// refusing it.
+fn tap(
+    admin: &Admin,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Subscription, (StatusCode, String)> {
+    if req.method() != Method::GET {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "use GET\n".to_owned()));
+    }
+    if !tap_allowed(admin, req, peer) {
+        let reason = "tap: only from loopback, or with the proxy's tap token as a bearer token\n";
+        return Err((StatusCode::FORBIDDEN, reason.to_owned()));
+    }
+    let filter = Filter::parse(req.uri().query().unwrap_or(""))
+        .map_err(|problems| (StatusCode::BAD_REQUEST, format!("{problems}\n")))?;
+    let subscribed = admin.shared.tap.subscribe(filter);
+    subscribed.map_err(|too_many| (StatusCode::TOO_MANY_REQUESTS, format!("{too_many}\n")))
+}
+
+/// From loopback (no network in between), or with `Authorization: Bearer
+/// <--tap-token>`.
+fn tap_allowed(admin: &Admin, req: &Request<Incoming>, peer: SocketAddr) -> bool {
+    if peer.ip().to_canonical().is_loopback() {
+        return true;
+    }
+    let Some(expected) = admin
+        .shared
+        .config
+        .tap_token
+        .as_ref()
+        .and_then(|t| t.read().ok())
+    else {
+        return false;
+    };
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    presented.is_some_and(|token| same(token.trim().as_bytes(), expected.as_bytes()))
+}
+
+/// Compares without stopping at the first difference, so the time taken does not
+/// tell how much of a guess was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// How often a quiet tap sends an empty line: writing is how a tap whose client
+/// went away is noticed (and its slot freed) on a proxy with no traffic.
+const TAP_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A tap's events as they come; it ends only when the client goes (hyper drops
+/// it, which unsubscribes).
+pub struct TapBody {
+    subscription: Subscription,
+    heartbeat: tokio::time::Interval,
+}
+
+impl TapBody {
+    fn new(subscription: Subscription) -> TapBody {
+        let first = tokio::time::Instant::now() + TAP_HEARTBEAT;
+        TapBody {
+            subscription,
+            heartbeat: tokio::time::interval_at(first, TAP_HEARTBEAT),
+        }
+    }
+}
+
+impl hyper::body::Body for TapBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Poll::Ready(line) = self.subscription.events.poll_recv(cx) {
+            self.heartbeat.reset();
+            return Poll::Ready(line.map(|line| Ok(Frame::data(line))));
+        }
+        self.heartbeat
+            .poll_tick(cx)
+            .map(|_| Some(Ok(Frame::data(Bytes::from_static(b"\n")))))
     }
 }
 
@@ -293,6 +407,12 @@ fn dump_resources(
         "grpc_routes": grpc_routes,
         "documents": documents,
     })
+}
+
+fn owned_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

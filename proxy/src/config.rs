@@ -51,7 +51,7 @@ pub struct Args {
     /// Relative weight of this workload's endpoint.
     #[arg(long, env = "WEFT_WEIGHT", default_value = "1")]
     pub weight: String,
-    /// Admin HTTP listener: /live, /ready, /metrics, /config_dump, /shutdown.
+    /// Admin HTTP listener: /live, /ready, /metrics, /config_dump, /tap, /shutdown.
     #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:15020")]
     pub admin: String,
     /// Where operators' tools (`weftctl top`) reach the admin listener, host:port,
@@ -133,6 +133,11 @@ pub struct Args {
     /// Kubernetes projected token is picked up).
     #[arg(long, env = "WEFT_IDENTITY_TOKEN_FILE")]
     pub identity_token_file: Option<PathBuf>,
+    /// The bearer token `GET /tap` wants from a client that is not on loopback
+    /// (`Authorization: Bearer <token>`); without one, only loopback clients may
+    /// tap. The value itself, not a file.
+    #[arg(long, env = "WEFT_TAP_TOKEN", hide_env_values = true)]
+    pub tap_token: Option<String>,
     /// The service account this proxy's identity names, with --namespace:
     /// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
     #[arg(long, env = "WEFT_SERVICE_ACCOUNT", default_value = "default")]
@@ -181,6 +186,8 @@ pub struct Config {
     pub log: String,
     /// `None`: no token, identity disabled.
     pub identity: Option<IdentityConfig>,
+    /// `--tap-token`; always `Inline`, so that `/config_dump` redacts it.
+    pub tap_token: Option<TokenSource>,
 }
 
 /// What the certificate manager needs. The trust domain is not configured: it comes
@@ -373,6 +380,13 @@ impl Config {
             errors.push(format!("--log: {e}"));
         }
         let identity = parse_identity(&args, &mut errors);
+        let tap_token = match args.tap_token.as_deref().map(str::trim) {
+            Some("") => {
+                errors.push("--tap-token: must not be empty".to_owned());
+                None
+            }
+            token => token.map(|t| TokenSource::Inline(t.to_owned())),
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -400,6 +414,7 @@ impl Config {
             debug_headers: args.debug_headers,
             log: args.log,
             identity,
+            tap_token,
         })
     }
 }
@@ -683,6 +698,17 @@ mod tests {
         assert!(config.debug_headers);
         let dumped = serde_json::to_value(&config).expect("json");
         assert_eq!(dumped["debug_headers"], true);
+    }
+
+    #[test]
+    fn the_tap_token_is_kept_but_never_dumped() {
+        let config = Config::from_args(args(&["--tap-token", " s3cret "])).expect("valid");
+        let token = config.tap_token.as_ref().expect("a token").read();
+        assert_eq!(token.as_deref(), Ok("s3cret"));
+        let dumped = serde_json::to_string(&config).expect("json");
+        assert!(!dumped.contains("s3cret"), "{dumped}");
+        let errors = Config::from_args(args(&["--tap-token", " "])).expect_err("empty");
+        assert_eq!(errors, ["--tap-token: must not be empty"]);
     }
 
     #[test]

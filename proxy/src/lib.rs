@@ -9,8 +9,10 @@
 //!   keeps one discovery stream, validates each push into a new snapshot, ACKs/NACKs.
 //! - [`identity`]: the proxy's certificate, key and trusted roots, and the manager
 //!   that obtains and renews them; what the data path builds its mTLS configs from.
-//! - [`admin`]: `/live`, `/ready`, `/metrics`, `/config_dump`, `/shutdown`, served on
-//!   the control runtime, off the data path.
+//! - [`admin`]: `/live`, `/ready`, `/metrics`, `/config_dump`, `/tap`, `/shutdown`,
+//!   served on the control runtime, off the data path.
+//! - [`tap`]: the live stream of finished HTTP requests behind `/tap`; one relaxed
+//!   load per request while nobody taps.
 //! - [`drain`]: the shutdown primitive every listener and task watches.
 //! - [`shutdown`]: the shutdown sequence (withdraw the endpoint, drain, exit).
 //! - [`health`]: the active health check of the proxy's own application.
@@ -51,5 +53,6 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod state;
 pub mod static_config;
+pub mod tap;
 pub mod tls;
 pub mod workers;

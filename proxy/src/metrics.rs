@@ -241,6 +241,10 @@ fn describe() {
         "weft_tls_connections_total",
         "mTLS handshakes completed, by direction and the peer's SPIFFE ID."
     );
+    describe_counter!(
+        "weft_tap_events_dropped_total",
+        "Finished requests a running tap (GET /tap) matched but did not get, by reason (rate: over its max_rps; queue_full: its reader fell behind)."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the labels describe this build.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -400,6 +404,16 @@ impl ServiceMetrics {
 
     pub fn service(&self) -> &str {
         &self.service
+    }
+
+    /// `inbound` or `outbound`.
+    pub fn direction(&self) -> &'static str {
+        self.direction
+    }
+
+    /// The route that chose the service; empty when none did.
+    pub fn route(&self) -> &str {
+        &self.route
     }
 
     /// Counts one response. `grpc_status` is only looked at for status 200 (gRPC

@@ -118,6 +118,8 @@ pub struct Shared {
     /// Set by the health checker and by the drain; the discovery client reports
     /// every change. Draining is final: the checker never overrides it.
     pub workload_health: watch::Sender<WorkloadHealth>,
+    /// Who taps the data path's requests (`GET /tap`).
+    pub tap: Arc<crate::tap::Hub>,
 }
 
 impl Shared {
@@ -135,6 +137,7 @@ impl Shared {
             connection: Mutex::new(Connection::default()),
             source: Mutex::new(ConfigSource::None),
             workload_health: watch::channel(WorkloadHealth::Healthy).0,
+            tap: Arc::new(crate::tap::Hub::new()),
         })
     }
 

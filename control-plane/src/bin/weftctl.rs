@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use weft_control_plane::cli::client::{self, CliError};
 use weft_control_plane::cli::document::{self, Document, DEFAULT_NAMESPACE};
 use weft_control_plane::cli::top::run;
-use weft_control_plane::cli::{check, dashboard, identity, resources, status, Format};
+use weft_control_plane::cli::{check, dashboard, identity, resources, status, tap, Format};
 use weft_control_plane::identity::parse_duration;
 use weft_control_plane::inject::{manifests, pod, Settings};
 use weft_proto::model::validate_host_port;
@@ -97,6 +97,43 @@ enum Command {
         /// How long one scrape of a proxy's /metrics may take.
         #[arg(long, default_value = "500ms", value_parser = parse_duration)]
         timeout: std::time::Duration,
+    },
+    /// The requests proxies serve, live, one line each (like `linkerd viz tap`),
+    /// read from their admin /tap: time, proxy, direction, method, authority and
+    /// path, status, latency, service, endpoint, route, retries, mTLS, source.
+    Tap {
+        /// Tap the proxies of this namespace's workloads.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Tap the proxies of this service's workloads (`namespace/name`, or a name).
+        #[arg(long)]
+        service: Option<String>,
+        /// Only requests to this service (`namespace/name`, or a name).
+        #[arg(long, value_name = "SERVICE")]
+        to: Option<String>,
+        /// Only requests whose path starts with this.
+        #[arg(long)]
+        path: Option<String>,
+        /// Only requests with this method.
+        #[arg(long)]
+        method: Option<String>,
+        /// At most this many events a second from each proxy; the rest are dropped
+        /// there (and counted in weft_tap_events_dropped_total).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        max_rps: u32,
+        /// Stop after this many events (default: until Ctrl-C).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// `table` (one line of text per event) or `json` (the proxies' lines).
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+        /// Tap these proxies' admin addresses (host:port, repeatable) instead of
+        /// those the control plane lists; the control plane is then not used.
+        #[arg(long = "proxy", value_name = "HOST:PORT")]
+        proxies: Vec<String>,
+        /// The proxies' --tap-token, needed from anywhere but their loopback.
+        #[arg(long, env = "WEFT_TAP_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// A local web page of the mesh: the service graph with rate, success and
     /// latency per edge, golden metrics per service, and a page per proxy (sync
@@ -269,6 +306,9 @@ async fn run(args: Args) -> Result<(), CliError> {
     if let Command::Dashboard { .. } = args.command {
         return dashboard(args).await;
     }
+    if let Command::Tap { .. } = args.command {
+        return tap(args).await;
+    }
     if let Command::Inject {
         file,
         config,
@@ -372,6 +412,7 @@ async fn run(args: Args) -> Result<(), CliError> {
         // Returned above, before connecting.
         Command::Top { .. }
         | Command::Dashboard { .. }
+        | Command::Tap { .. }
         | Command::Crds
         | Command::Inject { .. }
         | Command::Check { .. }
@@ -425,6 +466,60 @@ async fn targets(control_plane: &str, proxies: Vec<String>) -> Result<run::Targe
     } else {
         run::Targets::Fixed(proxies)
     })
+}
+
+/// `weftctl tap`: with `--proxy`, no control plane is contacted.
+async fn tap(args: Args) -> Result<(), CliError> {
+    let Command::Tap {
+        namespace,
+        service,
+        to,
+        path,
+        method,
+        max_rps,
+        count,
+        output,
+        proxies,
+        token,
+    } = args.command
+    else {
+        return Ok(());
+    };
+    let output = match output {
+        Format::Table => tap::stream::Output::Text,
+        Format::Json => tap::stream::Output::Json,
+        Format::Yaml => {
+            return Err(CliError::Input(
+                "tap prints text or json, not yaml".to_owned(),
+            ))
+        }
+    };
+    for proxy in &proxies {
+        validate_host_port("--proxy", proxy).map_err(|e| CliError::Input(e.to_string()))?;
+    }
+    let proxies = if proxies.is_empty() {
+        let mut admin = client::connect(&args.control_plane).await?;
+        let listed = admin
+            .list_proxies(v1::ListProxiesRequest {})
+            .await?
+            .into_inner()
+            .proxies;
+        tap::chosen(&listed, namespace.as_deref(), service.as_deref())
+    } else {
+        proxies
+    };
+    let options = tap::stream::Options {
+        filter: tap::Filter {
+            service: to,
+            path,
+            method,
+            max_rps: Some(max_rps),
+        },
+        count,
+        output,
+        token,
+    };
+    tap::stream::run(proxies, options).await
 }
 
 /// `weftctl dashboard`: serves until Ctrl-C.

@@ -10,6 +10,7 @@
 //! - [`identity`]: how `token list` and `ca ...` print.
 //! - [`table`]: a tiny aligned-column table.
 //! - [`top`]: `top`'s live per-service golden metrics from the proxies' `/metrics`.
+//! - [`tap`]: `tap`'s live requests from the proxies' `/tap` streams.
 //! - [`check`]: `check`'s verdicts on a cluster running Weft.
 //! - [`explain`]: `explain`'s account of one request: route, backends, policy, endpoints.
 //! - [`client`]: the control-plane address, the Admin connection, and `weftctl`'s errors.
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod resources;
 pub mod status;
 pub mod table;
+pub mod tap;
 pub mod top;
 
 /// Output formats of `get` and `status`.

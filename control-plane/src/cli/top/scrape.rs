@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 /// A proxy's exposition is a few hundred KiB at most; anything past this is not one.
@@ -24,16 +25,26 @@ pub async fn fetch(target: &str, path: &str, timeout: Duration) -> Result<String
     }
 }
 
-async fn get(target: &str, path: &str) -> Result<String, String> {
+/// An HTTP/1.1 connection to a proxy's admin `target`, and the task driving it.
+pub(crate) async fn connect(
+    target: &str,
+) -> Result<(SendRequest<Empty<Bytes>>, AbortOnDrop), String> {
     let stream = tokio::net::TcpStream::connect(target)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    // Aborted when this future ends, done or dropped by the timeout, so the
-    // socket never outlives the scrape.
-    let _driver = AbortOnDrop(tokio::spawn(connection));
+    let driver = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    Ok((sender, driver))
+}
+
+async fn get(target: &str, path: &str) -> Result<String, String> {
+    // The driver is aborted when this future ends, done or dropped by the
+    // timeout, so the socket never outlives the scrape.
+    let (mut sender, _driver) = connect(target).await?;
     let request = http::Request::get(path)
         .header(http::header::HOST, target)
         .body(Empty::<Bytes>::new())
@@ -54,9 +65,10 @@ async fn get(target: &str, path: &str) -> Result<String, String> {
     String::from_utf8(body.to_vec()).map_err(|_| format!("{path} is not UTF-8"))
 }
 
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// A connection's task, aborted (its socket closed) when this is dropped.
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-impl<T> Drop for AbortOnDrop<T> {
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }

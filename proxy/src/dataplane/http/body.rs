@@ -8,7 +8,8 @@
 //! Streaming through [`Observed`] is where a response ends, so it is where the
 //! duration is recorded, a gRPC status is read from the trailers, and a pooled
 //! HTTP/1 connection goes back to its pool (only once its response was read to the
-//! end; a connection with unread bytes cannot carry the next request).
+//! end; a connection with unread bytes cannot carry the next request), and a
+//! tapped request is handed to its taps ([`crate::tap`]).
 //!
 //! [`RequestBody`] is the other direction: a downstream body streamed as it comes,
 //! for a request that may be retried also recorded as it goes (up to a bound), so
@@ -24,6 +25,7 @@ use http::{HeaderMap, HeaderName};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::metrics::ServiceMetrics;
+use crate::tap::event::Pending;
 
 use super::filters::tee::Tee;
 use super::h1client::ResponseBody;
@@ -61,6 +63,18 @@ impl ProxyBody {
             grpc_status: None,
         }))
     }
+
+    /// Hands the tapped request to its taps when this body ends; a body the proxy
+    /// made itself has ended already. `status`: the response's.
+    pub fn tap(&mut self, pending: Box<Pending>, status: u16) {
+        match &mut self.0 {
+            Kind::Upstream(Observed {
+                completion: Some(completion),
+                ..
+            }) => completion.tap = Some(pending),
+            _ => pending.finish(status, None),
+        }
+    }
 }
 
 /// What to do when an upstream response ends.
@@ -71,6 +85,8 @@ pub struct Completion {
     /// The response is gRPC and its status was not in the headers: it will be in
     /// the trailers, and the response is counted when they arrive.
     pub grpc_pending: bool,
+    /// Only while someone taps: the request, to publish when the response ends.
+    pub tap: Option<Box<Pending>>,
 }
 
 /// A body as one of the HTTP stacks received it: hyper's HTTP/1 server (and its
@@ -158,6 +174,9 @@ impl Observed {
             completion
                 .metrics
                 .response(completion.status, self.grpc_status);
+        }
+        if let Some(tap) = completion.tap {
+            tap.finish(completion.status, self.grpc_status);
         }
     }
 }

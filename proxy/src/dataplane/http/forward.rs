@@ -18,6 +18,10 @@
 //! service ([`routing`]), and the rule that chose it may answer it itself or change
 //! it ([`filters`]); its timeouts and retries then stand in for the service's
 //! ([`InForce`]), which costs a request no route chose nothing.
+//!
+//! While someone taps ([`crate::tap`]), what the request was goes with its
+//! response and is published when the response ends; while nobody does, that
+//! costs one relaxed load.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +38,7 @@ use crate::metrics::{Direction, ServiceMetrics};
 use crate::resilience::breaker::Limit;
 use crate::resilience::failover::{self, Feedback, Next, Outcome, Progress};
 use crate::resilience::{backoff, deadline};
+use crate::tap::event::{Attempted, Pending as Tapped};
 
 use super::super::destination::Destination;
 use super::super::endpoint::InFlight;
@@ -61,6 +66,13 @@ const MAX_ATTEMPTS: usize = 12;
 const RETRYABLE: HeaderName = HeaderName::from_static("weft-retryable");
 
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// What [`Handler::forward`] needs to know of a request besides the request.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Arrival {
+    pub started: Instant,
+    pub grpc: bool,
+}
 
 /// Handles the requests of one downstream connection.
 pub struct Handler {
@@ -160,11 +172,17 @@ impl Handler {
         let destination = chosen.destination;
         let metrics = chosen.metrics.as_ref().unwrap_or(&destination.metrics);
         metrics.requests.increment(1);
+        let mut tapped = match self.cx.shared.tap.is_tapped() {
+            true => Some(self.tapped(&request, metrics, started)),
+            false => None,
+        };
         if let Route::Inbound { caller, .. } = &self.route {
             if let Err(denied) = self.cx.registry.authorize(caller) {
                 tracing::debug!(policy = %denied.policy, caller = ?caller.identity, "request denied");
                 metrics.duration.record(started.elapsed().as_secs_f64());
-                return rescue(&ForwardError::Denied, metrics, grpc);
+                let mut response = rescue(&ForwardError::Denied, metrics, grpc);
+                tap(&mut response, tapped);
+                return response;
             }
         }
         let rule = chosen.rule.as_ref();
@@ -184,7 +202,14 @@ impl Handler {
             None => {
                 let version = request.version();
                 match self
-                    .forward(&destination, metrics, request, started, grpc, rule)
+                    .forward(
+                        &destination,
+                        metrics,
+                        request,
+                        Arrival { started, grpc },
+                        rule,
+                        tapped.as_deref_mut(),
+                    )
                     .await
                 {
                     Ok(mut response) => {
@@ -205,7 +230,25 @@ impl Handler {
         if self.cx.settings.debug_headers {
             debug::name_choice(response.headers_mut(), &destination, rule);
         }
+        tap(&mut response, tapped);
         response
+    }
+
+    /// What a tap needs of the request as it arrives; the source is the caller's
+    /// identity inbound, this proxy's outbound.
+    #[cold]
+    fn tapped(
+        &self,
+        request: &Request<ReceivedBody>,
+        metrics: &ServiceMetrics,
+        started: Instant,
+    ) -> Box<Tapped> {
+        let source = match &self.route {
+            Route::Inbound { caller, .. } => caller.identity.as_ref().map(ToString::to_string),
+            _ => (self.cx.shared.identity.current()).map(|own| own.spiffe_id.to_string()),
+        };
+        let hub = self.cx.shared.tap.clone();
+        Box::new(Tapped::new(hub, request, metrics, source, started))
     }
 
     fn destination(
@@ -238,10 +281,11 @@ impl Handler {
         destination: &Destination,
         metrics: &Arc<ServiceMetrics>,
         mut request: Request<ReceivedBody>,
-        started: Instant,
-        grpc: bool,
+        arrival: Arrival,
         rule: Option<&routing::Matched>,
+        tapped: Option<&mut Tapped>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
+        let Arrival { started, grpc } = arrival;
         // The set as the request arrives: its policy applies to the whole request,
         // and the first attempt picks from it; a retry loads the set again.
         let first_set = destination.endpoints_full();
@@ -298,6 +342,8 @@ impl Handler {
         let mut tried = [usize::MAX; MAX_ATTEMPTS];
         let mut last: Option<Result<Sent, ForwardError>> = None;
         let mut retried = 0;
+        // The endpoint of the attempt that ended the request (moved here, not cloned).
+        let mut answered = None;
         let mut later_set;
         for attempt in 0..MAX_ATTEMPTS {
             let Some(mut attempt_request) = pending.take() else {
@@ -395,22 +441,30 @@ impl Handler {
                 Next::Retry => may_retry(destination, &in_force, retried + 1, deadline).await,
             };
             last = Some(result);
+            answered = Some(endpoint);
             if !go_on {
                 break;
             }
             retried += u32::from(verdict.next == Next::Retry);
         }
-        match last {
-            Some(result) => self.finish(
-                metrics,
-                result,
-                downstream_upgrade,
-                started,
-                upgrade,
-                connect,
-            ),
-            None => Err(ForwardError::NoEndpoint),
+        let (Some(result), Some(endpoint)) = (last, answered) else {
+            return Err(ForwardError::NoEndpoint);
+        };
+        if let Some(tapped) = tapped {
+            tapped.attempted(Attempted {
+                endpoint: endpoint.address,
+                identified: endpoint.tls.is_some(),
+                retries: retried,
+            });
         }
+        self.finish(
+            metrics,
+            result,
+            downstream_upgrade,
+            started,
+            upgrade,
+            connect,
+        )
     }
 
     /// The client's answer from the attempt that ended the request: the upstream's
@@ -603,8 +657,18 @@ fn respond(
         started,
         status,
         grpc_pending,
+        tap: None,
     };
     Response::from_parts(parts, ProxyBody::upstream(body, completion))
+}
+
+/// Sends a tapped request's response on to its taps (when it ends).
+fn tap(response: &mut Response<ProxyBody>, tapped: Option<Box<Tapped>>) {
+    if let Some(mut tapped) = tapped {
+        tapped.set_grpc_status(grpc_status(response.headers()));
+        let status = response.status().as_u16();
+        response.body_mut().tap(tapped, status);
+    }
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

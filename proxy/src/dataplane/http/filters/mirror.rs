@@ -41,7 +41,7 @@ use crate::metrics::RouteFilterMetrics;
 use super::super::super::error::rescue;
 use super::super::super::Context;
 use super::super::body::ReceivedBody;
-use super::super::forward::Handler;
+use super::super::forward::{Arrival, Handler};
 use super::super::Route;
 use super::tee::{self, Tee};
 
@@ -141,8 +141,12 @@ pub(super) fn send(
             };
             metrics.requests.increment(1);
             let copy = head.map(|()| body);
+            let arrival = Arrival {
+                started: Instant::now(),
+                grpc,
+            };
             match handler
-                .forward(&destination, metrics, copy, Instant::now(), grpc, None)
+                .forward(&destination, metrics, copy, arrival, None, None)
                 .await
             {
                 Ok(response) => {
