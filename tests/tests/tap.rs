@@ -5,12 +5,13 @@
 //! counter, the bound on concurrent taps, and who may tap.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use weft_e2e::mesh::{identified_proxy, resource, weftctl_ok, App, ControlPlane};
+use weft_e2e::netns::{self, within, Netns};
 use weft_e2e::{bin, free_port, loopback, metric_sum, wait_for, Proc};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -82,7 +83,30 @@ fn events(lines: &[String]) -> Vec<Value> {
 /// A raw `GET {path}` with optional headers; the connection, positioned after
 /// the answer's head, and its status.
 fn open(admin: SocketAddr, path: &str, headers: &str) -> (BufReader<TcpStream>, u16) {
-    let mut stream = TcpStream::connect(admin).expect("connect to the admin port");
+    let stream = TcpStream::connect(admin).expect("connect to the admin port");
+    open_on(stream, admin, path, headers)
+}
+
+/// [`open`] from inside the network namespace `netns`: the connection's source is
+/// that namespace's address toward `admin`.
+fn open_from(
+    netns: &Netns,
+    admin: SocketAddr,
+    path: &str,
+    headers: &str,
+) -> (BufReader<TcpStream>, u16) {
+    let stream = within(netns.name(), || TcpStream::connect(admin))
+        .expect("enter the namespace")
+        .expect("connect to the admin port");
+    open_on(stream, admin, path, headers)
+}
+
+fn open_on(
+    mut stream: TcpStream,
+    admin: SocketAddr,
+    path: &str,
+    headers: &str,
+) -> (BufReader<TcpStream>, u16) {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
@@ -106,22 +130,6 @@ fn open(admin: SocketAddr, path: &str, headers: &str) -> (BufReader<TcpStream>, 
         reader,
         status.unwrap_or_else(|| panic!("a status line: {head:?}")),
     )
-}
-
-/// This machine's address toward the outside world: a source address the admin
-/// server does not see as loopback when dialled on it.
-fn outside_address() -> IpAddr {
-    let socket = UdpSocket::bind("0.0.0.0:0").expect("bind udp");
-    // Connecting a UDP socket sends nothing; it only picks the route and source.
-    socket
-        .connect("198.51.100.1:9")
-        .expect("a route off this host");
-    let ip = socket.local_addr().expect("local address").ip();
-    assert!(
-        !ip.is_loopback() && !ip.is_unspecified(),
-        "{ip}: no address off loopback"
-    );
-    ip
 }
 
 #[test]
@@ -312,9 +320,14 @@ fn tap_streams_finished_requests_filtered_rate_capped_and_authorized() {
 fn only_loopback_or_the_token_may_tap_and_taps_are_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path();
-    let outside = outside_address();
+    // The proxy in a namespace of its own, and a peer namespace joined to it by a
+    // veth pair: the peer's connections come from a non-loopback address, as a
+    // other pod's would.
+    let node = Netns::new("tap-node");
+    let peer = Netns::new("tap-peer");
+    netns::connect(&node, "10.231.0.1/24", &peer, "10.231.0.2/24", "veth-tap");
     let port = free_port();
-    let mut command = Command::new(bin("weft-proxy"));
+    let mut command = node.command(bin("weft-proxy"));
     command.args([
         "--control-plane",
         "127.0.0.1:1",
@@ -331,27 +344,35 @@ fn only_loopback_or_the_token_may_tap_and_taps_are_bounded() {
     ]);
     let mut proxy = Proc::spawn("tapped", &mut command, path);
     let admin_loopback = loopback(port);
-    let admin_outside = SocketAddr::new(outside, port);
+    let admin_outside: SocketAddr = format!("10.231.0.1:{port}").parse().expect("address");
     wait_for("the admin port", WAIT, || {
         assert!(proxy.is_running(), "{}", proxy.log_text());
-        weft_e2e::http_get(admin_loopback, "/live")
+        within(node.name(), || weft_e2e::http_get(admin_loopback, "/live"))
+            .expect("enter the namespace")
             .ok()
             .filter(|(s, _)| *s == 200)
     });
 
     // Off loopback: the token, and only the token, opens the tap.
-    let (_, status) = open(admin_outside, "/tap", "");
+    let (_, status) = open_from(&peer, admin_outside, "/tap", "");
     assert_eq!(status, 403);
-    let (_, status) = open(admin_outside, "/tap", "Authorization: Bearer wrong\r\n");
+    let (_, status) = open_from(
+        &peer,
+        admin_outside,
+        "/tap",
+        "Authorization: Bearer wrong\r\n",
+    );
     assert_eq!(status, 403);
-    let (_, status) = open(admin_outside, "/tap", "Authorization: s3cret\r\n");
+    let (_, status) = open_from(&peer, admin_outside, "/tap", "Authorization: s3cret\r\n");
     assert_eq!(status, 403);
     let bearer = "Authorization: Bearer s3cret\r\n";
-    let (with_token, status) = open(admin_outside, "/tap", bearer);
+    let (with_token, status) = open_from(&peer, admin_outside, "/tap", bearer);
     assert_eq!(status, 200);
-    // weftctl sends it too (from the flag or WEFT_TAP_TOKEN).
-    let refused = weftctl_tap(&["--proxy", &admin_outside.to_string(), "--count", "1"])
-        .wait_with_output()
+    // weftctl without the token is refused too.
+    let refused = peer
+        .command(bin("weftctl"))
+        .args(["tap", "--proxy", &admin_outside.to_string(), "--count", "1"])
+        .output()
         .expect("weftctl tap");
     assert!(!refused.status.success());
     assert!(
@@ -359,26 +380,26 @@ fn only_loopback_or_the_token_may_tap_and_taps_are_bounded() {
         "{refused:?}"
     );
     // Other admin pages are not guarded by it.
-    assert_eq!(
-        weft_e2e::http_get(admin_outside, "/live").expect("live").0,
-        200
-    );
+    let live = within(peer.name(), || weft_e2e::http_get(admin_outside, "/live"))
+        .expect("enter the namespace")
+        .expect("live");
+    assert_eq!(live.0, 200);
     // A bad query is refused before anything is subscribed.
-    assert_eq!(open(admin_loopback, "/tap?sample=2", "").1, 400);
+    assert_eq!(open_from(&node, admin_loopback, "/tap?sample=2", "").1, 400);
 
     // On loopback no token is needed; eight taps at once, not nine.
     let mut taps = vec![with_token];
     while taps.len() < weft_proxy::tap::MAX_TAPS {
-        let (tap, status) = open(admin_loopback, "/tap", "");
+        let (tap, status) = open_from(&node, admin_loopback, "/tap", "");
         assert_eq!(status, 200);
         taps.push(tap);
     }
-    assert_eq!(open(admin_loopback, "/tap", "").1, 429);
+    assert_eq!(open_from(&node, admin_loopback, "/tap", "").1, 429);
     drop(taps);
     // A tap whose client went away frees its slot (at the latest when a write
     // fails: an idle tap writes an empty line every few seconds).
     wait_for("a slot to free up", WAIT, || {
-        let (tap, status) = open(admin_loopback, "/tap", "");
+        let (tap, status) = open_from(&node, admin_loopback, "/tap", "");
         (status == 200).then_some(tap)
     });
 }
