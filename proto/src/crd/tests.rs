@@ -188,6 +188,7 @@ fn generated_schemas_are_structural_throughout() {
         "circuitBreakers",
         "locality",
         "healthCheck",
+        "telemetry",
     ];
     expected.sort();
     let mut spec: Vec<&str> = spec.into_iter().map(String::as_str).collect();

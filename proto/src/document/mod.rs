@@ -22,6 +22,7 @@ mod filter;
 mod policy;
 mod resilience;
 mod route;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 
@@ -39,6 +40,7 @@ pub use route::{
     GrpcRuleSpec, HttpMatchSpec, HttpRouteDocument, HttpRouteSpec, HttpRuleSpec, PathMatchSpec,
     ServiceRefSpec, ValueMatchSpec,
 };
+pub use telemetry::{AccessLogSpec, TelemetrySpec, TracingSpec};
 
 /// The namespace of a document whose metadata names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -253,6 +255,9 @@ pub struct ServiceSpec {
     /// The active check each proxy of the service runs against its application.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckSpec>,
+    /// Access logs and tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetrySpec>,
 }
 
 /// `healthCheck:` one of `http`, `grpc` or `tcp`, and the timing; zero or absent
@@ -634,6 +639,7 @@ impl ServiceSpec {
             circuit_breakers: self.circuit_breakers.clone(),
             locality: self.locality.clone(),
             health_check: self.health_check.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 
@@ -649,6 +655,7 @@ impl ServiceSpec {
             circuit_breakers,
             locality,
             health_check,
+            telemetry,
         } = policy;
         self.load_balancer = load_balancer;
         self.mtls = mtls;
@@ -658,6 +665,7 @@ impl ServiceSpec {
         self.circuit_breakers = circuit_breakers;
         self.locality = locality;
         self.health_check = health_check;
+        self.telemetry = telemetry;
     }
 }
 

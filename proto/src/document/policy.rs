@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CircuitBreakersSpec, HealthCheckSpec, LocalityPolicySpec, OutlierDetectionSpec, RetriesSpec,
-    TimeoutsSpec,
+    TelemetrySpec, TimeoutsSpec,
 };
 use crate::v1;
 
@@ -44,6 +44,9 @@ pub struct ServicePolicySpec {
     /// The active check each proxy of the service runs against its application.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckSpec>,
+    /// Access logs and tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetrySpec>,
 }
 
 impl ServicePolicySpec {
@@ -64,6 +67,7 @@ impl ServicePolicySpec {
             .map(CircuitBreakersSpec::to_proto);
         service.locality = self.locality.as_ref().map(LocalityPolicySpec::to_proto);
         service.health_check = self.health_check.as_ref().map(HealthCheckSpec::to_proto);
+        service.telemetry = self.telemetry.as_ref().map(TelemetrySpec::to_proto);
     }
 
     /// The policy fields of `message`; its ports, virtual IPs and hostnames are left
@@ -90,6 +94,7 @@ impl ServicePolicySpec {
                 .health_check
                 .as_ref()
                 .map(HealthCheckSpec::from_proto),
+            telemetry: message.telemetry.as_ref().map(TelemetrySpec::from_proto),
         }
     }
 }
@@ -114,6 +119,7 @@ spec:
   circuitBreakers: {maxConnections: 10, maxPendingRequests: 20, maxRequests: 30}
   locality: {minHealthyPercent: 50, failover: [us-east]}
   healthCheck: {http: {path: /healthz, expectedStatus: 204}, intervalMs: 2000}
+  telemetry: {accessLog: {samplingPercent: 10}, tracing: {samplingPercent: 0.5, collector: otel.observability:4317}}
 ";
 
     fn full() -> ServiceDocument {
@@ -140,6 +146,7 @@ spec:
         assert_eq!(from_policy, from_document);
         // Every section was set, so a field the policy forgot would show above.
         assert!(from_document.health_check.is_some() && from_document.locality.is_some());
+        assert!(from_document.telemetry.is_some());
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod name;
 mod resilience;
 pub mod route;
 mod service;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 
@@ -31,3 +32,4 @@ pub use resilience::{
 };
 pub use route::{GrpcRoute, HttpRoute};
 pub use service::{MtlsMode, PolicyName, Protocol, Service, ServicePort};
+pub use telemetry::{AccessLog, Sampling, Telemetry, Tracing};

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::{validate_label, HealthCheck, Invalid, Resilience, ResourceName};
+use super::{validate_label, HealthCheck, Invalid, Resilience, ResourceName, Telemetry};
 use crate::v1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,8 @@ pub struct Service {
     pub resilience: Arc<Resilience>,
     /// The active check each proxy of the service runs against its own application.
     pub health_check: Option<HealthCheck>,
+    /// Access logs and tracing for the service's requests.
+    pub telemetry: Telemetry,
 }
 
 /// How a service's workloads accept connections, and whether callers encrypt.
@@ -231,6 +233,13 @@ impl TryFrom<&v1::Service> for Service {
                 .map(HealthCheck::try_from)
                 .transpose()
                 .map_err(|e| e.within("health_check"))?,
+            telemetry: msg
+                .telemetry
+                .as_ref()
+                .map(Telemetry::try_from)
+                .transpose()
+                .map_err(|e| e.within("telemetry"))?
+                .unwrap_or_default(),
         })
     }
 }
@@ -276,6 +285,7 @@ impl Service {
                 mode => mode.as_str().to_owned(),
             },
             health_check: self.health_check.as_ref().map(HealthCheck::to_proto),
+            telemetry: self.telemetry.to_proto(),
             ..Default::default()
         };
         self.resilience.to_proto(&mut msg);
