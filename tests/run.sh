@@ -61,5 +61,9 @@ export WEFT_K8S_BIN
 # The Gateway API's standard CRDs (HTTPRoute, GRPCRoute), from its Go module, cached.
 WEFT_GATEWAY_API_CRDS="$(tests/scripts/gateway-api-crds.sh)"
 export WEFT_GATEWAY_API_CRDS
+# Prometheus with Kubernetes discovery (Debian's has none), for the test of the
+# Kubernetes scrape config: built once from Prometheus's Go module, then cached.
+WEFT_PROMETHEUS="$(tests/scripts/prometheus-binary.sh)"
+export WEFT_PROMETHEUS
 
 cargo test --workspace
