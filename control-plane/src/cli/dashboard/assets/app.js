@@ -61,7 +61,11 @@ function drawGraph(view) {
     if (!a || !b) continue;
     const dx = b.x - a.x, dy = b.y - a.y, len = Math.hypot(dx, dy) || 1, r = 26;
     const g = el("svg:g", { class: "edge " + health(e.success), "data-source": e.source, "data-destination": e.destination,
-      "data-rps": e.rps, "data-success": e.success ?? "", "data-p99-ms": e.p99_ms ?? "" });
+      "data-rps": e.rps, "data-success": e.success ?? "", "data-p99-ms": e.p99_ms ?? "",
+      "data-dst-identities": (e.dst_identities || []).join(" ") });
+    // Who answered, for a hover: the endpoints' SPIFFE IDs (none for plaintext hops).
+    const answered = (e.dst_identities || []).length ? e.dst_identities.join(", ") : "no mTLS identity";
+    g.append(el("svg:title", {}, `${e.source} → ${e.destination}: answered by ${answered}`));
     g.append(el("svg:line", { x1: a.x + (dx * r) / len, y1: a.y + (dy * r) / len, x2: b.x - (dx * r) / len, y2: b.y - (dy * r) / len, "marker-end": "url(#arrow)" }));
     // The label sits nearer the caller, so that edges into one service do not
     // stack their labels at its door.
@@ -88,9 +92,18 @@ function drawServices(view) {
     const badge = el("span", { class: "badge " + health(s.success) }, pct(s.success, 2));
     const success = cell(""); success.append(badge);
     row.append(cell(s.service), cell(String(s.endpoints), true), cell(rps(s.rps), true), success,
-      cell(ms(s.p50_ms), true), cell(ms(s.p99_ms), true), cell(pct(s.tls, 0), true));
+      cell(ms(s.p50_ms), true), cell(ms(s.p99_ms), true), cell(pct(s.tls, 0), true), callers(s.client_identities || []));
     return row;
   }));
+}
+
+// The mTLS callers of a service by service account (the SPIFFE ID's last part),
+// the whole ID on hover: callers without a proxy of their own show here too.
+function callers(identities) {
+  const td = el("td", { class: "callers", "data-client-identities": identities.join(" ") });
+  td.append(...identities.map((id) => el("span", { class: "identity", title: id }, id.split("/").pop())));
+  if (!identities.length) td.textContent = "-";
+  return td;
 }
 
 function certificate(seconds) {
