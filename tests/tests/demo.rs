@@ -615,6 +615,7 @@ fn with_observe_a_real_prometheus_records_the_shop_s_golden_signals() {
         }
     }
 
+    the_dashboard_s_tap_view_streams_the_shop_s_requests();
     the_dashboard_shows_the_shop_and_a_killed_replica_turns_red();
 
     // Stop it as Ctrl-C does; it tears everything down, Prometheus included.
@@ -686,6 +687,54 @@ fn number(attributes: &BTreeMap<String, String>, name: &str) -> f64 {
         .get(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no number {name} in {attributes:?}"))
+}
+
+/// The dashboard's live tap view on the running demo, in headless Chromium over
+/// its DevTools protocol (`tests/scripts/dashboard-tap.mjs`): rows of the shop's
+/// requests stream in with method, path, status and latency; a proxy's own view
+/// shows its rows only; the page keeps at most its bound; leaving the view closes
+/// the stream.
+fn the_dashboard_s_tap_view_streams_the_shop_s_requests() {
+    let output = Command::new("node")
+        .arg("--experimental-websocket")
+        .arg(repo().join("tests/scripts/dashboard-tap.mjs"))
+        .arg(format!("http://127.0.0.1:{DASHBOARD_PORT}/"))
+        .arg("10")
+        .output()
+        .expect("run node");
+    assert!(output.status.success(), "{output:?}");
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    let text = |row: &serde_json::Value, key: &str| row[key].as_str().unwrap_or("").to_owned();
+    let all = seen["all"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows in the tap view: {seen}"));
+    let bound = seen["max_rows"].as_u64().expect("the row bound");
+    assert!(all.len() >= 10 && all.len() as u64 <= bound, "{seen}");
+    for row in all {
+        assert!(
+            ["GET", "POST", "PUT", "DELETE"].contains(&text(row, "method").as_str()),
+            "{row}"
+        );
+        assert!(text(row, "path").starts_with('/'), "{row}");
+        let status: u16 = text(row, "status").parse().unwrap_or(0);
+        assert!((100..600).contains(&status), "{row}");
+        let latency: f64 = text(row, "latencyMs").parse().unwrap_or(-1.0);
+        assert!(latency > 0.0 && latency < 5000.0, "{row}");
+    }
+    let shop = ["shop/cart", "shop/orders", "shop/products", "shop/users"];
+    assert!(
+        all.iter()
+            .any(|r| shop.contains(&text(r, "service").as_str()) && text(r, "status") == "200"),
+        "no answered request of the shop: {seen}"
+    );
+    // One proxy's page: its requests only.
+    let proxy = text(&seen, "proxy");
+    let one = seen["one"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows for {proxy}: {seen}"));
+    assert!(one.iter().all(|r| text(r, "proxy") == proxy), "{seen}");
+    assert_eq!(seen["after_leaving"], "closed", "{seen}");
 }
 
 /// Issue 19's dashboard checks, on the running demo: the graph has the shop's
