@@ -737,6 +737,12 @@ fn the_dashboard_s_tap_view_streams_the_shop_s_requests() {
         .unwrap_or_else(|| panic!("no rows for {proxy}: {seen}"));
     assert!(one.iter().all(|r| text(r, "proxy") == proxy), "{seen}");
     assert_eq!(seen["after_leaving"], "closed", "{seen}");
+    eprintln!(
+        "tap view: {} rows, then {} of {proxy}; first: {}",
+        all.len(),
+        one.len(),
+        all[0]
+    );
 }
 
 /// Issue 19's dashboard checks, on the running demo: the graph has the shop's
@@ -783,6 +789,24 @@ fn the_dashboard_shows_the_shop_and_a_killed_replica_turns_red() {
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
         .collect();
     assert_eq!(edges, expected);
+    // The shop speaks mTLS: every edge names the identity that answered it, the
+    // service's own (as its sidecar registered it), and each service its callers.
+    for edge in elements(&dom, "edge") {
+        let account = edge["data-destination"].replace("shop/", "/ns/shop/sa/");
+        assert!(
+            edge["data-dst-identities"].starts_with("spiffe://")
+                && edge["data-dst-identities"].ends_with(&account),
+            "{edge:?}"
+        );
+    }
+    let callers: Vec<_> = tags(&dom)
+        .into_iter()
+        .filter_map(|(_, a)| a.get("data-client-identities").cloned())
+        .collect();
+    assert!(
+        callers.len() >= 4 && callers.iter().all(|c| c.contains("spiffe://")),
+        "{callers:?}"
+    );
 
     // The same numbers as weftctl top: both are rates over a couple of seconds of a
     // steady shopper, so they agree within a quarter.
