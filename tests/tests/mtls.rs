@@ -15,7 +15,7 @@ use weft_e2e::mesh::{
     http_app, metric_value, orders_and_frontend, token_file, wait_for_identity, weftctl,
     weftctl_ok, App, ControlPlane, Proxy,
 };
-use weft_e2e::{free_port, http_get, run, wait_for};
+use weft_e2e::{free_port, http_get, promtool_check, run, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 const ORDERS: &str = "spiffe://cluster.local/ns/shop/sa/orders";
@@ -507,6 +507,8 @@ fn request_metrics_carry_the_answering_and_the_calling_identity() {
         );
         assert_eq!(plaintext, Some(1.0), "{metric} in {received}");
     }
+    promtool_check(&outbound);
+    promtool_check(&received);
 }
 
 /// HTTP/1.1 between two mTLS proxies is multiplexed: eight slow requests at once
