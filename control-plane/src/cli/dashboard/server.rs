@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -32,7 +32,7 @@ pub struct Sources {
     pub tap_token: Option<Arc<str>>,
 }
 
-type Body = Either<Full<Bytes>, Events>;
+type Body = Either<Full<Bytes>, StreamBody<Events>>;
 
 /// Serves until the task is dropped.
 pub async fn serve(listener: TcpListener, sources: Sources) {
@@ -102,7 +102,7 @@ fn tap(request: &Request<Incoming>, sources: &Sources) -> Response<Body> {
     let query = Query::parse(request.uri().query().unwrap_or(""));
     let chosen = query.chosen(&sources.targets.borrow());
     let events = Events::start(chosen, &query, sources.tap_token.as_deref());
-    let mut response = Response::new(Either::Right(events));
+    let mut response = Response::new(Either::Right(StreamBody::new(events)));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -18,7 +18,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame};
+use futures::Stream;
+use hyper::body::Frame;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -144,8 +145,8 @@ fn decode(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The event stream of one page's tap: a response body that ends when every
-/// proxy's stream has, and stops them all when dropped.
+/// The event stream of one page's tap: a response body's frames, ending when
+/// every proxy's stream has, and stopping them all when dropped.
 pub struct Events {
     received: mpsc::Receiver<Message>,
     /// Aborted on drop: a page gone stops its proxies' streams.
@@ -181,14 +182,11 @@ fn event(name: &str, data: &Value) -> Bytes {
     Bytes::from(format!("{name}data: {data}\n\n"))
 }
 
-impl Body for Events {
-    type Data = Bytes;
-    type Error = Infallible;
+/// A stream of body frames, for [`http_body_util::StreamBody`].
+impl Stream for Events {
+    type Item = Result<Frame<Bytes>, Infallible>;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(opening) = self.opening.take() {
             return Poll::Ready(Some(Ok(Frame::data(opening))));
         }

@@ -57,7 +57,11 @@ async fn events_are_server_sent_one_per_request_and_the_stream_ends_with_its_pro
     ] {
         sender.send(message).await.expect("send");
     }
-    let body = events.collect().await.expect("infallible").to_bytes();
+    let body = http_body_util::StreamBody::new(events)
+        .collect()
+        .await
+        .expect("infallible")
+        .to_bytes();
     assert_eq!(
         String::from_utf8_lossy(&body),
         "event: open\ndata: {\"proxies\":[]}\n\n\
