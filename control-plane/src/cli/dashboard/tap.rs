@@ -167,9 +167,19 @@ impl Events {
             received,
             _tasks: tasks,
             heartbeat,
-            opening: Some(event("open", &json!({ "proxies": proxies }))),
+            opening: Some(opening(&proxies)),
             open: proxies.len(),
         }
+    }
+}
+
+/// The first frame: which proxies are tapped, and with none, that it is over
+/// (a stream that just ended would have the page's EventSource reconnect).
+fn opening(proxies: &[String]) -> Bytes {
+    let open = event("open", &json!({ "proxies": proxies }));
+    match proxies.is_empty() {
+        true => [open, event("done", &json!({}))].concat().into(),
+        false => open,
     }
 }
 

@@ -48,6 +48,7 @@ async fn events_are_server_sent_one_per_request_and_the_stream_ends_with_its_pro
     let mut events = Events::start(Vec::new(), &query, None);
     events.received = received;
     events.open = 2;
+    events.opening = Some(event("open", &json!({ "proxies": [] })));
     let line = |text: &str| Bytes::from(format!("{text}\n"));
     for message in [
         Message::Line("a:1".into(), line(r#"{"method":"GET","status":200}"#)),
@@ -69,5 +70,19 @@ async fn events_are_server_sent_one_per_request_and_the_stream_ends_with_its_pro
          event: ended\ndata: {\"error\":\"403 Forbidden\",\"proxy\":\"b:2\"}\n\n\
          event: ended\ndata: {\"error\":\"\",\"proxy\":\"a:1\"}\n\n\
          event: done\ndata: {}\n\n"
+    );
+}
+
+#[tokio::test]
+async fn with_no_proxy_to_tap_the_stream_says_so_and_ends() {
+    let events = Events::start(Vec::new(), &Query::default(), None);
+    let body = http_body_util::StreamBody::new(events)
+        .collect()
+        .await
+        .expect("infallible")
+        .to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "event: open\ndata: {\"proxies\":[]}\n\nevent: done\ndata: {}\n\n"
     );
 }
