@@ -12,18 +12,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_e2e::mesh::{http_app, orders_and_frontend, weftctl_ok, ControlPlane};
+use weft_e2e::mesh::{
+    http_app, orders_and_frontend, weftctl_ok, ControlPlane, ORDERS_STRICT as MESH,
+};
 use weft_e2e::{bin, free_port, http_get, loopback, wait_for, Proc};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-const MESH: &str = r#"
-kind: Service
-metadata: {name: orders, namespace: shop}
-spec:
-  ports: [{port: 80, protocol: http1}]
-  mtls: STRICT
-"#;
 
 /// `GET {path}` as HTTP/1.0, so that the event stream comes unchunked, read to
 /// the end of the answer's head.

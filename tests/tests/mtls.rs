@@ -13,21 +13,13 @@ use rcgen::{
 };
 use weft_e2e::mesh::{
     http_app, metric_value, orders_and_frontend, token_file, wait_for_identity, weftctl,
-    weftctl_ok, App, ControlPlane, Proxy,
+    weftctl_ok, App, ControlPlane, Proxy, ORDERS_STRICT as MESH,
 };
 use weft_e2e::{free_port, http_get, promtool_check, run, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 const ORDERS: &str = "spiffe://cluster.local/ns/shop/sa/orders";
 const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
-
-const MESH: &str = r#"
-kind: Service
-metadata: {name: orders, namespace: shop}
-spec:
-  ports: [{port: 80, protocol: http1}]
-  mtls: STRICT
-"#;
 
 #[test]
 fn a_certified_proxy_announces_its_identity_on_its_endpoint() {

@@ -10,6 +10,16 @@ fn target(admin: &str, workload: &str) -> Target {
     }
 }
 
+/// The whole stream, as the page would read it.
+async fn text(events: Events) -> String {
+    let body = http_body_util::StreamBody::new(events)
+        .collect()
+        .await
+        .expect("infallible")
+        .to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 #[test]
 fn the_query_chooses_listed_proxies_and_carries_the_filters() {
     let query =
@@ -58,13 +68,8 @@ async fn events_are_server_sent_one_per_request_and_the_stream_ends_with_its_pro
     ] {
         sender.send(message).await.expect("send");
     }
-    let body = http_body_util::StreamBody::new(events)
-        .collect()
-        .await
-        .expect("infallible")
-        .to_bytes();
     assert_eq!(
-        String::from_utf8_lossy(&body),
+        text(events).await,
         "event: open\ndata: {\"proxies\":[]}\n\n\
          data: {\"event\":{\"method\":\"GET\",\"status\":200},\"proxy\":\"a:1\"}\n\n\
          event: ended\ndata: {\"error\":\"403 Forbidden\",\"proxy\":\"b:2\"}\n\n\
@@ -76,13 +81,8 @@ async fn events_are_server_sent_one_per_request_and_the_stream_ends_with_its_pro
 #[tokio::test]
 async fn with_no_proxy_to_tap_the_stream_says_so_and_ends() {
     let events = Events::start(Vec::new(), &Query::default(), None);
-    let body = http_body_util::StreamBody::new(events)
-        .collect()
-        .await
-        .expect("infallible")
-        .to_bytes();
     assert_eq!(
-        String::from_utf8_lossy(&body),
+        text(events).await,
         "event: open\ndata: {\"proxies\":[]}\n\nevent: done\ndata: {}\n\n"
     );
 }
