@@ -454,11 +454,6 @@ impl ServiceMetrics {
         }
     }
 
-    /// The peer identity label's value: empty, a SPIFFE ID or `overflow`.
-    pub fn peer(&self) -> &str {
-        &self.peer
-    }
-
     pub fn resilience(&self) -> &ResilienceMetrics {
         use crate::resilience::breaker::Limit;
         self.resilience.get_or_init(|| {
