@@ -695,13 +695,17 @@ fn number(attributes: &BTreeMap<String, String>, name: &str) -> f64 {
 /// its DevTools protocol (`tests/scripts/dashboard-tap.mjs`): rows of the shop's
 /// requests stream in with method, path, status and latency; a proxy's own view
 /// shows its rows only; the page keeps at most its bound; leaving the view closes
-/// the stream.
+/// the stream. A screenshot is kept in `target/test-artifacts/dashboard-tap.png`.
 fn the_dashboard_s_tap_view_streams_the_shop_s_requests() {
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let shot = artifacts.join("dashboard-tap.png");
     let output = Command::new("node")
         .arg("--experimental-websocket")
         .arg(repo().join("tests/scripts/dashboard-tap.mjs"))
         .arg(format!("http://127.0.0.1:{DASHBOARD_PORT}/"))
         .arg("10")
+        .arg(&shot)
         .output()
         .expect("run node");
     assert!(output.status.success(), "{output:?}");
@@ -737,6 +741,8 @@ fn the_dashboard_s_tap_view_streams_the_shop_s_requests() {
         .unwrap_or_else(|| panic!("no rows for {proxy}: {seen}"));
     assert!(one.iter().all(|r| text(r, "proxy") == proxy), "{seen}");
     assert_eq!(seen["after_leaving"], "closed", "{seen}");
+    let png = std::fs::read(&shot).expect("the tap view's screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "{} bytes", png.len());
     eprintln!(
         "tap view: {} rows, then {} of {proxy}; first: {}",
         all.len(),

@@ -195,7 +195,7 @@ function startTap(proxy, again) {
   tap = { source, query };
   setTapState("connecting…", true);
   source.addEventListener("open", (m) => {
-    const proxies = JSON.parse(m.data).proxies;
+    const proxies = JSON.parse(m.data).proxies.map(proxyName);
     setTapState(proxies.length ? `tapping ${proxies.join(", ")}` : "no proxy to tap", true);
   });
   source.addEventListener("ended", (m) => {
@@ -207,6 +207,12 @@ function startTap(proxy, again) {
   source.onmessage = (m) => addTapRow(JSON.parse(m.data));
 }
 
+// A proxy by its id where the dashboard knows it (the stream names admin addresses).
+function proxyName(admin) {
+  const known = state && state.proxies.find((p) => p.admin === admin);
+  return known ? known.id : admin;
+}
+
 function addTapRow({ proxy, event: e }) {
   const status = e.status === null || e.status === undefined ? "-" : String(e.status) + (e.grpc_status === null || e.grpc_status === undefined ? "" : ` grpc ${e.grpc_status}`);
   const row = el("tr", { class: "tap-row", "data-proxy": proxy, "data-direction": e.direction || "", "data-method": e.method || "",
@@ -214,7 +220,8 @@ function addTapRow({ proxy, event: e }) {
     "data-latency-ms": e.latency_ms ?? "", "data-service": e.service || "", "data-tls": String(!!e.tls) });
   if ((e.status >= 500) || (e.grpc_status !== null && e.grpc_status !== undefined && e.grpc_status !== 0)) row.classList.add("failed");
   const source = cell((e.source || "-").split("/").pop()); source.title = e.source || "";
-  row.append(cell((e.time || "").slice(11, 23)), cell(proxy), cell(e.direction === "inbound" ? "in" : "out"), cell(e.method || ""),
+  const name = cell(proxyName(proxy)); name.title = proxy;
+  row.append(cell((e.time || "").slice(11, 23)), name, cell(e.direction === "inbound" ? "in" : "out"), cell(e.method || ""),
     cell((e.authority || "") + (e.path || "")), cell(status, true), cell(ms(e.latency_ms), true), cell(e.service || "-"),
     cell(e.endpoint || "-"), cell(e.tls ? "yes" : "no"), source);
   const body = document.getElementById("tap-rows");
@@ -243,11 +250,13 @@ function render(again) {
   document.getElementById("mesh").hidden = proxy !== null || tapping;
   document.getElementById("proxy").hidden = proxy === null;
   document.getElementById("tap").hidden = !tapping;
+  if (state) {
+    document.getElementById("updated").textContent = state.time ? `updated ${state.time}` : "waiting for the first scrape…";
+    document.body.setAttribute("data-time", state.time || "");
+  }
   if (tapping) { showTap(state, hash.slice(4) || null, again); return; }
   stopTap();
   if (!state) return;
-  document.getElementById("updated").textContent = state.time ? `updated ${state.time}` : "waiting for the first scrape…";
-  document.body.setAttribute("data-time", state.time || "");
   if (proxy !== null) { drawProxy(state, proxy); return; }
   drawGraph(state);
   drawServices(state);
