@@ -73,6 +73,11 @@ fi
 if [ "$observe" = 1 ]; then
   install_missing prometheus:prometheus
   [ "$capture" = yes ] && install_missing socat:socat
+  # The dashboard's tap view taps the sidecars from the control plane's network
+  # namespace, not their loopback: they ask for this run's token, which both read
+  # from the environment.
+  WEFT_TAP_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  export WEFT_TAP_TOKEN
 fi
 
 if [ "$build" = 1 ]; then

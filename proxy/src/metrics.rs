@@ -13,14 +13,26 @@
 //! `grpc_status`, `error`, `state`, `policy` (an authorization policy's
 //! `namespace/name`), `kind` and `reason` (a route filter's counters), and on inbound traffic series `tls` (`"true"` when the
 //! caller came in over mTLS).
+//!
+//! Peer identities ([`peers`]): outbound responses and durations carry
+//! `dst_identity`, the SPIFFE ID of the endpoint that answered (empty when the hop
+//! was plaintext or the proxy answered itself); inbound requests, responses,
+//! durations and errors carry `client_identity`, the mTLS caller's SPIFFE ID (empty
+//! for plaintext). Bound: at most [`peers::MAX_IDENTITIES`] (16) identities per
+//! service and direction get a value of their own; later ones share the value
+//! `overflow`, counted by `weft_metrics_identities_overflowed_total`.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::drain;
+
+pub mod peers;
+
+pub use peers::{Peer, PeerSlots};
 
 const REQUESTS: &str = "weft_requests_total";
 const RESPONSES: &str = "weft_responses_total";
@@ -245,6 +257,10 @@ fn describe() {
         "weft_tap_events_dropped_total",
         "Finished requests a running tap (GET /tap) matched but did not get, by reason (rate: over its max_rps; queue_full: its reader fell behind)."
     );
+    describe_counter!(
+        peers::OVERFLOWED,
+        "Endpoints (outbound) or connections (inbound) whose peer identity was labelled overflow because their service already had 16 identity values, by direction and service."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the labels describe this build.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -279,6 +295,12 @@ pub struct ServiceMetrics {
     /// The route (`namespace/name`) that chose this service for the request; empty
     /// when no route did. Bounded: only configured routes get handles.
     route: String,
+    /// The peer identity label's value (see [`peers`]): empty in a service's own
+    /// handles, a SPIFFE ID or `overflow` in the ones [`ServiceMetrics::for_peer`] made.
+    peer: Arc<str>,
+    /// The handles by peer identity slot, made on first use of each; only a
+    /// service's own handles (empty `peer`) fill this.
+    peers: OnceLock<Box<[OnceLock<Arc<ServiceMetrics>>; peers::SLOTS]>>,
     pub requests: Counter,
     pub duration: Histogram,
     /// By HTTP status class (index code/100 - 1), then code % 100; filled lazily.
@@ -310,7 +332,7 @@ pub struct ResilienceMetrics {
 /// Room for every `dataplane::error::Class`; checked by a test there.
 pub const ERROR_SLOTS: usize = 12;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TcpMetrics {
     pub opened: Counter,
     pub closed: Counter,
@@ -358,9 +380,17 @@ impl ServiceMetrics {
             labels
         };
         let route_label = [("route", route.clone())];
+        let with_peer = [
+            ("route", route.clone()),
+            (peer_key(direction), String::new()),
+        ];
+        let request_labels = match direction {
+            Direction::Inbound => &with_peer[..],
+            Direction::Outbound => &route_label[..],
+        };
         ServiceMetrics {
-            requests: metrics::counter!(REQUESTS, labels(&route_label)),
-            duration: metrics::histogram!(DURATION, labels(&route_label)),
+            requests: metrics::counter!(REQUESTS, labels(request_labels)),
+            duration: metrics::histogram!(DURATION, labels(&with_peer)),
             responses: Default::default(),
             grpc_responses: Default::default(),
             errors: Default::default(),
@@ -376,6 +406,51 @@ impl ServiceMetrics {
             service,
             tls,
             route,
+            peer: Arc::from(""),
+            peers: OnceLock::new(),
+        }
+    }
+
+    /// The handles of the requests answered by (outbound) or coming from (inbound)
+    /// `peer`, registered on the first call for its slot. A request only indexes
+    /// two tables. Call it on a service's own handles.
+    pub fn for_peer(&self, peer: &Peer) -> &Arc<ServiceMetrics> {
+        let table = self
+            .peers
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        table[peer.slot].get_or_init(|| Arc::new(self.with_peer(peer.label.clone())))
+    }
+
+    fn with_peer(&self, peer: Arc<str>) -> ServiceMetrics {
+        let mut labels = self.base_labels();
+        labels.push(metrics::Label::new(self.peer_key(), peer.to_string()));
+        let requests = match self.direction == Direction::Inbound.as_str() {
+            true => metrics::counter!(REQUESTS, labels.clone()),
+            // Outbound requests are counted before an endpoint is picked, so they
+            // carry no peer; the peer's handles share the service's counter.
+            false => self.requests.clone(),
+        };
+        ServiceMetrics {
+            direction: self.direction,
+            service: self.service.clone(),
+            tls: self.tls,
+            route: self.route.clone(),
+            peer,
+            peers: OnceLock::new(),
+            requests,
+            duration: metrics::histogram!(DURATION, labels),
+            responses: Default::default(),
+            grpc_responses: Default::default(),
+            errors: Default::default(),
+            tcp: self.tcp.clone(),
+            resilience: OnceLock::new(),
+        }
+    }
+
+    fn peer_key(&self) -> &'static str {
+        match self.direction == Direction::Inbound.as_str() {
+            true => peer_key(Direction::Inbound),
+            false => peer_key(Direction::Outbound),
         }
     }
 
@@ -441,6 +516,7 @@ impl ServiceMetrics {
         let mut labels = self.base_labels();
         labels.push(metrics::Label::new("status_code", status.to_string()));
         labels.push(metrics::Label::new("grpc_status", grpc_status.to_owned()));
+        labels.push(metrics::Label::new(self.peer_key(), self.peer.to_string()));
         metrics::counter!(RESPONSES, labels)
     }
 
@@ -462,10 +538,22 @@ impl ServiceMetrics {
             cell.get_or_init(|| {
                 let mut labels = self.base_labels();
                 labels.push(metrics::Label::new("error", label));
+                // Outbound, the proxy answered itself: no endpoint's identity.
+                if self.direction == Direction::Inbound.as_str() {
+                    labels.push(metrics::Label::new(self.peer_key(), self.peer.to_string()));
+                }
                 metrics::counter!(REQUEST_ERRORS, labels)
             })
             .increment(1);
         }
+    }
+}
+
+/// The peer identity label of a direction's request series.
+fn peer_key(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Inbound => "client_identity",
+        Direction::Outbound => "dst_identity",
     }
 }
 

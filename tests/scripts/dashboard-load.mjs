@@ -4,41 +4,12 @@
 // over RUNS fresh loads, and the weftctl dashboard process's RSS when PID is given.
 //
 //   node --experimental-websocket tests/scripts/dashboard-load.mjs URL [RUNS] [PID]
-import { spawn } from "node:child_process";
-import { readFileSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
+import { openChromium } from "./cdp.mjs";
 
 const [url, runs = "5", pid] = process.argv.slice(2);
 if (!url) { console.error("usage: dashboard-load.mjs URL [RUNS] [PID]"); process.exit(2); }
-
-const profile = mkdtempSync(join(tmpdir(), "weft-dashboard-load-"));
-const chromium = spawn("chromium", ["--headless", "--no-sandbox", "--disable-gpu",
-  "--remote-debugging-port=0", `--user-data-dir=${profile}`, "about:blank"], { stdio: ["ignore", "ignore", "pipe"] });
-const browserWs = await new Promise((resolve, reject) => {
-  let text = "";
-  chromium.stderr.on("data", (chunk) => {
-    text += chunk;
-    const found = text.match(/DevTools listening on (ws:\/\/\S+)/);
-    if (found) resolve(found[1]);
-  });
-  chromium.on("exit", () => reject(new Error("chromium exited: " + text)));
-});
-const port = new URL(browserWs).port;
-const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
-const ws = new WebSocket(targets.find((t) => t.type === "page").webSocketDebuggerUrl);
-await new Promise((resolve) => ws.addEventListener("open", resolve));
-let id = 0;
-const pending = new Map();
-ws.addEventListener("message", (event) => {
-  const msg = JSON.parse(event.data);
-  if (msg.id && pending.has(msg.id)) { pending.get(msg.id)(msg); pending.delete(msg.id); }
-});
-const send = (method, params = {}) => new Promise((resolve) => {
-  id += 1; pending.set(id, resolve); ws.send(JSON.stringify({ id, method, params }));
-});
-const evaluate = async (expression) => (await send("Runtime.evaluate", { expression, returnByValue: true })).result.result.value;
-
+const { send, evaluate, close } = await openChromium();
 await send("Page.enable");
 await send("Runtime.enable");
 const loads = [];
@@ -62,5 +33,4 @@ if (pid) {
 }
 const sorted = loads.map((l) => l.first_render_ms).sort((a, b) => a - b);
 console.log(JSON.stringify({ loads, median_first_render_ms: sorted[Math.floor(sorted.length / 2)], dashboard_kib: rss_kib }));
-ws.close();
-chromium.kill();
+close();

@@ -499,6 +499,16 @@ pub fn identified_proxy(
     Proxy::start_with_inbound(dir, node_id, &cp.address(), inbound, &args)
 }
 
+/// shop/orders with one HTTP/1 port and STRICT mTLS: the service
+/// [`orders_and_frontend`] serves and calls.
+pub const ORDERS_STRICT: &str = r#"
+kind: Service
+metadata: {name: orders, namespace: shop}
+spec:
+  ports: [{port: 80, protocol: http1}]
+  mtls: STRICT
+"#;
+
 /// The two identified proxies of an mTLS test: `orders-1` (identity shop/orders)
 /// in front of `app` as an endpoint of shop/orders, and `frontend-1` (identity
 /// shop/frontend) with a listener for shop/orders.

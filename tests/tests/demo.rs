@@ -187,9 +187,11 @@ fn assert_nothing_left(iptables_before: &str) {
             continue;
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        // The demo's namespaces and run directory, not any process that merely
+        // names a `weft-demo.lock` (the lock that serializes demo runs).
+        let demo = cmdline.contains("weft-demo-") || cmdline.contains("weft-demo/");
         assert!(
-            !(cmdline.contains("weft-demo")
-                || cmdline.contains(&format!("{}/weft-shop", bin.display()))),
+            !(demo || cmdline.contains(&format!("{}/weft-shop", bin.display()))),
             "process {} left: {cmdline}",
             entry.file_name().to_string_lossy()
         );
@@ -615,6 +617,7 @@ fn with_observe_a_real_prometheus_records_the_shop_s_golden_signals() {
         }
     }
 
+    the_dashboard_s_tap_view_streams_the_shop_s_requests();
     the_dashboard_shows_the_shop_and_a_killed_replica_turns_red();
 
     // Stop it as Ctrl-C does; it tears everything down, Prometheus included.
@@ -688,6 +691,66 @@ fn number(attributes: &BTreeMap<String, String>, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no number {name} in {attributes:?}"))
 }
 
+/// The dashboard's live tap view on the running demo, in headless Chromium over
+/// its DevTools protocol (`tests/scripts/dashboard-tap.mjs`): rows of the shop's
+/// requests stream in with method, path, status and latency; a proxy's own view
+/// shows its rows only; the page keeps at most its bound; leaving the view closes
+/// the stream. A screenshot is kept in `target/test-artifacts/dashboard-tap.png`.
+fn the_dashboard_s_tap_view_streams_the_shop_s_requests() {
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let shot = artifacts.join("dashboard-tap.png");
+    let output = Command::new("node")
+        .arg("--experimental-websocket")
+        .arg(repo().join("tests/scripts/dashboard-tap.mjs"))
+        .arg(format!("http://127.0.0.1:{DASHBOARD_PORT}/"))
+        .arg("10")
+        .arg(&shot)
+        .output()
+        .expect("run node");
+    assert!(output.status.success(), "{output:?}");
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    let text = |row: &serde_json::Value, key: &str| row[key].as_str().unwrap_or("").to_owned();
+    let all = seen["all"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows in the tap view: {seen}"));
+    let bound = seen["max_rows"].as_u64().expect("the row bound");
+    assert!(all.len() >= 10 && all.len() as u64 <= bound, "{seen}");
+    for row in all {
+        assert!(
+            ["GET", "POST", "PUT", "DELETE"].contains(&text(row, "method").as_str()),
+            "{row}"
+        );
+        assert!(text(row, "path").starts_with('/'), "{row}");
+        let status: u16 = text(row, "status").parse().unwrap_or(0);
+        assert!((100..600).contains(&status), "{row}");
+        let latency: f64 = text(row, "latencyMs").parse().unwrap_or(-1.0);
+        assert!(latency > 0.0 && latency < 5000.0, "{row}");
+    }
+    let shop = ["shop/cart", "shop/orders", "shop/products", "shop/users"];
+    assert!(
+        all.iter()
+            .any(|r| shop.contains(&text(r, "service").as_str()) && text(r, "status") == "200"),
+        "no answered request of the shop: {seen}"
+    );
+    // One proxy's page: its requests only.
+    let proxy = text(&seen, "proxy");
+    let one = seen["one"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows for {proxy}: {seen}"));
+    assert!(one.iter().all(|r| text(r, "proxy") == proxy), "{seen}");
+    assert_eq!(seen["after_leaving"], "closed", "{seen}");
+    let png = std::fs::read(&shot).expect("the tap view's screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "{} bytes", png.len());
+    eprintln!(
+        "tap view: {} rows, then {} of {proxy}; first: {}",
+        all.len(),
+        one.len(),
+        all[0]
+    );
+}
+
 /// Issue 19's dashboard checks, on the running demo: the graph has the shop's
 /// four services and their callers' edges, its numbers agree with `weftctl top -o
 /// json`, a screenshot is kept, and a killed replica's proxy turns red.
@@ -732,6 +795,24 @@ fn the_dashboard_shows_the_shop_and_a_killed_replica_turns_red() {
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
         .collect();
     assert_eq!(edges, expected);
+    // The shop speaks mTLS: every edge names the identity that answered it, the
+    // service's own (as its sidecar registered it), and each service its callers.
+    for edge in elements(&dom, "edge") {
+        let account = edge["data-destination"].replace("shop/", "/ns/shop/sa/");
+        assert!(
+            edge["data-dst-identities"].starts_with("spiffe://")
+                && edge["data-dst-identities"].ends_with(&account),
+            "{edge:?}"
+        );
+    }
+    let callers: Vec<_> = tags(&dom)
+        .into_iter()
+        .filter_map(|(_, a)| a.get("data-client-identities").cloned())
+        .collect();
+    assert!(
+        callers.len() >= 4 && callers.iter().all(|c| c.contains("spiffe://")),
+        "{callers:?}"
+    );
 
     // The same numbers as weftctl top: both are rates over a couple of seconds of a
     // steady shopper, so they agree within a quarter.

@@ -13,21 +13,13 @@ use rcgen::{
 };
 use weft_e2e::mesh::{
     http_app, metric_value, orders_and_frontend, token_file, wait_for_identity, weftctl,
-    weftctl_ok, App, ControlPlane, Proxy,
+    weftctl_ok, App, ControlPlane, Proxy, ORDERS_STRICT as MESH,
 };
-use weft_e2e::{free_port, http_get, run, wait_for};
+use weft_e2e::{free_port, http_get, promtool_check, run, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 const ORDERS: &str = "spiffe://cluster.local/ns/shop/sa/orders";
 const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
-
-const MESH: &str = r#"
-kind: Service
-metadata: {name: orders, namespace: shop}
-spec:
-  ports: [{port: 80, protocol: http1}]
-  mtls: STRICT
-"#;
 
 #[test]
 fn a_certified_proxy_announces_its_identity_on_its_endpoint() {
@@ -439,6 +431,76 @@ fn opaque_tcp_crosses_the_mesh_over_mtls() {
     });
     assert!(tls_count(&mesh.client, "outbound", ORDERS) >= 1.0);
     assert!(tls_count(&mesh.server, "inbound", FRONTEND) >= 1.0);
+}
+
+/// The request series name the peer: the client proxy's outbound responses and
+/// durations carry the identity of the endpoint that answered, the server
+/// proxy's inbound requests, responses and durations that of the calling proxy;
+/// a plaintext caller of a PERMISSIVE inbound is counted with an empty one.
+#[test]
+fn request_metrics_carry_the_answering_and_the_calling_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path();
+    let mesh = start_mesh(path, "PERMISSIVE", "24h");
+    let (client, server, listen) = (&mesh.client, &mesh.server, mesh.listen);
+    for _ in 0..3 {
+        wait_for("an answer through both proxies over mTLS", WAIT, || {
+            matches!(http_get(listen, "/"), Ok((200, _))).then_some(())
+        });
+    }
+    let dst = format!("dst_identity=\"{ORDERS}\"");
+    let outbound = client.metrics();
+    for metric in [
+        "weft_responses_total{",
+        "weft_request_duration_seconds_count{",
+    ] {
+        let seen = metric_value(
+            &outbound,
+            &[
+                metric,
+                "direction=\"outbound\"",
+                "service=\"shop/orders\"",
+                &dst,
+            ],
+        );
+        assert!(seen.is_some_and(|n| n >= 3.0), "{metric} in {outbound}");
+    }
+    // Counted before an endpoint is picked: no peer.
+    let requests = outbound
+        .lines()
+        .find(|l| l.starts_with("weft_requests_total{") && l.contains("shop/orders"))
+        .expect("outbound requests");
+    assert!(!requests.contains("dst_identity"), "{requests}");
+
+    assert!(
+        matches!(http_get(mesh.inbound, "/"), Ok((200, _))),
+        "plaintext caller"
+    );
+    let client_id = format!("client_identity=\"{FRONTEND}\"");
+    let received = server.metrics();
+    for metric in [
+        "weft_requests_total{",
+        "weft_responses_total{",
+        "weft_request_duration_seconds_count{",
+    ] {
+        let meshed = metric_value(
+            &received,
+            &[metric, "direction=\"inbound\"", "tls=\"true\"", &client_id],
+        );
+        assert!(meshed.is_some_and(|n| n >= 3.0), "{metric} in {received}");
+        let plaintext = metric_value(
+            &received,
+            &[
+                metric,
+                "direction=\"inbound\"",
+                "tls=\"false\"",
+                "client_identity=\"\"",
+            ],
+        );
+        assert_eq!(plaintext, Some(1.0), "{metric} in {received}");
+    }
+    promtool_check(&outbound);
+    promtool_check(&received);
 }
 
 /// HTTP/1.1 between two mTLS proxies is multiplexed: eight slow requests at once

@@ -137,8 +137,8 @@ enum Command {
     },
     /// A local web page of the mesh: the service graph with rate, success and
     /// latency per edge, golden metrics per service, and a page per proxy (sync
-    /// state, config version, NACKs, certificate, endpoint states). Reads what `top`
-    /// and `status` read; works offline.
+    /// state, config version, NACKs, certificate, endpoint states), and a live tap
+    /// view. Reads what `top`, `status` and `tap` read; works offline.
     Dashboard {
         /// Where the page is served; loopback unless you mean to share it.
         #[arg(long, default_value = "127.0.0.1:50750")]
@@ -156,6 +156,10 @@ enum Command {
         /// How long one scrape of a proxy's /metrics may take.
         #[arg(long, default_value = "500ms", value_parser = parse_duration)]
         timeout: std::time::Duration,
+        /// The proxies' --tap-token, for the live tap view when the dashboard is
+        /// not on their loopback.
+        #[arg(long, env = "WEFT_TAP_TOKEN", hide_env_values = true)]
+        tap_token: Option<String>,
     },
     /// What the mesh does with one request from SOURCE to DESTINATION, and why: the
     /// service, the route and match, the backends and their weights, the timeouts and
@@ -530,6 +534,7 @@ async fn dashboard(args: Args) -> Result<(), CliError> {
         interval,
         proxies,
         timeout,
+        tap_token,
     } = args.command
     else {
         return Ok(());
@@ -540,6 +545,7 @@ async fn dashboard(args: Args) -> Result<(), CliError> {
         namespace,
         interval,
         timeout,
+        tap_token,
     };
     dashboard::run(targets, options).await
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use weft_proto::model::SpiffeId;
 
 use crate::balance::{self, Candidate, Load};
+use crate::metrics::Peer;
 use crate::resilience::outlier::Outlier;
 use crate::resilience::reachability::Reachability;
 
@@ -29,6 +30,9 @@ pub struct Endpoint {
     /// `weft_tls_connections_total` for this endpoint's identity, registered once
     /// here rather than looked up per connection.
     pub tls_connections: Option<metrics::Counter>,
+    /// The `dst_identity` label slot of `tls` in its service's handles (see
+    /// `metrics::peers`), so an answer from here indexes a table and looks nothing up.
+    pub peer: Option<Peer>,
     /// Updated in place when a snapshot changes only the weight.
     weight: AtomicU32,
     pub load: Load,
@@ -48,6 +52,17 @@ impl Endpoint {
         weight: u32,
         pool_max_idle: usize,
     ) -> Arc<Endpoint> {
+        Endpoint::labelled(address, tls, None, weight, pool_max_idle)
+    }
+
+    /// An endpoint whose answers count under `peer`'s identity label.
+    pub fn labelled(
+        address: SocketAddr,
+        tls: Option<SpiffeId>,
+        peer: Option<Peer>,
+        weight: u32,
+        pool_max_idle: usize,
+    ) -> Arc<Endpoint> {
         let tls_connections = tls.as_ref().map(|id| {
             metrics::counter!(
                 "weft_tls_connections_total",
@@ -59,6 +74,7 @@ impl Endpoint {
             address,
             tls,
             tls_connections,
+            peer,
             weight: AtomicU32::new(weight.max(1)),
             load: Load::new(balance::now()),
             clients: Clients::new(pool_max_idle),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use weft_proto::model::{MtlsMode, Protocol, SpiffeId};
 
+use crate::metrics::Direction;
 use crate::{drain, tls};
 
 use super::authz::Caller;
@@ -79,12 +80,22 @@ pub async fn accept(cx: Arc<Context>, stream: TcpStream, drain: drain::Watch) {
         return tcp::proxy(&cx, client, &destination, drain).await;
     }
     let client = Counted::new(stream, destination.metrics.clone());
+    let metrics = match &caller.identity {
+        Some(identity) => {
+            let peer =
+                cx.registry
+                    .peer(Direction::Inbound, destination.metrics.service(), identity);
+            destination.metrics.for_peer(&peer).clone()
+        }
+        None => destination.metrics.clone(),
+    };
     http::serve(
         cx.clone(),
         client,
         Route::Inbound {
             destination,
             caller,
+            metrics,
         },
         detected,
         drain,

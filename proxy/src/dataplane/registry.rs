@@ -17,7 +17,7 @@ use weft_proto::model::{Health, Locality, MtlsMode, Protocol, ResourceName, Serv
 
 use crate::drain;
 use crate::local::{self, Local};
-use crate::metrics::{AuthzMetrics, Direction, EndpointGauges, ServiceMetrics};
+use crate::metrics::{AuthzMetrics, Direction, EndpointGauges, Peer, PeerSlots, ServiceMetrics};
 use crate::resilience::locality;
 use crate::snapshot::{Snapshot, Target};
 use crate::state::{EndpointStates, Shared};
@@ -129,6 +129,9 @@ pub struct Registry {
     /// Outbound handles by service; inbound ones by service and whether the
     /// connection came in over mTLS (the `tls` label).
     metrics: Mutex<HashMap<MetricsKey, Arc<ServiceMetrics>>>,
+    /// The peer identities each service has met, by direction: the bounded
+    /// `dst_identity` and `client_identity` label values (see `metrics::peers`).
+    peer_slots: Mutex<HashMap<(Direction, String), PeerSlots>>,
     gauges: Mutex<HashMap<ResourceName, EndpointGauges>>,
     authz_metrics: Mutex<HashMap<ResourceName, Arc<AuthzMetrics>>>,
     /// Inbound destinations by local address, protocol, mTLS and local service
@@ -147,6 +150,7 @@ impl Registry {
             pool_max_idle,
             current: ArcSwap::from_pointee(Routes::default()),
             metrics: Mutex::new(HashMap::new()),
+            peer_slots: Mutex::new(HashMap::new()),
             gauges: Mutex::new(HashMap::new()),
             authz_metrics: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
@@ -169,6 +173,16 @@ impl Registry {
             .entry((direction, service.to_owned(), None))
             .or_insert_with(|| Arc::new(ServiceMetrics::new(direction, service.to_owned())))
             .clone()
+    }
+
+    /// The label slot of `identity` among the peers of `service` in `direction`:
+    /// once per endpoint (outbound) or mTLS connection (inbound), never per request.
+    pub fn peer(&self, direction: Direction, service: &str, identity: &SpiffeId) -> Peer {
+        let mut slots = self.peer_slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry((direction, service.to_owned()))
+            .or_insert_with(|| PeerSlots::new(direction, service))
+            .slot(&identity.to_string())
     }
 
     /// The inbound metric handles of the local service, for connections that came
@@ -286,7 +300,12 @@ impl Registry {
                             existing.set_weight(e.weight);
                             existing.clone()
                         }
-                        None => Endpoint::new(e.address, tls, e.weight, self.pool_max_idle),
+                        None => {
+                            let peer = tls
+                                .as_ref()
+                                .map(|id| self.peer(Direction::Outbound, metrics.service(), id));
+                            Endpoint::labelled(e.address, tls, peer, e.weight, self.pool_max_idle)
+                        }
                     };
                     endpoint.set_connect_timeout(resilience.timeouts.connect);
                     routes.endpoints.insert(key, endpoint.clone());

@@ -1,7 +1,8 @@
 //! `weftctl dashboard`: a local web page of the mesh, as `linkerd viz dashboard`
 //! or Kiali show one: the service graph (nodes and edges with request rate, success
 //! and latency, coloured by success), the golden metrics per service, and a page per
-//! proxy (sync state, config version, NACKs, certificate expiry, endpoint states).
+//! proxy (sync state, config version, NACKs, certificate expiry, endpoint states),
+//! and a live tap view of the requests the proxies serve.
 //!
 //! It reads what `weftctl top` and `weftctl status` read, the proxies' `/metrics`
 //! and the control plane's list of proxies, once per interval, and serves the
@@ -9,11 +10,14 @@
 //!
 //! # Layout
 //! - [`state`]: the view built each round (pure; unit-tested).
-//! - [`server`]: the HTTP server, the page's files and `/api/state`.
+//! - [`server`]: the HTTP server, the page's files, `/api/state` and `/api/tap`.
+//! - [`tap`]: the tap view's stream, merged from the proxies' `/tap` as `weftctl
+//!   tap` merges them.
 //! - `assets/`: the page: HTML, one script, one style sheet.
 
 pub mod server;
 pub mod state;
+pub mod tap;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +38,8 @@ pub struct Options {
     pub namespace: Option<String>,
     pub interval: Duration,
     pub timeout: Duration,
+    /// The proxies' `--tap-token`, for the tap view.
+    pub tap_token: Option<String>,
 }
 
 /// Serves the dashboard until Ctrl-C.
@@ -45,19 +51,35 @@ pub async fn run(mut targets: Targets, options: Options) -> Result<(), CliError>
         .local_addr()
         .map_err(|e| CliError::Input(format!("--listen {}: {e}", options.listen)))?;
     let (publish, latest) = watch::channel(Arc::new(Bytes::from_static(b"{}")));
+    let (publish_targets, tap_targets) = watch::channel(Arc::new(Vec::new()));
+    let sources = server::Sources {
+        state: latest,
+        targets: tap_targets,
+        tap_token: options.tap_token.as_deref().map(Arc::from),
+    };
+    let published = Published {
+        view: publish,
+        targets: publish_targets,
+    };
     println!("weftctl dashboard on http://{address}/ (Ctrl-C stops it)");
     tokio::select! {
-        result = collect(&mut targets, &options, &publish) => result,
-        () = server::serve(listener, latest) => Ok(()),
+        result = collect(&mut targets, &options, &published) => result,
+        () = server::serve(listener, sources) => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// Where each round goes: the view as JSON, and the proxies the tap view may tap.
+struct Published {
+    view: watch::Sender<Arc<Bytes>>,
+    targets: watch::Sender<Arc<Vec<tap::Target>>>,
 }
 
 /// Each interval: list the proxies, scrape them all at once, publish the view.
 async fn collect(
     targets: &mut Targets,
     options: &Options,
-    publish: &watch::Sender<Arc<Bytes>>,
+    publish: &Published,
 ) -> Result<(), CliError> {
     let mut top = Top::default();
     let mut dashboard = Dashboard::default();
@@ -100,9 +122,12 @@ async fn collect(
             fresh: listed.fresh,
             now_unix_s: now,
         });
+        publish
+            .targets
+            .send_replace(Arc::new(tap::Target::of(&view.proxies)));
         match serde_json::to_vec(&view) {
             Ok(json) => {
-                publish.send_replace(Arc::new(Bytes::from(json)));
+                publish.view.send_replace(Arc::new(Bytes::from(json)));
             }
             Err(error) => tracing::warn!(%error, "dashboard state"),
         }

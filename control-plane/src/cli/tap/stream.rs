@@ -1,5 +1,6 @@
 //! The `weftctl tap` loop: one streaming `GET /tap` per proxy, each on a task of
-//! its own, their lines merged into one channel and printed as they come, until
+//! its own ([`spawn`], which the dashboard's tap view uses too), their lines merged
+//! into one channel and printed as they come, until
 //! `count` events or Ctrl-C. A proxy that refuses or cannot be reached is named
 //! on stderr and the others go on; when none is left, the tap ends.
 
@@ -40,9 +41,34 @@ pub struct Options {
 }
 
 /// What a proxy's stream task sends: a line, or why the proxy's stream ended.
-enum Message {
+pub enum Message {
     Line(String, Bytes),
     Ended(String, Result<(), String>),
+}
+
+/// One task per proxy streaming its `GET {path}` into the returned channel, each
+/// ending with a [`Message::Ended`]; dropping the set stops them. `weftctl tap`
+/// and the dashboard's tap view both read their taps from here.
+pub fn spawn(
+    proxies: &[String],
+    path: &str,
+    token: Option<&str>,
+) -> (mpsc::Receiver<Message>, JoinSet<()>) {
+    let (sender, received) = mpsc::channel(1024);
+    let mut tasks = JoinSet::new();
+    for proxy in proxies {
+        let (proxy, path, token, sender) = (
+            proxy.clone(),
+            path.to_owned(),
+            token.map(str::to_owned),
+            sender.clone(),
+        );
+        tasks.spawn(async move {
+            let ended = tap(&proxy, &path, token.as_deref(), &sender).await;
+            let _ = sender.send(Message::Ended(proxy, ended)).await;
+        });
+    }
+    (received, tasks)
 }
 
 /// Taps every proxy in `proxies` (admin addresses) until `count` events, Ctrl-C,
@@ -52,21 +78,7 @@ pub async fn run(proxies: Vec<String>, options: Options) -> Result<(), CliError>
         return Err(CliError::Input("no proxy to tap".to_owned()));
     }
     let path = options.filter.query();
-    let (sender, mut received) = mpsc::channel(1024);
-    let mut tasks = JoinSet::new();
-    for proxy in &proxies {
-        let (proxy, path, token, sender) = (
-            proxy.clone(),
-            path.clone(),
-            options.token.clone(),
-            sender.clone(),
-        );
-        tasks.spawn(async move {
-            let ended = tap(&proxy, &path, token.as_deref(), &sender).await;
-            let _ = sender.send(Message::Ended(proxy, ended)).await;
-        });
-    }
-    drop(sender);
+    let (mut received, _tasks) = spawn(&proxies, &path, options.token.as_deref());
     let mut printed = 0;
     let mut open = proxies.len();
     let mut failures = Vec::new();

@@ -3,7 +3,7 @@
 //! the service, as `linkerd viz stat` shows a deployment); and per edge of the
 //! service graph (who calls whom), computed over each caller's OUTBOUND series.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -42,6 +42,9 @@ pub struct ServiceStats {
     pub p99_ms: Option<f64>,
     /// Share of requests that came in over mTLS; `None` without requests.
     pub tls: Option<f64>,
+    /// The SPIFFE IDs of the mTLS callers that sent requests in the interval (the
+    /// inbound `client_identity` label; `overflow` past the proxies' bound).
+    pub client_identities: Vec<String>,
 }
 
 /// One edge of the service graph: the calls of one workload to one service, as its
@@ -56,6 +59,9 @@ pub struct EdgeStats {
     pub success: Option<f64>,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// The SPIFFE IDs of the endpoints that answered over mTLS in the interval
+    /// (the outbound `dst_identity` label); empty for plaintext hops.
+    pub dst_identities: Vec<String>,
 }
 
 #[derive(Default)]
@@ -68,6 +74,9 @@ struct Totals {
     /// By the bucket's `le` label, summed over targets.
     buckets: BTreeMap<String, f64>,
     endpoints: u64,
+    /// The peer identities of the series that grew: callers inbound, answering
+    /// endpoints outbound.
+    peers: BTreeSet<String>,
 }
 
 fn inbound_service(sample: &Sample) -> Option<&str> {
@@ -139,8 +148,9 @@ pub fn edges(windows: &[Window<'_>], namespace: Option<&str>) -> Vec<EdgeStats> 
             totals.requests > 0.0 && in_namespace(destination, namespace)
         })
         .map(|((source, destination), totals)| {
-            let row = stats(destination.to_owned(), &totals);
+            let mut row = stats(destination.to_owned(), &totals);
             EdgeStats {
+                dst_identities: std::mem::take(&mut row.client_identities),
                 source: source.to_owned(),
                 destination: row.service,
                 rps: row.rps,
@@ -159,6 +169,13 @@ fn in_namespace(service: &str, namespace: Option<&str>) -> bool {
 impl Totals {
     /// Adds one counter's increase over a window of `seconds`.
     fn add(&mut self, sample: &Sample, increase: f64, seconds: f64) {
+        let peer = match sample.label("direction") {
+            "inbound" => sample.label("client_identity"),
+            _ => sample.label("dst_identity"),
+        };
+        if !peer.is_empty() && increase > 0.0 && !self.peers.contains(peer) {
+            self.peers.insert(peer.to_owned());
+        }
         match sample.name.as_str() {
             REQUESTS => {
                 self.requests += increase;
@@ -212,6 +229,7 @@ fn stats(service: String, totals: &Totals) -> ServiceStats {
         p50_ms: millis(0.5),
         p99_ms: millis(0.99),
         tls: share(totals.tls_requests, totals.requests),
+        client_identities: totals.peers.iter().cloned().collect(),
     }
 }
 

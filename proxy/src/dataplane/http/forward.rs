@@ -170,7 +170,11 @@ impl Handler {
             }
         };
         let destination = chosen.destination;
-        let metrics = chosen.metrics.as_ref().unwrap_or(&destination.metrics);
+        let metrics = match &self.route {
+            // The connection's handles, labelled with its caller's identity.
+            Route::Inbound { metrics, .. } => metrics,
+            _ => chosen.metrics.as_ref().unwrap_or(&destination.metrics),
+        };
         metrics.requests.increment(1);
         let mut tapped = match self.cx.shared.tap.is_tapped() {
             true => Some(self.tapped(&request, metrics, started)),
@@ -457,6 +461,11 @@ impl Handler {
                 retries: retried,
             });
         }
+        // The answering endpoint's identity labels the response (`metrics::peers`).
+        let metrics = match &endpoint.peer {
+            Some(peer) => metrics.for_peer(peer),
+            None => metrics,
+        };
         self.finish(
             metrics,
             result,

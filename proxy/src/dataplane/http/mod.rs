@@ -44,6 +44,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::drain;
+use crate::metrics::ServiceMetrics;
 
 use super::authz::Caller;
 use super::destination::Destination;
@@ -63,6 +64,9 @@ pub enum Route {
     Inbound {
         destination: Arc<Destination>,
         caller: Caller,
+        /// The destination's handles for this caller's identity (its own when
+        /// the caller is plaintext), resolved once per connection.
+        metrics: Arc<ServiceMetrics>,
     },
     /// Each request by its Host/`:authority`; a request for no known service goes
     /// to `fallback` (the original destination of a captured connection) or is

@@ -58,9 +58,9 @@ enum Service {
 impl BodyTimeout {
     pub fn new(cx: &Arc<DataPath>, route: &Route) -> BodyTimeout {
         let service = match route {
-            Route::Fixed(destination) | Route::Inbound { destination, .. } => {
-                Service::Known(destination.metrics.clone())
-            }
+            Route::Fixed(destination) => Service::Known(destination.metrics.clone()),
+            // The connection's handles: an abandoned request counts under its caller.
+            Route::Inbound { metrics, .. } => Service::Known(metrics.clone()),
             Route::ByHost {
                 fallback,
                 default_port,

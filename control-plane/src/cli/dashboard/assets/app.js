@@ -61,7 +61,11 @@ function drawGraph(view) {
     if (!a || !b) continue;
     const dx = b.x - a.x, dy = b.y - a.y, len = Math.hypot(dx, dy) || 1, r = 26;
     const g = el("svg:g", { class: "edge " + health(e.success), "data-source": e.source, "data-destination": e.destination,
-      "data-rps": e.rps, "data-success": e.success ?? "", "data-p99-ms": e.p99_ms ?? "" });
+      "data-rps": e.rps, "data-success": e.success ?? "", "data-p99-ms": e.p99_ms ?? "",
+      "data-dst-identities": (e.dst_identities || []).join(" ") });
+    // Who answered, for a hover: the endpoints' SPIFFE IDs (none for plaintext hops).
+    const answered = (e.dst_identities || []).length ? e.dst_identities.join(", ") : "no mTLS identity";
+    g.append(el("svg:title", {}, `${e.source} → ${e.destination}: answered by ${answered}`));
     g.append(el("svg:line", { x1: a.x + (dx * r) / len, y1: a.y + (dy * r) / len, x2: b.x - (dx * r) / len, y2: b.y - (dy * r) / len, "marker-end": "url(#arrow)" }));
     // The label sits nearer the caller, so that edges into one service do not
     // stack their labels at its door.
@@ -88,9 +92,18 @@ function drawServices(view) {
     const badge = el("span", { class: "badge " + health(s.success) }, pct(s.success, 2));
     const success = cell(""); success.append(badge);
     row.append(cell(s.service), cell(String(s.endpoints), true), cell(rps(s.rps), true), success,
-      cell(ms(s.p50_ms), true), cell(ms(s.p99_ms), true), cell(pct(s.tls, 0), true));
+      cell(ms(s.p50_ms), true), cell(ms(s.p99_ms), true), cell(pct(s.tls, 0), true), callers(s.client_identities || []));
     return row;
   }));
+}
+
+// The mTLS callers of a service by service account (the SPIFFE ID's last part),
+// the whole ID on hover: callers without a proxy of their own show here too.
+function callers(identities) {
+  const td = el("td", { class: "callers", "data-client-identities": identities.join(" ") });
+  td.append(...identities.map((id) => el("span", { class: "identity", title: id }, id.split("/").pop())));
+  if (!identities.length) td.textContent = "-";
+  return td;
 }
 
 function certificate(seconds) {
@@ -131,6 +144,8 @@ function drawProxy(view, id) {
   add("NACKs", p.nacks.length ? p.nacks.join("; ") : "none");
   add("Certificate", certificate(p.cert_expires_in_s));
   add("Build", p.build + (p.outdated ? " (outdated: not the control plane's)" : ""));
+  const live = el("a", { id: "proxy-tap", href: "#tap/" + encodeURIComponent(p.admin) }, "its requests, live");
+  if (p.admin) { const dd = el("dd"); dd.append(live); facts.append(el("dt", {}, "Tap"), dd); }
   const body = document.querySelector("#proxy-endpoints tbody");
   body.replaceChildren(...p.endpoints.map((e) => {
     const row = el("tr", { "data-service": e.service });
@@ -138,6 +153,86 @@ function drawProxy(view, id) {
       cell(String(e.ejected), true), cell(String(e.unreachable), true));
     return row;
   }));
+}
+
+// The live tap view (#tap, or #tap/ADMIN for one proxy): /api/tap's server-sent
+// events, newest row first, only the last TAP_ROWS kept. The stream is open only
+// while the view is shown: leaving it closes the EventSource, and the dashboard
+// then stops tapping the proxies.
+const TAP_ROWS = 200;
+let tap = null;
+
+function tapQuery(proxy) {
+  const query = new URLSearchParams();
+  if (proxy) query.set("proxy", proxy);
+  for (const name of ["namespace", "service", "to", "path", "method"]) {
+    const value = document.getElementById("tap-" + name).value.trim();
+    if (value) query.set(name, value);
+  }
+  return query.toString();
+}
+
+function setTapState(text, open) {
+  document.getElementById("tap-state").textContent = text;
+  document.body.dataset.tap = open ? "open" : "closed";
+}
+
+function stopTap() {
+  if (!tap) return;
+  tap.source.close();
+  tap = null;
+  setTapState("stopped", false);
+}
+
+// Opens the stream for the form's filters, unless one for the same is open
+// (or ended: a poll does not restart it; Apply does, with `again`).
+function startTap(proxy, again) {
+  const query = tapQuery(proxy);
+  if (tap && tap.query === query && !again) return;
+  stopTap();
+  document.getElementById("tap-rows").replaceChildren();
+  const source = new EventSource("/api/tap?" + query);
+  tap = { source, query };
+  setTapState("connecting…", true);
+  source.addEventListener("open", (m) => {
+    const proxies = JSON.parse(m.data).proxies.map(proxyName);
+    setTapState(proxies.length ? `tapping ${proxies.join(", ")}` : "no proxy to tap", true);
+  });
+  source.addEventListener("ended", (m) => {
+    const ended = JSON.parse(m.data);
+    if (ended.error) setTapState(`${ended.proxy}: ${ended.error}`, true);
+  });
+  // Every stream ended (or none could start): no reconnecting in a loop.
+  source.addEventListener("done", () => { source.close(); setTapState("ended: no proxy stream left (Apply starts again)", false); });
+  source.onmessage = (m) => addTapRow(JSON.parse(m.data));
+}
+
+// A proxy by its id where the dashboard knows it (the stream names admin addresses).
+function proxyName(admin) {
+  const known = state && state.proxies.find((p) => p.admin === admin);
+  return known ? known.id : admin;
+}
+
+function addTapRow({ proxy, event: e }) {
+  const status = e.status === null || e.status === undefined ? "-" : String(e.status) + (e.grpc_status === null || e.grpc_status === undefined ? "" : ` grpc ${e.grpc_status}`);
+  const row = el("tr", { class: "tap-row", "data-proxy": proxy, "data-direction": e.direction || "", "data-method": e.method || "",
+    "data-authority": e.authority || "", "data-path": e.path || "", "data-status": e.status ?? "", "data-grpc-status": e.grpc_status ?? "",
+    "data-latency-ms": e.latency_ms ?? "", "data-service": e.service || "", "data-tls": String(!!e.tls) });
+  if ((e.status >= 500) || (e.grpc_status !== null && e.grpc_status !== undefined && e.grpc_status !== 0)) row.classList.add("failed");
+  const source = cell((e.source || "-").split("/").pop()); source.title = e.source || "";
+  const name = cell(proxyName(proxy)); name.title = proxy;
+  row.append(cell((e.time || "").slice(11, 23)), name, cell(e.direction === "inbound" ? "in" : "out"), cell(e.method || ""),
+    cell((e.authority || "") + (e.path || "")), cell(status, true), cell(ms(e.latency_ms), true), cell(e.service || "-"),
+    cell(e.endpoint || "-"), cell(e.tls ? "yes" : "no"), source);
+  const body = document.getElementById("tap-rows");
+  body.prepend(row);
+  while (body.children.length > TAP_ROWS) body.lastElementChild.remove();
+}
+
+function showTap(view, proxy, again) {
+  const known = proxy ? view && view.proxies.find((p) => p.admin === proxy) : null;
+  document.getElementById("tap-title").textContent = proxy ? `Live requests of proxy ${known ? known.id : proxy}` : "Live requests";
+  startTap(proxy, again);
 }
 
 // Figures for whoever measures the page: when the first data was drawn (ms since
@@ -148,14 +243,20 @@ function markFirstRender() {
   if (performance.memory) document.body.dataset.jsHeapBytes = String(performance.memory.usedJSHeapSize);
 }
 
-function render() {
-  if (!state) return;
+function render(again) {
   const hash = decodeURIComponent(location.hash.slice(1));
+  const tapping = hash === "tap" || hash.startsWith("tap/");
   const proxy = hash.startsWith("proxy/") ? hash.slice(6) : null;
-  document.getElementById("mesh").hidden = proxy !== null;
+  document.getElementById("mesh").hidden = proxy !== null || tapping;
   document.getElementById("proxy").hidden = proxy === null;
-  document.getElementById("updated").textContent = state.time ? `updated ${state.time}` : "waiting for the first scrape…";
-  document.body.setAttribute("data-time", state.time || "");
+  document.getElementById("tap").hidden = !tapping;
+  if (state) {
+    document.getElementById("updated").textContent = state.time ? `updated ${state.time}` : "waiting for the first scrape…";
+    document.body.setAttribute("data-time", state.time || "");
+  }
+  if (tapping) { showTap(state, hash.slice(4) || null, again); return; }
+  stopTap();
+  if (!state) return;
   if (proxy !== null) { drawProxy(state, proxy); return; }
   drawGraph(state);
   drawServices(state);
@@ -172,5 +273,8 @@ async function poll() {
   }
   setTimeout(poll, POLL_MS);
 }
-window.addEventListener("hashchange", render);
+window.addEventListener("hashchange", () => render());
+window.addEventListener("pagehide", stopTap);
+document.getElementById("tap-form").addEventListener("submit", (event) => { event.preventDefault(); render(true); });
+render();
 poll();

@@ -42,6 +42,7 @@ fn frame() -> Frame {
         p50_ms: Some(1.0),
         p99_ms: Some(2.0),
         tls: Some(1.0),
+        client_identities: vec![],
     };
     Frame {
         time: "2026-12-05T00:00:00Z".to_owned(),
@@ -53,6 +54,7 @@ fn frame() -> Frame {
             success: Some(1.0),
             p50_ms: Some(1.0),
             p99_ms: Some(2.0),
+            dst_identities: vec![],
         }],
         unreachable: vec![],
     }

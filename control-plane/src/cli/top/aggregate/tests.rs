@@ -155,3 +155,33 @@ weft_requests_total{direction="outbound",service="",route=""} 50
     assert_eq!(found[1].success, Some(0.0));
     assert!(edges(&windows, Some("other")).is_empty());
 }
+
+#[test]
+fn identities_name_who_called_a_service_and_who_answered_an_edge() {
+    const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+    const ORDERS: &str = "spiffe://cluster.local/ns/shop/sa/orders";
+    let scrape = |n: u32| {
+        parse(&format!(
+            r#"weft_requests_total{{direction="inbound",service="shop/orders",tls="true",route="",client_identity="{WEB}"}} {n}
+weft_requests_total{{direction="inbound",service="shop/orders",tls="true",route="",client_identity="overflow"}} 7
+weft_requests_total{{direction="outbound",service="shop/orders",route=""}} {n}
+weft_responses_total{{direction="outbound",service="shop/orders",route="",status_code="200",grpc_status="",dst_identity="{ORDERS}"}} {n}
+weft_responses_total{{direction="outbound",service="shop/orders",route="",status_code="503",grpc_status="",dst_identity=""}} 1
+"#
+        ))
+        .expect("parses")
+    };
+    let (before, after) = (scrape(10), scrape(30));
+    let window = Window {
+        source: "shop/web",
+        seconds: 2.0,
+        increases: increases(&before, &after),
+    };
+    let rows = aggregate(std::slice::from_ref(&window), &[&after], None);
+    // Only identities whose series grew: `overflow` sent nothing in the window.
+    assert_eq!(rows[0].client_identities, [WEB]);
+    let found = edges(&[window], None);
+    assert_eq!(found.len(), 1);
+    // The proxy's own answers (empty identity) name no one.
+    assert_eq!(found[0].dst_identities, [ORDERS]);
+}
