@@ -245,6 +245,14 @@ fn describe() {
         "weft_tap_events_dropped_total",
         "Finished requests a running tap (GET /tap) matched but did not get, by reason (rate: over its max_rps; queue_full: its reader fell behind)."
     );
+    describe_counter!(
+        "weft_trace_spans_exported_total",
+        "Trace spans the collector accepted."
+    );
+    describe_counter!(
+        "weft_trace_spans_dropped_total",
+        "Trace spans recorded but not exported, by reason (queue_full: the collector fell behind; export_failed: it refused a batch or could not be reached)."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the labels describe this build.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
