@@ -12,7 +12,8 @@
 //! - A request without context starts a trace at the first sidecar.
 //! - Through an echo app: a caller's sampled=0 passes on untouched and records
 //!   nothing; a 0% share records nothing but passes the decision on; B3 in gives
-//!   B3 out; a service with tracing off passes its headers untouched.
+//!   B3 out; a service with tracing off passes its headers untouched, until
+//!   `weftctl apply` turns it on.
 //!
 //! Absence is checked after a later sampled request's spans arrived: each proxy
 //! sends its spans in the order its requests ended, so a span of an earlier request
@@ -262,6 +263,16 @@ fn a_journey_through_the_shop_is_one_trace_and_decisions_are_honoured() {
 
     no_context_starts_a_trace(&receiver, &listeners);
     decisions_at_the_echo(&receiver, &listeners);
+
+    // Turned on at run time: the next requests of echo-off record spans.
+    let traced = "  telemetry: {tracing: {samplingPercent: 100}}";
+    let change = shop_service("echo-off", "http1", echo.addr, traced);
+    weftctl_ok(&cp_addr, &["apply", "-f", "-"], Some(&change));
+    wait_for("a span of echo-off after the push", WAIT, || {
+        curl("GET", &format!("{}/e", listeners["echo-off"]), &[], None);
+        let spans = receiver.spans();
+        spans.into_iter().find(|s| attribute(s, "url.path") == "/e")
+    });
 }
 
 /// Parent links, kinds and attributes of the journey's spans.
