@@ -69,6 +69,20 @@ impl Queue {
     }
 }
 
+impl Queue {
+    /// A queue of `capacity` spans with no exporter behind it, for tests.
+    #[cfg(test)]
+    pub fn detached(capacity: usize) -> (Arc<Queue>, mpsc::Receiver<SpanData>) {
+        let (spans, receiver) = mpsc::channel(capacity);
+        let queue = Queue {
+            spans,
+            scope: InstrumentationScope::builder("test").build(),
+            dropped: metrics::Counter::noop(),
+        };
+        (Arc::new(queue), receiver)
+    }
+}
+
 impl Collectors {
     /// The queue to `collector` (`host:port`) for spans recorded as `recorder`;
     /// `None` when the exporter thread cannot start.

@@ -296,29 +296,4 @@ pub fn status_of(side: Side, status: u16, grpc_status: Option<u16>) -> Status {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_paths_split_into_service_and_method() {
-        assert_eq!(
-            rpc("/shop.v1.Products/Get"),
-            Some(("shop.v1.Products", "Get"))
-        );
-        assert_eq!(rpc("/nomethod"), None);
-        assert_eq!(rpc("/a/b/c"), None);
-    }
-
-    #[test]
-    fn errors_as_the_conventions_count_them() {
-        let error =
-            |side, status, grpc| matches!(status_of(side, status, grpc), Status::Error { .. });
-        assert!(error(Side::Server, 503, None));
-        assert!(!error(Side::Server, 404, None));
-        assert!(error(Side::Client, 404, None));
-        assert!(error(Side::Client, 200, Some(5)));
-        assert!(!error(Side::Server, 200, Some(5)));
-        assert!(error(Side::Server, 200, Some(14)));
-        assert!(!error(Side::Client, 200, Some(0)));
-    }
-}
+mod tests;
