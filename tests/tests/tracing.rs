@@ -11,7 +11,7 @@
 //!   users, products (gRPC), cart and orders; with the HTTP and RPC attributes.
 //! - A request without context starts a trace at the first sidecar.
 //! - Through an echo app: a caller's sampled=0 passes on untouched and records
-//!   nothing; a 0% share records nothing but passes the decision on; B3 in gives
+//!   nothing; a 0% share records nothing and adds nothing; B3 in gives
 //!   B3 out; a service with tracing off passes its headers untouched, until
 //!   `weftctl apply` turns it on.
 //!
@@ -392,12 +392,18 @@ fn decisions_at_the_echo(receiver: &Receiver, listeners: &BTreeMap<&str, String>
     let got = echoed(&body);
     assert_eq!(got["traceparent"], header["traceparent: ".len()..]);
 
-    // A 0% share records nothing and tells the next hops so.
+    // A 0% share records nothing, and what it does not record passes as it came:
+    // no context added, a B3 context that left the decision open kept as it was.
     let (_, body) = curl("GET", &format!("{}/b", listeners["echo-zero"]), &[], None);
-    let got = echoed(&body);
-    let sent = got.get("traceparent").expect("the decision passed on");
-    assert!(sent.starts_with("00-") && sent.ends_with("-00"), "{sent}");
-    let unsampled = sent[3..35].to_owned();
+    assert!(!echoed(&body).contains_key("traceparent"), "{body}");
+    let undecided = format!("b3: {}-{JOURNEY}", "33333333333333333333333333333333");
+    let (_, body) = curl(
+        "GET",
+        &format!("{}/b", listeners["echo-zero"]),
+        &[&undecided],
+        None,
+    );
+    assert_eq!(echoed(&body)["b3"], undecided["b3: ".len()..]);
 
     // Tracing off: headers untouched, none added.
     let off = traceparent("22222222222222222222222222222222", JOURNEY, "01");
@@ -432,11 +438,17 @@ fn decisions_at_the_echo(receiver: &Receiver, listeners: &BTreeMap<&str, String>
 
     // The B3 span came after the others, from the same proxy.
     let spans = receiver.spans();
-    for quiet in [declined, &unsampled, "22222222222222222222222222222222"] {
+    for quiet in [
+        declined,
+        "22222222222222222222222222222222",
+        "33333333333333333333333333333333",
+    ] {
         assert!(
             spans.iter().all(|s| s["trace_id"] != quiet),
             "trace {quiet} was not to be recorded"
         );
     }
-    assert!(spans.iter().all(|s| attribute(s, "url.path") != "/c"));
+    for path in ["/b", "/c"] {
+        assert!(spans.iter().all(|s| attribute(s, "url.path") != path), "{path}");
+    }
 }

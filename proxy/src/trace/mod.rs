@@ -17,8 +17,8 @@
 //!
 //! Which setting applies: outbound, the destination service's; inbound, the local
 //! workload's. A service with tracing off costs a request one relaxed load, and its
-//! headers pass untouched; a request that is not sampled allocates nothing but the
-//! header value it may write.
+//! headers pass untouched; a request that is not sampled costs a pass over its
+//! headers and a draw, allocates nothing, and passes its headers untouched too.
 
 pub mod context;
 pub mod export;
