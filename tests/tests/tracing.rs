@@ -380,53 +380,46 @@ fn no_context_starts_a_trace(receiver: &Receiver, listeners: &BTreeMap<&str, Str
 
 /// Through the echo app, which shows the headers it got.
 fn decisions_at_the_echo(receiver: &Receiver, listeners: &BTreeMap<&str, String>) {
+    // A GET of `path` on `service` with `headers`: what reached the app.
+    let echo = |service: &str, path: &str, headers: &[&str]| {
+        let url = format!("{}{path}", listeners[service]);
+        let (status, body) = curl("GET", &url, headers, None);
+        assert_eq!(status, 200, "{body}");
+        echoed(&body)
+    };
+    let value = |header: &str| header.split_once(": ").map(|(_, v)| v.to_owned());
+
     // The caller said no: nothing recorded, its header passed on as it came.
     let declined = "11111111111111111111111111111111";
     let header = traceparent(declined, JOURNEY, "00");
-    let (_, body) = curl(
-        "GET",
-        &format!("{}/a", listeners["echo-on"]),
-        &[&header],
-        None,
+    assert_eq!(
+        echo("echo-on", "/a", &[&header])
+            .get("traceparent")
+            .cloned(),
+        value(&header)
     );
-    let got = echoed(&body);
-    assert_eq!(got["traceparent"], header["traceparent: ".len()..]);
 
     // A 0% share records nothing, and what it does not record passes as it came:
     // no context added, a B3 context that left the decision open kept as it was.
-    let (_, body) = curl("GET", &format!("{}/b", listeners["echo-zero"]), &[], None);
-    assert!(!echoed(&body).contains_key("traceparent"), "{body}");
+    assert!(!echo("echo-zero", "/b", &[]).contains_key("traceparent"));
     let undecided = format!("b3: {}-{JOURNEY}", "33333333333333333333333333333333");
-    let (_, body) = curl(
-        "GET",
-        &format!("{}/b", listeners["echo-zero"]),
-        &[&undecided],
-        None,
+    assert_eq!(
+        echo("echo-zero", "/b", &[&undecided]).get("b3").cloned(),
+        value(&undecided)
     );
-    assert_eq!(echoed(&body)["b3"], undecided["b3: ".len()..]);
 
     // Tracing off: headers untouched, none added.
     let off = traceparent("22222222222222222222222222222222", JOURNEY, "01");
-    let (_, body) = curl(
-        "GET",
-        &format!("{}/c", listeners["echo-off"]),
-        &[&off],
-        None,
+    assert_eq!(
+        echo("echo-off", "/c", &[&off]).get("traceparent").cloned(),
+        value(&off)
     );
-    assert_eq!(echoed(&body)["traceparent"], off["traceparent: ".len()..]);
-    let (_, body) = curl("GET", &format!("{}/c", listeners["echo-off"]), &[], None);
-    assert!(!echoed(&body).contains_key("traceparent"), "{body}");
+    assert!(!echo("echo-off", "/c", &[]).contains_key("traceparent"));
 
     // B3 in, B3 out: the same trace, this hop's span, the caller's as parent.
     let b3_trace = "80f198ee56343ba864fe8b2a57d3eff7";
     let caller = "e457b5a2e4d86bd1";
-    let (_, body) = curl(
-        "GET",
-        &format!("{}/d", listeners["echo-on"]),
-        &[&format!("b3: {b3_trace}-{caller}-1")],
-        None,
-    );
-    let got = echoed(&body);
+    let got = echo("echo-on", "/d", &[&format!("b3: {b3_trace}-{caller}-1")]);
     assert!(!got.contains_key("traceparent"), "only B3 goes on: {got:?}");
     let fields: Vec<&str> = got["b3"].split('-').collect();
     assert_eq!(fields.len(), 4, "{got:?}");
@@ -449,6 +442,9 @@ fn decisions_at_the_echo(receiver: &Receiver, listeners: &BTreeMap<&str, String>
         );
     }
     for path in ["/b", "/c"] {
-        assert!(spans.iter().all(|s| attribute(s, "url.path") != path), "{path}");
+        assert!(
+            spans.iter().all(|s| attribute(s, "url.path") != path),
+            "{path}"
+        );
     }
 }
