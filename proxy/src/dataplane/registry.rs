@@ -369,7 +369,10 @@ impl Registry {
         routes.inbound_policies = InboundPolicies::build(&snapshot, &local, &mut metrics);
         drop(metrics);
         routes.local = local.clone();
-        // Inbound: each local service's tracing, for the next request.
+        let routes = Arc::new(routes);
+        self.current.store(routes.clone());
+        // Inbound: each local service's tracing, for the next request. After the
+        // swap, so that a destination made meanwhile took the new tracers already.
         for ((.., service), destination) in self
             .inbound
             .lock()
@@ -378,7 +381,6 @@ impl Registry {
         {
             destination.set_tracer(routes.tracers.get(&**service).cloned());
         }
-        self.current.store(Arc::new(routes));
         // After the swap: what `/config_dump` shows is what connections now see.
         self.shared.local.send_replace(local);
         self.shared.applied.send_replace(snapshot);
