@@ -12,7 +12,10 @@
 # run after a run that only starts and stops the proxy; the report is
 # (run - startup) / REQUESTS, leaving out quanta's clock calibration (it loops on
 # the clock for a fixed time, so its count varies). WEFT_BENCH_RESILIENCE=off and
-# WEFT_BENCH_ROUTES are honoured as by custom-weft.sh. Profiles stay in the output
+# WEFT_BENCH_ROUTES are honoured as by custom-weft.sh, and so is
+# WEFT_BENCH_TRACING=PERCENT: without WEFT_BENCH_COLLECTOR a real OTLP receiver
+# (tests/scripts/otlp_receiver.py, Python grpcio and opentelemetry-proto) takes the
+# spans, so their export is counted too (callgrind counts every thread). Profiles stay in the output
 # directory for callgrind_annotate. Needs valgrind, nginx, h2load and curl.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,7 +46,14 @@ read -r h1_port h2_port http_port h2c_port tcp_port l4_port admin_port outbound_
 nginx_upstream_conf "$out" "$h1_port" "$h2_port" > "$out/nginx.conf"
 nginx -c "$out/nginx.conf" -p "$out" > "$out/nginx.out" 2>&1 &
 nginx_pid=$!
-trap 'kill "$nginx_pid" 2>/dev/null || true' EXIT
+receiver_pid=""
+trap 'kill "$nginx_pid" $receiver_pid 2>/dev/null || true' EXIT
+if [[ -n ${WEFT_BENCH_TRACING:-} && -z ${WEFT_BENCH_COLLECTOR:-} ]]; then
+  python3 "$root/tests/scripts/otlp_receiver.py" "$out/spans.jsonl" > "$out/receiver.port" &
+  receiver_pid=$!
+  until [[ -s $out/receiver.port ]]; do sleep 0.1; done
+  export WEFT_BENCH_COLLECTOR=127.0.0.1:$(cat "$out/receiver.port")
+fi
 
 cat > "$out/valgrind-proxy.sh" <<'WRAP'
 #!/usr/bin/env bash
@@ -105,3 +115,6 @@ for scenario in "${scenarios[@]}"; do
   total=$(instructions "$out/callgrind.$scenario")
   echo "$scenario: $(((total - startup) / requests)) instructions per request"
 done
+if [[ -n $receiver_pid ]]; then
+  echo "spans received: $(wc -l < "$out/spans.jsonl" 2>/dev/null || echo 0)"
+fi

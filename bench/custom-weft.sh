@@ -13,6 +13,10 @@
 # WEFT_BENCH_ROUTES=N attaches N HTTPRoutes to bench/http and N to bench/h2, of which only the last
 # (PathPrefix /, below N-1 Exact paths in precedence) matches the benchmark's
 # requests: the cost of route selection at its worst for N routes.
+# WEFT_BENCH_TRACING=PERCENT turns tracing on for bench/http and bench/h2 at that
+# sampling share, exporting to WEFT_BENCH_COLLECTOR (host:port, default
+# 127.0.0.1:4317; an unreachable one measures that a dead collector does not slow
+# the data path). bench/callgrind.sh starts a receiver for it.
 # BENCH_ADMIN_PORT, BENCH_OUTBOUND_PORT and BENCH_INBOUND_PORT move the listeners
 # the harness does not use (defaults 22090, 22001, 22006).
 # WEFT_BENCH_INBOUND=1 measures the inbound path instead on the HTTP port: the
@@ -33,18 +37,23 @@ fi
 endpoints() {
   for u in ${1//,/ }; do echo "    - {address: ${u%:*}, port: ${u##*:}}"; done
 }
-service() { # name protocol
+tracing=""
+if [[ -n ${WEFT_BENCH_TRACING:-} ]]; then
+  tracing="
+  telemetry: {tracing: {samplingPercent: $WEFT_BENCH_TRACING, collector: '${WEFT_BENCH_COLLECTOR:-127.0.0.1:4317}'}}"
+fi
+service() { # name protocol [extra spec lines]
   cat <<DOC
 ---
 kind: Service
 metadata: {name: $1, namespace: bench}
 spec:
   ports: [{port: 80, protocol: $2}]
-  loadBalancer: round_robin$resilience
+  loadBalancer: round_robin$resilience${3:-}
 DOC
 }
 {
-  service http http1; service h2 http2; service iperf tcp; service l4 tcp
+  service http http1 "$tracing"; service h2 http2 "$tracing"; service iperf tcp; service l4 tcp
   for name in http h2 l4; do
     printf -- '---\nkind: Endpoints\nmetadata: {name: %s, namespace: bench}\nspec:\n  endpoints:\n' "$name"
     endpoints "$BENCH_UPSTREAMS"

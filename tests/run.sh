@@ -23,9 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# gRPC peers written with another language's library.
-if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
-  python3 -m pip install --quiet grpcio grpcio-tools
+# gRPC peers written with another language's library, and the OTLP trace receiver
+# of the tracing test (the OpenTelemetry project's published protos).
+if ! python3 -c 'import grpc, grpc_tools, opentelemetry.proto' 2>/dev/null; then
+  python3 -m pip install --quiet grpcio grpcio-tools opentelemetry-proto
 fi
 
 # The Kubernetes manifests against the API schemas of a pinned Kubernetes version

@@ -106,6 +106,19 @@ pub struct Config {
     /// covers.
     #[arg(long, env = "WEFT_SERVICE_NAME", default_value = "weft-control-plane")]
     pub service_name: String,
+    /// The OTLP/gRPC collector (`host:port`) served to proxies for every service
+    /// whose `telemetry.tracing` names none; empty: such services export no spans.
+    #[arg(long, env = "WEFT_TRACE_COLLECTOR", default_value = "", value_parser = collector)]
+    pub trace_collector: String,
+}
+
+/// `--trace-collector`: empty, or `host:port` as a Service's own collector is checked.
+fn collector(value: &str) -> Result<String, String> {
+    if !value.is_empty() {
+        weft_proto::model::validate_host_port("--trace-collector", value)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(value.to_owned())
 }
 
 impl Config {
@@ -175,7 +188,10 @@ pub async fn run(
     let tokens = Arc::new(Tokens::new(store.clone()));
     let proof = proof.unwrap_or_else(|| Proof::JoinTokens(tokens.clone()));
     let contents = store.contents().await?;
-    let first = view::build(&contents, None);
+    let defaults = view::Defaults {
+        trace_collector: config.trace_collector.clone(),
+    };
+    let first = view::build(&contents, None, &defaults);
     let (considered_tx, considered_rx) = watch::channel(first.revision);
     let (view_tx, view_rx) = watch::channel(Arc::new(first));
     let (unhealthy_tx, unhealthy_rx) = watch::channel(health::Unhealthy::default());
@@ -186,6 +202,7 @@ pub async fn run(
         view_tx,
         unhealthy_rx,
         considered_tx,
+        defaults,
     ));
 
     let registry = Registry::new();

@@ -1,7 +1,9 @@
 //! The view served to proxies: every resource with the version at which its served
 //! content last changed.
 //!
-//! Stored resources are served as stored. Endpoints are the union of the statically
+//! Stored resources are served as stored, but for the control plane's defaults
+//! ([`telemetry`]: the trace collector of a service that traces without naming one).
+//! Endpoints are the union of the statically
 //! declared ones (from `weftctl apply`) and the workloads registered by live proxies,
 //! so a service's Endpoints resource changes when a proxy comes or goes.
 //!
@@ -25,6 +27,10 @@ use weft_proto::v1;
 
 use crate::health::{self, Unhealthy};
 use crate::store::{Contents, Store};
+
+pub use self::telemetry::Defaults;
+
+mod telemetry;
 
 /// One served resource. Cheap to clone: the body is shared.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,8 +87,9 @@ struct Built {
 
 /// Builds the view from the store's contents. `previous` is the view currently served
 /// (None at start-up).
-pub fn build(contents: &Contents, previous: Option<&View>) -> View {
-    build_checked(contents, previous, &BTreeSet::new())
+/// `defaults`: the control plane's, filled into what is served.
+pub fn build(contents: &Contents, previous: Option<&View>, defaults: &Defaults) -> View {
+    build_checked(contents, previous, &BTreeSet::new(), defaults)
 }
 
 /// Like [`build`], with the declared endpoints the control plane's health checks
@@ -91,6 +98,7 @@ pub fn build_checked(
     contents: &Contents,
     previous: Option<&View>,
     unhealthy: &BTreeSet<health::Target>,
+    defaults: &Defaults,
 ) -> View {
     let mut built: BTreeMap<Kind, BTreeMap<String, Built>> = BTreeMap::new();
     for kind in Kind::ALL {
@@ -98,10 +106,10 @@ pub fn build_checked(
     }
     for record in &contents.records {
         if let Some(of_kind) = built.get_mut(&record.kind) {
-            let value = if record.kind == Kind::Endpoints {
-                mark_unhealthy(&record.name, &record.body, unhealthy)
-            } else {
-                record.body.clone()
+            let value = match record.kind {
+                Kind::Endpoints => mark_unhealthy(&record.name, &record.body, unhealthy),
+                Kind::Service => telemetry::fill_collector(&record.body, defaults),
+                _ => record.body.clone(),
             };
             of_kind.insert(
                 record.name.clone(),
@@ -290,6 +298,7 @@ pub async fn maintain(
     view: watch::Sender<Arc<View>>,
     mut unhealthy: watch::Receiver<Unhealthy>,
     considered: watch::Sender<u64>,
+    defaults: Defaults,
 ) {
     let mut revision = store.revision();
     let mut checks_running = true;
@@ -319,7 +328,7 @@ pub async fn maintain(
             }
         };
         let current = view.borrow().clone();
-        let next = build_checked(&contents, Some(&current), &marked);
+        let next = build_checked(&contents, Some(&current), &marked, &defaults);
         let changed = next.types.iter().any(|(kind, map)| {
             !current
                 .types

@@ -13,6 +13,9 @@
 //!   served on the control runtime, off the data path.
 //! - [`tap`]: the live stream of finished HTTP requests behind `/tap`; one relaxed
 //!   load per request while nobody taps.
+//! - [`trace`]: a span per hop for services that trace, exported with OTLP/gRPC
+//!   from a thread of its own, and the trace context carried on; one relaxed load
+//!   per request of a service that does not.
 //! - [`drain`]: the shutdown primitive every listener and task watches.
 //! - [`shutdown`]: the shutdown sequence (withdraw the endpoint, drain, exit).
 //! - [`health`]: the active health check of the proxy's own application.
@@ -55,4 +58,5 @@ pub mod state;
 pub mod static_config;
 pub mod tap;
 pub mod tls;
+pub mod trace;
 pub mod workers;

@@ -261,6 +261,14 @@ fn describe() {
         peers::OVERFLOWED,
         "Endpoints (outbound) or connections (inbound) whose peer identity was labelled overflow because their service already had 16 identity values, by direction and service."
     );
+    describe_counter!(
+        "weft_trace_spans_exported_total",
+        "Trace spans the collector accepted."
+    );
+    describe_counter!(
+        "weft_trace_spans_dropped_total",
+        "Trace spans recorded but not exported, by reason (queue_full: the collector fell behind; export_failed: it refused a batch or could not be reached)."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the labels describe this build.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

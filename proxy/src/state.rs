@@ -120,6 +120,8 @@ pub struct Shared {
     pub workload_health: watch::Sender<WorkloadHealth>,
     /// Who taps the data path's requests (`GET /tap`).
     pub tap: Arc<crate::tap::Hub>,
+    /// The trace collectors this proxy's services send spans to.
+    pub trace: crate::trace::Collectors,
 }
 
 impl Shared {
@@ -138,6 +140,7 @@ impl Shared {
             source: Mutex::new(ConfigSource::None),
             workload_health: watch::channel(WorkloadHealth::Healthy).0,
             tap: Arc::new(crate::tap::Hub::new()),
+            trace: crate::trace::Collectors::default(),
         })
     }
 

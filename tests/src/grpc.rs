@@ -32,25 +32,34 @@ impl Drop for GrpcApp {
 
 /// Starts the echo server; `name` is what its `x-served-by` trailer says.
 pub fn app(script: &Path, name: &str) -> GrpcApp {
+    let (child, port) = python_server(script, &[&"serve", &name]);
+    GrpcApp {
+        child,
+        addr: loopback(port),
+    }
+}
+
+/// Starts a Python grpcio server script that prints its port first, and reads it.
+pub fn python_server(script: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> (Child, u16) {
     let mut child = Command::new("python3")
         .arg(script)
-        .args(["serve", name])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("python3 (with grpcio) runs the gRPC echo server");
+        .expect("python3 runs the gRPC server script");
     let mut line = String::new();
     let stdout = child.stdout.take().expect("stdout");
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("the gRPC server prints its port");
     let port: u16 = line.trim().parse().unwrap_or_else(|_| {
-        panic!("the gRPC server printed {line:?}, not a port (is grpcio installed?)")
+        panic!(
+            "{} printed {line:?}, not a port (are its Python packages installed?)",
+            script.display()
+        )
     });
-    GrpcApp {
-        child,
-        addr: loopback(port),
-    }
+    (child, port)
 }
 
 /// Runs one of the script's clients and returns the JSON it prints.

@@ -53,7 +53,7 @@ fn stored_resources_keep_their_store_versions() {
         ],
         registrations: vec![],
     };
-    let view = build(&contents, None);
+    let view = build(&contents, None, &Defaults::default());
     assert_eq!(version(&view, Kind::Service, "shop/orders"), Some(2));
     assert_eq!(version(&view, Kind::Service, "shop/users"), Some(3));
     assert!(view.of(Kind::Endpoints).is_empty());
@@ -69,14 +69,14 @@ fn registrations_become_endpoints_and_their_removal_gets_a_newer_version() {
             registration("pod-b", 5, 8081),
         ],
     };
-    let first = build(&contents, None);
+    let first = build(&contents, None, &Defaults::default());
     assert_eq!(version(&first, Kind::Endpoints, "shop/orders"), Some(5));
     assert_eq!(endpoints_of(&first, "shop/orders"), [8080, 8081]);
 
     // pod-b leaves at revision 6: the newest part is now 4, older than what was served.
     contents.revision = 6;
     contents.registrations.pop();
-    let second = build(&contents, Some(&first));
+    let second = build(&contents, Some(&first), &Defaults::default());
     assert_eq!(version(&second, Kind::Endpoints, "shop/orders"), Some(6));
     assert_eq!(endpoints_of(&second, "shop/orders"), [8080]);
     // Unchanged resources keep their version and share their body.
@@ -85,7 +85,7 @@ fn registrations_become_endpoints_and_their_removal_gets_a_newer_version() {
     // The last one leaves: the resource disappears.
     contents.revision = 7;
     contents.registrations.clear();
-    let third = build(&contents, Some(&second));
+    let third = build(&contents, Some(&second), &Defaults::default());
     assert!(third.of(Kind::Endpoints).is_empty());
 }
 
@@ -96,8 +96,8 @@ fn a_rebuild_after_restart_gives_unchanged_resources_the_same_versions() {
         records: vec![service("shop/orders", 2, b"a")],
         registrations: vec![registration("pod-a", 7, 8080)],
     };
-    let before = build(&contents, None);
-    let after_restart = build(&contents, None);
+    let before = build(&contents, None, &Defaults::default());
+    let after_restart = build(&contents, None, &Defaults::default());
     assert_eq!(before.types, after_restart.types);
 }
 
@@ -146,7 +146,7 @@ fn health_verdicts_mark_declared_and_registered_endpoints() {
             .map(|e| format!("{}:{} {}", e.address, e.port, e.health))
             .collect()
     };
-    let plain = build(&contents, None);
+    let plain = build(&contents, None, &Defaults::default());
     assert_eq!(
         healthy(&plain),
         [
@@ -160,7 +160,7 @@ fn health_verdicts_mark_declared_and_registered_endpoints() {
         "shop/orders".to_owned(),
         "10.0.0.8:80".parse().expect("addr"),
     )]);
-    let checked = build_checked(&contents, Some(&plain), &unhealthy);
+    let checked = build_checked(&contents, Some(&plain), &unhealthy, &Defaults::default());
     assert_eq!(healthy(&checked)[1], "10.0.0.8:80 unhealthy");
     assert!(
         version(&checked, Kind::Endpoints, "shop/orders")

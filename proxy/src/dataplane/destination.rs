@@ -32,6 +32,7 @@ use crate::resilience::budget::RetryBudget;
 use crate::resilience::failover::Feedback;
 use crate::resilience::{locality, outlier, reachability};
 use crate::snapshot::{Policy, Target};
+use crate::trace::Tracer;
 
 use super::endpoint::{Endpoint, InFlight};
 use super::error::ForwardError;
@@ -58,6 +59,11 @@ pub struct Destination {
     routed: AtomicBool,
     /// What routing a request needs, resolved when the snapshot was applied.
     routing: ArcSwapOption<Routing>,
+    /// Whether the service traces (read first: a request of a service that does
+    /// not pays one relaxed load).
+    traced: AtomicBool,
+    /// Its tracing, set by the registry on every snapshot.
+    tracer: ArcSwapOption<Tracer>,
 }
 
 /// The endpoints a destination currently balances over, and how.
@@ -176,6 +182,8 @@ impl Destination {
             target,
             routed: AtomicBool::new(false),
             routing: ArcSwapOption::empty(),
+            traced: AtomicBool::new(false),
+            tracer: ArcSwapOption::empty(),
         }
     }
 
@@ -193,6 +201,21 @@ impl Destination {
     pub fn set_routing(&self, routing: Option<Arc<Routing>>) {
         self.routed.store(routing.is_some(), Ordering::Relaxed);
         self.routing.store(routing);
+    }
+
+    /// The service's tracing: outbound the destination service's, inbound the
+    /// local workload's; `None` while it does not trace.
+    #[inline]
+    pub fn tracer(&self) -> Option<Arc<Tracer>> {
+        match self.traced.load(Ordering::Relaxed) {
+            true => self.tracer.load_full(),
+            false => None,
+        }
+    }
+
+    pub fn set_tracer(&self, tracer: Option<Arc<Tracer>>) {
+        self.traced.store(tracer.is_some(), Ordering::Relaxed);
+        self.tracer.store(tracer);
     }
 
     /// A destination with one fixed address: the local app, or a passthrough. It

@@ -46,6 +46,8 @@ pub struct Routes {
     /// Per-route state of the rules' filters (counters, rate-limit buckets),
     /// carried over from the previous tables where unchanged.
     pub filters: super::http::filters::State,
+    /// The tracing of each service that traces, by name.
+    pub tracers: crate::trace::tracers::Tracers,
 }
 
 pub type RouteMetrics = HashMap<ResourceName, HashMap<ResourceName, Arc<ServiceMetrics>>>;
@@ -211,7 +213,10 @@ impl Registry {
             .entry((address, protocol, tls, service.clone()))
             .or_insert_with(|| {
                 let metrics = self.inbound_metrics(&service, tls);
-                Destination::fixed(protocol, metrics, address, self.pool_max_idle)
+                let destination =
+                    Destination::fixed(protocol, metrics, address, self.pool_max_idle);
+                destination.set_tracer(self.routes().tracers.get(&*service).cloned());
+                destination
             })
             .clone()
     }
@@ -249,7 +254,10 @@ impl Registry {
     /// Rebuilds the routing tables from a snapshot.
     pub fn apply(&self, snapshot: Arc<Snapshot>) {
         let old = self.current.load_full();
+        let local = Arc::new(self.local_workload(&snapshot));
+        let recorder = crate::trace::tracers::recorder(&self.shared.config, &local);
         let mut routes = Routes {
+            tracers: crate::trace::tracers::build(&snapshot, &recorder, &self.shared.trace),
             snapshot: snapshot.clone(),
             route_metrics: route_metrics(&snapshot),
             filters: super::http::filters::State::build(&snapshot, &old.filters),
@@ -344,6 +352,7 @@ impl Registry {
                         Destination::for_target(port.protocol, metrics.clone(), set, target.clone())
                     }
                 };
+                destination.set_tracer(routes.tracers.get(metrics.service()).cloned());
                 routes.by_target.insert(target, destination);
             }
         }
@@ -375,12 +384,22 @@ impl Registry {
                 gauge.unhealthy.set(0.0);
             }
         }
-        let local = Arc::new(self.local_workload(&snapshot));
         let mut metrics = self.authz_metrics.lock().unwrap_or_else(|e| e.into_inner());
         routes.inbound_policies = InboundPolicies::build(&snapshot, &local, &mut metrics);
         drop(metrics);
         routes.local = local.clone();
-        self.current.store(Arc::new(routes));
+        let routes = Arc::new(routes);
+        self.current.store(routes.clone());
+        // Inbound: each local service's tracing, for the next request. After the
+        // swap, so that a destination made meanwhile took the new tracers already.
+        for ((.., service), destination) in self
+            .inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            destination.set_tracer(routes.tracers.get(&**service).cloned());
+        }
         // After the swap: what `/config_dump` shows is what connections now see.
         self.shared.local.send_replace(local);
         self.shared.applied.send_replace(snapshot);

@@ -26,6 +26,8 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::propagate;
+
 /// The header that tells the mesh a request may be retried after it was sent.
 pub const RETRYABLE: HeaderName = HeaderName::from_static("weft-retryable");
 /// The header every response carries: the replica that answered.
@@ -145,7 +147,10 @@ pub async fn serve<H: Handler>(listener: TcpListener, replica: String, handler: 
             let replica = replica.clone();
             async move {
                 let mut reply = match read(request).await {
-                    Ok(request) => handler.handle(request).await,
+                    Ok(request) => {
+                        let context = propagate::extract(&request.headers);
+                        propagate::within(context, handler.handle(request)).await
+                    }
                     Err(reply) => reply,
                 };
                 reply.headers_mut().insert(SERVED_BY, replica);
@@ -319,9 +324,10 @@ impl Upstream {
         for (name, value) in headers {
             request = request.header(name, *value);
         }
-        let request = request
+        let mut request = request
             .body(Full::new(body))
             .map_err(|_| CallError::Url(url))?;
+        propagate::inject(request.headers_mut());
         let call = async {
             let response = self
                 .client

@@ -45,6 +45,7 @@ mod cart;
 mod http;
 mod orders;
 mod products;
+mod propagate;
 mod shopper;
 mod users;
 

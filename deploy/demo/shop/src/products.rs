@@ -219,9 +219,15 @@ impl ProductsApi {
 
 /// Both calls only read, so they are safe to repeat: tell the mesh (the gRPC form of
 /// the `weft-retryable` header is the same metadata key).
+/// A call marked safe to repeat, carrying the trace context of the request being
+/// handled (if any).
 fn retryable<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert(
+    let metadata = request.metadata_mut();
+    let mut headers = std::mem::take(metadata).into_headers();
+    crate::propagate::inject(&mut headers);
+    *metadata = tonic::metadata::MetadataMap::from_headers(headers);
+    metadata.insert(
         "weft-retryable",
         tonic::metadata::MetadataValue::from_static("true"),
     );

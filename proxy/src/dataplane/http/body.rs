@@ -9,7 +9,8 @@
 //! duration is recorded, a gRPC status is read from the trailers, and a pooled
 //! HTTP/1 connection goes back to its pool (only once its response was read to the
 //! end; a connection with unread bytes cannot carry the next request), and a
-//! tapped request is handed to its taps ([`crate::tap`]).
+//! tapped request is handed to its taps ([`crate::tap`]) and a sampled one's span
+//! ends ([`crate::trace`]).
 //!
 //! [`RequestBody`] is the other direction: a downstream body streamed as it comes,
 //! for a request that may be retried also recorded as it goes (up to a bound), so
@@ -26,6 +27,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::metrics::ServiceMetrics;
 use crate::tap::event::Pending;
+use crate::trace::Span;
 
 use super::filters::tee::Tee;
 use super::h1client::ResponseBody;
@@ -75,6 +77,18 @@ impl ProxyBody {
             _ => pending.finish(status, None),
         }
     }
+
+    /// Ends a sampled request's span when this body ends; a body the proxy made
+    /// itself has ended already. `status`: the response's.
+    pub fn trace(&mut self, span: Box<Span>, status: u16) {
+        match &mut self.0 {
+            Kind::Upstream(Observed {
+                completion: Some(completion),
+                ..
+            }) => completion.span = Some(span),
+            _ => span.finish(status, None),
+        }
+    }
 }
 
 /// What to do when an upstream response ends.
@@ -87,6 +101,8 @@ pub struct Completion {
     pub grpc_pending: bool,
     /// Only while someone taps: the request, to publish when the response ends.
     pub tap: Option<Box<Pending>>,
+    /// Only for a sampled request: its span, to end when the response ends.
+    pub span: Option<Box<Span>>,
 }
 
 /// A body as one of the HTTP stacks received it: hyper's HTTP/1 server (and its
@@ -177,6 +193,9 @@ impl Observed {
         }
         if let Some(tap) = completion.tap {
             tap.finish(completion.status, self.grpc_status);
+        }
+        if let Some(span) = completion.span {
+            span.finish(completion.status, self.grpc_status);
         }
     }
 }

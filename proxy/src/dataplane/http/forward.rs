@@ -21,7 +21,8 @@
 //!
 //! While someone taps ([`crate::tap`]), what the request was goes with its
 //! response and is published when the response ends; while nobody does, that
-//! costs one relaxed load.
+//! costs one relaxed load. A sampled request's span ([`crate::trace`]) travels
+//! the same way; a service that does not trace costs another.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +40,7 @@ use crate::resilience::breaker::Limit;
 use crate::resilience::failover::{self, Feedback, Next, Outcome, Progress};
 use crate::resilience::{backoff, deadline};
 use crate::tap::event::{Attempted, Pending as Tapped};
+use crate::trace::{self, Span};
 
 use super::super::destination::Destination;
 use super::super::endpoint::InFlight;
@@ -72,6 +74,14 @@ const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 pub(super) struct Arrival {
     pub started: Instant,
     pub grpc: bool,
+}
+
+/// What records a request as it goes, to learn which attempt ended it: a tap's
+/// record while someone taps, a sampled request's span.
+#[derive(Default)]
+pub(super) struct Records<'a> {
+    pub tapped: Option<&'a mut Tapped>,
+    pub span: Option<&'a mut Span>,
 }
 
 /// Handles the requests of one downstream connection.
@@ -162,6 +172,8 @@ impl Handler {
                 return rescue(&error, &unknown, grpc);
             }
         };
+        // The tracing of the service the caller addressed (a route may choose another).
+        let tracer = destination.tracer();
         let chosen = match routing::select(&self.cx, destination, &request) {
             Ok(chosen) => chosen,
             Err((error, destination)) => {
@@ -180,12 +192,17 @@ impl Handler {
             true => Some(self.tapped(&request, metrics, started)),
             false => None,
         };
+        let mut span = match &tracer {
+            Some(tracer) => self.span(tracer, &mut request, metrics, started, grpc),
+            None => None,
+        };
         if let Route::Inbound { caller, .. } = &self.route {
             if let Err(denied) = self.cx.registry.authorize(caller) {
                 tracing::debug!(policy = %denied.policy, caller = ?caller.identity, "request denied");
                 metrics.duration.record(started.elapsed().as_secs_f64());
                 let mut response = rescue(&ForwardError::Denied, metrics, grpc);
                 tap(&mut response, tapped);
+                end_span(&mut response, span);
                 return response;
             }
         }
@@ -212,7 +229,10 @@ impl Handler {
                         request,
                         Arrival { started, grpc },
                         rule,
-                        tapped.as_deref_mut(),
+                        Records {
+                            tapped: tapped.as_deref_mut(),
+                            span: span.as_deref_mut(),
+                        },
                     )
                     .await
                 {
@@ -235,7 +255,26 @@ impl Handler {
             debug::name_choice(response.headers_mut(), &destination, rule);
         }
         tap(&mut response, tapped);
+        end_span(&mut response, span);
         response
+    }
+
+    /// Decides whether the request records a span and writes the context it
+    /// carries on (only for a service that traces).
+    #[cold]
+    fn span(
+        &self,
+        tracer: &trace::Tracer,
+        request: &mut Request<ReceivedBody>,
+        metrics: &ServiceMetrics,
+        started: Instant,
+        grpc: bool,
+    ) -> Option<Box<Span>> {
+        let side = match &self.route {
+            Route::Inbound { .. } => trace::Side::Server,
+            _ => trace::Side::Client,
+        };
+        trace::span::begin(tracer, request, side, metrics, started, grpc)
     }
 
     /// What a tap needs of the request as it arrives; the source is the caller's
@@ -287,7 +326,7 @@ impl Handler {
         mut request: Request<ReceivedBody>,
         arrival: Arrival,
         rule: Option<&routing::Matched>,
-        tapped: Option<&mut Tapped>,
+        records: Records<'_>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let Arrival { started, grpc } = arrival;
         // The set as the request arrives: its policy applies to the whole request,
@@ -454,12 +493,15 @@ impl Handler {
         let (Some(result), Some(endpoint)) = (last, answered) else {
             return Err(ForwardError::NoEndpoint);
         };
-        if let Some(tapped) = tapped {
+        if let Some(tapped) = records.tapped {
             tapped.attempted(Attempted {
                 endpoint: endpoint.address,
                 identified: endpoint.tls.is_some(),
                 retries: retried,
             });
+        }
+        if let Some(span) = records.span {
+            span.attempted(endpoint.address, retried);
         }
         // The answering endpoint's identity labels the response (`metrics::peers`).
         let metrics = match &endpoint.peer {
@@ -667,6 +709,7 @@ fn respond(
         status,
         grpc_pending,
         tap: None,
+        span: None,
     };
     Response::from_parts(parts, ProxyBody::upstream(body, completion))
 }
@@ -677,6 +720,15 @@ fn tap(response: &mut Response<ProxyBody>, tapped: Option<Box<Tapped>>) {
         tapped.set_grpc_status(grpc_status(response.headers()));
         let status = response.status().as_u16();
         response.body_mut().tap(tapped, status);
+    }
+}
+
+/// Ends a sampled request's span with its response (when the response ends).
+fn end_span(response: &mut Response<ProxyBody>, span: Option<Box<Span>>) {
+    if let Some(mut span) = span {
+        span.set_grpc_status(grpc_status(response.headers()));
+        let status = response.status().as_u16();
+        response.body_mut().trace(span, status);
     }
 }
 

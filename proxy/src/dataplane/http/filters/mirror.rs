@@ -41,7 +41,7 @@ use crate::metrics::RouteFilterMetrics;
 use super::super::super::error::rescue;
 use super::super::super::Context;
 use super::super::body::ReceivedBody;
-use super::super::forward::{Arrival, Handler};
+use super::super::forward::{Arrival, Handler, Records};
 use super::super::Route;
 use super::tee::{self, Tee};
 
@@ -146,7 +146,14 @@ pub(super) fn send(
                 grpc,
             };
             match handler
-                .forward(&destination, metrics, copy, arrival, None, None)
+                .forward(
+                    &destination,
+                    metrics,
+                    copy,
+                    arrival,
+                    None,
+                    Records::default(),
+                )
                 .await
             {
                 Ok(response) => {
