@@ -13,6 +13,9 @@
 //!   served on the control runtime, off the data path.
 //! - [`tap`]: the live stream of finished HTTP requests behind `/tap`; one relaxed
 //!   load per request while nobody taps.
+//! - [`access_log`]: JSON lines on stdout for the sampled requests of services
+//!   whose access log is on; a bounded queue to one writer thread.
+//! - [`record`]: what a tapped or logged request carries to its response's end.
 //! - [`drain`]: the shutdown primitive every listener and task watches.
 //! - [`shutdown`]: the shutdown sequence (withdraw the endpoint, drain, exit).
 //! - [`health`]: the active health check of the proxy's own application.
@@ -33,6 +36,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod capture;
@@ -48,6 +52,7 @@ pub mod init;
 pub mod limits;
 pub mod local;
 pub mod metrics;
+pub mod record;
 pub mod resilience;
 pub mod shutdown;
 pub mod snapshot;

@@ -245,6 +245,10 @@ fn describe() {
         "weft_tap_events_dropped_total",
         "Finished requests a running tap (GET /tap) matched but did not get, by reason (rate: over its max_rps; queue_full: its reader fell behind)."
     );
+    describe_counter!(
+        crate::access_log::DROPPED,
+        "Access log lines dropped because the queue to the writer of stdout was full."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the labels describe this build.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

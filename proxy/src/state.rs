@@ -120,6 +120,8 @@ pub struct Shared {
     pub workload_health: watch::Sender<WorkloadHealth>,
     /// Who taps the data path's requests (`GET /tap`).
     pub tap: Arc<crate::tap::Hub>,
+    /// Where sampled requests' access log lines go (stdout).
+    pub access_log: Arc<crate::access_log::Writer>,
 }
 
 impl Shared {
@@ -128,7 +130,6 @@ impl Shared {
         let identity = IdentityState::new(config.identity.is_some());
         Arc::new(Shared {
             identity,
-            config,
             snapshot,
             applied: watch::channel(Arc::new(Snapshot::default())).0,
             endpoint_states: OnceLock::new(),
@@ -138,6 +139,8 @@ impl Shared {
             source: Mutex::new(ConfigSource::None),
             workload_health: watch::channel(WorkloadHealth::Healthy).0,
             tap: Arc::new(crate::tap::Hub::new()),
+            access_log: Arc::new(crate::access_log::Writer::new(!config.no_access_log)),
+            config,
         })
     }
 

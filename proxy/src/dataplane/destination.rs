@@ -19,11 +19,11 @@
 //! without routes pays one relaxed load to learn it need not look for them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
-use weft_proto::model::{Protocol, Resilience};
+use weft_proto::model::{Protocol, Resilience, Sampling};
 
 use crate::balance::Picker;
 use crate::metrics::ServiceMetrics;
@@ -58,6 +58,9 @@ pub struct Destination {
     routed: AtomicBool,
     /// What routing a request needs, resolved when the snapshot was applied.
     routing: ArcSwapOption<Routing>,
+    /// The service's access log share in millionths plus one; 0: off. Set by the
+    /// registry on every snapshot, read by every request (one relaxed load).
+    access_log: AtomicU32,
 }
 
 /// The endpoints a destination currently balances over, and how.
@@ -176,6 +179,7 @@ impl Destination {
             target,
             routed: AtomicBool::new(false),
             routing: ArcSwapOption::empty(),
+            access_log: AtomicU32::new(0),
         }
     }
 
@@ -193,6 +197,22 @@ impl Destination {
     pub fn set_routing(&self, routing: Option<Arc<Routing>>) {
         self.routed.store(routing.is_some(), Ordering::Relaxed);
         self.routing.store(routing);
+    }
+
+    /// Whether this request (or connection) goes into the access log: off unless
+    /// the service's telemetry turns it on, then a draw against its share.
+    #[inline]
+    pub fn logs_one(&self) -> bool {
+        match self.access_log.load(Ordering::Relaxed) {
+            0 => false,
+            share => Sampling::from_per_million(share - 1).admits(rand::random()),
+        }
+    }
+
+    /// The service's access log share as of the last snapshot; `None`: off.
+    pub fn set_access_log(&self, share: Option<Sampling>) {
+        let encoded = share.map_or(0, |s| s.per_million() + 1);
+        self.access_log.store(encoded, Ordering::Relaxed);
     }
 
     /// A destination with one fixed address: the local app, or a passthrough. It

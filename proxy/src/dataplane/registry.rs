@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use weft_proto::model::route::{Route, RouteRule};
-use weft_proto::model::{Health, Locality, MtlsMode, Protocol, ResourceName, Service, SpiffeId};
+use weft_proto::model::{
+    Health, Locality, MtlsMode, Protocol, ResourceName, Sampling, Service, SpiffeId,
+};
 
 use crate::drain;
 use crate::local::{self, Local};
@@ -197,9 +199,28 @@ impl Registry {
             .entry((address, protocol, tls, service.clone()))
             .or_insert_with(|| {
                 let metrics = self.inbound_metrics(&service, tls);
-                Destination::fixed(protocol, metrics, address, self.pool_max_idle)
+                let destination =
+                    Destination::fixed(protocol, metrics, address, self.pool_max_idle);
+                let snapshot = &self.routes().snapshot;
+                destination.set_access_log(self.local_access_log(snapshot, &service));
+                destination
             })
             .clone()
+    }
+
+    /// A service's access log share, unless `--no-access-log` keeps them all off.
+    fn access_log_share(&self, service: &Service) -> Option<Sampling> {
+        let log = service.telemetry.access_log?;
+        self.shared.access_log.enabled.then_some(log.sampling)
+    }
+
+    /// The access log share of the local service labelled `service` (its name).
+    fn local_access_log(&self, snapshot: &Snapshot, service: &str) -> Option<Sampling> {
+        let (_, view) = snapshot
+            .services
+            .iter()
+            .find(|(name, _)| !service.is_empty() && name.to_string() == service)?;
+        self.access_log_share(&view.service)
     }
 
     /// The protocol the mesh declares for the local port a client dialled, if any.
@@ -325,6 +346,7 @@ impl Registry {
                         Destination::for_target(port.protocol, metrics.clone(), set, target.clone())
                     }
                 };
+                destination.set_access_log(self.access_log_share(&view.service));
                 routes.by_target.insert(target, destination);
             }
         }
@@ -362,6 +384,16 @@ impl Registry {
         drop(metrics);
         routes.local = local.clone();
         self.current.store(Arc::new(routes));
+        // Inbound requests follow the local service's setting (by its metrics
+        // label), so a push switches those of connections already open too.
+        for ((.., service), destination) in self
+            .inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            destination.set_access_log(self.local_access_log(&snapshot, service));
+        }
         // After the swap: what `/config_dump` shows is what connections now see.
         self.shared.local.send_replace(local);
         self.shared.applied.send_replace(snapshot);

@@ -9,7 +9,7 @@
 //! duration is recorded, a gRPC status is read from the trailers, and a pooled
 //! HTTP/1 connection goes back to its pool (only once its response was read to the
 //! end; a connection with unread bytes cannot carry the next request), and a
-//! tapped request is handed to its taps ([`crate::tap`]).
+//! recorded request (tapped or access-logged, [`crate::record`]) is finished.
 //!
 //! [`RequestBody`] is the other direction: a downstream body streamed as it comes,
 //! for a request that may be retried also recorded as it goes (up to a bound), so
@@ -24,8 +24,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::access_log::line::Flags;
 use crate::metrics::ServiceMetrics;
-use crate::tap::event::Pending;
+use crate::record::Record;
 
 use super::filters::tee::Tee;
 use super::h1client::ResponseBody;
@@ -64,15 +65,19 @@ impl ProxyBody {
         }))
     }
 
-    /// Hands the tapped request to its taps when this body ends; a body the proxy
-    /// made itself has ended already. `status`: the response's.
-    pub fn tap(&mut self, pending: Box<Pending>, status: u16) {
+    /// Finishes the recorded request when this body ends; a body the proxy made
+    /// itself has ended already. `status`: the response's.
+    pub fn record(&mut self, mut record: Box<Record>, status: u16) {
         match &mut self.0 {
             Kind::Upstream(Observed {
                 completion: Some(completion),
                 ..
-            }) => completion.tap = Some(pending),
-            _ => pending.finish(status, None),
+            }) => completion.record = Some(record),
+            Kind::Full(bytes) => {
+                record.sent(bytes.as_ref().map_or(0, |b| b.len() as u64));
+                record.finish(status, None)
+            }
+            Kind::Upstream(_) => record.finish(status, None),
         }
     }
 }
@@ -85,8 +90,8 @@ pub struct Completion {
     /// The response is gRPC and its status was not in the headers: it will be in
     /// the trailers, and the response is counted when they arrive.
     pub grpc_pending: bool,
-    /// Only while someone taps: the request, to publish when the response ends.
-    pub tap: Option<Box<Pending>>,
+    /// Only for a tapped or logged request: what to finish when the response ends.
+    pub record: Option<Box<Record>>,
 }
 
 /// A body as one of the HTTP stacks received it: hyper's HTTP/1 server (and its
@@ -162,7 +167,16 @@ pub struct Observed {
 }
 
 impl Observed {
-    fn finish(&mut self) {
+    /// Counts a recorded response's body bytes (a branch for any other).
+    fn count(&mut self, frame: &Frame<Bytes>) {
+        let record = self.completion.as_mut().and_then(|c| c.record.as_mut());
+        if let (Some(record), Some(data)) = (record, frame.data_ref()) {
+            record.sent(data.len() as u64);
+        }
+    }
+
+    /// `cut`: why the response ended before its end, when it did.
+    fn finish(&mut self, cut: Option<Flags>) {
         let Some(completion) = self.completion.take() else {
             return;
         };
@@ -175,15 +189,20 @@ impl Observed {
                 .metrics
                 .response(completion.status, self.grpc_status);
         }
-        if let Some(tap) = completion.tap {
-            tap.finish(completion.status, self.grpc_status);
+        if let Some(mut record) = completion.record {
+            if let Some(cut) = cut {
+                record.flag(cut);
+            }
+            record.finish(completion.status, self.grpc_status);
         }
     }
 }
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        self.finish();
+        // Dropped before its end: the client went away (or its stream was reset).
+        let cut = (!self.inner.is_end_stream()).then_some(Flags::DC);
+        self.finish(cut);
     }
 }
 
@@ -403,8 +422,10 @@ impl Body for ProxyBody {
                         if let Some(trailers) = frame.trailers_ref() {
                             body.grpc_status = grpc_status(trailers);
                         }
+                        body.count(frame);
                     }
-                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => body.finish(),
+                    Poll::Ready(None) => body.finish(None),
+                    Poll::Ready(Some(Err(_))) => body.finish(Some(Flags::UC)),
                     Poll::Pending => {}
                 }
                 polled

@@ -19,10 +19,12 @@
 //! it ([`filters`]); its timeouts and retries then stand in for the service's
 //! ([`InForce`]), which costs a request no route chose nothing.
 //!
-//! While someone taps ([`crate::tap`]), what the request was goes with its
-//! response and is published when the response ends; while nobody does, that
-//! costs one relaxed load.
+//! While someone taps ([`crate::tap`]), or when the request is drawn into its
+//! service's access log ([`crate::access_log`]), what the request was goes with
+//! its response as a [`Record`] and is finished when the response ends; while
+//! neither, that costs two relaxed loads.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,11 +36,12 @@ use hyper_util::rt::TokioIo;
 use weft_proto::model::route::InForce;
 use weft_proto::model::Protocol;
 
+use crate::access_log::line::Flags;
 use crate::metrics::{Direction, ServiceMetrics};
+use crate::record::{Attempted, Readers, Record};
 use crate::resilience::breaker::Limit;
 use crate::resilience::failover::{self, Feedback, Next, Outcome, Progress};
 use crate::resilience::{backoff, deadline};
-use crate::tap::event::{Attempted, Pending as Tapped};
 
 use super::super::destination::Destination;
 use super::super::endpoint::InFlight;
@@ -78,6 +81,8 @@ pub(super) struct Arrival {
 pub struct Handler {
     cx: Arc<Context>,
     route: Route,
+    /// The client's address and the one it reached, for access log lines.
+    downstream: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// The request to send on each attempt: the original one (until an attempt
@@ -147,8 +152,16 @@ impl Pending {
 }
 
 impl Handler {
-    pub fn new(cx: Arc<Context>, route: Route) -> Handler {
-        Handler { cx, route }
+    pub fn new(
+        cx: Arc<Context>,
+        route: Route,
+        downstream: Option<(SocketAddr, SocketAddr)>,
+    ) -> Handler {
+        Handler {
+            cx,
+            route,
+            downstream,
+        }
     }
 
     pub async fn handle(&self, mut request: Request<ReceivedBody>) -> Response<ProxyBody> {
@@ -172,16 +185,13 @@ impl Handler {
         let destination = chosen.destination;
         let metrics = chosen.metrics.as_ref().unwrap_or(&destination.metrics);
         metrics.requests.increment(1);
-        let mut tapped = match self.cx.shared.tap.is_tapped() {
-            true => Some(self.tapped(&request, metrics, started)),
-            false => None,
-        };
+        let mut record = self.record(&request, &destination, metrics, started);
         if let Route::Inbound { caller, .. } = &self.route {
             if let Err(denied) = self.cx.registry.authorize(caller) {
                 tracing::debug!(policy = %denied.policy, caller = ?caller.identity, "request denied");
                 metrics.duration.record(started.elapsed().as_secs_f64());
                 let mut response = rescue(&ForwardError::Denied, metrics, grpc);
-                tap(&mut response, tapped);
+                carry(&mut response, record);
                 return response;
             }
         }
@@ -195,6 +205,11 @@ impl Handler {
         let mut response = match answer {
             // A filter answered: nothing is forwarded.
             Some(answer) => {
+                if let (Some(record), Some(message)) =
+                    (&mut record, answer.headers().get("weft-proxy-error"))
+                {
+                    record.flag(Flags::of_filter_answer(message.as_bytes()));
+                }
                 metrics.response(answer.status().as_u16(), grpc_status(answer.headers()));
                 metrics.duration.record(started.elapsed().as_secs_f64());
                 answer
@@ -208,7 +223,7 @@ impl Handler {
                         request,
                         Arrival { started, grpc },
                         rule,
-                        tapped.as_deref_mut(),
+                        record.as_deref_mut(),
                     )
                     .await
                 {
@@ -219,6 +234,9 @@ impl Handler {
                     }
                     Err(error) => {
                         metrics.duration.record(started.elapsed().as_secs_f64());
+                        if let Some(record) = &mut record {
+                            record.flag(Flags::of(error.class()));
+                        }
                         rescue(&error, metrics, grpc)
                     }
                 }
@@ -230,25 +248,49 @@ impl Handler {
         if self.cx.settings.debug_headers {
             debug::name_choice(response.headers_mut(), &destination, rule);
         }
-        tap(&mut response, tapped);
+        carry(&mut response, record);
         response
     }
 
-    /// What a tap needs of the request as it arrives; the source is the caller's
-    /// identity inbound, this proxy's outbound.
+    /// The request's record, when someone taps or it is drawn into its
+    /// destination's access log; else `None`, having allocated nothing.
+    #[inline]
+    fn record(
+        &self,
+        request: &Request<ReceivedBody>,
+        destination: &Destination,
+        metrics: &ServiceMetrics,
+        started: Instant,
+    ) -> Option<Box<Record>> {
+        let tapped = self.cx.shared.tap.is_tapped();
+        let logged = destination.logs_one();
+        if !(tapped || logged) {
+            return None;
+        }
+        Some(self.new_record(request, metrics, started, tapped, logged))
+    }
+
     #[cold]
-    fn tapped(
+    fn new_record(
         &self,
         request: &Request<ReceivedBody>,
         metrics: &ServiceMetrics,
         started: Instant,
-    ) -> Box<Tapped> {
-        let source = match &self.route {
+        tapped: bool,
+        logged: bool,
+    ) -> Box<Record> {
+        let shared = &self.cx.shared;
+        let caller = match &self.route {
             Route::Inbound { caller, .. } => caller.identity.as_ref().map(ToString::to_string),
-            _ => (self.cx.shared.identity.current()).map(|own| own.spiffe_id.to_string()),
+            _ => None,
         };
-        let hub = self.cx.shared.tap.clone();
-        Box::new(Tapped::new(hub, request, metrics, source, started))
+        let own = (shared.identity.current()).map(|own| own.spiffe_id.to_string());
+        let readers = Readers {
+            tap: tapped.then(|| shared.tap.clone()),
+            log: logged.then(|| shared.access_log.clone()),
+            downstream: self.downstream,
+        };
+        Box::new(Record::new(readers, request, metrics, caller, own, started))
     }
 
     fn destination(
@@ -283,7 +325,7 @@ impl Handler {
         mut request: Request<ReceivedBody>,
         arrival: Arrival,
         rule: Option<&routing::Matched>,
-        tapped: Option<&mut Tapped>,
+        record: Option<&mut Record>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let Arrival { started, grpc } = arrival;
         // The set as the request arrives: its policy applies to the whole request,
@@ -450,11 +492,18 @@ impl Handler {
         let (Some(result), Some(endpoint)) = (last, answered) else {
             return Err(ForwardError::NoEndpoint);
         };
-        if let Some(tapped) = tapped {
-            tapped.attempted(Attempted {
+        if let Some(record) = record {
+            let failed = result
+                .as_ref()
+                .map_or(true, |r| r.status().is_server_error());
+            if retried > 0 && failed {
+                record.flag(Flags::URX);
+            }
+            record.attempted(Attempted {
                 endpoint: endpoint.address,
-                identified: endpoint.tls.is_some(),
+                identity: endpoint.tls.as_ref().map(ToString::to_string),
                 retries: retried,
+                answered_after: started.elapsed(),
             });
         }
         self.finish(
@@ -657,17 +706,17 @@ fn respond(
         started,
         status,
         grpc_pending,
-        tap: None,
+        record: None,
     };
     Response::from_parts(parts, ProxyBody::upstream(body, completion))
 }
 
-/// Sends a tapped request's response on to its taps (when it ends).
-fn tap(response: &mut Response<ProxyBody>, tapped: Option<Box<Tapped>>) {
-    if let Some(mut tapped) = tapped {
-        tapped.set_grpc_status(grpc_status(response.headers()));
+/// Carries a recorded request with its response, to be finished when it ends.
+fn carry(response: &mut Response<ProxyBody>, record: Option<Box<Record>>) {
+    if let Some(mut record) = record {
+        record.set_grpc_status(grpc_status(response.headers()));
         let status = response.status().as_u16();
-        response.body_mut().tap(tapped, status);
+        response.body_mut().record(record, status);
     }
 }
 
