@@ -11,8 +11,8 @@
 # connection for h1, 16 streams per connection for h2. Each scenario is a second
 # run after a run that only starts and stops the proxy; the report is
 # (run - startup) / REQUESTS, leaving out quanta's clock calibration (it loops on
-# the clock for a fixed time, so its count varies). WEFT_BENCH_RESILIENCE=off and
-# WEFT_BENCH_ROUTES are honoured as by custom-weft.sh. Profiles stay in the output
+# the clock for a fixed time, so its count varies). WEFT_BENCH_RESILIENCE=off,
+# WEFT_BENCH_ROUTES and WEFT_BENCH_ACCESS_LOG are honoured as by custom-weft.sh. Profiles stay in the output
 # directory for callgrind_annotate. Needs valgrind, nginx, h2load and curl.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -13,6 +13,9 @@
 # WEFT_BENCH_ROUTES=N attaches N HTTPRoutes to bench/http and N to bench/h2, of which only the last
 # (PathPrefix /, below N-1 Exact paths in precedence) matches the benchmark's
 # requests: the cost of route selection at its worst for N routes.
+# WEFT_BENCH_ACCESS_LOG=PERCENT turns every service's access log on with that
+# sampling share (telemetry.accessLog.samplingPercent); the lines go to the
+# proxy's stdout, the harness's log file of it.
 # BENCH_ADMIN_PORT, BENCH_OUTBOUND_PORT and BENCH_INBOUND_PORT move the listeners
 # the harness does not use (defaults 22090, 22001, 22006).
 # WEFT_BENCH_INBOUND=1 measures the inbound path instead on the HTTP port: the
@@ -22,12 +25,16 @@
 set -euo pipefail
 proxy=$1 http=$2 h2=$3 tcp=$4 l4=$5
 cfg=$BENCH_OUT/weft-mesh.yaml
-resilience=""
+extra=""
 if [[ ${WEFT_BENCH_RESILIENCE:-on} == off ]]; then
-  resilience="
+  extra="
   retries: {maxRetries: 0}
   outlierDetection: {consecutiveFailures: 0}
   circuitBreakers: {maxConnections: 4294967295, maxPendingRequests: 4294967295, maxRequests: 4294967295}"
+fi
+if [[ -n ${WEFT_BENCH_ACCESS_LOG:-} ]]; then
+  extra+="
+  telemetry: {accessLog: {samplingPercent: $WEFT_BENCH_ACCESS_LOG}}"
 fi
 
 endpoints() {
@@ -40,7 +47,7 @@ kind: Service
 metadata: {name: $1, namespace: bench}
 spec:
   ports: [{port: 80, protocol: $2}]
-  loadBalancer: round_robin$resilience
+  loadBalancer: round_robin$extra
 DOC
 }
 {
