@@ -4,15 +4,16 @@
 //! log. curl (HTTP/1.1) and h2load (h2c) make the traffic; a dead endpoint and an
 //! injected fault give the response flags; a 10% share logs about 10% of the
 //! requests; and applying the Service without `accessLog` stops the lines, all on
-//! one proxy process that is never restarted.
+//! one proxy process that is never restarted. A server-side proxy logs its inbound
+//! requests by its own service's setting, and grpcio's calls carry their status.
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_e2e::mesh::{named_app, shop_service, weftctl_ok, App, ControlPlane, Proxy};
-use weft_e2e::{free_port, loopback, promtool_check, run, wait_for, which};
+use weft_e2e::mesh::{named_app, shop_service, weftctl_ok, App, ControlPlane, Pod, Proxy};
+use weft_e2e::{free_port, grpc, loopback, promtool_check, run, wait_for, which};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -271,4 +272,79 @@ fn access_logs_follow_the_service_setting_on_a_running_proxy() {
         "{metrics}"
     );
     promtool_check(&metrics);
+}
+
+/// The server-side proxy logs its inbound requests by its own service's setting,
+/// and gRPC calls carry their status (from the trailers, or a trailers-only answer).
+#[test]
+fn inbound_and_grpc_requests_are_logged_by_their_services() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = grpc::script(dir.path());
+    let echo = grpc::app(&script, "echo");
+    let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
+    let config = "kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  ports: [{port: 80, protocol: http1}]
+  telemetry: {accessLog: {samplingPercent: 100}}
+---
+"
+    .to_owned()
+        + &shop_service(
+            "echo",
+            "grpc",
+            echo.addr,
+            "  telemetry: {accessLog: {samplingPercent: 100}}",
+        );
+    weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&config));
+    let pod = Pod::start(dir.path(), &cp.address(), "shop/api", "api", &[], &[]);
+    let (api_listen, echo_listen) = (loopback(free_port()), loopback(free_port()));
+    let upstreams = [
+        format!("shop/api={api_listen}"),
+        format!("shop/echo={echo_listen}"),
+    ];
+    let flags = ["--upstream", &upstreams[0], "--upstream", &upstreams[1]];
+    let client = Proxy::start(dir.path(), "client", &cp.address(), &flags);
+    client.wait_ready();
+
+    wait_for("the api pod to answer through the mesh", WAIT, || {
+        let output = run(Command::new(which("curl"))
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://{api_listen}/in")));
+        (output.stdout == b"200").then_some(())
+    });
+    let inbound = wait_for("the pod's inbound line", WAIT, || {
+        lines_for(&pod.proxy, "/in").pop()
+    });
+    assert_eq!(inbound["direction"], "inbound", "{inbound}");
+    assert_eq!(inbound["upstream_cluster"], "shop/api", "{inbound}");
+    assert_eq!(
+        inbound["upstream_host"],
+        pod.app.addr.to_string(),
+        "{inbound}"
+    );
+    assert_eq!(inbound["response_code"], 200, "{inbound}");
+    let outbound = wait_for("the client's line", WAIT, || {
+        lines_for(&client, "/in").pop()
+    });
+    assert_eq!(outbound["direction"], "outbound", "{outbound}");
+    assert_eq!(outbound["upstream_host"], pod.endpoint(), "{outbound}");
+
+    let target = echo_listen.to_string();
+    let ok = grpc::client(&script, &["served", &target, "/weft.test.Echo/Unary"]);
+    assert_eq!(ok["code"], "OK", "{ok}");
+    let missing = grpc::client(&script, &["served", &target, "/weft.test.Echo/Missing"]);
+    assert_eq!(missing["code"], "UNIMPLEMENTED", "{missing}");
+    let unary = wait_for("the unary call's line", WAIT, || {
+        lines_for(&client, "/weft.test.Echo/Unary").pop()
+    });
+    assert_eq!(unary["protocol"], "HTTP/2", "{unary}");
+    assert_eq!(unary["method"], "POST", "{unary}");
+    assert_eq!(unary["grpc_status"], 0, "{unary}");
+    assert_eq!(unary["upstream_cluster"], "shop/echo", "{unary}");
+    assert!(unary["bytes_sent"].as_u64() > Some(0), "{unary}");
+    let missing = wait_for("the missing method's line", WAIT, || {
+        lines_for(&client, "/weft.test.Echo/Missing").pop()
+    });
+    assert_eq!(missing["grpc_status"], 12, "{missing}");
 }
