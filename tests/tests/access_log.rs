@@ -58,6 +58,14 @@ fn curl_many(listen: SocketAddr, path: &str, n: usize, extra: &[&str]) -> Vec<u1
     statuses
 }
 
+/// One GET's status; 0 when there was no answer (while a push is on its way).
+fn answers(listen: SocketAddr, path: &str) -> u16 {
+    let output = run(Command::new(which("curl"))
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{listen}{path}")));
+    String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0)
+}
+
 /// The services of the test: `web` (an app that answers) and `web2` (an app that
 /// speaks HTTP/2 too, declared `http2` so that its listener takes h2c) with
 /// `telemetry` (spec lines), `dead` (an endpoint nobody listens on) and `db`
@@ -136,10 +144,7 @@ fn access_logs_follow_the_service_setting_on_a_running_proxy() {
     );
     proxy.wait_ready();
     wait_for("web to answer", WAIT, || {
-        let output = run(Command::new(which("curl"))
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-            .arg(format!("http://{listen}/ready")));
-        (output.stdout == b"200").then_some(())
+        (answers(listen, "/ready") == 200).then_some(())
     });
     assert!(curl_many(listen, "/quiet", 50, &[])
         .iter()
@@ -308,10 +313,7 @@ spec:
     client.wait_ready();
 
     wait_for("the api pod to answer through the mesh", WAIT, || {
-        let output = run(Command::new(which("curl"))
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-            .arg(format!("http://{api_listen}/in")));
-        (output.stdout == b"200").then_some(())
+        (answers(api_listen, "/in") == 200).then_some(())
     });
     let inbound = wait_for("the pod's inbound line", WAIT, || {
         lines_for(&pod.proxy, "/in").pop()
