@@ -212,8 +212,9 @@ fn access_logs_follow_the_service_setting_on_a_running_proxy() {
         (found.len() == 100).then_some(found)
     });
     assert!(
-        h2.iter()
-            .all(|l| l["protocol"] == "HTTP/2" && l["response_code"] == 200),
+        h2.iter().all(|l| l["protocol"] == "HTTP/2"
+            && l["response_code"] == 200
+            && l["response_flags"] == "-"),
         "{:?}",
         h2[0]
     );
@@ -326,6 +327,7 @@ spec:
         "{inbound}"
     );
     assert_eq!(inbound["response_code"], 200, "{inbound}");
+    assert_eq!(inbound["response_flags"], "-", "{inbound}");
     let outbound = wait_for("the client's line", WAIT, || {
         lines_for(&client, "/in").pop()
     });
@@ -343,6 +345,7 @@ spec:
     assert_eq!(unary["protocol"], "HTTP/2", "{unary}");
     assert_eq!(unary["method"], "POST", "{unary}");
     assert_eq!(unary["grpc_status"], 0, "{unary}");
+    assert_eq!(unary["response_flags"], "-", "{unary}");
     assert_eq!(unary["upstream_cluster"], "shop/echo", "{unary}");
     assert!(unary["bytes_sent"].as_u64() > Some(0), "{unary}");
     let missing = wait_for("the missing method's line", WAIT, || {

@@ -200,6 +200,9 @@ impl Observed {
 
 impl Drop for Observed {
     fn drop(&mut self) {
+        if self.completion.is_none() {
+            return;
+        }
         // Dropped before its end: the client went away (or its stream was reset).
         let cut = (!self.inner.is_end_stream()).then_some(Flags::DC);
         self.finish(cut);
