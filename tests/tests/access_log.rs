@@ -70,7 +70,7 @@ fn answers(listen: SocketAddr, path: &str) -> u16 {
 /// speaks HTTP/2 too, declared `http2` so that its listener takes h2c) with
 /// `telemetry` (spec lines), `dead` (an endpoint nobody listens on) and `db`
 /// (opaque TCP to the first app) with `others`, and an HTTPRoute on `web`
-/// aborting `/fault`.
+/// aborting `/fault`, and one on `web2` taking only `/h2`.
 fn mesh(apps: [SocketAddr; 3], telemetry: &str, others: &str) -> String {
     let [web, web2, dead] = apps;
     shop_service("web", "http1", web, telemetry)
@@ -85,6 +85,10 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /fault}}]
     filters: [{type: weft.io/Fault, fault: {abort: {httpStatus: 503, percent: 100}}}]
   - matches: [{path: {type: PathPrefix, value: /}}]
+---
+kind: HTTPRoute
+metadata: {name: web2-h2, namespace: shop}
+spec: {parentRefs: [{name: web2, port: 80}], rules: [{matches: [{path: {type: PathPrefix, value: /h2}}]}]}
 "
 }
 
@@ -230,6 +234,22 @@ fn access_logs_follow_the_service_setting_on_a_running_proxy() {
     assert_eq!(fault["response_flags"], "FI", "{fault}");
     assert_eq!(fault["route_name"], "shop/web-faults", "{fault}");
     assert_eq!(fault["upstream_host"], Value::Null, "{fault}");
+    let output = run(Command::new(which("curl"))
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://{h2_listen}/nomatch")));
+    assert_eq!(output.stdout, b"404");
+    let nomatch = wait_for("the unmatched request's line", WAIT, || {
+        lines_for(&proxy, "/nomatch").pop()
+    });
+    assert_eq!(nomatch["response_flags"], "NR", "{nomatch}");
+    assert_eq!(nomatch["upstream_cluster"], "shop/web2", "{nomatch}");
     let dead_line = mark(&proxy, dead_listen, "dead");
     assert_eq!(dead_line["response_flags"], "UF", "{dead_line}");
     assert_eq!(dead_line["upstream_cluster"], "shop/dead", "{dead_line}");

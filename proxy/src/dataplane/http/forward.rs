@@ -179,7 +179,15 @@ impl Handler {
             Ok(chosen) => chosen,
             Err((error, destination)) => {
                 destination.metrics.requests.increment(1);
-                return rescue(&error, &destination.metrics, grpc);
+                let mut response = rescue(&error, &destination.metrics, grpc);
+                // No rule matched, or the rule has no backend: the parent
+                // service's log says so (NR, NC).
+                let mut record = self.record(&request, &destination, &destination.metrics, started);
+                if let Some(record) = &mut record {
+                    record.flag(Flags::of(error.class()));
+                }
+                carry(&mut response, record);
+                return response;
             }
         };
         let destination = chosen.destination;
