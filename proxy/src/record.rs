@@ -8,13 +8,16 @@
 //! [`Event`] and/or an access log [`Line`], from the same facts.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::{HeaderName, Request, Version};
+use hyper::body::Body;
 
 use crate::access_log::line::{Flags, Line};
 use crate::access_log::Writer;
+use crate::dataplane::http::body::{Measured, ReceivedBody};
 use crate::metrics::ServiceMetrics;
 use crate::tap::event::{rfc3339, Event};
 use crate::tap::Hub;
@@ -66,6 +69,8 @@ pub struct Record {
     logged: Option<Box<LoggedHeaders>>,
     /// The request body's length when it was known on arrival.
     bytes_received: u64,
+    /// Else its bytes as they are read ([`Record::measure`]).
+    measured: Option<Arc<AtomicU64>>,
     /// Inbound: whether the caller came in over mTLS; outbound: from [`Attempted`].
     tls: bool,
     /// A gRPC status the response headers carried (a trailers-only response).
@@ -84,7 +89,7 @@ struct LoggedHeaders {
 
 impl Record {
     /// `caller`: the caller's identity, inbound; `own`: this proxy's.
-    pub fn new<B: hyper::body::Body>(
+    pub fn new<B: Body>(
         readers: Readers,
         request: &Request<B>,
         metrics: &ServiceMetrics,
@@ -130,11 +135,27 @@ impl Record {
             version: request.version(),
             logged,
             bytes_received: request.body().size_hint().exact().unwrap_or(0),
+            measured: None,
             grpc_status: None,
             attempted: None,
             flags: Flags::default(),
             bytes_sent: 0,
         }
+    }
+
+    /// Counts the bytes of a logged request's body whose length was not declared
+    /// (a streamed gRPC call, a chunked upload) as they are read.
+    pub fn measure(&mut self, body: &mut ReceivedBody) {
+        if self.readers.log.is_none() || body.size_hint().exact().is_some() {
+            return;
+        }
+        let bytes = Arc::new(AtomicU64::new(0));
+        let inner = std::mem::replace(body, ReceivedBody::Empty);
+        *body = ReceivedBody::Measured(Box::new(Measured {
+            inner,
+            bytes: bytes.clone(),
+        }));
+        self.measured = Some(bytes);
     }
 
     pub fn attempted(&mut self, hop: Attempted) {
@@ -204,7 +225,10 @@ impl Record {
             protocol: protocol(self.version),
             response_code: status,
             response_flags: &self.flags.render(),
-            bytes_received: self.bytes_received,
+            bytes_received: self
+                .measured
+                .as_ref()
+                .map_or(self.bytes_received, |m| m.load(Ordering::Relaxed)),
             bytes_sent: self.bytes_sent,
             duration: latency.as_millis() as u64,
             upstream_service_time: hop.map(|h| h.answered_after.as_millis() as u64),

@@ -226,6 +226,31 @@ fn access_logs_follow_the_service_setting_on_a_running_proxy() {
         |l| l["upstream_host"] == web2.addr.to_string() && l["upstream_cluster"] == "shop/web2"
     ));
 
+    // A streamed upload of undeclared length (h2, no content-length): its bytes
+    // are counted as they pass.
+    let mut upload = Command::new(which("curl"))
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-T",
+            "-",
+        ])
+        .arg(format!("http://{h2_listen}/h2/upload"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut stdin = upload.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, &[b'x'; 5000]).expect("write the upload");
+    drop(stdin);
+    assert!(upload.wait().expect("curl").success());
+    let uploaded = wait_for("the upload's line", WAIT, || {
+        lines_for(&proxy, "/h2/upload").pop()
+    });
+    assert_eq!(uploaded["method"], "PUT", "{uploaded}");
+    assert_eq!(uploaded["bytes_received"], 5000, "{uploaded}");
+
     // Failures carry Envoy's flags: an injected fault, an endpoint nobody listens on.
     assert_eq!(curl_many(listen, "/fault", 1, &[]), [503]);
     let fault = wait_for("the fault's line", WAIT, || {
@@ -368,6 +393,7 @@ spec:
     assert_eq!(unary["response_flags"], "-", "{unary}");
     assert_eq!(unary["upstream_cluster"], "shop/echo", "{unary}");
     assert!(unary["bytes_sent"].as_u64() > Some(0), "{unary}");
+    assert!(unary["bytes_received"].as_u64() > Some(0), "{unary}");
     let missing = wait_for("the missing method's line", WAIT, || {
         lines_for(&client, "/weft.test.Echo/Missing").pop()
     });

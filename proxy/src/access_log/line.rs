@@ -22,7 +22,8 @@ pub struct Line<'a> {
     /// The status the client got; 0 for a TCP connection.
     pub response_code: u16,
     pub response_flags: &'a str,
-    /// Body bytes from the client (a TCP connection: every byte).
+    /// Body bytes from the client, as declared or as counted (a TCP connection:
+    /// every byte).
     pub bytes_received: u64,
     /// Body bytes to the client (a TCP connection: every byte).
     pub bytes_sent: u64,

@@ -16,6 +16,7 @@
 //! that a later attempt can send it again once it was read to its end.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -112,6 +113,15 @@ pub enum ReceivedBody {
     /// A request body copied for a mirror as it streams (see
     /// [`super::filters::tee`]).
     Teed(Box<Tee>),
+    /// A logged request's body of undeclared length, its bytes counted for the
+    /// access log line ([`crate::record`]).
+    Measured(Box<Measured>),
+}
+
+/// A body and the count of its data bytes so far.
+pub struct Measured {
+    pub inner: ReceivedBody,
+    pub bytes: Arc<AtomicU64>,
 }
 
 impl Body for ReceivedBody {
@@ -128,6 +138,15 @@ impl Body for ReceivedBody {
             ReceivedBody::Http1Downstream(body) => body.poll_frame(cx),
             ReceivedBody::Http2Downstream(body) => body.poll_frame(cx),
             ReceivedBody::Teed(body) => body.poll_frame(cx),
+            ReceivedBody::Measured(body) => {
+                let polled = Pin::new(&mut body.inner).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        body.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                polled
+            }
         }
     }
 
@@ -141,6 +160,7 @@ impl Body for ReceivedBody {
             ReceivedBody::Http1Downstream(body) => body.is_end_stream(),
             ReceivedBody::Http2Downstream(body) => body.is_end_stream(),
             ReceivedBody::Teed(body) => body.is_end_stream(),
+            ReceivedBody::Measured(body) => body.inner.is_end_stream(),
         }
     }
 
@@ -156,6 +176,7 @@ impl Body for ReceivedBody {
             ReceivedBody::Http1Downstream(body) => body.size_hint(),
             ReceivedBody::Http2Downstream(body) => body.size_hint(),
             ReceivedBody::Teed(body) => body.size_hint(),
+            ReceivedBody::Measured(body) => body.inner.size_hint(),
         }
     }
 }

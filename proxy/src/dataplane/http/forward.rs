@@ -194,6 +194,9 @@ impl Handler {
         let metrics = chosen.metrics.as_ref().unwrap_or(&destination.metrics);
         metrics.requests.increment(1);
         let mut record = self.record(&request, &destination, metrics, started);
+        if let Some(record) = &mut record {
+            record.measure(request.body_mut());
+        }
         if let Route::Inbound { caller, .. } = &self.route {
             if let Err(denied) = self.cx.registry.authorize(caller) {
                 tracing::debug!(policy = %denied.policy, caller = ?caller.identity, "request denied");
