@@ -238,11 +238,11 @@ impl Record {
             authority: Some(&self.authority)
                 .filter(|a| !a.is_empty())
                 .map(|a| a.as_str()),
-            upstream_host: hop.map(|h| h.endpoint.to_string()),
+            upstream_host: hop.map(|h| h.endpoint),
             upstream_cluster: &self.service,
             route_name: Some(self.route.as_str()).filter(|r| !r.is_empty()),
-            downstream_remote_address: remote.map(|a| a.to_string()),
-            downstream_local_address: local.map(|a| a.to_string()),
+            downstream_remote_address: remote,
+            downstream_local_address: local,
             direction: self.direction,
             grpc_status,
             retries: hop.map_or(0, |h| h.retries),

@@ -44,10 +44,10 @@ impl Connection {
             bytes_received: closed.received,
             bytes_sent: closed.sent,
             duration: self.started.elapsed().as_millis() as u64,
-            upstream_host: closed.upstream.map(|a| a.to_string()),
+            upstream_host: closed.upstream,
             upstream_cluster: metrics.service(),
-            downstream_remote_address: remote.map(|a| a.to_string()),
-            downstream_local_address: local.map(|a| a.to_string()),
+            downstream_remote_address: remote,
+            downstream_local_address: local,
             direction: metrics.direction(),
             ..Line::default()
         };

@@ -4,7 +4,9 @@
 //! A field Weft does not know is `null` (Envoy prints `-`); `response_flags` is
 //! `-` when no flag applies, as Envoy's is.
 
-use serde::Serialize;
+use std::net::SocketAddr;
+
+use serde::{Serialize, Serializer};
 
 use crate::dataplane::error::Class;
 
@@ -37,13 +39,16 @@ pub struct Line<'a> {
     pub request_id: Option<&'a str>,
     pub authority: Option<&'a str>,
     /// The endpoint of the last attempt.
-    pub upstream_host: Option<String>,
+    #[serde(serialize_with = "address")]
+    pub upstream_host: Option<SocketAddr>,
     /// The service (`namespace/name`) the request went to: Weft's "cluster".
     pub upstream_cluster: &'a str,
     /// The route (`namespace/name`) that chose the service; `null` when none did.
     pub route_name: Option<&'a str>,
-    pub downstream_remote_address: Option<String>,
-    pub downstream_local_address: Option<String>,
+    #[serde(serialize_with = "address")]
+    pub downstream_remote_address: Option<SocketAddr>,
+    #[serde(serialize_with = "address")]
+    pub downstream_local_address: Option<SocketAddr>,
     /// `inbound` or `outbound`.
     pub direction: &'a str,
     pub grpc_status: Option<u16>,
@@ -65,6 +70,35 @@ impl Line<'_> {
         line.push(b'\n');
         line.into()
     }
+}
+
+/// `a.b.c.d:port`, written digit by digit: `Display` took about 2,000
+/// instructions an address, three per line. IPv6 takes the `Display` path.
+fn address<S: Serializer>(address: &Option<SocketAddr>, out: S) -> Result<S::Ok, S::Error> {
+    let Some(SocketAddr::V4(v4)) = address else {
+        return match address {
+            Some(other) => out.collect_str(other),
+            None => out.serialize_none(),
+        };
+    };
+    // "255.255.255.255:65535"
+    let mut text = [0u8; 21];
+    let mut len = 0;
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        len += decimal(&mut text[len..], u64::from(octet));
+        text[len] = if i < 3 { b'.' } else { b':' };
+        len += 1;
+    }
+    len += decimal(&mut text[len..], u64::from(v4.port()));
+    // ASCII digits and separators only.
+    out.serialize_str(std::str::from_utf8(&text[..len]).unwrap_or_default())
+}
+
+/// Writes `value` in decimal at the start of `out` (which has room); its length.
+fn decimal(out: &mut [u8], value: u64) -> usize {
+    let width = (1..20).take_while(|d| value >= 10u64.pow(*d)).count() + 1;
+    crate::tap::event::digits(&mut out[..width], value);
+    width
 }
 
 /// Envoy's response flags, those Weft has an equivalent of; a set, written

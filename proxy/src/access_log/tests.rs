@@ -182,3 +182,24 @@ fn a_full_queue_drops_lines_and_never_waits() {
         "{accepted} of {sent} accepted"
     );
 }
+
+#[test]
+fn addresses_are_written_as_display_writes_them() {
+    for text in [
+        "0.0.0.0:0",
+        "255.255.255.255:65535",
+        "10.1.20.3:8080",
+        "[::1]:80",
+    ] {
+        let address: SocketAddr = text.parse().expect("address");
+        let line = super::line::Line {
+            upstream_host: Some(address),
+            ..Default::default()
+        };
+        let json: serde_json::Value = serde_json::from_slice(&line.to_bytes()).expect("json");
+        assert_eq!(json["upstream_host"], address.to_string(), "{text}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&super::line::Line::default().to_bytes()).expect("json");
+    assert_eq!(json["upstream_host"], serde_json::Value::Null);
+}
