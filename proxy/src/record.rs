@@ -79,6 +79,23 @@ pub struct Record {
     attempted: Option<Attempted>,
     flags: Flags,
     bytes_sent: u64,
+    /// Set by [`Record::finish`]; a record dropped without it is a request given up
+    /// before its response began.
+    finished: bool,
+}
+
+impl Drop for Record {
+    /// The request's future was dropped before a response existed: the client went
+    /// away (a reset stream, a closed connection). Envoy logs such a request with
+    /// `DC` and no status; so does the access log. Taps see finished requests only.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.flags.insert(Flags::DC);
+        self.emit(0, None, false);
+    }
 }
 
 struct LoggedHeaders {
@@ -140,6 +157,7 @@ impl Record {
             attempted: None,
             flags: Flags::default(),
             bytes_sent: 0,
+            finished: false,
         }
     }
 
@@ -177,7 +195,13 @@ impl Record {
     }
 
     /// Hands the finished request to its readers. `grpc_status`: from the trailers.
-    pub fn finish(self, status: u16, grpc_status: Option<u16>) {
+    pub fn finish(mut self, status: u16, grpc_status: Option<u16>) {
+        self.finished = true;
+        self.emit(status, grpc_status, true);
+    }
+
+    /// `tapped`: whether the taps get it too (they see finished requests only).
+    fn emit(&self, status: u16, grpc_status: Option<u16>, tapped: bool) {
         let hop = self.attempted.as_ref();
         let grpc_status = grpc_status.or(self.grpc_status);
         let tls = match (self.inbound, hop) {
@@ -189,7 +213,7 @@ impl Record {
             None => &self.path_and_query,
         };
         let latency = self.started.elapsed();
-        if let Some(hub) = &self.readers.tap {
+        if let Some(hub) = self.readers.tap.as_ref().filter(|_| tapped) {
             hub.publish(&Event {
                 time: rfc3339(SystemTime::now()),
                 direction: self.direction,

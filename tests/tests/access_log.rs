@@ -332,6 +332,7 @@ fn inbound_and_grpc_requests_are_logged_by_their_services() {
     let dir = tempfile::tempdir().expect("tempdir");
     let script = grpc::script(dir.path());
     let echo = grpc::app(&script, "echo");
+    let slow = App::start(dir.path(), "slow", &["--delay-ms", "5000"]);
     let cp = ControlPlane::start(dir.path(), &dir.path().join("data"), free_port(), &[]);
     let config = "kind: Service
 metadata: {name: api, namespace: shop}
@@ -346,15 +347,28 @@ spec:
             "grpc",
             echo.addr,
             "  telemetry: {accessLog: {samplingPercent: 100}}",
-        );
+        )
+        + &shop_service("slow", "http2", slow.addr, "  telemetry: {accessLog: {}}");
     weftctl_ok(&cp.address(), &["apply", "-f", "-"], Some(&config));
     let pod = Pod::start(dir.path(), &cp.address(), "shop/api", "api", &[], &[]);
-    let (api_listen, echo_listen) = (loopback(free_port()), loopback(free_port()));
+    let (api_listen, echo_listen, slow_listen) = (
+        loopback(free_port()),
+        loopback(free_port()),
+        loopback(free_port()),
+    );
     let upstreams = [
         format!("shop/api={api_listen}"),
         format!("shop/echo={echo_listen}"),
+        format!("shop/slow={slow_listen}"),
     ];
-    let flags = ["--upstream", &upstreams[0], "--upstream", &upstreams[1]];
+    let flags = [
+        "--upstream",
+        &upstreams[0],
+        "--upstream",
+        &upstreams[1],
+        "--upstream",
+        &upstreams[2],
+    ];
     let client = Proxy::start(dir.path(), "client", &cp.address(), &flags);
     client.wait_ready();
 
@@ -398,4 +412,19 @@ spec:
         lines_for(&client, "/weft.test.Echo/Missing").pop()
     });
     assert_eq!(missing["grpc_status"], 12, "{missing}");
+
+    // A client that gives up before the response began: logged with DC, no status.
+    let output = run(Command::new(which("curl"))
+        .args(["-s", "--http2-prior-knowledge", "--max-time", "0.5"])
+        .arg(format!("http://{slow_listen}/slow")));
+    assert!(
+        !output.status.success(),
+        "the slow app answered within 0.5 s"
+    );
+    let abandoned = wait_for("the abandoned request's line", WAIT, || {
+        lines_for(&client, "/slow").pop()
+    });
+    assert_eq!(abandoned["response_flags"], "DC", "{abandoned}");
+    assert_eq!(abandoned["response_code"], 0, "{abandoned}");
+    assert_eq!(abandoned["upstream_cluster"], "shop/slow", "{abandoned}");
 }
