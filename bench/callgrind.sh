@@ -11,9 +11,9 @@
 # connection for h1, 16 streams per connection for h2. Each scenario is a second
 # run after a run that only starts and stops the proxy; the report is
 # (run - startup) / REQUESTS, leaving out quanta's clock calibration (it loops on
-# the clock for a fixed time, so its count varies). WEFT_BENCH_RESILIENCE=off and
-# WEFT_BENCH_ROUTES are honoured as by custom-weft.sh, and so is
-# WEFT_BENCH_TRACING=PERCENT: without WEFT_BENCH_COLLECTOR a real OTLP receiver
+# the clock for a fixed time, so its count varies). WEFT_BENCH_RESILIENCE=off,
+# WEFT_BENCH_ROUTES and WEFT_BENCH_ACCESS_LOG are honoured as by custom-weft.sh, and so
+# is WEFT_BENCH_TRACING=PERCENT: without WEFT_BENCH_COLLECTOR a real OTLP receiver
 # (tests/scripts/otlp_receiver.py, Python grpcio and opentelemetry-proto) takes the
 # spans, so their export is counted too (callgrind counts every thread). Profiles stay in the output
 # directory for callgrind_annotate. Needs valgrind, nginx, h2load and curl.

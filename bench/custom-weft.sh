@@ -17,6 +17,9 @@
 # sampling share, exporting to WEFT_BENCH_COLLECTOR (host:port, default
 # 127.0.0.1:4317; an unreachable one measures that a dead collector does not slow
 # the data path). bench/callgrind.sh starts a receiver for it.
+# WEFT_BENCH_ACCESS_LOG=PERCENT turns every service's access log on with that
+# sampling share (telemetry.accessLog.samplingPercent); the lines go to the
+# proxy's stdout, the harness's log file of it.
 # BENCH_ADMIN_PORT, BENCH_OUTBOUND_PORT and BENCH_INBOUND_PORT move the listeners
 # the harness does not use (defaults 22090, 22001, 22006).
 # WEFT_BENCH_INBOUND=1 measures the inbound path instead on the HTTP port: the
@@ -26,34 +29,41 @@
 set -euo pipefail
 proxy=$1 http=$2 h2=$3 tcp=$4 l4=$5
 cfg=$BENCH_OUT/weft-mesh.yaml
-resilience=""
+extra=""
 if [[ ${WEFT_BENCH_RESILIENCE:-on} == off ]]; then
-  resilience="
+  extra="
   retries: {maxRetries: 0}
   outlierDetection: {consecutiveFailures: 0}
   circuitBreakers: {maxConnections: 4294967295, maxPendingRequests: 4294967295, maxRequests: 4294967295}"
+fi
+access_log="" tracing=""
+if [[ -n ${WEFT_BENCH_ACCESS_LOG:-} ]]; then
+  access_log="accessLog: {samplingPercent: $WEFT_BENCH_ACCESS_LOG}"
+fi
+if [[ -n ${WEFT_BENCH_TRACING:-} ]]; then
+  tracing="tracing: {samplingPercent: $WEFT_BENCH_TRACING, collector: '${WEFT_BENCH_COLLECTOR:-127.0.0.1:4317}'}"
 fi
 
 endpoints() {
   for u in ${1//,/ }; do echo "    - {address: ${u%:*}, port: ${u##*:}}"; done
 }
-tracing=""
-if [[ -n ${WEFT_BENCH_TRACING:-} ]]; then
-  tracing="
-  telemetry: {tracing: {samplingPercent: $WEFT_BENCH_TRACING, collector: '${WEFT_BENCH_COLLECTOR:-127.0.0.1:4317}'}}"
-fi
-service() { # name protocol [extra spec lines]
+service() { # name protocol [traced]
+  # One telemetry block: every service's access log, and tracing on the traced ones.
+  local telemetry=$access_log
+  if [[ -n ${3:-} && -n $tracing ]]; then telemetry+="${telemetry:+, }$tracing"; fi
+  if [[ -n $telemetry ]]; then telemetry="
+  telemetry: {$telemetry}"; fi
   cat <<DOC
 ---
 kind: Service
 metadata: {name: $1, namespace: bench}
 spec:
   ports: [{port: 80, protocol: $2}]
-  loadBalancer: round_robin$resilience${3:-}
+  loadBalancer: round_robin$extra$telemetry
 DOC
 }
 {
-  service http http1 "$tracing"; service h2 http2 "$tracing"; service iperf tcp; service l4 tcp
+  service http http1 traced; service h2 http2 traced; service iperf tcp; service l4 tcp
   for name in http h2 l4; do
     printf -- '---\nkind: Endpoints\nmetadata: {name: %s, namespace: bench}\nspec:\n  endpoints:\n' "$name"
     endpoints "$BENCH_UPSTREAMS"

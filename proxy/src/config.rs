@@ -121,6 +121,15 @@ pub struct Args {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub debug_headers: bool,
+    /// Write no access log lines, whatever the services' `telemetry.accessLog`
+    /// says (it is off by default; the control plane turns it on per service).
+    /// The variable takes true/false, yes/no, on/off or 1/0.
+    #[arg(
+        long,
+        env = "WEFT_NO_ACCESS_LOG",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub no_access_log: bool,
     /// Log filter (tracing-subscriber syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
@@ -183,6 +192,8 @@ pub struct Config {
     pub workers: usize,
     /// `--debug-headers`: responses name the route rule and backend that served them.
     pub debug_headers: bool,
+    /// `--no-access-log`: services' access log settings are ignored.
+    pub no_access_log: bool,
     pub log: String,
     /// `None`: no token, identity disabled.
     pub identity: Option<IdentityConfig>,
@@ -412,6 +423,7 @@ impl Config {
             max_connections,
             workers,
             debug_headers: args.debug_headers,
+            no_access_log: args.no_access_log,
             log: args.log,
             identity,
             tap_token,
@@ -698,6 +710,13 @@ mod tests {
         assert!(config.debug_headers);
         let dumped = serde_json::to_value(&config).expect("json");
         assert_eq!(dumped["debug_headers"], true);
+    }
+
+    #[test]
+    fn access_logs_follow_the_control_plane_unless_turned_off() {
+        assert!(!Config::from_args(args(&[])).expect("valid").no_access_log);
+        let config = Config::from_args(args(&["--no-access-log"])).expect("valid");
+        assert!(config.no_access_log);
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //! - [`trace`]: a span per hop for services that trace, exported with OTLP/gRPC
 //!   from a thread of its own, and the trace context carried on; one relaxed load
 //!   per request of a service that does not.
+//! - [`access_log`]: JSON lines on stdout for the sampled requests of services
+//!   whose access log is on; a bounded queue to one writer thread.
+//! - [`record`]: what a tapped or logged request carries to its response's end.
 //! - [`drain`]: the shutdown primitive every listener and task watches.
 //! - [`shutdown`]: the shutdown sequence (withdraw the endpoint, drain, exit).
 //! - [`health`]: the active health check of the proxy's own application.
@@ -36,6 +39,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod capture;
@@ -51,6 +55,7 @@ pub mod init;
 pub mod limits;
 pub mod local;
 pub mod metrics;
+pub mod record;
 pub mod resilience;
 pub mod shutdown;
 pub mod snapshot;

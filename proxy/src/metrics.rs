@@ -269,6 +269,10 @@ fn describe() {
         "weft_trace_spans_dropped_total",
         "Trace spans recorded but not exported, by reason (queue_full: the collector fell behind; export_failed: it refused a batch or could not be reached)."
     );
+    describe_counter!(
+        crate::access_log::DROPPED,
+        "Access log lines dropped because the queue to the writer of stdout was full."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the labels describe this build.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

@@ -122,6 +122,8 @@ pub struct Shared {
     pub tap: Arc<crate::tap::Hub>,
     /// The trace collectors this proxy's services send spans to.
     pub trace: crate::trace::Collectors,
+    /// Where sampled requests' access log lines go (stdout).
+    pub access_log: Arc<crate::access_log::Writer>,
 }
 
 impl Shared {
@@ -130,7 +132,6 @@ impl Shared {
         let identity = IdentityState::new(config.identity.is_some());
         Arc::new(Shared {
             identity,
-            config,
             snapshot,
             applied: watch::channel(Arc::new(Snapshot::default())).0,
             endpoint_states: OnceLock::new(),
@@ -141,6 +142,8 @@ impl Shared {
             workload_health: watch::channel(WorkloadHealth::Healthy).0,
             tap: Arc::new(crate::tap::Hub::new()),
             trace: crate::trace::Collectors::default(),
+            access_log: Arc::new(crate::access_log::Writer::new(!config.no_access_log)),
+            config,
         })
     }
 

@@ -61,6 +61,13 @@ impl Sampling {
         f64::from(self.per_million) / 10_000.0
     }
 
+    /// `per_million` millionths, at most all of them.
+    pub fn from_per_million(per_million: u32) -> Sampling {
+        Sampling {
+            per_million: per_million.min(1_000_000),
+        }
+    }
+
     pub fn per_million(self) -> u32 {
         self.per_million
     }

@@ -19,11 +19,11 @@
 //! without routes pays one relaxed load to learn it need not look for them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
-use weft_proto::model::{Protocol, Resilience};
+use weft_proto::model::{Protocol, Resilience, Sampling};
 
 use crate::balance::Picker;
 use crate::metrics::ServiceMetrics;
@@ -64,6 +64,9 @@ pub struct Destination {
     traced: AtomicBool,
     /// Its tracing, set by the registry on every snapshot.
     tracer: ArcSwapOption<Tracer>,
+    /// The service's access log share in millionths plus one; 0: off. Set by the
+    /// registry on every snapshot, read by every request (one relaxed load).
+    access_log: AtomicU32,
 }
 
 /// The endpoints a destination currently balances over, and how.
@@ -184,6 +187,7 @@ impl Destination {
             routing: ArcSwapOption::empty(),
             traced: AtomicBool::new(false),
             tracer: ArcSwapOption::empty(),
+            access_log: AtomicU32::new(0),
         }
     }
 
@@ -216,6 +220,22 @@ impl Destination {
     pub fn set_tracer(&self, tracer: Option<Arc<Tracer>>) {
         self.traced.store(tracer.is_some(), Ordering::Relaxed);
         self.tracer.store(tracer);
+    }
+
+    /// Whether this request (or connection) goes into the access log: off unless
+    /// the service's telemetry turns it on, then a draw against its share.
+    #[inline]
+    pub fn logs_one(&self) -> bool {
+        match self.access_log.load(Ordering::Relaxed) {
+            0 => false,
+            share => Sampling::from_per_million(share - 1).admits(rand::random()),
+        }
+    }
+
+    /// The service's access log share as of the last snapshot; `None`: off.
+    pub fn set_access_log(&self, share: Option<Sampling>) {
+        let encoded = share.map_or(0, |s| s.per_million() + 1);
+        self.access_log.store(encoded, Ordering::Relaxed);
     }
 
     /// A destination with one fixed address: the local app, or a passthrough. It

@@ -48,6 +48,19 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// The peer's address and this side's, for access log lines (two syscalls,
+    /// once per connection).
+    pub fn addresses(&self) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        let tcp = match self {
+            Conn::Plain(stream) => stream,
+            Conn::Server(stream) => stream.get_ref().0,
+            Conn::Client(stream) => stream.get_ref().0,
+        };
+        tcp.peer_addr().ok().zip(tcp.local_addr().ok())
+    }
+}
+
 impl From<TcpStream> for Conn {
     fn from(stream: TcpStream) -> Conn {
         Conn::Plain(stream)
@@ -137,6 +150,11 @@ impl Counted {
 
     pub fn get_ref(&self) -> &Conn {
         &self.inner
+    }
+
+    /// Bytes from the peer, and to it, so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.received, self.sent)
     }
 
     /// Adds bytes moved without going through this wrapper (spliced).

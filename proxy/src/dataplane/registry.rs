@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use weft_proto::model::route::{Route, RouteRule};
-use weft_proto::model::{Health, Locality, MtlsMode, Protocol, ResourceName, Service, SpiffeId};
+use weft_proto::model::{
+    Health, Locality, MtlsMode, Protocol, ResourceName, Sampling, Service, SpiffeId,
+};
 
 use crate::drain;
 use crate::local::{self, Local};
@@ -215,10 +217,27 @@ impl Registry {
                 let metrics = self.inbound_metrics(&service, tls);
                 let destination =
                     Destination::fixed(protocol, metrics, address, self.pool_max_idle);
+                let snapshot = &self.routes().snapshot;
+                destination.set_access_log(self.local_access_log(snapshot, &service));
                 destination.set_tracer(self.routes().tracers.get(&*service).cloned());
                 destination
             })
             .clone()
+    }
+
+    /// A service's access log share, unless `--no-access-log` keeps them all off.
+    fn access_log_share(&self, service: &Service) -> Option<Sampling> {
+        let log = service.telemetry.access_log?;
+        self.shared.access_log.enabled.then_some(log.sampling)
+    }
+
+    /// The access log share of the local service labelled `service` (its name).
+    fn local_access_log(&self, snapshot: &Snapshot, service: &str) -> Option<Sampling> {
+        let (_, view) = snapshot
+            .services
+            .iter()
+            .find(|(name, _)| !service.is_empty() && name.to_string() == service)?;
+        self.access_log_share(&view.service)
     }
 
     /// The protocol the mesh declares for the local port a client dialled, if any.
@@ -353,6 +372,7 @@ impl Registry {
                     }
                 };
                 destination.set_tracer(routes.tracers.get(metrics.service()).cloned());
+                destination.set_access_log(self.access_log_share(&view.service));
                 routes.by_target.insert(target, destination);
             }
         }
@@ -390,8 +410,9 @@ impl Registry {
         routes.local = local.clone();
         let routes = Arc::new(routes);
         self.current.store(routes.clone());
-        // Inbound: each local service's tracing, for the next request. After the
-        // swap, so that a destination made meanwhile took the new tracers already.
+        // Inbound: each local service's tracing and access log, for the next
+        // request, of connections already open too. After the swap, so that a
+        // destination made meanwhile took the new settings already.
         for ((.., service), destination) in self
             .inbound
             .lock()
@@ -399,6 +420,7 @@ impl Registry {
             .iter()
         {
             destination.set_tracer(routes.tracers.get(&**service).cloned());
+            destination.set_access_log(self.local_access_log(&snapshot, service));
         }
         // After the swap: what `/config_dump` shows is what connections now see.
         self.shared.local.send_replace(local);

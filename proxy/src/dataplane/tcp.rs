@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::access_log::connection::{Closed, Connection};
+use crate::access_log::line::Flags;
 use crate::drain;
 use crate::tls::{self, Alpn};
 
@@ -78,16 +80,27 @@ pub async fn connect_endpoint(
     }
 }
 
-/// Proxies one accepted connection to one endpoint of `destination`.
-pub async fn proxy(
+/// Proxies one accepted connection to one endpoint of `destination`, and writes
+/// its access log line at the close when the service's share draws it.
+pub async fn proxy(cx: &Context, client: Counted, destination: &Destination, drain: drain::Watch) {
+    if !destination.logs_one() {
+        let _ = forward(cx, client, destination, drain).await;
+        return;
+    }
+    let logged = Connection::new(client.get_ref().addresses());
+    let closed = forward(cx, client, destination, drain).await;
+    logged.finish(&cx.shared.access_log, &destination.metrics, closed);
+}
+
+async fn forward(
     cx: &Context,
     mut client: Counted,
     destination: &Destination,
     mut drain: drain::Watch,
-) {
+) -> Closed {
     let Upstream {
         conn: mut upstream,
-        in_flight: _in_flight,
+        in_flight,
         permit: _permit,
     } = match connect_balanced(cx, destination).await {
         Ok(connected) => connected,
@@ -95,7 +108,12 @@ pub async fn proxy(
             let class = e.class();
             destination.metrics.error(class as usize, class.label());
             tracing::debug!(service = destination.metrics.service(), error = %e, "tcp connect failed");
-            return;
+            return Closed {
+                upstream: None,
+                flags: Flags::of(class),
+                received: 0,
+                sent: 0,
+            };
         }
     };
     let grace = cx.settings.drain_grace;
@@ -128,8 +146,17 @@ pub async fn proxy(
             }
         }
     };
+    let mut flags = Flags::default();
     if let Err(e) = result {
         tracing::debug!(error = %e, "tcp connection ended with an error");
+        flags = Flags::UC;
+    }
+    let (received, sent) = client.counts();
+    Closed {
+        upstream: Some(in_flight.endpoint().address),
+        flags,
+        received,
+        sent,
     }
 }
 

@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //! - [`Hub`] (here): who is tapping, and handing each finished request to them.
-//! - [`event`]: what the request path records of a tapped request
-//!   ([`event::Pending`]) and the line it becomes ([`event::Event`]).
+//! - [`event`]: the line a tapped request becomes ([`event::Event`]), from its
+//!   [`crate::record::Record`].
 //! - [`filter`]: a subscriber's query (`namespace`, `service`, `path`, `method`,
 //!   `max_rps`, `sample`) and its rate cap.
 //!

@@ -9,14 +9,15 @@
 //! duration is recorded, a gRPC status is read from the trailers, and a pooled
 //! HTTP/1 connection goes back to its pool (only once its response was read to the
 //! end; a connection with unread bytes cannot carry the next request), and a
-//! tapped request is handed to its taps ([`crate::tap`]) and a sampled one's span
-//! ends ([`crate::trace`]).
+//! recorded request (tapped or access-logged, [`crate::record`]) is finished and a
+//! sampled one's span ends ([`crate::trace`]).
 //!
 //! [`RequestBody`] is the other direction: a downstream body streamed as it comes,
 //! for a request that may be retried also recorded as it goes (up to a bound), so
 //! that a later attempt can send it again once it was read to its end.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -25,8 +26,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::access_log::line::Flags;
 use crate::metrics::ServiceMetrics;
-use crate::tap::event::Pending;
+use crate::record::Record;
 use crate::trace::Span;
 
 use super::filters::tee::Tee;
@@ -66,15 +68,19 @@ impl ProxyBody {
         }))
     }
 
-    /// Hands the tapped request to its taps when this body ends; a body the proxy
-    /// made itself has ended already. `status`: the response's.
-    pub fn tap(&mut self, pending: Box<Pending>, status: u16) {
+    /// Finishes the recorded request when this body ends; a body the proxy made
+    /// itself has ended already. `status`: the response's.
+    pub fn record(&mut self, mut record: Box<Record>, status: u16) {
         match &mut self.0 {
             Kind::Upstream(Observed {
                 completion: Some(completion),
                 ..
-            }) => completion.tap = Some(pending),
-            _ => pending.finish(status, None),
+            }) => completion.record = Some(record),
+            Kind::Full(bytes) => {
+                record.sent(bytes.as_ref().map_or(0, |b| b.len() as u64));
+                record.finish(status, None)
+            }
+            Kind::Upstream(_) => record.finish(status, None),
         }
     }
 
@@ -99,8 +105,8 @@ pub struct Completion {
     /// The response is gRPC and its status was not in the headers: it will be in
     /// the trailers, and the response is counted when they arrive.
     pub grpc_pending: bool,
-    /// Only while someone taps: the request, to publish when the response ends.
-    pub tap: Option<Box<Pending>>,
+    /// Only for a tapped or logged request: what to finish when the response ends.
+    pub record: Option<Box<Record>>,
     /// Only for a sampled request: its span, to end when the response ends.
     pub span: Option<Box<Span>>,
 }
@@ -123,6 +129,15 @@ pub enum ReceivedBody {
     /// A request body copied for a mirror as it streams (see
     /// [`super::filters::tee`]).
     Teed(Box<Tee>),
+    /// A logged request's body of undeclared length, its bytes counted for the
+    /// access log line ([`crate::record`]).
+    Measured(Box<Measured>),
+}
+
+/// A body and the count of its data bytes so far.
+pub struct Measured {
+    pub inner: ReceivedBody,
+    pub bytes: Arc<AtomicU64>,
 }
 
 impl Body for ReceivedBody {
@@ -139,6 +154,15 @@ impl Body for ReceivedBody {
             ReceivedBody::Http1Downstream(body) => body.poll_frame(cx),
             ReceivedBody::Http2Downstream(body) => body.poll_frame(cx),
             ReceivedBody::Teed(body) => body.poll_frame(cx),
+            ReceivedBody::Measured(body) => {
+                let polled = Pin::new(&mut body.inner).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        body.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                polled
+            }
         }
     }
 
@@ -152,6 +176,7 @@ impl Body for ReceivedBody {
             ReceivedBody::Http1Downstream(body) => body.is_end_stream(),
             ReceivedBody::Http2Downstream(body) => body.is_end_stream(),
             ReceivedBody::Teed(body) => body.is_end_stream(),
+            ReceivedBody::Measured(body) => body.inner.is_end_stream(),
         }
     }
 
@@ -167,6 +192,7 @@ impl Body for ReceivedBody {
             ReceivedBody::Http1Downstream(body) => body.size_hint(),
             ReceivedBody::Http2Downstream(body) => body.size_hint(),
             ReceivedBody::Teed(body) => body.size_hint(),
+            ReceivedBody::Measured(body) => body.inner.size_hint(),
         }
     }
 }
@@ -178,7 +204,16 @@ pub struct Observed {
 }
 
 impl Observed {
-    fn finish(&mut self) {
+    /// Counts a recorded response's body bytes (a branch for any other).
+    fn count(&mut self, frame: &Frame<Bytes>) {
+        let record = self.completion.as_mut().and_then(|c| c.record.as_mut());
+        if let (Some(record), Some(data)) = (record, frame.data_ref()) {
+            record.sent(data.len() as u64);
+        }
+    }
+
+    /// `cut`: why the response ended before its end, when it did.
+    fn finish(&mut self, cut: Option<Flags>) {
         let Some(completion) = self.completion.take() else {
             return;
         };
@@ -191,8 +226,11 @@ impl Observed {
                 .metrics
                 .response(completion.status, self.grpc_status);
         }
-        if let Some(tap) = completion.tap {
-            tap.finish(completion.status, self.grpc_status);
+        if let Some(mut record) = completion.record {
+            if let Some(cut) = cut {
+                record.flag(cut);
+            }
+            record.finish(completion.status, self.grpc_status);
         }
         if let Some(span) = completion.span {
             span.finish(completion.status, self.grpc_status);
@@ -202,7 +240,12 @@ impl Observed {
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        self.finish();
+        if self.completion.is_none() {
+            return;
+        }
+        // Dropped before its end: the client went away (or its stream was reset).
+        let cut = (!self.inner.is_end_stream()).then_some(Flags::DC);
+        self.finish(cut);
     }
 }
 
@@ -422,8 +465,10 @@ impl Body for ProxyBody {
                         if let Some(trailers) = frame.trailers_ref() {
                             body.grpc_status = grpc_status(trailers);
                         }
+                        body.count(frame);
                     }
-                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => body.finish(),
+                    Poll::Ready(None) => body.finish(None),
+                    Poll::Ready(Some(Err(_))) => body.finish(Some(Flags::UC)),
                     Poll::Pending => {}
                 }
                 polled

@@ -19,11 +19,14 @@
 //! it ([`filters`]); its timeouts and retries then stand in for the service's
 //! ([`InForce`]), which costs a request no route chose nothing.
 //!
-//! While someone taps ([`crate::tap`]), what the request was goes with its
-//! response and is published when the response ends; while nobody does, that
-//! costs one relaxed load. A sampled request's span ([`crate::trace`]) travels
-//! the same way; a service that does not trace costs another.
+//! While someone taps ([`crate::tap`]), or when the request is drawn into its
+//! service's access log ([`crate::access_log`]), what the request was goes with
+//! its response as a [`Record`] and is finished when the response ends; while
+//! neither, that costs two relaxed loads. A sampled request's span
+//! ([`crate::trace`]) travels the same way; a service that does not trace costs
+//! another.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,11 +38,12 @@ use hyper_util::rt::TokioIo;
 use weft_proto::model::route::InForce;
 use weft_proto::model::Protocol;
 
+use crate::access_log::line::Flags;
 use crate::metrics::{Direction, ServiceMetrics};
+use crate::record::{Attempted, Readers, Record};
 use crate::resilience::breaker::Limit;
 use crate::resilience::failover::{self, Feedback, Next, Outcome, Progress};
 use crate::resilience::{backoff, deadline};
-use crate::tap::event::{Attempted, Pending as Tapped};
 use crate::trace::{self, Span};
 
 use super::super::destination::Destination;
@@ -76,11 +80,11 @@ pub(super) struct Arrival {
     pub grpc: bool,
 }
 
-/// What records a request as it goes, to learn which attempt ended it: a tap's
-/// record while someone taps, a sampled request's span.
+/// What records a request as it goes, to learn which attempt ended it: its
+/// record while someone taps or it is logged, a sampled request's span.
 #[derive(Default)]
 pub(super) struct Records<'a> {
-    pub tapped: Option<&'a mut Tapped>,
+    pub record: Option<&'a mut Record>,
     pub span: Option<&'a mut Span>,
 }
 
@@ -88,6 +92,8 @@ pub(super) struct Records<'a> {
 pub struct Handler {
     cx: Arc<Context>,
     route: Route,
+    /// The client's address and the one it reached, for access log lines.
+    downstream: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// The request to send on each attempt: the original one (until an attempt
@@ -157,8 +163,16 @@ impl Pending {
 }
 
 impl Handler {
-    pub fn new(cx: Arc<Context>, route: Route) -> Handler {
-        Handler { cx, route }
+    pub fn new(
+        cx: Arc<Context>,
+        route: Route,
+        downstream: Option<(SocketAddr, SocketAddr)>,
+    ) -> Handler {
+        Handler {
+            cx,
+            route,
+            downstream,
+        }
     }
 
     pub async fn handle(&self, mut request: Request<ReceivedBody>) -> Response<ProxyBody> {
@@ -178,7 +192,15 @@ impl Handler {
             Ok(chosen) => chosen,
             Err((error, destination)) => {
                 destination.metrics.requests.increment(1);
-                return rescue(&error, &destination.metrics, grpc);
+                let mut response = rescue(&error, &destination.metrics, grpc);
+                // No rule matched, or the rule has no backend: the parent
+                // service's log says so (NR, NC).
+                let mut record = self.record(&request, &destination, &destination.metrics, started);
+                if let Some(record) = &mut record {
+                    record.flag(Flags::of(error.class()));
+                }
+                carry(&mut response, record);
+                return response;
             }
         };
         let destination = chosen.destination;
@@ -188,10 +210,10 @@ impl Handler {
             _ => chosen.metrics.as_ref().unwrap_or(&destination.metrics),
         };
         metrics.requests.increment(1);
-        let mut tapped = match self.cx.shared.tap.is_tapped() {
-            true => Some(self.tapped(&request, metrics, started)),
-            false => None,
-        };
+        let mut record = self.record(&request, &destination, metrics, started);
+        if let Some(record) = &mut record {
+            record.measure(request.body_mut());
+        }
         let mut span = match &tracer {
             Some(tracer) => self.span(tracer, &mut request, metrics, started, grpc),
             None => None,
@@ -201,7 +223,7 @@ impl Handler {
                 tracing::debug!(policy = %denied.policy, caller = ?caller.identity, "request denied");
                 metrics.duration.record(started.elapsed().as_secs_f64());
                 let mut response = rescue(&ForwardError::Denied, metrics, grpc);
-                tap(&mut response, tapped);
+                carry(&mut response, record);
                 end_span(&mut response, span);
                 return response;
             }
@@ -216,6 +238,11 @@ impl Handler {
         let mut response = match answer {
             // A filter answered: nothing is forwarded.
             Some(answer) => {
+                if let (Some(record), Some(message)) =
+                    (&mut record, answer.headers().get("weft-proxy-error"))
+                {
+                    record.flag(Flags::of_filter_answer(message.as_bytes()));
+                }
                 metrics.response(answer.status().as_u16(), grpc_status(answer.headers()));
                 metrics.duration.record(started.elapsed().as_secs_f64());
                 answer
@@ -230,7 +257,7 @@ impl Handler {
                         Arrival { started, grpc },
                         rule,
                         Records {
-                            tapped: tapped.as_deref_mut(),
+                            record: record.as_deref_mut(),
                             span: span.as_deref_mut(),
                         },
                     )
@@ -243,6 +270,9 @@ impl Handler {
                     }
                     Err(error) => {
                         metrics.duration.record(started.elapsed().as_secs_f64());
+                        if let Some(record) = &mut record {
+                            record.flag(Flags::of(error.class()));
+                        }
                         rescue(&error, metrics, grpc)
                     }
                 }
@@ -254,7 +284,7 @@ impl Handler {
         if self.cx.settings.debug_headers {
             debug::name_choice(response.headers_mut(), &destination, rule);
         }
-        tap(&mut response, tapped);
+        carry(&mut response, record);
         end_span(&mut response, span);
         response
     }
@@ -277,21 +307,45 @@ impl Handler {
         trace::span::begin(tracer, request, side, metrics, started, grpc)
     }
 
-    /// What a tap needs of the request as it arrives; the source is the caller's
-    /// identity inbound, this proxy's outbound.
+    /// The request's record, when someone taps or it is drawn into its
+    /// destination's access log; else `None`, having allocated nothing.
+    #[inline]
+    fn record(
+        &self,
+        request: &Request<ReceivedBody>,
+        destination: &Destination,
+        metrics: &ServiceMetrics,
+        started: Instant,
+    ) -> Option<Box<Record>> {
+        let tapped = self.cx.shared.tap.is_tapped();
+        let logged = destination.logs_one();
+        if !(tapped || logged) {
+            return None;
+        }
+        Some(self.new_record(request, metrics, started, tapped, logged))
+    }
+
     #[cold]
-    fn tapped(
+    fn new_record(
         &self,
         request: &Request<ReceivedBody>,
         metrics: &ServiceMetrics,
         started: Instant,
-    ) -> Box<Tapped> {
-        let source = match &self.route {
+        tapped: bool,
+        logged: bool,
+    ) -> Box<Record> {
+        let shared = &self.cx.shared;
+        let caller = match &self.route {
             Route::Inbound { caller, .. } => caller.identity.as_ref().map(ToString::to_string),
-            _ => (self.cx.shared.identity.current()).map(|own| own.spiffe_id.to_string()),
+            _ => None,
         };
-        let hub = self.cx.shared.tap.clone();
-        Box::new(Tapped::new(hub, request, metrics, source, started))
+        let own = (shared.identity.current()).map(|own| own.spiffe_id.to_string());
+        let readers = Readers {
+            tap: tapped.then(|| shared.tap.clone()),
+            log: logged.then(|| shared.access_log.clone()),
+            downstream: self.downstream,
+        };
+        Box::new(Record::new(readers, request, metrics, caller, own, started))
     }
 
     fn destination(
@@ -493,11 +547,18 @@ impl Handler {
         let (Some(result), Some(endpoint)) = (last, answered) else {
             return Err(ForwardError::NoEndpoint);
         };
-        if let Some(tapped) = records.tapped {
-            tapped.attempted(Attempted {
+        if let Some(record) = records.record {
+            let failed = result
+                .as_ref()
+                .map_or(true, |r| r.status().is_server_error());
+            if retried > 0 && failed {
+                record.flag(Flags::URX);
+            }
+            record.attempted(Attempted {
                 endpoint: endpoint.address,
-                identified: endpoint.tls.is_some(),
+                identity: endpoint.tls.as_ref().map(ToString::to_string),
                 retries: retried,
+                answered_after: started.elapsed(),
             });
         }
         if let Some(span) = records.span {
@@ -708,18 +769,18 @@ fn respond(
         started,
         status,
         grpc_pending,
-        tap: None,
+        record: None,
         span: None,
     };
     Response::from_parts(parts, ProxyBody::upstream(body, completion))
 }
 
-/// Sends a tapped request's response on to its taps (when it ends).
-fn tap(response: &mut Response<ProxyBody>, tapped: Option<Box<Tapped>>) {
-    if let Some(mut tapped) = tapped {
-        tapped.set_grpc_status(grpc_status(response.headers()));
+/// Carries a recorded request with its response, to be finished when it ends.
+fn carry(response: &mut Response<ProxyBody>, record: Option<Box<Record>>) {
+    if let Some(mut record) = record {
+        record.set_grpc_status(grpc_status(response.headers()));
         let status = response.status().as_u16();
-        response.body_mut().tap(tapped, status);
+        response.body_mut().record(record, status);
     }
 }
 

@@ -99,7 +99,8 @@ pub async fn serve(
     }
     .unwrap_or(cx.settings.downstream_idle_timeout);
     let timeouts = BodyTimeout::new(&cx, &route);
-    let handler = Arc::new(Handler::new(cx, route));
+    let downstream = client.get_ref().addresses();
+    let handler = Arc::new(Handler::new(cx, route, downstream));
     if detected == Detected::Http2 {
         return server::serve(client, handler, &timeouts, idle, &mut drain).await;
     }

@@ -117,7 +117,7 @@ pub(super) fn send(
     if matches!(body, CopyBody::Ready(_)) {
         metrics.mirrored.increment(1);
     }
-    let handler = Handler::new(cx.clone(), Route::Fixed(destination.clone()));
+    let handler = Handler::new(cx.clone(), Route::Fixed(destination.clone()), None);
     let route_metrics = metrics.clone();
     tokio::spawn(async move {
         let _slot = slot;
