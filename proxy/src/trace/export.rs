@@ -8,6 +8,11 @@
 //! (`weft_trace_spans_dropped_total{reason="queue_full"}`), never waited for. A
 //! batch the collector refuses or that times out is dropped and counted too
 //! (`reason="export_failed"`). Spans still queued when the proxy exits are lost.
+//!
+//! The exporter collects the queue every [`TICK`], or as soon as it is half full,
+//! rather than waiting on it: a receiver that waits is woken by every span, a
+//! thread switch on the worker's core per sampled request, which costs the worker
+//! more than the span itself.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -17,14 +22,14 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Spans waiting per collector before new ones are dropped.
 pub const QUEUE: usize = 4096;
 /// Spans sent in one export call at most.
 const BATCH: usize = 512;
-/// How long a batch waits for more spans after its first.
-const BATCH_DELAY: Duration = Duration::from_millis(500);
+/// How often the exporter collects the queue when it is less than half full.
+const TICK: Duration = Duration::from_millis(250);
 /// An export call's limit, so a collector that stalls cannot hold the queue longer.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -52,6 +57,8 @@ pub struct Collectors {
 /// The way into one collector's exporter task.
 pub struct Queue {
     spans: mpsc::Sender<SpanData>,
+    /// Wakes the exporter before its tick once the queue is half full.
+    half_full: Arc<Notify>,
     scope: InstrumentationScope,
     dropped: metrics::Counter,
 }
@@ -61,6 +68,9 @@ impl Queue {
     pub fn push(&self, span: SpanData) {
         if self.spans.try_send(span).is_err() {
             self.dropped.increment(1);
+        }
+        if self.spans.capacity() < QUEUE / 2 {
+            self.half_full.notify_one();
         }
     }
 
@@ -76,6 +86,7 @@ impl Queue {
         let (spans, receiver) = mpsc::channel(capacity);
         let queue = Queue {
             spans,
+            half_full: Arc::new(Notify::new()),
             scope: InstrumentationScope::builder("test").build(),
             dropped: metrics::Counter::noop(),
         };
@@ -95,14 +106,21 @@ impl Collectors {
         }
         let runtime = self.runtime.get_or_init(start_thread).as_ref()?;
         let (sender, receiver) = mpsc::channel(QUEUE);
+        let half_full = Arc::new(Notify::new());
         let queue = Arc::new(Queue {
             spans: sender,
+            half_full: half_full.clone(),
             scope: InstrumentationScope::builder("weft-proxy")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
             dropped: metrics::counter!(DROPPED, "reason" => "queue_full"),
         });
-        runtime.spawn(export(receiver, collector.to_owned(), recorder.clone()));
+        runtime.spawn(export(
+            receiver,
+            half_full,
+            collector.to_owned(),
+            recorder.clone(),
+        ));
         queues.insert(key, Arc::downgrade(&queue));
         Some(queue)
     }
@@ -136,10 +154,15 @@ fn start_thread() -> Option<tokio::runtime::Handle> {
     handle_rx.recv().ok()
 }
 
-/// One collector's exporter: batches of up to [`BATCH`] spans, each sent once the
-/// batch is full or [`BATCH_DELAY`] after its first span. Ends when every tracer
-/// that used the queue is gone.
-async fn export(mut spans: mpsc::Receiver<SpanData>, collector: String, recorder: Recorder) {
+/// One collector's exporter: every [`TICK`], or once the queue is half full, what
+/// the queue holds goes out in batches of up to [`BATCH`] spans. Ends when every
+/// tracer that used the queue is gone.
+async fn export(
+    mut spans: mpsc::Receiver<SpanData>,
+    half_full: Arc<Notify>,
+    collector: String,
+    recorder: Recorder,
+) {
     let exported = metrics::counter!(EXPORTED);
     let failed = metrics::counter!(DROPPED, "reason" => "export_failed");
     let built = opentelemetry_otlp::SpanExporter::builder()
@@ -166,27 +189,46 @@ async fn export(mut spans: mpsc::Receiver<SpanData>, collector: String, recorder
             .build(),
     );
     tracing::info!(%collector, "exporting trace spans");
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if spans.recv_many(&mut batch, BATCH).await == 0 {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = half_full.notified() => {}
+        }
+        // Collected with try_recv: a receiver that never waits registers no waker,
+        // so a span sent in the meantime wakes nobody.
+        let mut open = true;
+        while open {
+            let mut batch = Vec::with_capacity(BATCH);
+            while batch.len() < BATCH {
+                match spans.try_recv() {
+                    Ok(span) => batch.push(span),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let count = batch.len() as u64;
+            let full = batch.len() == BATCH;
+            match exporter.export(batch).await {
+                Ok(()) => exported.increment(count),
+                Err(error) => {
+                    failed.increment(count);
+                    tracing::debug!(%collector, %error, "a batch of spans was not exported");
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        if !open {
             return;
-        }
-        let until = tokio::time::Instant::now() + BATCH_DELAY;
-        while batch.len() < BATCH {
-            let room = BATCH - batch.len();
-            tokio::select! {
-                received = spans.recv_many(&mut batch, room) => if received == 0 { break },
-                _ = tokio::time::sleep_until(until) => break,
-            }
-        }
-        let count = batch.len() as u64;
-        let sent = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-        match exporter.export(sent).await {
-            Ok(()) => exported.increment(count),
-            Err(error) => {
-                failed.increment(count);
-                tracing::debug!(%collector, %error, "a batch of spans was not exported");
-            }
         }
     }
 }
