@@ -50,9 +50,31 @@ pub struct Routes {
     pub filters: super::http::filters::State,
     /// The tracing of each service that traces, by name.
     pub tracers: crate::trace::tracers::Tracers,
+    /// The access log share of each service that logs, by name (none at all
+    /// under `--no-access-log`).
+    pub access_logs: HashMap<String, Sampling>,
 }
 
 pub type RouteMetrics = HashMap<ResourceName, HashMap<ResourceName, Arc<ServiceMetrics>>>;
+
+/// Sets what `destination` records of the requests of `service` (its name, as the
+/// metrics label it) besides metrics: its tracer and its access log share.
+fn set_telemetry(destination: &Destination, routes: &Routes, service: &str) {
+    destination.set_tracer(routes.tracers.get(service).cloned());
+    destination.set_access_log(routes.access_logs.get(service).copied());
+}
+
+/// Each service's access log share, unless `enabled` is false (`--no-access-log`).
+fn access_logs(snapshot: &Snapshot, enabled: bool) -> HashMap<String, Sampling> {
+    if !enabled {
+        return HashMap::new();
+    }
+    let logged = snapshot.services.iter().filter_map(|(name, view)| {
+        let log = view.service.telemetry.access_log?;
+        Some((name.to_string(), log.sampling))
+    });
+    logged.collect()
+}
 
 /// The handles of every (route, backend service) pair the snapshot's routes can
 /// send to; a rule without backends sends to its parents.
@@ -217,27 +239,10 @@ impl Registry {
                 let metrics = self.inbound_metrics(&service, tls);
                 let destination =
                     Destination::fixed(protocol, metrics, address, self.pool_max_idle);
-                let snapshot = &self.routes().snapshot;
-                destination.set_access_log(self.local_access_log(snapshot, &service));
-                destination.set_tracer(self.routes().tracers.get(&*service).cloned());
+                set_telemetry(&destination, &self.routes(), &service);
                 destination
             })
             .clone()
-    }
-
-    /// A service's access log share, unless `--no-access-log` keeps them all off.
-    fn access_log_share(&self, service: &Service) -> Option<Sampling> {
-        let log = service.telemetry.access_log?;
-        self.shared.access_log.enabled.then_some(log.sampling)
-    }
-
-    /// The access log share of the local service labelled `service` (its name).
-    fn local_access_log(&self, snapshot: &Snapshot, service: &str) -> Option<Sampling> {
-        let (_, view) = snapshot
-            .services
-            .iter()
-            .find(|(name, _)| !service.is_empty() && name.to_string() == service)?;
-        self.access_log_share(&view.service)
     }
 
     /// The protocol the mesh declares for the local port a client dialled, if any.
@@ -277,6 +282,7 @@ impl Registry {
         let recorder = crate::trace::tracers::recorder(&self.shared.config, &local);
         let mut routes = Routes {
             tracers: crate::trace::tracers::build(&snapshot, &recorder, &self.shared.trace),
+            access_logs: access_logs(&snapshot, self.shared.access_log.enabled),
             snapshot: snapshot.clone(),
             route_metrics: route_metrics(&snapshot),
             filters: super::http::filters::State::build(&snapshot, &old.filters),
@@ -371,8 +377,7 @@ impl Registry {
                         Destination::for_target(port.protocol, metrics.clone(), set, target.clone())
                     }
                 };
-                destination.set_tracer(routes.tracers.get(metrics.service()).cloned());
-                destination.set_access_log(self.access_log_share(&view.service));
+                set_telemetry(&destination, &routes, metrics.service());
                 routes.by_target.insert(target, destination);
             }
         }
@@ -419,8 +424,7 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            destination.set_tracer(routes.tracers.get(&**service).cloned());
-            destination.set_access_log(self.local_access_log(&snapshot, service));
+            set_telemetry(destination, &routes, service);
         }
         // After the swap: what `/config_dump` shows is what connections now see.
         self.shared.local.send_replace(local);
